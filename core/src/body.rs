@@ -1,0 +1,145 @@
+//! Reads only what routing needs from a request body (`model`, `stream`, token limits)
+//! and swaps the model name in place, leaving every other byte as the client sent it.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// What the gateway needs to know about a JSON request body.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestProbe {
+    pub model: Option<String>,
+    /// Byte range of the `model` value (quotes included) in the body.
+    pub model_span: Option<Range<usize>>,
+    pub stream: bool,
+    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`, whichever is set.
+    pub max_tokens: Option<u64>,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body must be a JSON object")]
+    NotAnObject,
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("'model' must be a string")]
+    ModelNotString,
+}
+
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    stream: Option<bool>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// Validates the body as JSON and extracts the routing fields.
+pub fn probe(body: &[u8]) -> Result<RequestProbe, BodyError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(if first.is_none() {
+            BodyError::InvalidJson("the body is empty".into())
+        } else {
+            BodyError::NotAnObject
+        });
+    }
+    let parsed: Probe =
+        serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    let (model, model_span) = match parsed.model {
+        None => (None, None),
+        Some(raw) => {
+            let text = raw.get();
+            if text == "null" {
+                (None, None)
+            } else {
+                let model: String =
+                    serde_json::from_str(text).map_err(|_| BodyError::ModelNotString)?;
+                // The raw value borrows from `body`, so its offset locates it exactly.
+                let start = text.as_ptr() as usize - body.as_ptr() as usize;
+                (Some(model), Some(start..start + text.len()))
+            }
+        }
+    };
+    Ok(RequestProbe {
+        model,
+        model_span,
+        stream: parsed.stream.unwrap_or(false),
+        max_tokens: parsed
+            .max_tokens
+            .or(parsed.max_completion_tokens)
+            .or(parsed.max_output_tokens),
+        include_usage: parsed.stream_options.and_then(|o| o.include_usage),
+    })
+}
+
+/// The body with the `model` value replaced by `new_model`; unchanged if it has no model.
+pub fn replace_model(body: &Bytes, span: &Range<usize>, new_model: &str) -> Bytes {
+    let encoded = serde_json::to_string(new_model).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(body.len() - span.len() + encoded.len());
+    out.extend_from_slice(&body[..span.start]);
+    out.extend_from_slice(encoded.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_routing_fields() {
+        let body = br#"{"messages":[{"role":"user","content":"hi"}], "model" : "gpt-4o-mini", "stream": true, "max_tokens": 7, "stream_options": {"include_usage": false}}"#;
+        let p = probe(body).unwrap();
+        assert_eq!(p.model.as_deref(), Some("gpt-4o-mini"));
+        assert!(p.stream);
+        assert_eq!(p.max_tokens, Some(7));
+        assert_eq!(p.include_usage, Some(false));
+        let span = p.model_span.unwrap();
+        assert_eq!(&body[span], br#""gpt-4o-mini""#);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        assert_eq!(probe(b"[1,2]"), Err(BodyError::NotAnObject));
+        assert!(matches!(probe(b""), Err(BodyError::InvalidJson(_))));
+        assert!(matches!(
+            probe(b"{\"model\": \"x\""),
+            Err(BodyError::InvalidJson(_))
+        ));
+        assert_eq!(probe(br#"{"model": 5}"#), Err(BodyError::ModelNotString));
+        assert!(matches!(
+            probe(br#"{"model": "a", "stream": "yes"}"#),
+            Err(BodyError::InvalidJson(_))
+        ));
+        assert_eq!(probe(br#"{"model": null}"#).unwrap().model, None);
+    }
+
+    #[test]
+    fn replaces_only_the_model_bytes() {
+        let body = Bytes::from_static(br#"{ "model":"a\u0062c",  "messages": [ ],"x":1 }"#);
+        let p = probe(&body).unwrap();
+        assert_eq!(p.model.as_deref(), Some("abc"));
+        let out = replace_model(&body, &p.model_span.unwrap(), "up/stream \"v2\"");
+        assert_eq!(
+            &out[..],
+            br#"{ "model":"up/stream \"v2\"",  "messages": [ ],"x":1 }"#
+        );
+        assert_eq!(
+            probe(&out).unwrap().model.as_deref(),
+            Some("up/stream \"v2\"")
+        );
+    }
+}

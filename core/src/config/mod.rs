@@ -1,0 +1,223 @@
+//! The routing config: YAML in, a validated [`Config`] out. Every problem names the path
+//! and line of the bad value, e.g.
+//! `tollgate.yaml:14: models[2].deployments[0].provider: unknown provider "opnai"`.
+
+mod expand;
+mod locate;
+pub mod raw;
+pub mod units;
+mod validate;
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use url::Url;
+
+pub use expand::expand_str;
+pub use locate::LineIndex;
+
+/// A validated config: references resolved, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub proxy_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub threads: usize,
+    pub max_body_bytes: usize,
+    pub data_dir: PathBuf,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    OpenAiCompatible,
+    AzureOpenAi,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+            ProviderKind::AzureOpenAi => "azure-openai",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// `None` only for `mock`, whose address is known once it listens.
+    pub base_url: Option<Url>,
+    pub api_key: Option<Secret>,
+    pub api_version: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(600),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub deployments: Vec<Deployment>,
+    pub pricing: Option<Pricing>,
+    pub owned_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// Index into [`Config::providers`].
+    pub provider: usize,
+    pub upstream_model: String,
+    pub weight: u32,
+}
+
+/// Integer micro-USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pricing {
+    pub input_micro_usd_per_million: u64,
+    pub output_micro_usd_per_million: u64,
+}
+
+/// A credential: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One thing wrong with a config, located by path (and line when known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Everything wrong with a config file, each line `file:line: path: message`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub origin: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            match problem.line {
+                Some(line) => write!(f, "{}:{line}: {problem}", self.origin)?,
+                None => write!(f, "{}: {problem}", self.origin)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, expands (`${VAR}` from the process environment) and validates a config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            problems: vec![Problem::at("", format!("cannot read the config file: {e}"))],
+        })?;
+        Config::from_yaml(&text, &origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `env` answers `${VAR}` look-ups.
+    pub fn from_yaml(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::load(text, env).map_err(|mut problems| {
+            let index = LineIndex::build(text);
+            for problem in &mut problems {
+                if problem.line.is_none() {
+                    problem.line = index.line_of(&problem.path);
+                }
+            }
+            ConfigError {
+                origin: origin.to_string(),
+                problems,
+            }
+        })
+    }
+
+    /// The model (by name or alias) a client asked for.
+    pub fn find_model(&self, name: &str) -> Option<&Model> {
+        self.models
+            .iter()
+            .find(|m| m.name == name || m.aliases.iter().any(|a| a == name))
+    }
+}
+
+/// The JSON Schema of the config file, generated from [`raw::RawConfig`].
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(raw::RawConfig);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,123 @@
+//! The config file as written: serde types that mirror the YAML one to one. They are
+//! checked and turned into [`super::Config`] by `validate`; the JSON Schema comes from here.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::units::{ByteSize, DurationText, Price};
+
+/// Tollgate's routing config.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Tollgate config")]
+pub struct RawConfig {
+    /// Listeners and process settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Upstream LLM APIs that models are routed to.
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    /// Models clients may ask for, each served by one or more deployments.
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of the OpenAI-compatible proxy listener (default `0.0.0.0:8080`).
+    pub proxy_listen: Option<String>,
+    /// Address reserved for the admin API listener (default `0.0.0.0:8081`).
+    pub admin_listen: Option<String>,
+    /// Address of the `/metrics`, `/healthz` and `/readyz` listener (default `0.0.0.0:9464`).
+    pub metrics_listen: Option<String>,
+    /// Worker threads of the proxy (default: the number of CPUs).
+    pub threads: Option<usize>,
+    /// Largest accepted request body, e.g. `8MiB` (default) or a number of bytes.
+    pub max_body_size: Option<ByteSize>,
+    /// Directory for generated local state such as the dev master key (default `.tollgate`).
+    pub data_dir: Option<String>,
+    /// How long a graceful shutdown waits for in-flight requests (default `10s`).
+    pub shutdown_grace: Option<DurationText>,
+}
+
+/// The protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawProviderKind {
+    /// api.openai.com: `Authorization: Bearer`, paths under the base URL.
+    Openai,
+    /// Any server that speaks OpenAI's API (vLLM, Ollama, LM Studio, ...).
+    OpenaiCompatible,
+    /// Azure OpenAI: `api-key` header, `/openai/deployments/{model}/...?api-version=`.
+    AzureOpenai,
+    /// The bundled mock upstream, started in-process on loopback: works offline.
+    Mock,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Unique name that deployments refer to.
+    pub name: String,
+    pub kind: RawProviderKind,
+    /// Base URL including the version prefix, e.g. `https://api.openai.com/v1`; for Azure the
+    /// resource endpoint, e.g. `https://my-resource.openai.azure.com`. Not used by `mock`.
+    pub base_url: Option<String>,
+    /// The provider credential injected into upstream requests, usually `${ENV_VAR}`.
+    pub api_key: Option<String>,
+    /// Azure OpenAI `api-version` query parameter (required for `azure-openai`).
+    pub api_version: Option<String>,
+    /// Extra headers sent with every upstream request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP + TLS connect timeout (default `10s`).
+    pub connect: Option<DurationText>,
+    /// Longest wait for a non-streaming answer to start (default `600s`).
+    pub first_byte: Option<DurationText>,
+    /// Longest silence on a streaming answer, the first event included (default `120s`).
+    pub idle: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The name clients send as `model`.
+    pub name: String,
+    /// Other names clients may use for this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Where requests for this model go; picked by weight, the others are fallbacks.
+    pub deployments: Vec<RawDeployment>,
+    pub pricing: Option<RawPricing>,
+    /// `owned_by` in `GET /v1/models` (default: the first deployment's provider).
+    pub owned_by: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    /// Name of a provider above.
+    pub provider: String,
+    /// Model name sent upstream (the Azure deployment name); default: the model's name.
+    pub model: Option<String>,
+    /// Relative share of traffic (default 1).
+    pub weight: Option<u32>,
+}
+
+/// Prices in USD per million tokens, e.g. `0.15`; stored as integer micro-USD.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricing {
+    pub input_per_million: Price,
+    pub output_per_million: Price,
+}

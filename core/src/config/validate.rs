@@ -1,0 +1,417 @@
+//! Turns the raw YAML types into a [`Config`]: resolves provider references, applies
+//! defaults and collects every problem instead of stopping at the first.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use url::Url;
+use yaml_serde::Value;
+
+use super::{
+    Config, Deployment, Model, Pricing, Problem, Provider, ProviderKind, Secret, ServerSettings,
+    Timeouts,
+    raw::{RawConfig, RawModel, RawProvider, RawProviderKind, RawServer},
+};
+
+const DEFAULT_MAX_BODY: u64 = 8 << 20;
+
+/// Headers the gateway sets itself; a provider may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+pub fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+    let mut value: Value = yaml_serde::from_str(text).map_err(|e| {
+        vec![Problem {
+            path: String::new(),
+            line: e.location().map(|l| l.line()),
+            message: format!("invalid YAML: {e}"),
+        }]
+    })?;
+    if value.is_null() {
+        value = Value::Mapping(Default::default());
+    }
+    let problems = super::expand::expand_env(&mut value, env);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        vec![Problem::at(path, e.inner().to_string())]
+    })?;
+    let mut problems = Vec::new();
+    let config = build(raw, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
+    let server = server(&raw.server, problems);
+    let providers: Vec<Provider> = raw
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| provider(p, &format!("providers[{i}]"), problems))
+        .collect();
+
+    let mut provider_index: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in raw.providers.iter().enumerate() {
+        if let Some(first) = provider_index.insert(&p.name, i) {
+            problems.push(Problem::at(
+                format!("providers[{i}].name"),
+                format!(
+                    "duplicate provider name {:?} (also providers[{first}])",
+                    p.name
+                ),
+            ));
+            provider_index.insert(&p.name, first);
+        }
+    }
+
+    if raw.models.is_empty() {
+        problems.push(Problem::at("models", "at least one model is required"));
+    }
+    let mut model_names: HashMap<&str, String> = HashMap::new();
+    let mut models = Vec::with_capacity(raw.models.len());
+    for (i, m) in raw.models.iter().enumerate() {
+        let path = format!("models[{i}]");
+        let names = std::iter::once((format!("{path}.name"), &m.name)).chain(
+            m.aliases
+                .iter()
+                .enumerate()
+                .map(|(j, a)| (format!("{path}.aliases[{j}]"), a)),
+        );
+        for (name_path, name) in names {
+            if let Err(message) = check_model_name(name) {
+                problems.push(Problem::at(name_path, message));
+            } else if let Some(first) = model_names.get(name.as_str()) {
+                problems.push(Problem::at(
+                    name_path.clone(),
+                    format!("duplicate model name {name:?} (also {first})"),
+                ));
+            } else {
+                model_names.insert(name, name_path);
+            }
+        }
+        models.push(model(m, &path, &raw.providers, &provider_index, problems));
+    }
+
+    Config {
+        server,
+        providers,
+        models,
+    }
+}
+
+fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
+    let mut listen = |field: &str, value: &Option<String>, default: &str| -> SocketAddr {
+        let text = value.as_deref().unwrap_or(default);
+        text.trim().parse().unwrap_or_else(|_| {
+            problems.push(Problem::at(
+                format!("server.{field}"),
+                format!("invalid listen address {text:?}: expected IP:port such as 0.0.0.0:8080"),
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    };
+    let proxy_listen = listen("proxy_listen", &raw.proxy_listen, "0.0.0.0:8080");
+    let admin_listen = listen("admin_listen", &raw.admin_listen, "0.0.0.0:8081");
+    let metrics_listen = listen("metrics_listen", &raw.metrics_listen, "0.0.0.0:9464");
+
+    let threads = raw
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if !(1..=1024).contains(&threads) {
+        problems.push(Problem::at(
+            "server.threads",
+            format!("must be between 1 and 1024, got {threads}"),
+        ));
+    }
+    let max_body = raw.max_body_size.map_or(DEFAULT_MAX_BODY, |s| s.0);
+    if !(1024..=(1 << 30)).contains(&max_body) {
+        problems.push(Problem::at(
+            "server.max_body_size",
+            format!("must be between 1KiB and 1GiB, got {max_body} bytes"),
+        ));
+    }
+    ServerSettings {
+        proxy_listen,
+        admin_listen,
+        metrics_listen,
+        threads,
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or(".tollgate")),
+        shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
+    }
+}
+
+fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provider {
+    let kind = match raw.kind {
+        RawProviderKind::Openai => ProviderKind::OpenAi,
+        RawProviderKind::OpenaiCompatible => ProviderKind::OpenAiCompatible,
+        RawProviderKind::AzureOpenai => ProviderKind::AzureOpenAi,
+        RawProviderKind::Mock => ProviderKind::Mock,
+    };
+    if let Err(message) = check_identifier(&raw.name) {
+        problems.push(Problem::at(format!("{path}.name"), message));
+    }
+
+    let base_url = match (&raw.base_url, kind) {
+        (Some(_), ProviderKind::Mock) => {
+            problems.push(Problem::at(
+                format!("{path}.base_url"),
+                "a mock provider is served in-process on loopback; remove base_url",
+            ));
+            None
+        }
+        (None, ProviderKind::Mock) => None,
+        (None, _) => {
+            problems.push(Problem::at(
+                format!("{path}.base_url"),
+                format!("base_url is required for kind {}", kind.as_str()),
+            ));
+            None
+        }
+        (Some(text), _) => match check_base_url(text) {
+            Ok(url) => Some(url),
+            Err(message) => {
+                problems.push(Problem::at(format!("{path}.base_url"), message));
+                None
+            }
+        },
+    };
+
+    let api_key = raw
+        .api_key
+        .as_ref()
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
+    if api_key.is_none() && matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi) {
+        problems.push(Problem::at(
+            format!("{path}.api_key"),
+            format!(
+                "api_key is required for kind {} (e.g. api_key: ${{OPENAI_API_KEY}})",
+                kind.as_str()
+            ),
+        ));
+    }
+    if let Some(key) = &api_key
+        && key.expose().bytes().any(|b| b.is_ascii_control())
+    {
+        problems.push(Problem::at(
+            format!("{path}.api_key"),
+            "api_key contains control characters",
+        ));
+    }
+
+    let api_version = raw.api_version.clone().filter(|v| !v.is_empty());
+    match (kind, &api_version) {
+        (ProviderKind::AzureOpenAi, None) => problems.push(Problem::at(
+            format!("{path}.api_version"),
+            "api_version is required for kind azure-openai (e.g. 2024-10-21)",
+        )),
+        (ProviderKind::AzureOpenAi, Some(v))
+            if !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') =>
+        {
+            problems.push(Problem::at(
+                format!("{path}.api_version"),
+                format!("invalid api_version {v:?}"),
+            ))
+        }
+        (ProviderKind::AzureOpenAi, Some(_)) => {}
+        (_, Some(_)) => problems.push(Problem::at(
+            format!("{path}.api_version"),
+            "api_version applies only to kind azure-openai",
+        )),
+        (_, None) => {}
+    }
+
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (name, value) in &raw.headers {
+        let header_path = format!("{path}.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problems.push(Problem::at(
+                header_path,
+                format!("invalid header name {name:?}"),
+            ));
+        } else if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            problems.push(Problem::at(
+                header_path,
+                format!("{name} is set by the gateway and cannot be overridden"),
+            ));
+        } else if http::HeaderValue::from_str(value).is_err() {
+            problems.push(Problem::at(
+                header_path,
+                "invalid header value (control characters or non-ASCII)",
+            ));
+        } else {
+            headers.push((name.to_ascii_lowercase(), value.clone()));
+        }
+    }
+
+    let defaults = Timeouts::default();
+    let mut timeout = |field: &str, value: Option<Duration>, default: Duration| {
+        let value = value.unwrap_or(default);
+        if value.is_zero() {
+            problems.push(Problem::at(
+                format!("{path}.timeouts.{field}"),
+                "must be greater than zero",
+            ));
+        }
+        value
+    };
+    let timeouts = Timeouts {
+        connect: timeout(
+            "connect",
+            raw.timeouts.connect.map(|d| d.0),
+            defaults.connect,
+        ),
+        first_byte: timeout(
+            "first_byte",
+            raw.timeouts.first_byte.map(|d| d.0),
+            defaults.first_byte,
+        ),
+        idle: timeout("idle", raw.timeouts.idle.map(|d| d.0), defaults.idle),
+    };
+
+    Provider {
+        name: raw.name.clone(),
+        kind,
+        base_url,
+        api_key,
+        api_version,
+        headers,
+        timeouts,
+    }
+}
+
+fn model(
+    raw: &RawModel,
+    path: &str,
+    providers: &[RawProvider],
+    provider_index: &HashMap<&str, usize>,
+    problems: &mut Vec<Problem>,
+) -> Model {
+    if raw.deployments.is_empty() {
+        problems.push(Problem::at(
+            format!("{path}.deployments"),
+            "at least one deployment is required",
+        ));
+    }
+    let mut deployments = Vec::with_capacity(raw.deployments.len());
+    for (j, d) in raw.deployments.iter().enumerate() {
+        let dpath = format!("{path}.deployments[{j}]");
+        let Some(&provider) = provider_index.get(d.provider.as_str()) else {
+            let mut known: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+            known.sort_unstable();
+            let known = if known.is_empty() {
+                "no providers are configured".to_string()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            problems.push(Problem::at(
+                format!("{dpath}.provider"),
+                format!("unknown provider {:?} ({known})", d.provider),
+            ));
+            continue;
+        };
+        let upstream_model = d.model.clone().unwrap_or_else(|| raw.name.clone());
+        if upstream_model.is_empty() || upstream_model.bytes().any(|b| b.is_ascii_control()) {
+            problems.push(Problem::at(
+                format!("{dpath}.model"),
+                "invalid upstream model name",
+            ));
+        }
+        deployments.push(Deployment {
+            provider,
+            upstream_model,
+            weight: d.weight.unwrap_or(1),
+        });
+    }
+    if !raw.deployments.is_empty() && raw.deployments.iter().all(|d| d.weight == Some(0)) {
+        problems.push(Problem::at(
+            format!("{path}.deployments"),
+            "every deployment has weight 0: at least one must take traffic",
+        ));
+    }
+    let owned_by = raw.owned_by.clone().unwrap_or_else(|| {
+        raw.deployments
+            .first()
+            .map_or_else(String::new, |d| d.provider.clone())
+    });
+    Model {
+        name: raw.name.clone(),
+        aliases: raw.aliases.clone(),
+        deployments,
+        pricing: raw.pricing.as_ref().map(|p| Pricing {
+            input_micro_usd_per_million: p.input_per_million.micro_usd,
+            output_micro_usd_per_million: p.output_per_million.micro_usd,
+        }),
+        owned_by,
+    }
+}
+
+fn check_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("name must be 1 to 64 characters, got {name:?}"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "invalid name {name:?}: use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_model_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 256 {
+        return Err(format!(
+            "model name must be 1 to 256 characters, got {name:?}"
+        ));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "invalid model name {name:?}: no spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn check_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "invalid URL {text:?}: the scheme must be http or https"
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("invalid URL {text:?}: no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "invalid URL {text:?}: no query or fragment allowed"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "invalid URL {text:?}: put credentials in api_key, not in the URL"
+        ));
+    }
+    Ok(url)
+}

@@ -1,0 +1,8 @@
+//! Shared by the Tollgate gateway, its CLI and its tools: the routing config, the OpenAI
+//! error shape, and the cheap request/stream parsers the hot path relies on.
+
+pub mod body;
+pub mod config;
+pub mod openai;
+pub mod sse;
+pub mod usage;

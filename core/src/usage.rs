@@ -1,0 +1,198 @@
+//! Token usage as upstreams report it, read from a JSON body or an SSE event without
+//! holding whole responses: a JSON body is watched through a bounded head-and-tail window.
+
+use serde::Deserialize;
+
+/// Token counts reported by the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct UsageCarrier {
+    usage: Option<UsageObject>,
+    /// Responses API: `response.completed` nests usage in the response.
+    response: Option<Box<UsageCarrier>>,
+}
+
+#[derive(Deserialize)]
+struct UsageObject {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl UsageObject {
+    fn into_usage(self) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: self.prompt_tokens.or(self.input_tokens)?,
+            completion_tokens: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
+        })
+    }
+}
+
+/// Usage from a whole JSON document (a chat/completions chunk or a Responses API event).
+pub fn parse_usage(json: &[u8]) -> Option<Usage> {
+    let carrier: UsageCarrier = serde_json::from_slice(json).ok()?;
+    match carrier.usage {
+        Some(u) => u.into_usage(),
+        None => carrier.response?.usage?.into_usage(),
+    }
+}
+
+/// Usage from the last `"usage": {...}` object found in a fragment of JSON.
+pub fn find_usage(fragment: &[u8]) -> Option<Usage> {
+    let finder = memchr::memmem::Finder::new(b"\"usage\"");
+    let mut found = None;
+    for at in finder.find_iter(fragment) {
+        let after = &fragment[at + 7..];
+        let Some(open) = after
+            .iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != b':')
+        else {
+            continue;
+        };
+        if after[open] != b'{' {
+            continue;
+        }
+        if let Some(len) = object_len(&after[open..])
+            && let Ok(object) = serde_json::from_slice::<UsageObject>(&after[open..open + len])
+        {
+            found = object.into_usage().or(found);
+        }
+    }
+    found
+}
+
+/// Length of the JSON object starting at `text[0] == b'{'`, strings taken into account.
+fn object_len(text: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in text.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Keeps the first and last `WINDOW` bytes of a JSON body as it streams past: OpenAI puts
+/// `usage` last, some providers first, and neither needs the middle.
+#[derive(Debug, Default)]
+pub struct JsonUsageWindow {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    total: usize,
+}
+
+const WINDOW: usize = 16 * 1024;
+
+impl JsonUsageWindow {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.total += chunk.len();
+        let mut chunk = chunk;
+        if self.head.len() < WINDOW {
+            let take = chunk.len().min(WINDOW - self.head.len());
+            self.head.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+        }
+        if chunk.len() >= WINDOW {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - WINDOW..]);
+        } else if !chunk.is_empty() {
+            let excess = (self.tail.len() + chunk.len()).saturating_sub(WINDOW);
+            self.tail.drain(..excess);
+            self.tail.extend_from_slice(chunk);
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        if self.tail.is_empty() {
+            return parse_usage(&self.head).or_else(|| find_usage(&self.head));
+        }
+        find_usage(&self.tail).or_else(|| find_usage(&self.head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_usage_in_fragments() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"a \"usage\": {\"prompt_tokens\": 99} }"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(
+            find_usage(body),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
+        assert_eq!(
+            find_usage(&body[40..]),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
+        assert_eq!(find_usage(br#"{"usage":null}"#), None);
+        assert_eq!(
+            find_usage(br#"{"usage":{"input_tokens":2,"output_tokens":5}}"#),
+            Some(Usage {
+                prompt_tokens: 2,
+                completion_tokens: 5
+            })
+        );
+    }
+
+    #[test]
+    fn window_stays_bounded_and_finds_usage_at_either_end() {
+        let mut big = b"{\"data\":[".to_vec();
+        big.extend(std::iter::repeat_n(b'1', 200_000));
+        big.extend_from_slice(br#"],"usage":{"prompt_tokens":8,"total_tokens":8}}"#);
+        let mut window = JsonUsageWindow::default();
+        for chunk in big.chunks(1000) {
+            window.feed(chunk);
+        }
+        assert!(window.head.len() <= WINDOW && window.tail.len() <= WINDOW);
+        assert_eq!(
+            window.usage(),
+            Some(Usage {
+                prompt_tokens: 8,
+                completion_tokens: 0
+            })
+        );
+
+        let mut first = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"data":""#.to_vec();
+        first.extend(std::iter::repeat_n(b'x', 100_000));
+        first.extend_from_slice(b"\"}");
+        let mut window = JsonUsageWindow::default();
+        window.feed(&first);
+        assert_eq!(
+            window.usage(),
+            Some(Usage {
+                prompt_tokens: 1,
+                completion_tokens: 2
+            })
+        );
+    }
+}

@@ -1,0 +1,231 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The config loader end to end: every shipped config validates, bad configs are rejected
+//! with the path and line of the problem, and the committed JSON Schema is current.
+
+use std::path::{Path, PathBuf};
+
+use tollgate_core::config::{Config, ConfigError, ProviderKind, json_schema};
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, "test.yaml", &|name| match name {
+        "OPENAI_API_KEY" => Some("sk-test".into()),
+        _ => None,
+    })
+}
+
+fn error(text: &str) -> String {
+    load(text)
+        .expect_err("config should be rejected")
+        .to_string()
+}
+
+const GOOD: &str = "\
+server:
+  proxy_listen: 127.0.0.1:0
+  max_body_size: 1MiB
+providers:
+  - name: mock
+    kind: mock
+  - name: openai
+    kind: openai
+    base_url: https://api.openai.com/v1
+    api_key: ${OPENAI_API_KEY}
+    headers:
+      OpenAI-Project: proj_1
+    timeouts: {connect: 2s, first_byte: 30s, idle: 15s}
+models:
+  - name: gpt-4o-mini
+    aliases: [mini]
+    deployments:
+      - provider: openai
+        weight: 3
+      - provider: mock
+        model: mock-mini
+        weight: 0
+    pricing: {input_per_million: 0.15, output_per_million: \"0.60\"}
+";
+
+#[test]
+fn a_good_config_resolves() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.server.max_body_bytes, 1 << 20);
+    assert_eq!(
+        config.providers[1].api_key.as_ref().unwrap().expose(),
+        "sk-test"
+    );
+    assert_eq!(
+        config.providers[1].headers,
+        vec![("openai-project".to_string(), "proj_1".to_string())]
+    );
+    assert_eq!(config.providers[0].kind, ProviderKind::Mock);
+    let model = config.find_model("mini").unwrap();
+    assert_eq!(model.name, "gpt-4o-mini");
+    assert_eq!(model.deployments[0].provider, 1);
+    assert_eq!(model.deployments[0].upstream_model, "gpt-4o-mini");
+    assert_eq!(model.deployments[1].upstream_model, "mock-mini");
+    let pricing = model.pricing.unwrap();
+    assert_eq!(pricing.input_micro_usd_per_million, 150_000);
+    assert_eq!(pricing.output_micro_usd_per_million, 600_000);
+    assert!(
+        !format!("{config:?}").contains("sk-test"),
+        "Debug must not print secrets"
+    );
+}
+
+#[test]
+fn unknown_field_names_path_and_line() {
+    let bad = GOOD.replace(
+        "        weight: 3\n",
+        "        weight: 3\n        wieght: 4\n",
+    );
+    let message = error(&bad);
+    assert_eq!(
+        message,
+        "test.yaml:20: models[0].deployments[0].wieght: unknown field `wieght`, expected one of `provider`, `model`, `weight`"
+    );
+}
+
+#[test]
+fn unknown_provider_names_path_and_line() {
+    let bad = GOOD.replace("      - provider: openai", "      - provider: opnai");
+    assert_eq!(
+        error(&bad),
+        "test.yaml:18: models[0].deployments[0].provider: unknown provider \"opnai\" (known: mock, openai)"
+    );
+}
+
+#[test]
+fn duplicate_model_names_and_aliases_are_rejected() {
+    let bad = format!("{GOOD}  - name: mini\n    deployments: [{{provider: mock}}]\n");
+    assert_eq!(
+        error(&bad),
+        "test.yaml:24: models[1].name: duplicate model name \"mini\" (also models[0].aliases[0])"
+    );
+    let bad = format!("{GOOD}  - name: gpt-4o-mini\n    deployments: [{{provider: mock}}]\n");
+    assert!(
+        error(&bad)
+            .contains("models[1].name: duplicate model name \"gpt-4o-mini\" (also models[0].name)")
+    );
+}
+
+#[test]
+fn bad_urls_are_rejected() {
+    for (url, why) in [
+        ("not a url", "relative URL without a base"),
+        ("ftp://example.com/v1", "the scheme must be http or https"),
+        (
+            "https://user:pw@example.com/v1",
+            "put credentials in api_key",
+        ),
+        ("https://example.com/v1?x=1", "no query or fragment"),
+    ] {
+        let bad = GOOD.replace("https://api.openai.com/v1", url);
+        let message = error(&bad);
+        assert!(
+            message.starts_with("test.yaml:9: providers[1].base_url: invalid URL"),
+            "{message}"
+        );
+        assert!(message.contains(why), "{message}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let bad = "\
+server:
+  proxy_listen: localhost
+providers:
+  - {name: a, kind: openai, base_url: https://x.example/v1}
+  - {name: a, kind: azure-openai, base_url: https://y.example, api_key: k}
+models:
+  - name: m
+    deployments: []
+";
+    let message = error(bad);
+    for expected in [
+        "test.yaml:2: server.proxy_listen: invalid listen address \"localhost\"",
+        "test.yaml:4: providers[0].api_key: api_key is required for kind openai",
+        "test.yaml:5: providers[1].api_version: api_version is required",
+        "test.yaml:5: providers[1].name: duplicate provider name \"a\" (also providers[0])",
+        "test.yaml:8: models[0].deployments: at least one deployment is required",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+}
+
+#[test]
+fn type_errors_syntax_errors_and_env_vars() {
+    let message = error(&GOOD.replace("kind: openai", "kind: opnai"));
+    assert!(
+        message.starts_with("test.yaml:8: providers[1].kind: unknown variant `opnai`"),
+        "{message}"
+    );
+    let message = error("models: [\n");
+    assert!(
+        message.starts_with("test.yaml:2: invalid YAML"),
+        "{message}"
+    );
+    let message = error(&GOOD.replace("${OPENAI_API_KEY}", "${MISSING_KEY}"));
+    assert!(
+        message.starts_with(
+            "test.yaml:10: providers[1].api_key: environment variable MISSING_KEY is not set"
+        ),
+        "{message}"
+    );
+    let message = error(&GOOD.replace("max_body_size: 1MiB", "max_body_size: 1 parsec"));
+    assert!(
+        message.starts_with("test.yaml:3: server.max_body_size: invalid size"),
+        "{message}"
+    );
+    let message = error(&GOOD.replace("connect: 2s", "connect: soon"));
+    assert!(
+        message.contains("providers[1].timeouts.connect: invalid duration \"soon\""),
+        "{message}"
+    );
+}
+
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(config_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Example configs take provider keys and endpoints from the environment.
+            let env = |name: &str| {
+                if name.ends_with("_KEY") {
+                    Some("test-key".to_string())
+                } else if name.ends_with("_ENDPOINT") {
+                    Some("https://example.openai.azure.com".to_string())
+                } else {
+                    None
+                }
+            };
+            Config::from_yaml(&text, &path.display().to_string(), &env)
+                .unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 2,
+        "expected the default and example configs, found {checked}"
+    );
+}
+
+#[test]
+fn committed_json_schema_is_current() {
+    let path = config_dir().join("tollgate.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == json_schema(),
+        "{} is stale: run `cargo run --bin tollgate -- schema > config/tollgate.schema.json`",
+        path.display()
+    );
+}

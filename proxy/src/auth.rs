@@ -1,0 +1,154 @@
+//! Client authentication: the operator's master key, sent as `Authorization: Bearer <key>`
+//! or `x-api-key: <key>`. The key comes from `TOLLGATE_MASTER_KEY`; without it a random key
+//! is generated once and kept in the data directory, so the default setup is never open.
+
+use std::{fs, io::Write, path::Path};
+
+use anyhow::Context;
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+
+pub const MASTER_KEY_ENV: &str = "TOLLGATE_MASTER_KEY";
+const MASTER_KEY_FILE: &str = "master_key";
+
+pub struct MasterKey(String);
+
+impl MasterKey {
+    pub fn new(key: String) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            key.len() >= 16,
+            "{MASTER_KEY_ENV} must be at least 16 characters"
+        );
+        anyhow::ensure!(
+            key.bytes().all(|b| b.is_ascii_graphic()),
+            "{MASTER_KEY_ENV} must be printable ASCII without spaces"
+        );
+        Ok(MasterKey(key))
+    }
+
+    /// The key from the environment, else the one stored in `data_dir` (created on first use).
+    /// Returns the key and, when it came from the file, that file's path.
+    pub fn load(data_dir: &Path) -> anyhow::Result<(Self, Option<std::path::PathBuf>)> {
+        if let Ok(key) = std::env::var(MASTER_KEY_ENV)
+            && !key.is_empty()
+        {
+            return Ok((MasterKey::new(key)?, None));
+        }
+        let path = data_dir.join(MASTER_KEY_FILE);
+        if let Ok(text) = fs::read_to_string(&path) {
+            let key = text.trim().to_string();
+            return Ok((
+                MasterKey::new(key).with_context(|| format!("in {}", path.display()))?,
+                Some(path),
+            ));
+        }
+        fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+        let key = format!("tg_master_{}", random_base62(40)?);
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))?;
+        Ok((MasterKey(key), Some(path)))
+    }
+
+    /// Checks the request's credential.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;
+        if constant_time_eq(presented.as_bytes(), self.0.as_bytes()) {
+            Ok(())
+        } else {
+            Err(GatewayError::InvalidKey)
+        }
+    }
+}
+
+/// The client's key from `Authorization: Bearer` or `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
+}
+
+/// `len` characters of base62 from the OS random source (rejection sampling keeps it uniform).
+fn random_base62(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("OS random source failed: {e}"))?;
+        for &b in buf.iter().filter(|&&b| b < 248) {
+            if out.len() < len {
+                out.push(ALPHABET[usize::from(b % 62)] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn accepts_bearer_and_x_api_key() {
+        let key = MasterKey::new("tg_master_0123456789".into()).unwrap();
+        assert_eq!(
+            key.check(&headers("authorization", "Bearer tg_master_0123456789")),
+            Ok(())
+        );
+        assert_eq!(
+            key.check(&headers("authorization", "bearer  tg_master_0123456789")),
+            Ok(())
+        );
+        assert_eq!(
+            key.check(&headers("x-api-key", "tg_master_0123456789")),
+            Ok(())
+        );
+        assert_eq!(
+            key.check(&headers("authorization", "Bearer tg_master_012345678")),
+            Err(GatewayError::InvalidKey)
+        );
+        assert_eq!(
+            key.check(&headers("authorization", "Basic abc")),
+            Err(GatewayError::MissingKey)
+        );
+        assert_eq!(key.check(&HeaderMap::new()), Err(GatewayError::MissingKey));
+    }
+
+    #[test]
+    fn generates_and_reuses_a_stored_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // The environment may carry a real key; this test is about the file.
+        if std::env::var(MASTER_KEY_ENV).is_ok() {
+            return;
+        }
+        let (first, path) = MasterKey::load(dir.path()).unwrap();
+        assert!(first.0.starts_with("tg_master_") && first.0.len() == 50);
+        let (second, _) = MasterKey::load(dir.path()).unwrap();
+        assert_eq!(first.0, second.0);
+        assert!(path.unwrap().exists());
+    }
+}

@@ -1,0 +1,104 @@
+//! Per-request state carried through the Pingora phases.
+
+use std::{sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use tollgate_core::{
+    body::RequestProbe,
+    sse::SseScanner,
+    usage::{JsonUsageWindow, Usage},
+};
+
+use crate::{
+    endpoints::Endpoint,
+    error::GatewayError,
+    routing::{Route, Tried},
+};
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub endpoint: Option<Endpoint>,
+    /// The request body as the client sent it.
+    pub client_body: Bytes,
+    /// The body of the current attempt (model renamed for the deployment if needed).
+    pub body: Bytes,
+    pub probe: RequestProbe,
+    pub route: Option<Arc<Route>>,
+    pub tried: Tried,
+    /// Index of the deployment of the current attempt.
+    pub deployment: Option<usize>,
+    pub attempts: u32,
+    /// Replays after a pooled upstream connection turned out dead.
+    pub replays: u32,
+    /// Whether this request is counted in the in-flight gauge.
+    pub in_flight: bool,
+    /// An error the gateway answered itself.
+    pub error: Option<GatewayError>,
+    /// When the upstream's response head arrived.
+    pub upstream_headers_at: Option<Instant>,
+    /// When the first body byte went to the client.
+    pub first_byte_at: Option<Instant>,
+    pub response: ResponseScan,
+}
+
+/// How the response body is watched for usage as it passes.
+pub enum ResponseScan {
+    None,
+    Stream(Box<SseScanner>),
+    /// A JSON body, watched through a bounded window for its `usage`.
+    Json(Box<JsonUsageWindow>),
+    Done(Option<Usage>),
+}
+
+impl ResponseScan {
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            ResponseScan::None => None,
+            ResponseScan::Stream(scanner) => scanner.usage(),
+            ResponseScan::Json(window) => window.usage(),
+            ResponseScan::Done(usage) => *usage,
+        }
+    }
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            endpoint: None,
+            client_body: Bytes::new(),
+            body: Bytes::new(),
+            probe: RequestProbe::default(),
+            route: None,
+            tried: Tried::default(),
+            deployment: None,
+            attempts: 0,
+            replays: 0,
+            in_flight: false,
+            error: None,
+            upstream_headers_at: None,
+            first_byte_at: None,
+            response: ResponseScan::None,
+        }
+    }
+
+    /// The provider of the current attempt, for logs and metrics.
+    pub fn provider_name(&self) -> &str {
+        match (&self.route, self.deployment) {
+            (Some(route), Some(i)) => &route.deployments[i].upstream.name,
+            _ => "",
+        }
+    }
+
+    pub fn model_name(&self) -> &str {
+        self.route.as_ref().map_or("", |r| r.model.as_str())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

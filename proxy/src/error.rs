@@ -1,0 +1,257 @@
+//! Every error the gateway answers itself, mapped in one place to the status, OpenAI error
+//! type and code that OpenAI SDKs turn into the right exception.
+
+use bytes::Bytes;
+use http::StatusCode;
+use tollgate_core::openai::error_body;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error(
+        "Invalid URL ({method} {path}): Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/models."
+    )]
+    UnknownPath { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}; use {allowed}.")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error(
+        "You didn't provide an API key. Send it as `Authorization: Bearer <key>` or in the `x-api-key` header."
+    )]
+    MissingKey,
+    #[error("Incorrect API key provided. Use a key issued by this Tollgate gateway.")]
+    InvalidKey,
+    #[error(
+        "Request body is {size} bytes, larger than the {limit}-byte limit of this gateway (server.max_body_size)."
+    )]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("Chunked request bodies larger than 64 KiB need a Content-Length header.")]
+    LengthRequired,
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidBody(String),
+    #[error("You must provide a model parameter.")]
+    MissingModel,
+    #[error(
+        "The model `{0}` does not exist or you do not have access to it. GET /v1/models lists the models this gateway serves."
+    )]
+    UnknownModel(String),
+    #[error("The upstream for model `{model}` ({provider}) could not be reached: {detail}.")]
+    UpstreamUnreachable {
+        model: String,
+        provider: String,
+        detail: String,
+    },
+    #[error("The upstream for model `{model}` ({provider}) did not answer in time: {detail}.")]
+    UpstreamTimeout {
+        model: String,
+        provider: String,
+        detail: String,
+    },
+    #[error("The upstream for model `{model}` ({provider}) failed: {detail}.")]
+    UpstreamFailed {
+        model: String,
+        provider: String,
+        detail: String,
+    },
+    #[error("Malformed HTTP request: {0}.")]
+    BadRequest(String),
+    #[error(
+        "The gateway had an internal error while processing your request; the x-request-id response header identifies it in the gateway's logs."
+    )]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            UnknownPath { .. } | UnknownModel(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            LengthRequired => StatusCode::LENGTH_REQUIRED,
+            InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
+            UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type` field.
+    pub fn kind(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            UpstreamUnreachable { .. }
+            | UpstreamTimeout { .. }
+            | UpstreamFailed { .. }
+            | Internal => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// OpenAI's `code` field.
+    pub fn code(&self) -> Option<&'static str> {
+        use GatewayError::*;
+        match self {
+            UnknownPath { .. } => Some("unknown_url"),
+            MethodNotAllowed { .. } => Some("method_not_allowed"),
+            MissingKey => Some("missing_api_key"),
+            InvalidKey => Some("invalid_api_key"),
+            BodyTooLarge { .. } => Some("request_too_large"),
+            LengthRequired => Some("length_required"),
+            InvalidBody(_) => Some("invalid_json"),
+            MissingModel => Some("missing_model"),
+            UnknownModel(_) => Some("model_not_found"),
+            UpstreamUnreachable { .. } => Some("upstream_unreachable"),
+            UpstreamTimeout { .. } => Some("upstream_timeout"),
+            UpstreamFailed { .. } => Some("upstream_error"),
+            BadRequest(_) | Internal => None,
+        }
+    }
+
+    pub fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::MissingModel | GatewayError::UnknownModel(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// Whether an SDK retry could help; sent as `x-should-retry` so SDKs do not retry
+    /// requests that will fail the same way again.
+    pub fn should_retry(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UpstreamUnreachable { .. }
+                | GatewayError::UpstreamTimeout { .. }
+                | GatewayError::UpstreamFailed { .. }
+                | GatewayError::Internal
+        )
+    }
+
+    pub fn body(&self) -> Bytes {
+        error_body(&self.to_string(), self.kind(), self.code(), self.param())
+    }
+
+    /// The error as a server-sent event, for failures after a stream has begun: the status
+    /// is already sent, and OpenAI SDKs raise an `error` event as an API error.
+    pub fn sse_event(&self) -> Bytes {
+        let mut event = b"event: error\ndata: ".to_vec();
+        event.extend_from_slice(&self.body());
+        event.extend_from_slice(b"\n\n");
+        Bytes::from(event)
+    }
+
+    /// Maps a Pingora failure to the error the client gets; `None` when the client is gone.
+    pub fn from_proxy_failure(
+        e: &pingora::Error,
+        model: &str,
+        provider: &str,
+    ) -> Option<GatewayError> {
+        use pingora::{ErrorSource, ErrorType::*};
+        let upstream = |detail: &str| (model.to_string(), provider.to_string(), detail.to_string());
+        let cause = e.root_cause().to_string();
+        match (e.esource(), e.etype()) {
+            (_, HTTPStatus(code)) if *code == 400 => Some(GatewayError::BadRequest(cause)),
+            (
+                ErrorSource::Downstream,
+                ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout,
+            ) => None,
+            (ErrorSource::Downstream, _) => {
+                Some(GatewayError::BadRequest(e.etype().as_str().to_string()))
+            }
+            (_, ConnectTimedout | TLSHandshakeTimedout) => {
+                let (model, provider, detail) = upstream("connecting timed out");
+                Some(GatewayError::UpstreamTimeout {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (_, ReadTimedout | WriteTimedout) => {
+                let (model, provider, detail) =
+                    upstream("no response within the configured timeout");
+                Some(GatewayError::UpstreamTimeout {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (
+                _,
+                ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+                | ConnectProxyFailure,
+            ) => {
+                let (model, provider, detail) =
+                    upstream(&format!("{} ({cause})", e.etype().as_str()));
+                Some(GatewayError::UpstreamUnreachable {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (_, TLSHandshakeFailure | InvalidCert | HandshakeError | TLSWantX509Lookup) => {
+                let (model, provider, detail) =
+                    upstream(&format!("TLS handshake failed ({cause})"));
+                Some(GatewayError::UpstreamUnreachable {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (ErrorSource::Upstream, ReadError | WriteError | ConnectionClosed) => {
+                let (model, provider, detail) =
+                    upstream("the connection closed before the response was complete");
+                Some(GatewayError::UpstreamFailed {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (ErrorSource::Upstream, InvalidHTTPHeader | H1Error | H2Error | InvalidH2) => {
+                let (model, provider, detail) = upstream("it sent an invalid HTTP response");
+                Some(GatewayError::UpstreamFailed {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            (ErrorSource::Upstream, _) => {
+                let (model, provider, detail) = upstream(e.etype().as_str());
+                Some(GatewayError::UpstreamFailed {
+                    model,
+                    provider,
+                    detail,
+                })
+            }
+            _ => Some(GatewayError::Internal),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_what_sdks_expect() {
+        assert_eq!(GatewayError::MissingKey.status(), 401);
+        assert_eq!(GatewayError::UnknownModel("x".into()).status(), 404);
+        assert_eq!(GatewayError::InvalidBody("x".into()).status(), 400);
+        assert_eq!(
+            GatewayError::BodyTooLarge { size: 2, limit: 1 }.status(),
+            413
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&GatewayError::UnknownModel("gpt-9".into()).body()).unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["param"], "model");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("`gpt-9`")
+        );
+    }
+}

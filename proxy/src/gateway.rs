@@ -1,0 +1,435 @@
+//! The Pingora `ProxyHttp` implementation, in phase order. Each phase stays thin and calls
+//! the module that does the work: endpoints, auth, request_body, routing, upstream, metrics.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::{
+    Error, ErrorType,
+    http::{RequestHeader, ResponseHeader},
+    proxy::{FailToProxy, ProxyHttp, Session},
+    upstreams::peer::HttpPeer,
+};
+use tollgate_core::body;
+
+use crate::{
+    auth::MasterKey,
+    context::{RequestCtx, ResponseScan},
+    endpoints::{self, Target},
+    error::GatewayError,
+    metrics::Metrics,
+    models::ModelCatalog,
+    request_body, respond,
+    routing::RouteTable,
+};
+
+/// How often one request may be replayed after a dead pooled connection.
+const MAX_REPLAYS: u32 = 2;
+
+pub struct Gateway {
+    pub routes: RouteTable,
+    pub master_key: MasterKey,
+    pub models: ModelCatalog,
+    pub max_body_bytes: usize,
+    pub metrics: Metrics,
+}
+
+impl Gateway {
+    /// Checks and reads the request; `Ok(None)` means proxy it, `Ok(Some(..))` means it was
+    /// answered here.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Result<Option<()>, GatewayError>> {
+        let req = session.req_header();
+        let target = match endpoints::classify(&req.method, req.uri.path()) {
+            Ok(target) => target,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = self.master_key.check(&req.headers) {
+            return Ok(Err(e));
+        }
+        let endpoint = match target {
+            Target::ListModels => {
+                respond::json(
+                    session,
+                    StatusCode::OK,
+                    self.models.list(),
+                    &ctx.request_id,
+                    &[],
+                )
+                .await?;
+                return Ok(Ok(Some(())));
+            }
+            Target::GetModel(id) => {
+                let Some(model) = self.models.get(&id) else {
+                    return Ok(Err(GatewayError::UnknownModel(id)));
+                };
+                respond::json(session, StatusCode::OK, model, &ctx.request_id, &[]).await?;
+                return Ok(Ok(Some(())));
+            }
+            Target::Proxy(endpoint) => endpoint,
+        };
+        ctx.endpoint = Some(endpoint);
+
+        let body = match request_body::read_capped(session, self.max_body_bytes).await? {
+            Ok(body) => body,
+            Err(e) => return Ok(Err(e)),
+        };
+        let probe = match body::probe(&body) {
+            Ok(probe) => probe,
+            Err(e) => return Ok(Err(GatewayError::InvalidBody(e.to_string()))),
+        };
+        let Some(model) = probe.model.as_deref() else {
+            return Ok(Err(GatewayError::MissingModel));
+        };
+        let Some(route) = self.routes.get(model) else {
+            return Ok(Err(GatewayError::UnknownModel(model.to_string())));
+        };
+        ctx.route = Some(route.clone());
+        ctx.client_body = body;
+        ctx.probe = probe;
+        Ok(Ok(None))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    /// Routes, authenticates and reads the body; answers locally what is not proxied.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        self.metrics.in_flight.inc();
+        ctx.in_flight = true;
+        ctx.request_id = request_id(session.req_header());
+        match self.admit(session, ctx).await? {
+            Ok(None) => Ok(false),
+            Ok(Some(())) => Ok(true),
+            Err(e) => {
+                respond::error(session, &e, &ctx.request_id).await?;
+                ctx.error = Some(e);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Picks the next untried deployment and prepares the body it gets.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+        let index = route.pick(ctx.tried).ok_or_else(|| {
+            Error::explain(
+                ErrorType::ConnectError,
+                "every deployment of the model failed",
+            )
+        })?;
+        ctx.tried.mark(index);
+        ctx.deployment = Some(index);
+        ctx.attempts += 1;
+        let deployment = &route.deployments[index];
+
+        ctx.body = match (&ctx.probe.model, &ctx.probe.model_span) {
+            (Some(asked), Some(span)) if *asked != deployment.upstream_model => {
+                body::replace_model(&ctx.client_body, span, &deployment.upstream_model)
+            }
+            _ => ctx.client_body.clone(),
+        };
+
+        deployment
+            .upstream
+            .peer(ctx.probe.stream)
+            .await
+            .map_err(|e| {
+                let mut err = Error::because(
+                    ErrorType::ConnectNoRoute,
+                    format!(
+                        "resolving the address of provider {}",
+                        deployment.upstream.name
+                    ),
+                    e,
+                );
+                err.set_retry(route.pick(ctx.tried).is_some());
+                err
+            })
+    }
+
+    /// Swaps in the full body: Pingora replays only the retry buffer's tail (see request_body).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        *body = end_of_stream.then(|| ctx.body.clone());
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let (Some(route), Some(index), Some(endpoint)) = (&ctx.route, ctx.deployment, ctx.endpoint)
+        else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request not routed",
+            ));
+        };
+        let deployment = &route.deployments[index];
+        deployment.upstream.rewrite_request(
+            upstream_request,
+            endpoint,
+            &deployment.upstream_model,
+            ctx.body.len(),
+            &ctx.request_id,
+        )
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let now = Instant::now();
+        ctx.upstream_headers_at = Some(now);
+        self.metrics
+            .upstream_first_byte
+            .with_label_values(&[ctx.model_name(), ctx.provider_name()])
+            .observe(now.duration_since(ctx.started).as_secs_f64());
+        if let Some(upstream_id) = response.headers.get("x-request-id").cloned() {
+            response.insert_header("x-upstream-request-id", upstream_id)?;
+        }
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+
+        let content_type = response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        ctx.response = if content_type.starts_with(b"text/event-stream") {
+            ResponseScan::Stream(Box::default())
+        } else if response.status.is_success() && content_type.starts_with(b"application/json") {
+            ResponseScan::Json(Box::default())
+        } else {
+            ResponseScan::None
+        };
+        Ok(())
+    }
+
+    /// Sees each chunk once on its way to the client; nothing is held back.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) {
+            ctx.first_byte_at.get_or_insert_with(Instant::now);
+            match &mut ctx.response {
+                ResponseScan::Stream(scanner) => scanner.feed(chunk),
+                ResponseScan::Json(window) => window.feed(chunk),
+                ResponseScan::None | ResponseScan::Done(_) => {}
+            }
+        }
+        if end_of_stream {
+            ctx.response = ResponseScan::Done(ctx.response.usage());
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[ctx.provider_name(), e.etype().as_str()])
+            .inc();
+        // Nothing was sent yet: another deployment can take the request.
+        if ctx
+            .route
+            .as_ref()
+            .is_some_and(|r| r.pick(ctx.tried).is_some())
+        {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[ctx.provider_name(), e.etype().as_str()])
+            .inc();
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // A pooled connection that turned out dead before anything reached the client can be
+        // replayed: the gateway holds the whole body. Pingora's default refuses it for POST.
+        if session.response_written().is_none() && ctx.replays < MAX_REPLAYS {
+            e.retry.decide_reuse(client_reused);
+            if e.retry() {
+                ctx.replays += 1;
+                if let Some(index) = ctx.deployment {
+                    ctx.tried.unmark(index);
+                }
+            }
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    /// Shapes Pingora's own failures like every other gateway error.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(err) = GatewayError::from_proxy_failure(e, ctx.model_name(), ctx.provider_name())
+        else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let error_code = match session.response_written().map(|r| r.status.as_u16()) {
+            None => {
+                if let Err(write) = respond::error(session, &err, &ctx.request_id).await {
+                    tracing::debug!("could not send the error response: {write}");
+                }
+                err.status().as_u16()
+            }
+            Some(status) => {
+                // The status is gone already; a stream can still carry an error event.
+                if matches!(ctx.response, ResponseScan::Stream(_)) {
+                    let _ = session
+                        .write_response_body(Some(err.sse_event()), true)
+                        .await;
+                }
+                status
+            }
+        };
+        ctx.error = Some(err);
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if ctx.in_flight {
+            self.metrics.in_flight.dec();
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let endpoint = ctx.endpoint.map_or("other", |e| e.as_str());
+        let (model, provider) = (ctx.model_name(), ctx.provider_name());
+        let elapsed = ctx.started.elapsed();
+        self.metrics
+            .requests
+            .with_label_values(&[endpoint, model, provider, status_label(status)])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[endpoint, model])
+            .observe(elapsed.as_secs_f64());
+        let usage = ctx.response.usage();
+        if let Some(usage) = usage {
+            self.metrics
+                .tokens
+                .with_label_values(&[model, provider, "prompt"])
+                .inc_by(usage.prompt_tokens);
+            self.metrics
+                .tokens
+                .with_label_values(&[model, provider, "completion"])
+                .inc_by(usage.completion_tokens);
+        }
+        let stream = matches!(ctx.response, ResponseScan::Stream(_)) || ctx.probe.stream;
+        tracing::info!(
+            target: "tollgate::access",
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            status,
+            model,
+            provider,
+            stream,
+            attempts = ctx.attempts,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            ttfb_ms = ctx.first_byte_at.map(|t| t.duration_since(ctx.started).as_secs_f64() * 1e3),
+            prompt_tokens = usage.map(|u| u.prompt_tokens),
+            completion_tokens = usage.map(|u| u.completion_tokens),
+            error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
+        );
+    }
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(req: &RequestHeader) -> String {
+    if let Some(id) = req
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        && (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return id.to_string();
+    }
+    format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
+}
+
+fn status_label(status: u16) -> &'static str {
+    // Static labels avoid formatting a string per request.
+    match status {
+        0 => "0",
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

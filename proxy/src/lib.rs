@@ -1,0 +1,15 @@
+//! The Tollgate gateway: an OpenAI-compatible LLM proxy on Pingora.
+
+pub mod auth;
+pub mod context;
+pub mod endpoints;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod mock_upstream;
+pub mod models;
+pub mod request_body;
+pub mod respond;
+pub mod routing;
+pub mod server;
+pub mod upstream;

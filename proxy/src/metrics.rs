@@ -1,0 +1,143 @@
+//! Prometheus metrics of the proxy, and the listener that serves `/metrics`, `/healthz`
+//! and `/readyz`. Labels are model, provider, endpoint and status: never keys or users.
+
+use std::{net::SocketAddr, sync::Mutex, time::Duration};
+
+use async_trait::async_trait;
+use axum::{Router, http::StatusCode, routing::get};
+use pingora::{server::ShutdownWatch, services::background::BackgroundService};
+use prometheus::{
+    Encoder, HistogramVec, IntCounterVec, IntGauge, TextEncoder, exponential_buckets,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge,
+};
+
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_first_byte: HistogramVec,
+    pub tokens: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+}
+
+impl Metrics {
+    /// Registers the metrics in the default registry, which `/metrics` serves. Once per process.
+    pub fn register() -> prometheus::Result<Metrics> {
+        let latency = exponential_buckets(0.001, 2.0, 18)?;
+        Ok(Metrics {
+            requests: register_int_counter_vec!(
+                "tollgate_requests_total",
+                "Requests answered, by endpoint, model, provider and status",
+                &["endpoint", "model", "provider", "status"]
+            )?,
+            duration: register_histogram_vec!(
+                "tollgate_request_duration_seconds",
+                "Time from request arrival to the last response byte",
+                &["endpoint", "model"],
+                latency.clone()
+            )?,
+            upstream_first_byte: register_histogram_vec!(
+                "tollgate_upstream_first_byte_seconds",
+                "Time from request arrival until the upstream's response head",
+                &["model", "provider"],
+                latency
+            )?,
+            tokens: register_int_counter_vec!(
+                "tollgate_tokens_total",
+                "Tokens reported by upstreams, by model, provider and kind (prompt, completion)",
+                &["model", "provider", "kind"]
+            )?,
+            upstream_errors: register_int_counter_vec!(
+                "tollgate_upstream_errors_total",
+                "Failed upstream attempts, by provider and error kind",
+                &["provider", "kind"]
+            )?,
+            in_flight: register_int_gauge!("tollgate_requests_in_flight", "Requests being served")?,
+        })
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on a listener bound at start-up.
+pub struct MetricsService {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    proxy_addr: SocketAddr,
+}
+
+impl MetricsService {
+    pub fn new(listener: std::net::TcpListener, proxy_addr: SocketAddr) -> Self {
+        MetricsService {
+            listener: Mutex::new(Some(listener)),
+            proxy_addr,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for MetricsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+            return;
+        };
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("metrics listener: {e}");
+                return;
+            }
+        };
+        let proxy_addr = self.proxy_addr;
+        let app = Router::new()
+            .route("/metrics", get(render))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(move || ready(proxy_addr)));
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("metrics listener: {e}");
+        }
+    }
+}
+
+async fn render() -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
+    let mut out = Vec::with_capacity(16 * 1024);
+    let families = prometheus::gather();
+    match TextEncoder::new().encode(&families, &mut out) {
+        Ok(()) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            out,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            e.to_string().into_bytes(),
+        ),
+    }
+}
+
+/// Ready when the proxy listener accepts connections.
+async fn ready(proxy_addr: SocketAddr) -> (StatusCode, &'static str) {
+    let mut target = proxy_addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(if target.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(target),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "proxy listener not accepting connections\n",
+        ),
+    }
+}

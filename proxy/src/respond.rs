@@ -1,0 +1,47 @@
+//! Writes responses the gateway answers itself (errors, the model list) as complete JSON
+//! responses. Pingora's `respond_error` would send no content type and close the connection.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::{http::ResponseHeader, proxy::Session};
+
+use crate::error::GatewayError;
+
+pub async fn json(
+    session: &mut Session,
+    status: StatusCode,
+    body: Bytes,
+    request_id: &str,
+    extra: &[(&'static str, &str)],
+) -> pingora::Result<()> {
+    let mut head = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    head.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    head.insert_header("x-request-id", request_id)?;
+    for (name, value) in extra {
+        head.insert_header(*name, *value)?;
+    }
+    // An unread request body would be taken for the next request: close instead.
+    if !session.is_body_done() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(head), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+pub async fn error(
+    session: &mut Session,
+    err: &GatewayError,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let retry = if err.should_retry() { "true" } else { "false" };
+    json(
+        session,
+        err.status(),
+        err.body(),
+        request_id,
+        &[("x-should-retry", retry)],
+    )
+    .await
+}

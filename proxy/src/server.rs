@@ -1,0 +1,151 @@
+//! Assembles the gateway process: binds the listeners, starts the in-process mock upstream
+//! when the config uses one, and runs the proxy, metrics and mock as Pingora services.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use pingora::{
+    prelude::Opt,
+    server::{Server, configuration::ServerConf},
+    services::background::background_service,
+};
+use tollgate_core::config::{Config, ProviderKind};
+use url::Url;
+
+use crate::{
+    auth::MasterKey,
+    gateway::Gateway,
+    metrics::{Metrics, MetricsService},
+    mock_upstream::MockUpstreamService,
+    models::ModelCatalog,
+    routing::RouteTable,
+    upstream::Upstream,
+};
+
+/// Where the process ended up listening; printed as one JSON line on stdout at start-up so
+/// that scripts and tests using port 0 learn the real ports.
+#[derive(serde::Serialize)]
+struct Listening {
+    proxy: SocketAddr,
+    metrics: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mock_upstream: Option<SocketAddr>,
+}
+
+/// Runs the gateway until it is told to stop. Does not return.
+pub fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config =
+        Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
+    if let Some(path) = key_file {
+        tracing::warn!(
+            "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
+            path.display()
+        );
+    }
+
+    let mock = config
+        .providers
+        .iter()
+        .any(|p| p.kind == ProviderKind::Mock);
+    let mock_listener = if mock {
+        Some(bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            "in-process mock upstream",
+        )?)
+    } else {
+        None
+    };
+    let mock_addr = mock_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+
+    let upstreams = config
+        .providers
+        .iter()
+        .map(|p| {
+            let base_url = match (&p.base_url, mock_addr) {
+                (Some(url), _) => url.clone(),
+                (None, Some(addr)) => Url::parse(&format!("http://{addr}/v1"))?,
+                (None, None) => anyhow::bail!("provider {} has no base_url", p.name),
+            };
+            Upstream::new(p, base_url).map(Arc::new)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    let proxy_addr = reserve(config.server.proxy_listen)?;
+
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let gateway = Gateway {
+        routes: RouteTable::new(&config, &upstreams),
+        master_key,
+        models: ModelCatalog::new(&config, created),
+        max_body_bytes: config.server.max_body_bytes,
+        metrics: Metrics::register()?,
+    };
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_grace.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "tollgate proxy",
+    );
+    proxy.add_tcp(&proxy_addr.to_string());
+    server.add_service(proxy);
+
+    let mut metrics =
+        background_service("metrics", MetricsService::new(metrics_listener, proxy_addr));
+    metrics.threads = Some(1);
+    server.add_service(metrics);
+    if let Some(listener) = mock_listener {
+        server.add_service(background_service(
+            "mock upstream",
+            MockUpstreamService::new(listener),
+        ));
+    }
+
+    let listening = Listening {
+        proxy: proxy_addr,
+        metrics: metrics_addr,
+        mock_upstream: mock_addr,
+    };
+    println!("{}", serde_json::to_string(&listening)?);
+    tracing::info!(
+        "tollgate listening: proxy http://{proxy_addr}/v1, metrics http://{metrics_addr}/metrics, {} models",
+        config.models.len()
+    );
+    server.run_forever()
+}
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("binding the {what} listener on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// The proxy listener is bound by Pingora from an address. For port 0 a free port is found
+/// here first, so that it can be reported.
+fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let probe =
+        TcpListener::bind(addr).with_context(|| format!("binding the proxy listener on {addr}"))?;
+    Ok(probe.local_addr()?)
+}

@@ -1,0 +1,245 @@
+//! Test harness: spawns the real `tollgate` and `tollgate-mock` binaries on port 0 with
+//! temporary configs, learns their ports from the JSON line they print, and kills them on
+//! drop. Every test gets its own processes, so tests run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+pub const MASTER_KEY: &str = "tg_master_test_0123456789abcdef";
+
+/// A running child process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub stdout_line: serde_json::Value,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self, field: &str) -> SocketAddr {
+        self.stdout_line[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.stdout_line))
+            .parse()
+            .unwrap()
+    }
+
+    /// Resident memory of the process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// Starts `cmd` and waits for the JSON line it prints once listening.
+fn spawn(mut cmd: Command) -> Proc {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .stdin(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{cmd:?} did not report its address");
+        }
+    };
+    let stdout_line =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad start-up line {line:?}: {e}"));
+    Proc { child, stdout_line }
+}
+
+/// Path of a binary of another workspace package, built next to this test's binary.
+fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+pub struct Mock {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Mock {
+    pub fn spawn() -> Mock {
+        Mock::spawn_with(&[])
+    }
+
+    pub fn spawn_with(args: &[&str]) -> Mock {
+        let mut cmd = Command::new(sibling_binary("tollgate-mock"));
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        let proc = spawn(cmd);
+        let addr = proc.addr("listening");
+        Mock { proc, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/_mock/stats", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn requests(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/_mock/requests", self.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `tollgate serve` with `providers:` and `models:` YAML; listeners on port 0.
+    pub async fn spawn(providers_and_models: &str) -> Gateway {
+        Gateway::spawn_with_server(providers_and_models, "").await
+    }
+
+    pub async fn spawn_with_server(providers_and_models: &str, server_extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\n{server_extra}{providers_and_models}",
+            dir.path().join("data").display()
+        );
+        let path = dir.path().join("tollgate.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
+            .env("RUST_LOG", "warn");
+        let proc = spawn(cmd);
+        let addr = proc.addr("proxy");
+        let metrics = proc.addr("metrics");
+        let gateway = Gateway {
+            proc,
+            addr,
+            metrics,
+            _dir: dir,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.metrics);
+        for _ in 0..200 {
+            if let Ok(resp) = reqwest::get(&url).await {
+                if resp.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gateway at {} never became ready", self.addr);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A POST with the master key.
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        client().post(self.url(path)).bearer_auth(MASTER_KEY)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        client().get(self.url(path)).bearer_auth(MASTER_KEY)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Providers and models that route `gpt-4o-mini` to a mock binary.
+pub fn mock_route(mock: &Mock) -> String {
+    format!(
+        "providers:\n  - {{name: upstream, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    aliases: [mini]\n    deployments: [{{provider: upstream}}]\n",
+        mock.url()
+    )
+}
+
+pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Say something deterministic."}],
+        "stream": stream,
+    })
+}
+
+/// The OpenAI error object of a response, asserting the status.
+pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(resp.status(), status, "unexpected status");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert!(resp.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let error = body["error"].clone();
+    assert!(
+        error["message"].is_string(),
+        "not an OpenAI error body: {body}"
+    );
+    assert!(
+        error["type"].is_string(),
+        "not an OpenAI error body: {body}"
+    );
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "not an OpenAI error body: {body}"
+    );
+    error
+}

@@ -1,0 +1,71 @@
+"""Starts a real `tollgate serve` (with its in-process mock upstream) on port 0 for the
+OpenAI SDK suite, and stops it afterwards."""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MASTER_KEY = "tg_master_e2e_0123456789abcdef"
+
+CONFIG = """
+server:
+  proxy_listen: 127.0.0.1:0
+  metrics_listen: 127.0.0.1:0
+  threads: 1
+  data_dir: {data_dir}
+providers:
+  - name: mock
+    kind: mock
+models:
+  - name: gpt-4o-mini
+    aliases: [demo]
+    deployments: [{{provider: mock}}]
+  - name: text-embedding-3-small
+    deployments: [{{provider: mock}}]
+"""
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    binary = os.environ.get("TOLLGATE_BIN", str(ROOT / "target" / "debug" / "tollgate"))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = pathlib.Path(tmp) / "tollgate.yaml"
+        config.write_text(CONFIG.format(data_dir=pathlib.Path(tmp) / "data"))
+        env = dict(os.environ, TOLLGATE_MASTER_KEY=MASTER_KEY, RUST_LOG="warn")
+        proc = subprocess.Popen(
+            [binary, "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        )
+        try:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"tollgate exited early with code {proc.wait()}")
+            addrs = json.loads(line)
+            _wait_ready(addrs["metrics"])
+            yield {"base_url": f"http://{addrs['proxy']}/v1", "key": MASTER_KEY}
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(metrics_addr):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{metrics_addr}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("tollgate never became ready")
