@@ -1,1 +1,358 @@
-fn main() {}
+//! `tollgate-bench`: in one run, starts the mock upstream, Tollgate and nginx in front of
+//! it, drives each with oha (or wrk) through four scenarios, and reports throughput and
+//! latency per target with Tollgate's overhead against the direct path and against nginx.
+
+mod http;
+mod load;
+mod machine;
+mod procs;
+mod report;
+mod scenarios;
+mod targets;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use crate::load::{LoadSpec, LoadTool, RunStats};
+use crate::machine::Machine;
+use crate::report::{Report, ScenarioResult, Settings, TargetResult, TargetRun};
+use crate::scenarios::{PATH, Scenario};
+use crate::targets::{MASTER_KEY, Target};
+
+/// Load harness: the mock upstream direct vs. Tollgate vs. nginx, measured in one run.
+#[derive(Parser)]
+#[command(name = "tollgate-bench", version)]
+struct Args {
+    /// Directory with the `tollgate` and `tollgate-mock` binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// Length of each measured run, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load before each measured run.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Request rate of the fixed-rate scenarios, in req/s.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Tollgate's worker threads (`server.threads`); nginx gets as many worker processes.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Measured runs per target and scenario, in rotating order; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Scenarios to run (comma-separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+    /// Do not start nginx even if it is installed.
+    #[arg(long)]
+    skip_nginx: bool,
+    /// Force a load generator (oha or wrk); oha is preferred when installed.
+    #[arg(long)]
+    tool: Option<String>,
+    /// Where Tollgate's stderr (its access log) goes; a file in the run's temp dir by default.
+    #[arg(long)]
+    gateway_log: Option<PathBuf>,
+    /// Write the full results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the results as Markdown, for benches/RESULTS.md.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    procs::install_signal_flag()?;
+    if args.connections == 0 || args.threads == 0 || args.rounds == 0 || args.rate == 0 {
+        bail!("--connections, --threads, --rounds and --rate must be at least 1");
+    }
+    for bin in ["tollgate", "tollgate-mock"] {
+        if !args.bin_dir.join(bin).is_file() {
+            bail!(
+                "{} not found: build it, or point --bin-dir elsewhere",
+                args.bin_dir.join(bin).display()
+            );
+        }
+    }
+    let tool = LoadTool::detect(args.tool.as_deref())?;
+    if let LoadTool::Wrk { .. } = tool {
+        eprintln!(
+            "note: oha is not installed, using wrk; fixed-rate runs are only approximate with wrk"
+        );
+    }
+    let nginx = if args.skip_nginx {
+        None
+    } else {
+        let found = which("nginx");
+        if found.is_none() {
+            eprintln!("note: nginx is not on PATH, so the nginx comparison is skipped");
+        }
+        found
+    };
+    let machine = Machine::describe(
+        format!("{} ({})", tool.name(), tool.version()),
+        nginx.as_deref().map(|p| load::version_of(p, "-v")),
+        &args.bin_dir,
+    );
+    println!("machine:");
+    for (k, v) in machine.lines() {
+        println!("  {k}: {v}");
+    }
+
+    let work = tempfile::Builder::new()
+        .prefix("tollgate-bench-")
+        .tempdir()?;
+    let gateway_log = args
+        .gateway_log
+        .clone()
+        .unwrap_or_else(|| work.path().join("tollgate.log"));
+    let mock = targets::start_mock(&args.bin_dir, work.path())?;
+    let mut targets = vec![targets::start_tollgate(
+        &args.bin_dir,
+        work.path(),
+        mock.addr,
+        args.threads,
+        &gateway_log,
+    )?];
+    if let Some(nginx) = &nginx {
+        targets.push(targets::start_nginx(
+            nginx,
+            work.path(),
+            mock.addr,
+            args.threads,
+        )?);
+    }
+    targets.insert(0, mock);
+    for t in &targets {
+        println!("{:>8}: http://{}", t.name, t.addr);
+    }
+
+    let settings = Settings {
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        connections: args.connections,
+        rate: args.rate,
+        rate_mode: tool.rate_mode().into(),
+        tollgate_threads: args.threads,
+        nginx_workers: nginx.as_ref().map(|_| args.threads),
+        rounds: args.rounds,
+        tollgate_log: match &args.gateway_log {
+            Some(path) => path.display().to_string(),
+            None => "a file in the run's temp dir (removed afterwards)".into(),
+        },
+        commands: example_commands(&tool, &args, nginx.is_some()),
+        nginx_conf: targets.iter().find(|t| t.name == "nginx").map(|t| {
+            targets::nginx_conf(
+                Path::new("PREFIX"),
+                t.addr.port(),
+                targets[0].addr,
+                args.threads,
+            )
+        }),
+    };
+    for c in &settings.commands {
+        println!("  $ {c}");
+    }
+
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let auth = format!("Bearer {MASTER_KEY}");
+    let mut results = Vec::new();
+    for (i, &scenario) in scenarios.iter().enumerate() {
+        let result = run_scenario(scenario, i, &args, &tool, &mut targets, &auth, work.path())
+            .inspect_err(|_| {
+                if procs::check_interrupted().is_ok() {
+                    print_log_tail(&gateway_log);
+                }
+            })?;
+        print!("{}", report::terminal_table(&result));
+        results.push(result);
+    }
+
+    let report = Report {
+        machine,
+        settings,
+        scenarios: results,
+    };
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = &args.markdown {
+        fs::write(path, report::markdown(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    let failed: u64 = report
+        .scenarios
+        .iter()
+        .flat_map(|s| &s.targets)
+        .map(TargetResult::failures)
+        .sum();
+    if failed > 0 {
+        bail!(
+            "{failed} requests failed (see the tables above): these figures measure errors, not service"
+        );
+    }
+    Ok(())
+}
+
+/// Runs one scenario: a check request per target, then per round a warm-up and a
+/// measured run for each target, the order rotating so no target always goes first.
+fn run_scenario(
+    scenario: Scenario,
+    index: usize,
+    args: &Args,
+    tool: &LoadTool,
+    targets: &mut [Target],
+    auth: &str,
+    work: &Path,
+) -> anyhow::Result<ScenarioResult> {
+    let title = scenario.title(args.connections, args.rate);
+    println!("\n{}: {title}", scenario.name());
+    for t in targets.iter_mut() {
+        t.check_running()?;
+        scenario.verify(t.name, t.addr, auth)?;
+    }
+    let upstream = targets[0].addr;
+    let mut runs: Vec<Vec<TargetRun>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        for k in 0..targets.len() {
+            let at = (k + index + round) % targets.len();
+            let target = &mut targets[at];
+            let url = target.url(PATH);
+            let rate = scenario.fixed_rate().then_some(args.rate);
+            let spec = |duration| LoadSpec {
+                url: &url,
+                body: scenario.body(),
+                auth,
+                connections: args.connections,
+                duration,
+                rate,
+            };
+            let warm = tool.run(&spec(args.warmup), work)?;
+            if warm.failures() > 0 {
+                eprintln!(
+                    "  warning: {} failed requests during the warm-up of {}",
+                    warm.failures(),
+                    target.name
+                );
+            }
+            let before = MockCounters::read(upstream)?;
+            let stats = tool.run(&spec(args.duration), work)?;
+            let after = MockCounters::read(upstream)?;
+            target.check_running()?;
+            let run = TargetRun {
+                upstream_requests: after.chat.saturating_sub(before.chat),
+                upstream_streams_aborted: after.aborted.saturating_sub(before.aborted),
+                stats,
+            };
+            println!("  {}", progress_line(target.name, &run.stats));
+            if run.upstream_requests < run.stats.ok || run.upstream_streams_aborted > 0 {
+                eprintln!(
+                    "  warning: {} answered {} requests with 2xx, the upstream saw {} ({} streams aborted)",
+                    target.name, run.stats.ok, run.upstream_requests, run.upstream_streams_aborted
+                );
+            }
+            runs[at].push(run);
+            procs::sleep(Duration::from_millis(500))?;
+        }
+    }
+    let results = targets
+        .iter()
+        .zip(runs)
+        .map(|(t, r)| TargetResult::from_runs(t.name, r))
+        .collect();
+    Ok(ScenarioResult::new(
+        scenario.name(),
+        title,
+        scenario.fixed_rate().then_some(args.rate),
+        results,
+    ))
+}
+
+fn progress_line(target: &str, s: &RunStats) -> String {
+    format!(
+        "{target:<8} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  failed {}",
+        s.rps,
+        s.p50_ms,
+        s.p99_ms,
+        s.failures()
+    )
+}
+
+/// The mock upstream's counters that the harness cross-checks against the load report.
+struct MockCounters {
+    chat: u64,
+    aborted: u64,
+}
+
+impl MockCounters {
+    fn read(mock: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let resp = http::get(mock, "/_mock/stats")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&resp.body).context("parsing /_mock/stats")?;
+        let get = |ptr: &str| {
+            v.pointer(ptr)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Ok(Self {
+            chat: get("/requests/chat_completions"),
+            aborted: get("/streams/aborted"),
+        })
+    }
+}
+
+/// The load generator's command lines for the two kinds of run, and nginx's.
+fn example_commands(tool: &LoadTool, args: &Args, nginx: bool) -> Vec<String> {
+    let spec = |rate| LoadSpec {
+        url: "http://127.0.0.1:PORT/v1/chat/completions",
+        body: "BODY",
+        auth: "Bearer KEY",
+        connections: args.connections,
+        duration: args.duration,
+        rate,
+    };
+    let mut out = vec![
+        tool.describe(&spec(None)),
+        tool.describe(&spec(Some(args.rate))),
+    ];
+    if nginx {
+        out.push(
+            "nginx -e PREFIX/error.log -c PREFIX/nginx.conf -p PREFIX -g 'daemon off;'".into(),
+        );
+    }
+    out
+}
+
+/// A program on PATH, or in the sbin directories a non-root PATH often lacks.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn print_log_tail(log: &Path) {
+    if let Ok(text) = fs::read_to_string(log) {
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("last lines of {}:", log.display());
+        for l in &lines[lines.len().saturating_sub(20)..] {
+            eprintln!("  {l}");
+        }
+    }
+}

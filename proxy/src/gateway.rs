@@ -9,6 +9,7 @@ use http::StatusCode;
 use pingora::{
     Error, ErrorType,
     http::{RequestHeader, ResponseHeader},
+    modules::http::HttpModules,
     proxy::{FailToProxy, ProxyHttp, Session},
     upstreams::peer::HttpPeer,
 };
@@ -103,6 +104,10 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
     }
+
+    /// No downstream modules: responses pass through as the upstream encoded them, and the
+    /// default (disabled) compression module would still be consulted for every chunk.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     /// Routes, authenticates and reads the body; answers locally what is not proxied.
     async fn request_filter(

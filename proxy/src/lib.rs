@@ -5,6 +5,7 @@ pub mod context;
 pub mod endpoints;
 pub mod error;
 pub mod gateway;
+pub mod listeners;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod models;

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the proxy, and the listener that serves `/metrics`, `/healthz`
 //! and `/readyz`. Labels are model, provider, endpoint and status: never keys or users.
 
-use std::{net::SocketAddr, sync::Mutex, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
+use crate::listeners::ListenerSlot;
 use async_trait::async_trait;
 use axum::{Router, http::StatusCode, routing::get};
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
@@ -59,14 +60,14 @@ impl Metrics {
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on a listener bound at start-up.
 pub struct MetricsService {
-    listener: Mutex<Option<std::net::TcpListener>>,
+    listener: ListenerSlot,
     proxy_addr: SocketAddr,
 }
 
 impl MetricsService {
     pub fn new(listener: std::net::TcpListener, proxy_addr: SocketAddr) -> Self {
         MetricsService {
-            listener: Mutex::new(Some(listener)),
+            listener: ListenerSlot::new("metrics", listener),
             proxy_addr,
         }
     }
@@ -75,15 +76,8 @@ impl MetricsService {
 #[async_trait]
 impl BackgroundService for MetricsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(listener) = self.listener.lock().ok().and_then(|mut l| l.take()) else {
+        let Some(listener) = self.listener.take() else {
             return;
-        };
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("metrics listener: {e}");
-                return;
-            }
         };
         let proxy_addr = self.proxy_addr;
         let app = Router::new()

@@ -8,7 +8,6 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use anyhow::Context;
 use pingora::{
     prelude::Opt,
     server::{Server, configuration::ServerConf},
@@ -20,6 +19,7 @@ use url::Url;
 use crate::{
     auth::MasterKey,
     gateway::Gateway,
+    listeners::{bind, reserve},
     metrics::{Metrics, MetricsService},
     mock_upstream::MockUpstreamService,
     models::ModelCatalog,
@@ -133,19 +133,4 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         config.models.len()
     );
     server.run_forever()
-}
-
-fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .with_context(|| format!("binding the {what} listener on {addr}"))?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
-/// The proxy listener is bound by Pingora from an address. For port 0 a free port is found
-/// here first, so that it can be reported.
-fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let probe =
-        TcpListener::bind(addr).with_context(|| format!("binding the proxy listener on {addr}"))?;
-    Ok(probe.local_addr()?)
 }

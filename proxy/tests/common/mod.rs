@@ -175,10 +175,10 @@ impl Gateway {
     async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics);
         for _ in 0..200 {
-            if let Ok(resp) = reqwest::get(&url).await {
-                if resp.status() == 200 {
-                    return;
-                }
+            if let Ok(resp) = reqwest::get(&url).await
+                && resp.status() == 200
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

@@ -1,0 +1,404 @@
+//! Results of a whole run and their three renderings: a terminal table per scenario, a
+//! Markdown section for benches/RESULTS.md, and the full JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::load::RunStats;
+use crate::machine::Machine;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub settings: Settings,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub connections: usize,
+    pub rate: u32,
+    pub rate_mode: String,
+    pub tollgate_threads: usize,
+    pub nginx_workers: Option<usize>,
+    pub rounds: usize,
+    pub tollgate_log: String,
+    /// Example command lines, body and key elided.
+    pub commands: Vec<String>,
+    /// The nginx config used, its temp dir written as PREFIX.
+    pub nginx_conf: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioResult {
+    pub name: &'static str,
+    pub title: String,
+    /// The request rate of a fixed-rate scenario.
+    pub rate: Option<u32>,
+    pub targets: Vec<TargetResult>,
+    pub comparisons: Vec<Comparison>,
+}
+
+/// One target in one scenario: the median over its rounds, and every round.
+#[derive(Debug, Serialize)]
+pub struct TargetResult {
+    pub target: &'static str,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    /// Summed over the rounds.
+    pub ok: u64,
+    pub non_2xx: u64,
+    pub transport_errors: u64,
+    pub runs: Vec<TargetRun>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetRun {
+    #[serde(flatten)]
+    pub stats: RunStats,
+    /// Chat requests the mock upstream received during the run, and streams it saw aborted.
+    pub upstream_requests: u64,
+    pub upstream_streams_aborted: u64,
+}
+
+/// `target` against `baseline`: throughput ratio and added latency.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub target: &'static str,
+    pub baseline: &'static str,
+    pub throughput_ratio: f64,
+    pub added_p50_ms: f64,
+    pub added_p99_ms: f64,
+}
+
+impl TargetResult {
+    pub fn from_runs(target: &'static str, runs: Vec<TargetRun>) -> Self {
+        let mid = |f: fn(&RunStats) -> f64| median(runs.iter().map(|r| f(&r.stats)).collect());
+        Self {
+            target,
+            rps: mid(|s| s.rps),
+            p50_ms: mid(|s| s.p50_ms),
+            p90_ms: mid(|s| s.p90_ms),
+            p99_ms: mid(|s| s.p99_ms),
+            ok: runs.iter().map(|r| r.stats.ok).sum(),
+            non_2xx: runs.iter().map(|r| r.stats.non_2xx).sum(),
+            transport_errors: runs.iter().map(|r| r.stats.transport_errors).sum(),
+            runs,
+        }
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.non_2xx + self.transport_errors
+    }
+}
+
+impl ScenarioResult {
+    pub fn new(
+        name: &'static str,
+        title: String,
+        rate: Option<u32>,
+        targets: Vec<TargetResult>,
+    ) -> Self {
+        let find = |n: &str| targets.iter().find(|t| t.target == n);
+        let mut comparisons = Vec::new();
+        for (target, baseline) in [
+            ("tollgate", "direct"),
+            ("nginx", "direct"),
+            ("tollgate", "nginx"),
+        ] {
+            if let (Some(t), Some(b)) = (find(target), find(baseline)) {
+                comparisons.push(Comparison {
+                    target: t.target,
+                    baseline: b.target,
+                    throughput_ratio: if b.rps > 0.0 { t.rps / b.rps } else { f64::NAN },
+                    added_p50_ms: t.p50_ms - b.p50_ms,
+                    added_p99_ms: t.p99_ms - b.p99_ms,
+                });
+            }
+        }
+        Self {
+            name,
+            title,
+            rate,
+            targets,
+            comparisons,
+        }
+    }
+
+    /// Warnings that belong under the table: failed requests by kind, and fixed-rate runs
+    /// that fell behind (their latency then includes time queued in the load generator).
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for t in &self.targets {
+            if t.failures() > 0 {
+                let kinds: Vec<String> = t
+                    .runs
+                    .iter()
+                    .flat_map(|r| {
+                        let codes = r
+                            .stats
+                            .status_codes
+                            .iter()
+                            .filter(|(c, _)| !c.starts_with('2'));
+                        codes
+                            .chain(r.stats.error_kinds.iter())
+                            .map(|(k, n)| format!("{k}: {n}"))
+                    })
+                    .collect();
+                notes.push(format!(
+                    "{} failed requests on {}: {}",
+                    t.failures(),
+                    t.target,
+                    kinds.join(", ")
+                ));
+            }
+            if let Some(rate) = self.rate
+                && t.rps < 0.95 * f64::from(rate)
+            {
+                notes.push(format!(
+                    "{} reached only {:.0} of {rate} req/s: it could not keep up, so its latency includes queueing",
+                    t.target, t.rps
+                ));
+            }
+        }
+        notes
+    }
+
+    fn vs_direct(&self, target: &str) -> Option<&Comparison> {
+        self.comparisons
+            .iter()
+            .find(|c| c.target == target && c.baseline == "direct")
+    }
+
+    fn tollgate_vs_nginx(&self) -> Option<&Comparison> {
+        self.comparisons
+            .iter()
+            .find(|c| c.target == "tollgate" && c.baseline == "nginx")
+    }
+
+    /// Rows of cells, shared by the terminal and Markdown tables.
+    fn rows(&self) -> Vec<[String; 9]> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let (ratio, p50, p99) = match self.vs_direct(t.target) {
+                    Some(c) => (
+                        format!("{:.3}x", c.throughput_ratio),
+                        format!("{:+.3}", c.added_p50_ms),
+                        format!("{:+.3}", c.added_p99_ms),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                [
+                    t.target.to_string(),
+                    format!("{:.0}", t.rps),
+                    format!("{:.3}", t.p50_ms),
+                    format!("{:.3}", t.p90_ms),
+                    format!("{:.3}", t.p99_ms),
+                    t.failures().to_string(),
+                    ratio,
+                    p50,
+                    p99,
+                ]
+            })
+            .collect()
+    }
+
+    fn nginx_line(&self) -> Option<String> {
+        self.tollgate_vs_nginx().map(|c| {
+            format!(
+                "tollgate vs nginx: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms",
+                c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
+            )
+        })
+    }
+}
+
+const HEADERS: [&str; 9] = [
+    "target",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "failed",
+    "vs direct",
+    "+p50 ms",
+    "+p99 ms",
+];
+
+/// The fixed-width table printed after each scenario.
+pub fn terminal_table(s: &ScenarioResult) -> String {
+    let rows = s.rows();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = format!("\n== {}: {} ==\n", s.name, s.title);
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i == 0 {
+                let _ = write!(l, "{cell:<w$}");
+            } else {
+                let _ = write!(l, "  {cell:>w$}");
+            }
+        }
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(&HEADERS.map(String::from)));
+    for row in &rows {
+        out.push_str(&line(row));
+    }
+    if let Some(l) = s.nginx_line() {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    for note in s.notes() {
+        let _ = writeln!(out, "!! {note}");
+    }
+    out
+}
+
+/// The Markdown section: machine, settings, one table per scenario.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::from("### Machine\n\n");
+    for (k, v) in report.machine.lines() {
+        let _ = writeln!(out, "- {k}: {v}");
+    }
+    let st = &report.settings;
+    let _ = writeln!(
+        out,
+        "\n### Settings\n\n- duration {}s per run after a {}s warm-up, {} round(s) (medians shown), {} connections\n\
+         - fixed-rate runs: {} req/s, {}\n- Tollgate: {} worker thread(s), default log level (info), stderr to {}\n\
+         - nginx: {}\n- commands:",
+        st.duration_s,
+        st.warmup_s,
+        st.rounds,
+        st.connections,
+        st.rate,
+        st.rate_mode,
+        st.tollgate_threads,
+        st.tollgate_log,
+        st.nginx_workers.map_or("not run".into(), |w| format!(
+            "{w} worker process(es), access_log off, proxy_buffering off, upstream keepalive 64"
+        )),
+    );
+    for c in &st.commands {
+        let _ = writeln!(out, "  - `{c}`");
+    }
+    for s in &report.scenarios {
+        let _ = writeln!(out, "\n### {}: {}\n", s.name, s.title);
+        let _ = writeln!(out, "| {} |", HEADERS.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(HEADERS.len()));
+        for row in s.rows() {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        if let Some(l) = s.nginx_line() {
+            let _ = writeln!(out, "\n{l}");
+        }
+        for note in s.notes() {
+            let _ = writeln!(out, "\n**Warning:** {note}");
+        }
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &'static str, rps: f64, p50: f64, p99: f64) -> TargetResult {
+        let stats = RunStats {
+            rps,
+            p50_ms: p50,
+            p90_ms: p50,
+            p99_ms: p99,
+            ok: 10,
+            ..RunStats::default()
+        };
+        TargetResult::from_runs(
+            name,
+            vec![TargetRun {
+                stats,
+                upstream_requests: 10,
+                upstream_streams_aborted: 0,
+            }],
+        )
+    }
+
+    #[test]
+    fn compares_against_direct_and_nginx() {
+        let s = ScenarioResult::new(
+            "throughput",
+            "t".into(),
+            None,
+            vec![
+                target("direct", 1000.0, 1.0, 2.0),
+                target("tollgate", 500.0, 1.5, 3.0),
+                target("nginx", 400.0, 1.2, 2.5),
+            ],
+        );
+        let c = s.tollgate_vs_nginx().unwrap();
+        assert!((c.throughput_ratio - 1.25).abs() < 1e-9);
+        assert!((c.added_p50_ms - 0.3).abs() < 1e-9);
+        let table = terminal_table(&s);
+        assert!(
+            table.contains("0.500x") && table.contains("+0.500") && table.contains("+1.000"),
+            "{table}"
+        );
+        assert!(table.contains("tollgate vs nginx: 1.250x"), "{table}");
+        assert!(!table.contains("!!"), "{table}");
+    }
+
+    #[test]
+    fn flags_failures_and_missed_rates() {
+        let mut failing = target("tollgate", 300.0, 1.0, 2.0);
+        failing.runs[0].stats.status_codes.insert("502".into(), 4);
+        failing.non_2xx = 4;
+        let s = ScenarioResult::new(
+            "latency",
+            "t".into(),
+            Some(500),
+            vec![target("direct", 499.0, 1.0, 2.0), failing],
+        );
+        let table = terminal_table(&s);
+        assert!(
+            table.contains("!! 4 failed requests on tollgate: 502: 4"),
+            "{table}"
+        );
+        assert!(
+            table.contains("!! tollgate reached only 300 of 500 req/s"),
+            "{table}"
+        );
+        assert!(!table.contains("direct reached"), "{table}");
+    }
+
+    #[test]
+    fn median_of_rounds() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+}
