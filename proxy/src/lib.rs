@@ -13,4 +13,5 @@ pub mod request_body;
 pub mod respond;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod upstream;

@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, json_schema};
+use tollgate_proxy::store;
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -35,6 +36,17 @@ enum Command {
     },
     /// Validate a config file; exits non-zero naming every problem's path and line.
     CheckConfig { file: PathBuf },
+    /// Apply pending database migrations (`TOLLGATE_DATABASE_URL`, else the SQLite file in
+    /// the config's data directory).
+    Migrate {
+        #[arg(
+            long,
+            short,
+            default_value = "config/tollgate.yaml",
+            env = "TOLLGATE_CONFIG"
+        )]
+        config: PathBuf,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
 }
@@ -67,6 +79,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Migrate { config } => match migrate(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Schema => {
             print!("{}", json_schema());
             ExitCode::SUCCESS
@@ -88,4 +107,26 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_ansi(ansi)
         .init();
     guard
+}
+
+fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let url = store::database_url(&config.server.data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = store::connect(&url).await?;
+        let applied = store::migrate(&db).await?;
+        db.close().await?;
+        println!(
+            "{}: {} migrations applied",
+            store::redact(&url),
+            applied.len()
+        );
+        for name in applied {
+            println!("  {name}");
+        }
+        anyhow::Ok(())
+    })
 }

@@ -24,6 +24,7 @@ use crate::{
     mock_upstream::MockUpstreamService,
     models::ModelCatalog,
     routing::RouteTable,
+    store,
     upstream::Upstream,
 };
 
@@ -42,6 +43,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
+    apply_migrations(&config.server.data_dir)?;
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -133,4 +135,26 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         config.models.len()
     );
     server.run_forever()
+}
+
+/// Brings the database schema up to date before anything serves. Runs on a short-lived
+/// runtime: Pingora's services each start their own.
+fn apply_migrations(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let url = store::database_url(data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = store::connect(&url).await?;
+        let applied = store::migrate(&db).await?;
+        if !applied.is_empty() {
+            tracing::info!(
+                "applied {} database migrations to {}",
+                applied.len(),
+                store::redact(&url)
+            );
+        }
+        db.close().await?;
+        anyhow::Ok(())
+    })
 }

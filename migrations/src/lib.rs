@@ -1,0 +1,28 @@
+//! The schema's single source of truth. Every migration runs on SQLite and PostgreSQL,
+//! inside a transaction on both, and can be rolled back.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_users;
+mod m20261126_000002_teams;
+mod m20261126_000003_api_keys;
+mod m20261126_000004_provider_credentials;
+mod m20261126_000005_usage;
+mod m20261126_000006_audit_log;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_users::Migration),
+            Box::new(m20261126_000002_teams::Migration),
+            Box::new(m20261126_000003_api_keys::Migration),
+            Box::new(m20261126_000004_provider_credentials::Migration),
+            Box::new(m20261126_000005_usage::Migration),
+            Box::new(m20261126_000006_audit_log::Migration),
+        ]
+    }
+}

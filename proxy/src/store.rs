@@ -1,0 +1,83 @@
+//! The database of record (users, keys, usage): PostgreSQL from `TOLLGATE_DATABASE_URL`, or
+//! the embedded default, a SQLite file in the data directory. Pending migrations are applied
+//! by `tollgate migrate` and at start-up.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use sea_orm_migration::{
+    MigratorTrait,
+    sea_orm::{ConnectOptions, Database, DatabaseConnection},
+};
+use tollgate_migrations::Migrator;
+
+pub const DATABASE_URL_ENV: &str = "TOLLGATE_DATABASE_URL";
+
+/// The configured database URL, or the embedded SQLite file under `data_dir`.
+pub fn database_url(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(url) = std::env::var(DATABASE_URL_ENV)
+        && !url.is_empty()
+    {
+        return Ok(url);
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    Ok(format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("tollgate.db").display()
+    ))
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(10)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to the database ({})", redact(url)))
+}
+
+/// Applies pending migrations; returns the names of those applied.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
+    let pending: Vec<String> = Migrator::get_pending_migrations(db)
+        .await
+        .context("reading the migration state")?
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    Migrator::up(db, None)
+        .await
+        .context("applying migrations")?;
+    Ok(pending)
+}
+
+/// A URL fit for messages: the password, if any, replaced.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/tollgate"),
+            "postgres://app:***@db:5432/tollgate"
+        );
+        assert_eq!(
+            redact("sqlite://.tollgate/tollgate.db?mode=rwc"),
+            "sqlite://.tollgate/tollgate.db?mode=rwc"
+        );
+    }
+}
