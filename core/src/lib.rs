@@ -4,5 +4,6 @@
 pub mod body;
 pub mod config;
 pub mod openai;
+pub mod secrets;
 pub mod sse;
 pub mod usage;

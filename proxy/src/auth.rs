@@ -44,7 +44,7 @@ impl MasterKey {
             ));
         }
         fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-        let key = format!("tg_master_{}", random_base62(40)?);
+        let key = format!("tg_master_{}", tollgate_core::secrets::base62(40)?);
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -84,22 +84,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
     }
     diff == 0
-}
-
-/// `len` characters of base62 from the OS random source (rejection sampling keeps it uniform).
-fn random_base62(len: usize) -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("OS random source failed: {e}"))?;
-        for &b in buf.iter().filter(|&&b| b < 248) {
-            if out.len() < len {
-                out.push(ALPHABET[usize::from(b % 62)] as char);
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
