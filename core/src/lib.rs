@@ -6,4 +6,5 @@ pub mod config;
 pub mod openai;
 pub mod secrets;
 pub mod sse;
+pub mod store;
 pub mod usage;

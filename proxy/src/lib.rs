@@ -15,3 +15,4 @@ pub mod routing;
 pub mod server;
 pub mod store;
 pub mod upstream;
+pub mod users_cli;

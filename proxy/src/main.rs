@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, json_schema};
-use tollgate_proxy::store;
+use tollgate_proxy::{store, users_cli};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -47,8 +47,37 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Manage admin-API users.
+    Users {
+        #[arg(
+            long,
+            short,
+            default_value = "config/tollgate.yaml",
+            env = "TOLLGATE_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user; prints a generated password once unless --password-stdin is given.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "member", value_parser = ["admin", "member", "viewer"])]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -86,6 +115,13 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Users { config, command } => match users(&config, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Schema => {
             print!("{}", json_schema());
             ExitCode::SUCCESS
@@ -109,7 +145,15 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
+/// Runs `work` against the migrated database of the config at `config`.
+fn with_database<T>(
+    config: &std::path::Path,
+    work: impl AsyncFnOnce(
+        &str,
+        &sea_orm_migration::sea_orm::DatabaseConnection,
+        Vec<String>,
+    ) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let url = store::database_url(&config.server.data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -118,15 +162,36 @@ fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let db = store::connect(&url).await?;
         let applied = store::migrate(&db).await?;
+        let result = work(&url, &db, applied).await;
         db.close().await?;
+        result
+    })
+}
+
+fn users(config: &std::path::Path, command: UsersCommand) -> anyhow::Result<()> {
+    with_database(config, async |_, db, _| match command {
+        UsersCommand::Create {
+            email,
+            role,
+            password_stdin,
+        } => {
+            let role = role.parse().map_err(anyhow::Error::msg)?;
+            users_cli::create(db, &email, role, password_stdin).await
+        }
+        UsersCommand::List => users_cli::list(db).await,
+    })
+}
+
+fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
+    with_database(config, async |url, _, applied| {
         println!(
             "{}: {} migrations applied",
-            store::redact(&url),
+            store::redact(url),
             applied.len()
         );
         for name in applied {
             println!("  {name}");
         }
-        anyhow::Ok(())
+        Ok(())
     })
 }

@@ -26,6 +26,7 @@ use crate::{
     routing::RouteTable,
     store,
     upstream::Upstream,
+    users_cli,
 };
 
 /// Where the process ended up listening; printed as one JSON line on stdout at start-up so
@@ -43,7 +44,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
-    apply_migrations(&config.server.data_dir)?;
+    prepare_database(&config.server.data_dir)?;
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -137,9 +138,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     server.run_forever()
 }
 
-/// Brings the database schema up to date before anything serves. Runs on a short-lived
+/// Brings the database schema up to date (and creates the first admin) before anything serves. Runs on a short-lived
 /// runtime: Pingora's services each start their own.
-fn apply_migrations(data_dir: &std::path::Path) -> anyhow::Result<()> {
+fn prepare_database(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let url = store::database_url(data_dir)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,6 +155,7 @@ fn apply_migrations(data_dir: &std::path::Path) -> anyhow::Result<()> {
                 store::redact(&url)
             );
         }
+        users_cli::bootstrap_admin(&db).await?;
         db.close().await?;
         anyhow::Ok(())
     })

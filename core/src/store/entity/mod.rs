@@ -1,0 +1,4 @@
+//! sea-orm entities, one per table.
+
+pub mod audit_log;
+pub mod user;
