@@ -30,9 +30,15 @@ impl MasterKey {
     /// The key from the environment, else the one stored in `data_dir` (created on first use).
     /// Returns the key and, when it came from the file, that file's path.
     pub fn load(data_dir: &Path) -> anyhow::Result<(Self, Option<std::path::PathBuf>)> {
-        if let Ok(key) = std::env::var(MASTER_KEY_ENV)
-            && !key.is_empty()
-        {
+        Self::load_from(std::env::var(MASTER_KEY_ENV).ok(), data_dir)
+    }
+
+    /// As [`MasterKey::load`], with the environment's value passed in.
+    fn load_from(
+        from_env: Option<String>,
+        data_dir: &Path,
+    ) -> anyhow::Result<(Self, Option<std::path::PathBuf>)> {
+        if let Some(key) = from_env.filter(|k| !k.is_empty()) {
             return Ok((MasterKey::new(key)?, None));
         }
         let path = data_dir.join(MASTER_KEY_FILE);
@@ -125,14 +131,15 @@ mod tests {
     #[test]
     fn generates_and_reuses_a_stored_key() {
         let dir = tempfile::tempdir().unwrap();
-        // The environment may carry a real key; this test is about the file.
-        if std::env::var(MASTER_KEY_ENV).is_ok() {
-            return;
-        }
-        let (first, path) = MasterKey::load(dir.path()).unwrap();
+        let (first, path) = MasterKey::load_from(None, dir.path()).unwrap();
         assert!(first.0.starts_with("tg_master_") && first.0.len() == 50);
-        let (second, _) = MasterKey::load(dir.path()).unwrap();
+        let (second, _) = MasterKey::load_from(Some(String::new()), dir.path()).unwrap();
         assert_eq!(first.0, second.0);
         assert!(path.unwrap().exists());
+        let (from_env, path) =
+            MasterKey::load_from(Some("tg_master_from_env_123".into()), dir.path()).unwrap();
+        assert_eq!(from_env.0, "tg_master_from_env_123");
+        assert!(path.is_none());
+        assert!(MasterKey::load_from(Some("short".into()), dir.path()).is_err());
     }
 }

@@ -29,6 +29,8 @@ pub struct RequestCtx {
     /// Index of the deployment of the current attempt.
     pub deployment: Option<usize>,
     pub attempts: u32,
+    /// When the current attempt's request head went upstream.
+    pub attempt_started: Option<Instant>,
     /// Replays after a pooled upstream connection turned out dead.
     pub replays: u32,
     /// Whether this request is counted in the in-flight gauge.
@@ -75,6 +77,7 @@ impl RequestCtx {
             tried: Tried::default(),
             deployment: None,
             attempts: 0,
+            attempt_started: None,
             replays: 0,
             in_flight: false,
             error: None,

@@ -28,6 +28,8 @@ use crate::{
 
 /// How often one request may be replayed after a dead pooled connection.
 const MAX_REPLAYS: u32 = 2;
+/// How soon after an attempt starts a dead connection still counts as stale rather than lost.
+const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Gateway {
     pub routes: RouteTable,
@@ -200,6 +202,7 @@ impl ProxyHttp for Gateway {
                 "request not routed",
             ));
         };
+        ctx.attempt_started = Some(Instant::now());
         let deployment = &route.deployments[index];
         deployment.upstream.rewrite_request(
             upstream_request,
@@ -301,7 +304,12 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         // A pooled connection that turned out dead before anything reached the client can be
         // replayed: the gateway holds the whole body. Pingora's default refuses it for POST.
-        if session.response_written().is_none() && ctx.replays < MAX_REPLAYS {
+        // Only a failure right after sending: a connection that dies while the upstream is
+        // generating must not be replayed (the generation would be paid for twice).
+        let soon = ctx
+            .attempt_started
+            .is_some_and(|t| t.elapsed() < REPLAY_WINDOW);
+        if final_response(session).is_none() && soon && ctx.replays < MAX_REPLAYS {
             e.retry.decide_reuse(client_reused);
             if e.retry() {
                 ctx.replays += 1;
@@ -329,7 +337,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
-        let error_code = match session.response_written().map(|r| r.status.as_u16()) {
+        let error_code = match final_response(session) {
             None => {
                 if let Err(write) = respond::error(session, &err, &ctx.request_id).await {
                     tracing::debug!("could not send the error response: {write}");
@@ -337,8 +345,11 @@ impl ProxyHttp for Gateway {
                 err.status().as_u16()
             }
             Some(status) => {
-                // The status is gone already; a stream can still carry an error event.
-                if matches!(ctx.response, ResponseScan::Stream(_)) {
+                // The status is gone already; a stream can still carry an error event, unless
+                // the upstream broke off mid-event (it would merge into the unfinished line).
+                if let ResponseScan::Stream(scanner) = &ctx.response
+                    && scanner.pending_len() == 0
+                {
                     let _ = session
                         .write_response_body(Some(err.sse_event()), true)
                         .await;
@@ -357,7 +368,7 @@ impl ProxyHttp for Gateway {
         if ctx.in_flight {
             self.metrics.in_flight.dec();
         }
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = final_response(session).unwrap_or(0);
         let endpoint = ctx.endpoint.map_or("other", |e| e.as_str());
         let (model, provider) = (ctx.model_name(), ctx.provider_name());
         let elapsed = ctx.started.elapsed();
@@ -398,6 +409,15 @@ impl ProxyHttp for Gateway {
             error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
         );
     }
+}
+
+/// The status of the final response sent to the client, if any: an interim
+/// `100 Continue` does not count.
+fn final_response(session: &Session) -> Option<u16> {
+    session
+        .response_written()
+        .filter(|r| !r.status.is_informational())
+        .map(|r| r.status.as_u16())
 }
 
 /// The client's `x-request-id` when it is a sane token, else a new one.

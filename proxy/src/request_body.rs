@@ -42,7 +42,8 @@ pub async fn read_capped(
             armed = true;
         }
     };
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    // Grow as bytes arrive: a declared length alone must not reserve up to the limit.
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(RETRY_BUFFER_LIMIT));
     loop {
         arm(session, declared.map(|d| d.saturating_sub(body.len())));
         let Some(chunk) = session.read_request_body().await? else {

@@ -29,6 +29,9 @@ const CLIENT_ONLY_HEADERS: &[&str] = &[
     "api-key",
     "proxy-authorization",
     "cookie",
+    // Chosen by the operator's key, not by the client: set them in the provider's `headers`.
+    "openai-organization",
+    "openai-project",
     "expect",
 ];
 
@@ -148,8 +151,17 @@ impl Upstream {
                 *cache.write().unwrap_or_else(|e| e.into_inner()) = Some((addrs, Instant::now()));
                 Ok(addr)
             }
-            // A failed refresh keeps the last answer rather than failing requests.
-            Err(e) => stale.as_deref().map_or(Err(e), pick),
+            // A failed refresh keeps the last answer for another TTL rather than failing
+            // requests or making each of them wait for the resolver again.
+            Err(e) => match stale {
+                Some(addrs) => {
+                    let addr = pick(&addrs)?;
+                    *cache.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some((addrs, Instant::now()));
+                    Ok(addr)
+                }
+                None => Err(e),
+            },
         }
     }
 
@@ -217,15 +229,12 @@ impl Upstream {
     }
 }
 
+/// The resolver's first answer: getaddrinfo already orders addresses by reachability
+/// (RFC 6724), so an IPv6 address is not chosen on a host without IPv6.
 fn pick(addrs: &[SocketAddr]) -> std::io::Result<SocketAddr> {
-    match addrs.len() {
-        0 => Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "DNS returned no addresses",
-        )),
-        1 => Ok(addrs[0]),
-        n => Ok(addrs[fastrand::usize(..n)]),
-    }
+    addrs.first().copied().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "DNS returned no addresses")
+    })
 }
 
 fn secret_value(text: &str) -> anyhow::Result<HeaderValue> {

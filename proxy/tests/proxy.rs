@@ -543,23 +543,28 @@ async fn metrics_count_requests_and_tokens() {
         .await
         .unwrap();
     let upstream = mock.stats().await;
-    let text = client()
-        .get(format!("http://{}/metrics", gw.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let completion = format!(
         "tollgate_tokens_total{{kind=\"completion\",model=\"gpt-4o-mini\",provider=\"upstream\"}} {}",
         upstream["completion_tokens"]
     );
-    assert!(
-        text.contains(&completion),
-        "expected {completion:?} in\n{text}"
-    );
-    assert!(text.contains("tollgate_requests_total{endpoint=\"chat_completions\",model=\"gpt-4o-mini\",provider=\"upstream\",status=\"200\"} 2"), "{text}");
+    let requests = "tollgate_requests_total{endpoint=\"chat_completions\",model=\"gpt-4o-mini\",provider=\"upstream\",status=\"200\"} 2";
+    // Pingora runs the logging phase after the last byte is sent: poll briefly.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = client()
+            .get(format!("http://{}/metrics", gw.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(&completion) && text.contains(requests) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {completion:?} and {requests:?} in\n{text}");
 }
 
 #[test]
@@ -613,4 +618,74 @@ fn check_config_rejects_bad_files_naming_the_path() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn expect_continue_still_gets_a_json_error_when_the_upstream_is_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = "providers:\n  - {name: dead, kind: openai-compatible, base_url: 'http://127.0.0.1:1/v1'}\nmodels:\n  - {name: m, deployments: [{provider: dead}]}\n";
+    let gw = Gateway::spawn(config).await;
+    let body = serde_json::to_string(&chat_body("m", false)).unwrap();
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    assert!(
+        response.contains("\"code\":\"upstream_unreachable\""),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn chunked_uploads_are_forwarded_or_refused_with_411() {
+    let mock = Mock::spawn();
+    let gw = Gateway::spawn(&mock_route(&mock)).await;
+    let chunked = |body: String| {
+        let pieces: Vec<Result<String, std::io::Error>> = body
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+            .collect();
+        reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+    };
+    let small = format!(
+        "{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "y".repeat(20_000)
+    );
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("x-mock", "echo")
+        .body(chunked(small.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), small);
+
+    let large = format!(
+        "{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "y".repeat(100_000)
+    );
+    let resp = gw
+        .post("/v1/chat/completions")
+        .body(chunked(large))
+        .send()
+        .await
+        .unwrap();
+    let e = expect_error(resp, 411).await;
+    assert_eq!(e["code"], "length_required");
 }

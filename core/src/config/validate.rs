@@ -13,9 +13,15 @@ use super::{
 };
 
 const DEFAULT_MAX_BODY: u64 = 8 << 20;
+/// The router tracks tried deployments in a 64-bit set.
+const MAX_DEPLOYMENTS: usize = 64;
 
 /// Headers the gateway sets itself; a provider may not override them.
 const RESERVED_HEADERS: &[&str] = &[
+    "accept-encoding",
+    "content-type",
+    "expect",
+    "x-request-id",
     "authorization",
     "api-key",
     "x-api-key",
@@ -128,6 +134,12 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
     let proxy_listen = listen("proxy_listen", &raw.proxy_listen, "0.0.0.0:8080");
     let admin_listen = listen("admin_listen", &raw.admin_listen, "0.0.0.0:8081");
     let metrics_listen = listen("metrics_listen", &raw.metrics_listen, "0.0.0.0:9464");
+    if proxy_listen == metrics_listen && proxy_listen.port() != 0 {
+        problems.push(Problem::at(
+            "server.metrics_listen",
+            format!("{metrics_listen} is also the proxy_listen address"),
+        ));
+    }
 
     let threads = raw
         .threads
@@ -207,11 +219,11 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         ));
     }
     if let Some(key) = &api_key
-        && key.expose().bytes().any(|b| b.is_ascii_control())
+        && (key.expose().bytes().any(|b| b.is_ascii_control()) || !key.expose().is_ascii())
     {
         problems.push(Problem::at(
             format!("{path}.api_key"),
-            "api_key contains control characters",
+            "api_key must be printable ASCII",
         ));
     }
 
@@ -311,6 +323,15 @@ fn model(
             "at least one deployment is required",
         ));
     }
+    if raw.deployments.len() > MAX_DEPLOYMENTS {
+        problems.push(Problem::at(
+            format!("{path}.deployments"),
+            format!(
+                "at most {MAX_DEPLOYMENTS} deployments per model, got {}",
+                raw.deployments.len()
+            ),
+        ));
+    }
     let mut deployments = Vec::with_capacity(raw.deployments.len());
     for (j, d) in raw.deployments.iter().enumerate() {
         let dpath = format!("{path}.deployments[{j}]");
@@ -394,7 +415,8 @@ fn check_model_name(name: &str) -> Result<(), String> {
 }
 
 fn check_base_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    let url = Url::parse(text).map_err(|e| format!("invalid URL {:?}: {e}", redact_url(text)))?;
+    let text = &redact_url(text);
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "invalid URL {text:?}: the scheme must be http or https"
@@ -414,4 +436,15 @@ fn check_base_url(text: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
+}
+
+/// The URL with any password replaced, fit for an error message.
+fn redact_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => text.to_string(),
+    }
 }

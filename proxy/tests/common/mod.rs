@@ -174,7 +174,7 @@ impl Gateway {
 
     async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics);
-        for _ in 0..200 {
+        for _ in 0..1200 {
             if let Ok(resp) = reqwest::get(&url).await
                 && resp.status() == 200
             {
