@@ -56,6 +56,14 @@ ensure_services() {
     pg_ctlcluster --skip-systemctl-redirect "$version" main start
     for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
   fi
+  # Tests connect as postgres over TCP. A stock Debian cluster asks for a password there:
+  # give the postgres role one and tell the tests (TOLLGATE_TEST_POSTGRES).
+  if [ -z "${TOLLGATE_TEST_POSTGRES:-}" ] \
+     && ! psql -h 127.0.0.1 -U postgres -d postgres -w -tAc 'select 1' >/dev/null 2>&1; then
+    log "setting a password for the postgres role (loopback test database)"
+    runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+    export TOLLGATE_TEST_POSTGRES="postgres://postgres:postgres@127.0.0.1:5432"
+  fi
   if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     command -v redis-server >/dev/null || apt_install redis-server
     log "starting Redis"
