@@ -155,17 +155,7 @@ fn with_database<T>(
     ) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    let url = store::database_url(&config.server.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let db = store::connect(&url).await?;
-        let applied = store::migrate(&db).await?;
-        let result = work(&url, &db, applied).await;
-        db.close().await?;
-        result
-    })
+    store::with_migrated(&config.server.data_dir, work)
 }
 
 fn users(config: &std::path::Path, command: UsersCommand) -> anyhow::Result<()> {

@@ -141,22 +141,14 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 /// Brings the database schema up to date (and creates the first admin) before anything serves. Runs on a short-lived
 /// runtime: Pingora's services each start their own.
 fn prepare_database(data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let url = store::database_url(data_dir)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let db = store::connect(&url).await?;
-        let applied = store::migrate(&db).await?;
+    store::with_migrated(data_dir, async |url, db, applied| {
         if !applied.is_empty() {
             tracing::info!(
                 "applied {} database migrations to {}",
                 applied.len(),
-                store::redact(&url)
+                store::redact(url)
             );
         }
-        users_cli::bootstrap_admin(&db).await?;
-        db.close().await?;
-        anyhow::Ok(())
+        users_cli::bootstrap_admin(db).await
     })
 }

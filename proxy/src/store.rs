@@ -54,6 +54,26 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
     Ok(pending)
 }
 
+/// Connects to the database of `data_dir`'s config, applies pending migrations and runs
+/// `work` on a short-lived runtime (start-up and CLI commands, never the request path).
+/// `work` gets the URL, the connection and the names of the migrations just applied.
+pub fn with_migrated<T>(
+    data_dir: &Path,
+    work: impl AsyncFnOnce(&str, &DatabaseConnection, Vec<String>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let url = database_url(data_dir)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = connect(&url).await?;
+        let applied = migrate(&db).await?;
+        let result = work(&url, &db, applied).await;
+        db.close().await?;
+        result
+    })
+}
+
 /// A URL fit for messages: the password, if any, replaced.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
