@@ -7,6 +7,7 @@ use sea_orm_migration::{
     sea_orm::{ConnectionTrait, Database, DatabaseConnection},
 };
 use tollgate_migrations::Migrator;
+use tollgate_testkit::{Backend, TestDatabase};
 
 const TABLES: [&str; 9] = [
     "users",
@@ -65,40 +66,19 @@ async fn up_down_up(db: &DatabaseConnection) {
     assert_eq!(tables_present(db).await, TABLES.to_vec());
 }
 
-#[tokio::test]
-async fn migrations_run_up_and_down_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("tollgate-migrate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.join("test.db").display());
-    let db = Database::connect(&url).await.unwrap();
+async fn up_down_up_on(backend: Backend) {
+    let test_db = TestDatabase::create(backend, "migrate").await;
+    let db = Database::connect(&test_db.url).await.unwrap();
     up_down_up(&db).await;
     db.close().await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn migrations_run_up_and_down_on_sqlite() {
+    up_down_up_on(Backend::Sqlite).await;
 }
 
 #[tokio::test]
 async fn migrations_run_up_and_down_on_postgres() {
-    let server = std::env::var("TOLLGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("tollgate_migrate_{}", std::process::id());
-    let admin = Database::connect(format!("{server}/postgres"))
-        .await
-        .unwrap();
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-
-    let db = Database::connect(format!("{server}/{name}")).await.unwrap();
-    up_down_up(&db).await;
-    db.close().await.unwrap();
-
-    admin
-        .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    up_down_up_on(Backend::Postgres).await;
 }

@@ -62,6 +62,11 @@ impl MasterKey {
         Ok((MasterKey(key), Some(path)))
     }
 
+    /// The key itself, for the admin API, which accepts it too.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Checks the request's credential.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;

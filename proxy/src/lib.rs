@@ -1,10 +1,12 @@
 //! The Tollgate gateway: an OpenAI-compatible LLM proxy on Pingora.
 
+pub mod admin_service;
 pub mod auth;
 pub mod context;
 pub mod endpoints;
 pub mod error;
 pub mod gateway;
+pub mod keys_cli;
 pub mod listeners;
 pub mod metrics;
 pub mod mock_upstream;
@@ -12,6 +14,7 @@ pub mod models;
 pub mod request_body;
 pub mod respond;
 pub mod routing;
+pub mod secret_key;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, json_schema};
-use tollgate_proxy::{store, users_cli};
+use tollgate_proxy::{keys_cli, server, store, users_cli};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -21,47 +21,118 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE` (default `config/tollgate.yaml`, or `TOLLGATE_CONFIG`).
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        default_value = "config/tollgate.yaml",
+        env = "TOLLGATE_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+/// As [`ConfigArg`], accepted after the subcommand too.
+#[derive(clap::Args)]
+struct GlobalConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        default_value = "config/tollgate.yaml",
+        env = "TOLLGATE_CONFIG",
+        global = true
+    )]
+    config: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (proxy and metrics listeners).
     Serve {
-        /// The routing config.
-        #[arg(
-            long,
-            short,
-            default_value = "config/tollgate.yaml",
-            env = "TOLLGATE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Validate a config file; exits non-zero naming every problem's path and line.
     CheckConfig { file: PathBuf },
     /// Apply pending database migrations (`TOLLGATE_DATABASE_URL`, else the SQLite file in
     /// the config's data directory).
     Migrate {
-        #[arg(
-            long,
-            short,
-            default_value = "config/tollgate.yaml",
-            env = "TOLLGATE_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Manage admin-API users.
     Users {
-        #[arg(
-            long,
-            short,
-            default_value = "config/tollgate.yaml",
-            env = "TOLLGATE_CONFIG",
-            global = true
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: GlobalConfigArg,
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Manage client API keys.
+    Keys {
+        #[command(flatten)]
+        config: GlobalConfigArg,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run only the admin API (for deployments that scale it apart from the proxy).
+    Admin {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key; prints its secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Owner, by email.
+        #[arg(long)]
+        user: Option<String>,
+        /// Owning team id.
+        #[arg(long)]
+        team_id: Option<i64>,
+        /// Allowed models, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<i64>,
+        /// Tokens per minute.
+        #[arg(long)]
+        tpm: Option<i64>,
+        /// Concurrent requests.
+        #[arg(long)]
+        concurrency: Option<i64>,
+        /// Budget in micro-USD (1 USD = 1000000) per --budget-period.
+        #[arg(long)]
+        budget_micro_usd: Option<i64>,
+        #[arg(long, value_parser = ["day", "month", "total"])]
+        budget_period: Option<String>,
+        /// Expiry from now, e.g. `30d` or `12h`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only keys of this user (email).
+        #[arg(long)]
+        user: Option<String>,
+        /// Include revoked keys.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// The key's id, `key_…`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +154,9 @@ enum UsersCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve {
+            config: ConfigArg { config },
+        } => {
             let _log_writer = init_logging();
             match tollgate_proxy::server::serve(&config) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -108,20 +181,35 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Migrate { config } => match migrate(&config) {
+        Command::Migrate {
+            config: ConfigArg { config },
+        } => match migrate(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tollgate: {e:#}");
                 ExitCode::from(1)
             }
         },
-        Command::Users { config, command } => match users(&config, command) {
+        Command::Users {
+            config: GlobalConfigArg { config },
+            command,
+        } => match users(&config, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tollgate: {e:#}");
                 ExitCode::from(1)
             }
         },
+        Command::Keys {
+            config: GlobalConfigArg { config },
+            command,
+        } => report(keys(&config, command)),
+        Command::Admin {
+            config: ConfigArg { config },
+        } => {
+            let _log_writer = init_logging();
+            report(server::serve_admin(&config))
+        }
         Command::Schema => {
             print!("{}", json_schema());
             ExitCode::SUCCESS
@@ -156,6 +244,54 @@ fn with_database<T>(
 ) -> anyhow::Result<T> {
     let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     store::with_migrated(&config.server.data_dir, work)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tollgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keys(config: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
+    let data_dir = Config::from_file(config)
+        .map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?
+        .server
+        .data_dir;
+    with_database(config, async |url, db, _| match command {
+        KeysCommand::Create {
+            name,
+            user,
+            team_id,
+            models,
+            rpm,
+            tpm,
+            concurrency,
+            budget_micro_usd,
+            budget_period,
+            expires_in,
+        } => {
+            let secret = server::load_secret(&data_dir, url)?;
+            let args = keys_cli::CreateArgs {
+                name,
+                user,
+                team_id,
+                models,
+                rpm,
+                tpm,
+                concurrency,
+                budget_micro_usd,
+                budget_period,
+                expires_in,
+            };
+            keys_cli::create(db, &secret, args).await
+        }
+        KeysCommand::List { user, all } => keys_cli::list(db, user, all).await,
+        KeysCommand::Revoke { id } => keys_cli::revoke(db, &id).await,
+    })
 }
 
 fn users(config: &std::path::Path, command: UsersCommand) -> anyhow::Result<()> {

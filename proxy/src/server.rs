@@ -16,7 +16,11 @@ use pingora::{
 use tollgate_core::config::{Config, ProviderKind};
 use url::Url;
 
+use tollgate_admin::AdminSettings;
+use tollgate_core::secrets::ServerSecret;
+
 use crate::{
+    admin_service::AdminService,
     auth::MasterKey,
     gateway::Gateway,
     listeners::{bind, reserve},
@@ -24,6 +28,7 @@ use crate::{
     mock_upstream::MockUpstreamService,
     models::ModelCatalog,
     routing::RouteTable,
+    secret_key::{self, SecretSource},
     store,
     upstream::Upstream,
     users_cli,
@@ -34,6 +39,7 @@ use crate::{
 #[derive(serde::Serialize)]
 struct Listening {
     proxy: SocketAddr,
+    admin: SocketAddr,
     metrics: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     mock_upstream: Option<SocketAddr>,
@@ -44,7 +50,8 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
-    prepare_database(&config.server.data_dir)?;
+    let database_url = prepare_database(&config.server.data_dir)?;
+    let secret = load_secret(&config.server.data_dir, &database_url)?;
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -82,6 +89,8 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
+    let admin_listener = bind(config.server.admin_listen, "admin")?;
+    let admin_addr = admin_listener.local_addr()?;
     let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
     let metrics_addr = metrics_listener.local_addr()?;
     let proxy_addr = reserve(config.server.proxy_listen)?;
@@ -89,6 +98,13 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let admin = AdminService::new(
+        admin_listener,
+        database_url,
+        secret,
+        master_key.expose().to_string(),
+        admin_settings(&config),
+    );
     let gateway = Gateway {
         routes: RouteTable::new(&config, &upstreams),
         master_key,
@@ -114,6 +130,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     proxy.add_tcp(&proxy_addr.to_string());
     server.add_service(proxy);
 
+    server.add_service(background_service("admin API", admin));
     let mut metrics =
         background_service("metrics", MetricsService::new(metrics_listener, proxy_addr));
     metrics.threads = Some(1);
@@ -127,20 +144,22 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 
     let listening = Listening {
         proxy: proxy_addr,
+        admin: admin_addr,
         metrics: metrics_addr,
         mock_upstream: mock_addr,
     };
     println!("{}", serde_json::to_string(&listening)?);
     tracing::info!(
-        "tollgate listening: proxy http://{proxy_addr}/v1, metrics http://{metrics_addr}/metrics, {} models",
+        "tollgate listening: proxy http://{proxy_addr}/v1, admin http://{admin_addr}/api, metrics http://{metrics_addr}/metrics, {} models",
         config.models.len()
     );
     server.run_forever()
 }
 
-/// Brings the database schema up to date (and creates the first admin) before anything serves. Runs on a short-lived
-/// runtime: Pingora's services each start their own.
-fn prepare_database(data_dir: &std::path::Path) -> anyhow::Result<()> {
+/// Brings the database schema up to date (and creates the first admin) before anything
+/// serves; returns the database URL. Runs on a short-lived runtime: Pingora's services each
+/// start their own.
+fn prepare_database(data_dir: &Path) -> anyhow::Result<String> {
     store::with_migrated(data_dir, async |url, db, applied| {
         if !applied.is_empty() {
             tracing::info!(
@@ -149,6 +168,71 @@ fn prepare_database(data_dir: &std::path::Path) -> anyhow::Result<()> {
                 store::redact(url)
             );
         }
-        users_cli::bootstrap_admin(db).await
+        users_cli::bootstrap_admin(db).await?;
+        Ok(url.to_string())
     })
+}
+
+/// The server secret, with a loud warning when it is the generated development one.
+pub fn load_secret(data_dir: &Path, database_url: &str) -> anyhow::Result<Arc<ServerSecret>> {
+    let (secret, source) = secret_key::load(data_dir, secret_key::production_mode(database_url))?;
+    if let SecretSource::DevFile(path) = source {
+        tracing::warn!(
+            "TOLLGATE_SECRET_KEY is not set: using a generated development secret from {}. \
+             Set TOLLGATE_SECRET_KEY (the same on every replica) before going to production.",
+            path.display()
+        );
+    }
+    Ok(Arc::new(secret))
+}
+
+pub fn admin_settings(config: &Config) -> AdminSettings {
+    AdminSettings {
+        token_ttl: config.server.admin_token_ttl,
+        rotation_grace: config.server.key_rotation_grace,
+    }
+}
+
+/// `tollgate admin`: the admin API alone, for deployments that scale it apart from the
+/// proxy. Serves until SIGINT or SIGTERM.
+pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
+    let config =
+        Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
+    let (master_key, _) = MasterKey::load(&config.server.data_dir)?;
+    let database_url = prepare_database(&config.server.data_dir)?;
+    let secret = load_secret(&config.server.data_dir, &database_url)?;
+    let listener = bind(config.server.admin_listen, "admin")?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = store::connect(&database_url).await?;
+        let state = tollgate_admin::AdminState::new(
+            db,
+            secret,
+            Some(master_key.expose().to_string()),
+            admin_settings(&config),
+        );
+        println!("{}", serde_json::json!({ "admin": addr }));
+        tracing::info!("tollgate admin API listening on http://{addr}/api");
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tollgate_admin::serve(listener, state, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -8,8 +8,9 @@ use sea_orm_migration::sea_orm::DatabaseConnection;
 use tollgate_core::{
     secrets::base62,
     store::{
+        Actor,
         entity::user::Role,
-        users::{self, Actor, NewUser},
+        users::{self, NewUser},
     },
 };
 
@@ -35,7 +36,7 @@ pub async fn create(
         db,
         NewUser {
             email,
-            password: &password,
+            password_hash: users::hash_new_password(&password)?,
             role,
         },
         &Actor::system("cli"),
@@ -54,7 +55,7 @@ pub async fn create(
 }
 
 pub async fn list(db: &DatabaseConnection) -> anyhow::Result<()> {
-    let all = users::list_users(db).await?;
+    let (all, _) = users::list_users(db, &users::UserFilter::default(), 1, 1_000_000).await?;
     println!(
         "{:<6} {:<40} {:<8} {:<9} created",
         "id", "email", "role", "disabled"
@@ -90,7 +91,8 @@ pub async fn bootstrap_admin(db: &DatabaseConnection) -> anyhow::Result<()> {
         db,
         NewUser {
             email: &email,
-            password: &password,
+            password_hash: users::hash_new_password(&password)
+                .context("TOLLGATE_ADMIN_PASSWORD")?,
             role: Role::Admin,
         },
         &Actor::system("bootstrap"),

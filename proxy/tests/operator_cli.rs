@@ -13,6 +13,16 @@ use std::{
 use common::PgDatabase;
 
 fn tollgate(dir: &Path, database_url: Option<&str>, args: &[&str], stdin: Option<&str>) -> Output {
+    tollgate_with(dir, database_url, &[], args, stdin)
+}
+
+fn tollgate_with(
+    dir: &Path,
+    database_url: Option<&str>,
+    envs: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
     let config = dir.join("tollgate.yaml");
     if !config.exists() {
         let text = format!(
@@ -25,7 +35,9 @@ fn tollgate(dir: &Path, database_url: Option<&str>, args: &[&str], stdin: Option
     cmd.args(args)
         .arg("--config")
         .arg(&config)
-        .env_remove("TOLLGATE_DATABASE_URL");
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env_remove("TOLLGATE_SECRET_KEY")
+        .envs(envs.iter().copied());
     if let Some(url) = database_url {
         cmd.env("TOLLGATE_DATABASE_URL", url);
     }
@@ -162,6 +174,127 @@ fn users_lifecycle(dir: &Path, url: Option<&str>) {
     assert!(listed.contains(" member "), "default role: {listed}");
 }
 
+const SECRET: (&str, &str) = (
+    "TOLLGATE_SECRET_KEY",
+    "cli-test-secret-0123456789-abcdefghijkl",
+);
+
+/// `tollgate keys create|list|revoke`; the secret is printed once and never listed.
+fn keys_lifecycle(dir: &Path, url: Option<&str>) {
+    let envs = [SECRET];
+    let out = tollgate_with(
+        dir,
+        url,
+        &envs,
+        &["users", "create", "--email", "kim@example.com"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let create = [
+        "keys",
+        "create",
+        "--name",
+        "ci runner",
+        "--user",
+        "kim@example.com",
+        "--rpm",
+        "60",
+        "--models",
+        "gpt-4o,gpt-4o-mini",
+        "--budget-micro-usd",
+        "5000000",
+        "--budget-period",
+        "month",
+        "--expires-in",
+        "30d",
+    ];
+    let out = tollgate_with(dir, url, &envs, &create, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    let secret = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("tg_"))
+        .unwrap()
+        .to_string();
+    let id = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_string();
+    assert_eq!(secret.len(), 43);
+
+    let out = tollgate_with(dir, url, &envs, &["keys", "list"], None);
+    let listed = text(&out);
+    assert!(
+        listed.contains(&id) && listed.contains("ci runner") && listed.contains("active"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&secret[..11]) && !listed.contains(&secret),
+        "{listed}"
+    );
+
+    let bad = tollgate_with(
+        dir,
+        url,
+        &envs,
+        &["keys", "create", "--name", "x", "--rpm", "0"],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("rpm_limit"), "{}", text(&bad));
+
+    let out = tollgate_with(dir, url, &envs, &["keys", "revoke", &id], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = tollgate_with(dir, url, &envs, &["keys", "list"], None);
+    assert!(!text(&out).contains(&id));
+    let out = tollgate_with(
+        dir,
+        url,
+        &envs,
+        &["keys", "list", "--all", "--user", "kim@example.com"],
+        None,
+    );
+    assert!(
+        text(&out).contains(&id) && text(&out).contains("revoked"),
+        "{}",
+        text(&out)
+    );
+    let out = tollgate_with(dir, url, &envs, &["keys", "revoke", "key_missing"], None);
+    assert!(
+        !out.status.success() && text(&out).contains("not found"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn keys_on_the_embedded_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    keys_lifecycle(dir.path(), None);
+}
+
+#[tokio::test]
+async fn keys_on_postgres_need_the_server_secret() {
+    let db = PgDatabase::create("keys").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        // A shared database means replicas: a generated local secret would not do.
+        let out = tollgate(
+            dir.path(),
+            Some(&url),
+            &["keys", "create", "--name", "x"],
+            None,
+        );
+        assert!(!out.status.success());
+        assert!(text(&out).contains("TOLLGATE_SECRET_KEY"), "{}", text(&out));
+        keys_lifecycle(dir.path(), Some(&url));
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn users_on_the_embedded_sqlite_database() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +316,7 @@ async fn users_on_postgres() {
 async fn the_first_admin_comes_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\nproviders:\n  - {{name: mock, kind: mock}}\nmodels:\n  - {{name: m, deployments: [{{provider: mock}}]}}\n",
+        "server:\n  proxy_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\nproviders:\n  - {{name: mock, kind: mock}}\nmodels:\n  - {{name: m, deployments: [{{provider: mock}}]}}\n",
         dir.path().join("data").display()
     );
     std::fs::write(dir.path().join("tollgate.yaml"), config).unwrap();

@@ -13,10 +13,13 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MASTER_KEY = "tg_master_e2e_0123456789abcdef"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "e2e-admin-password-0123"
 
 CONFIG = """
 server:
   proxy_listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
   metrics_listen: 127.0.0.1:0
   threads: 1
   data_dir: {data_dir}
@@ -38,7 +41,13 @@ def gateway():
     with tempfile.TemporaryDirectory() as tmp:
         config = pathlib.Path(tmp) / "tollgate.yaml"
         config.write_text(CONFIG.format(data_dir=pathlib.Path(tmp) / "data"))
-        env = dict(os.environ, TOLLGATE_MASTER_KEY=MASTER_KEY, RUST_LOG="warn")
+        env = dict(
+            os.environ,
+            TOLLGATE_MASTER_KEY=MASTER_KEY,
+            TOLLGATE_ADMIN_EMAIL=ADMIN_EMAIL,
+            TOLLGATE_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            RUST_LOG="warn",
+        )
         proc = subprocess.Popen(
             [binary, "serve", "--config", str(config)],
             stdout=subprocess.PIPE,
@@ -52,7 +61,13 @@ def gateway():
                 raise RuntimeError(f"tollgate exited early with code {proc.wait()}")
             addrs = json.loads(line)
             _wait_ready(addrs["metrics"])
-            yield {"base_url": f"http://{addrs['proxy']}/v1", "key": MASTER_KEY}
+            yield {
+                "base_url": f"http://{addrs['proxy']}/v1",
+                "key": MASTER_KEY,
+                "admin_url": f"http://{addrs['admin']}",
+                "admin_email": ADMIN_EMAIL,
+                "admin_password": ADMIN_PASSWORD,
+            }
         finally:
             proc.kill()
             proc.wait()

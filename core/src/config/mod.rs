@@ -32,6 +32,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub data_dir: PathBuf,
     pub shutdown_grace: Duration,
+    pub admin_token_ttl: Duration,
+    pub key_rotation_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

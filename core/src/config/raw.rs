@@ -41,6 +41,11 @@ pub struct RawServer {
     pub data_dir: Option<String>,
     /// How long a graceful shutdown waits for in-flight requests (default `10s`).
     pub shutdown_grace: Option<DurationText>,
+    /// Lifetime of an admin session token from `POST /api/auth/login` (default `1h`).
+    pub admin_token_ttl: Option<DurationText>,
+    /// How long a rotated API key's old secret keeps working unless the rotation says
+    /// otherwise (default `24h`).
+    pub key_rotation_grace: Option<DurationText>,
 }
 
 /// The protocol a provider speaks.

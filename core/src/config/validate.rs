@@ -157,6 +157,26 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
             format!("must be between 1KiB and 1GiB, got {max_body} bytes"),
         ));
     }
+    let admin_token_ttl = raw
+        .admin_token_ttl
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |d| d.0);
+    if !(Duration::from_secs(60)..=Duration::from_secs(7 * 86400)).contains(&admin_token_ttl) {
+        problems.push(Problem::at(
+            "server.admin_token_ttl",
+            "must be between 1m and 7d",
+        ));
+    }
+    let key_rotation_grace = raw
+        .key_rotation_grace
+        .as_ref()
+        .map_or(Duration::from_secs(86400), |d| d.0);
+    if key_rotation_grace > Duration::from_secs(30 * 86400) {
+        problems.push(Problem::at(
+            "server.key_rotation_grace",
+            "must be at most 30d",
+        ));
+    }
     ServerSettings {
         proxy_listen,
         admin_listen,
@@ -165,6 +185,8 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or(".tollgate")),
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
+        admin_token_ttl,
+        key_rotation_grace,
     }
 }
 

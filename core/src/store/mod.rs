@@ -1,5 +1,12 @@
 //! The database of record, seen through sea-orm entities (the schema itself lives in the
-//! `migrations` crate), and the operations the admin API and CLI share.
+//! `migrations` crate), and the operations the admin API, the CLI and the gateway share.
 
+pub mod audit;
 pub mod entity;
+mod error;
+pub mod keys;
+pub mod providers;
 pub mod users;
+
+pub use audit::Actor;
+pub use error::StoreError;

@@ -1,58 +1,51 @@
-//! Creating and listing users, shared by the CLI, the first-start bootstrap and the admin
-//! API. Every change writes its audit row in the same transaction.
+//! Users of the admin API, shared by the CLI, the first-start bootstrap and the admin API.
+//! Every change writes its audit row in the same transaction.
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, SqlErr, TransactionSession, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, Set, TransactionSession, TransactionTrait,
 };
+use serde_json::json;
 
-use super::entity::{
-    audit_log,
-    user::{self, Role},
+use super::{
+    StoreError, audit,
+    audit::Actor,
+    entity::user::{self, Role},
 };
 use crate::secrets::hash_password;
 
 pub const MIN_PASSWORD_LEN: usize = 12;
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum UserError {
-    #[error("email: {0}")]
-    InvalidEmail(String),
-    #[error("password: must be at least {MIN_PASSWORD_LEN} characters")]
-    WeakPassword,
-    #[error("email: a user with email {0} already exists")]
-    DuplicateEmail(String),
-    #[error("hashing the password failed: {0}")]
-    Hash(String),
-    #[error("database: {0}")]
-    Db(#[from] DbErr),
-}
-
-/// Who made a change, as recorded in the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub name: String,
-    pub ip: Option<String>,
-}
-
-impl Actor {
-    pub fn system(name: &str) -> Self {
-        Actor {
-            name: name.to_string(),
-            ip: None,
-        }
-    }
-}
-
+/// A user to create. The password arrives hashed: hashing is slow on purpose, so async
+/// callers run [`hash_new_password`] on a blocking thread first.
 pub struct NewUser<'a> {
     pub email: &'a str,
-    pub password: &'a str,
+    pub password_hash: String,
     pub role: Role,
 }
 
+/// Checks a new password's strength and hashes it with Argon2id (CPU-heavy: tens of ms).
+pub fn hash_new_password(password: &str) -> Result<String, StoreError> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_LEN {
+        return Err(StoreError::invalid(
+            "password",
+            format!("must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    if chars > MAX_PASSWORD_LEN {
+        return Err(StoreError::invalid(
+            "password",
+            format!("must be at most {MAX_PASSWORD_LEN} characters"),
+        ));
+    }
+    hash_password(password).map_err(|e| StoreError::invalid("password", e.to_string()))
+}
+
 /// Checks and normalises an email address (trimmed, lower-case).
-pub fn normalize_email(email: &str) -> Result<String, UserError> {
+pub fn normalize_email(email: &str) -> Result<String, StoreError> {
     let email = email.trim().to_ascii_lowercase();
     let valid = email.len() <= 320
         && email.split_once('@').is_some_and(|(local, domain)| {
@@ -65,29 +58,29 @@ pub fn normalize_email(email: &str) -> Result<String, UserError> {
     if valid {
         Ok(email)
     } else {
-        Err(UserError::InvalidEmail(format!(
-            "{email:?} is not an email address"
-        )))
+        Err(StoreError::invalid(
+            "email",
+            format!("{email:?} is not an email address"),
+        ))
     }
 }
 
-/// Creates a user and its audit row in one transaction. Hashing runs on the caller's thread:
-/// async callers should wrap this in `spawn_blocking` or hash first.
+fn summary(u: &user::Model) -> serde_json::Value {
+    json!({ "email": u.email, "role": u.role.as_str(), "disabled": u.disabled })
+}
+
+/// Creates a user and its audit row in one transaction.
 pub async fn create_user<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     new: NewUser<'_>,
     actor: &Actor,
-) -> Result<user::Model, UserError> {
+) -> Result<user::Model, StoreError> {
     let email = normalize_email(new.email)?;
-    if new.password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(UserError::WeakPassword);
-    }
-    let password_hash = hash_password(new.password).map_err(|e| UserError::Hash(e.to_string()))?;
     let now = Utc::now();
     let txn = db.begin().await?;
     let created = user::ActiveModel {
         email: Set(email.clone()),
-        password_hash: Set(password_hash),
+        password_hash: Set(new.password_hash),
         role: Set(new.role),
         disabled: Set(false),
         created_at: Set(now),
@@ -96,39 +89,175 @@ pub async fn create_user<C: ConnectionTrait + TransactionTrait>(
     }
     .insert(&txn)
     .await
-    .map_err(|e| match e.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => UserError::DuplicateEmail(email.clone()),
-        _ => UserError::Db(e),
+    .map_err(|e| {
+        StoreError::from_insert(
+            e,
+            "email",
+            format!("a user with email {email} already exists"),
+        )
     })?;
-    audit_log::ActiveModel {
-        occurred_at: Set(now),
-        actor: Set(actor.name.clone()),
-        action: Set("user.create".into()),
-        target_type: Set("user".into()),
-        target_id: Set(Some(created.id.to_string())),
-        summary: Set(serde_json::json!({ "after": { "email": created.email, "role": created.role.as_str() } }).to_string()),
-        request_ip: Set(actor.ip.clone()),
-        ..Default::default()
-    }
-    .insert(&txn)
+    audit::record(
+        &txn,
+        actor,
+        "user.create",
+        "user",
+        created.id,
+        json!({ "after": summary(&created) }),
+    )
     .await?;
     txn.commit().await?;
     Ok(created)
 }
 
-pub async fn list_users<C: ConnectionTrait>(db: &C) -> Result<Vec<user::Model>, DbErr> {
-    user::Entity::find()
-        .order_by_asc(user::Column::Id)
-        .all(db)
-        .await
+/// Filters for [`list_users`].
+#[derive(Debug, Default)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// A case-insensitive substring of the email.
+    pub email: Option<String>,
 }
 
-pub async fn count_active_admins<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    user::Entity::find()
+/// One page of users (1-based) and the total number matching.
+pub async fn list_users<C: ConnectionTrait>(
+    db: &C,
+    filter: &UserFilter,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<user::Model>, u64), StoreError> {
+    let mut query = user::Entity::find().order_by_asc(user::Column::Id);
+    if let Some(role) = filter.role {
+        query = query.filter(user::Column::Role.eq(role));
+    }
+    if let Some(disabled) = filter.disabled {
+        query = query.filter(user::Column::Disabled.eq(disabled));
+    }
+    if let Some(email) = &filter.email {
+        query = query.filter(user::Column::Email.contains(email.trim().to_ascii_lowercase()));
+    }
+    let paginator = query.paginate(db, per_page);
+    let total = paginator.num_items().await?;
+    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((items, total))
+}
+
+pub async fn get_user<C: ConnectionTrait>(db: &C, id: i64) -> Result<user::Model, StoreError> {
+    user::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user {id}")))
+}
+
+pub async fn find_by_email<C: ConnectionTrait>(
+    db: &C,
+    email: &str,
+) -> Result<Option<user::Model>, StoreError> {
+    let Ok(email) = normalize_email(email) else {
+        return Ok(None);
+    };
+    Ok(user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(db)
+        .await?)
+}
+
+pub async fn count_active_admins<C: ConnectionTrait>(db: &C) -> Result<u64, StoreError> {
+    Ok(user::Entity::find()
         .filter(user::Column::Role.eq(Role::Admin))
         .filter(user::Column::Disabled.eq(false))
         .count(db)
-        .await
+        .await?)
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct UserChanges {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// Already hashed with [`hash_new_password`].
+    pub password_hash: Option<String>,
+}
+
+/// Whether removing `user`'s admin rights would leave no active admin.
+async fn is_last_admin<C: ConnectionTrait>(db: &C, u: &user::Model) -> Result<bool, StoreError> {
+    Ok(u.role == Role::Admin && !u.disabled && count_active_admins(db).await? <= 1)
+}
+
+pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: i64,
+    changes: UserChanges,
+    actor: &Actor,
+) -> Result<user::Model, StoreError> {
+    let txn = db.begin().await?;
+    let before = get_user(&txn, id).await?;
+    let loses_admin =
+        changes.role.is_some_and(|r| r != Role::Admin) || changes.disabled == Some(true);
+    if loses_admin && is_last_admin(&txn, &before).await? {
+        return Err(StoreError::conflict(
+            "role",
+            "this is the last active admin; make another admin first",
+        ));
+    }
+    let mut active = before.clone().into_active_model();
+    if let Some(role) = changes.role {
+        active.role = Set(role);
+    }
+    if let Some(disabled) = changes.disabled {
+        active.disabled = Set(disabled);
+    }
+    let password_changed = changes.password_hash.is_some();
+    if let Some(hash) = changes.password_hash {
+        active.password_hash = Set(hash);
+    }
+    active.updated_at = Set(Utc::now());
+    let after = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "user.update",
+        "user",
+        id,
+        json!({ "before": summary(&before), "after": summary(&after), "password_changed": password_changed }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// Deletes a user; their keys and team memberships go with them.
+pub async fn delete_user<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: i64,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let txn = db.begin().await?;
+    let before = get_user(&txn, id).await?;
+    if is_last_admin(&txn, &before).await? {
+        return Err(StoreError::conflict(
+            "id",
+            "this is the last active admin; make another admin first",
+        ));
+    }
+    // Explicit rather than relying on ON DELETE CASCADE: SQLite enforces it only with
+    // foreign keys switched on.
+    super::keys::delete_owned_by_user(&txn, id).await?;
+    super::entity::team_member::Entity::delete_many()
+        .filter(super::entity::team_member::Column::UserId.eq(id))
+        .exec(&txn)
+        .await?;
+    user::Entity::delete_by_id(id).exec(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "user.delete",
+        "user",
+        id,
+        json!({ "before": summary(&before) }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -151,5 +280,16 @@ mod tests {
         ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn short_passwords_are_refused() {
+        assert!(matches!(
+            hash_new_password("short"),
+            Err(StoreError::Invalid {
+                field: "password",
+                ..
+            })
+        ));
     }
 }

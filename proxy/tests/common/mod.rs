@@ -148,7 +148,7 @@ impl Gateway {
     pub async fn spawn_with_server(providers_and_models: &str, server_extra: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\n{server_extra}{providers_and_models}",
+            "server:\n  proxy_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\n{server_extra}{providers_and_models}",
             dir.path().join("data").display()
         );
         let path = dir.path().join("tollgate.yaml");
@@ -244,58 +244,5 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::V
     error
 }
 
-/// A fresh PostgreSQL database on the local server, dropped when this is dropped.
-pub struct PgDatabase {
-    pub url: String,
-    name: String,
-    server: String,
-}
-
-impl PgDatabase {
-    pub async fn create(tag: &str) -> PgDatabase {
-        use sea_orm_migration::sea_orm::{ConnectionTrait, Database};
-        let server = std::env::var("TOLLGATE_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        let name = format!(
-            "tollgate_{tag}_{}_{}",
-            std::process::id(),
-            fastrand::u32(..)
-        );
-        let admin = Database::connect(format!("{server}/postgres"))
-            .await
-            .unwrap();
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        PgDatabase {
-            url: format!("{server}/{name}"),
-            name,
-            server,
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        // Drop may run inside a tokio runtime: do the async work on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            use sea_orm_migration::sea_orm::{ConnectionTrait, Database};
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = Database::connect(format!("{server}/postgres")).await {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
+#[allow(unused_imports)]
+pub use tollgate_testkit::PgDatabase;

@@ -1,0 +1,303 @@
+//! Who is calling: an admin session token (a JWT signed with HS256 under a key derived from
+//! `TOLLGATE_SECRET_KEY`) or the operator's master key. The user behind a token is read
+//! from the store on every request, so disabling a user or changing a role takes effect at
+//! once, not when the token expires.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{HeaderMap, header, request::Parts},
+};
+use josekit::{
+    jws::{HS256, JwsHeader},
+    jwt::{self, JwtPayload, JwtPayloadValidator},
+};
+use tollgate_core::store::{
+    Actor,
+    entity::user::{self, Role},
+    users,
+};
+
+use crate::{AdminState, error::ApiError};
+
+const ISSUER: &str = "tollgate";
+const AUDIENCE: &str = "tollgate-admin";
+/// Clock skew tolerated between replicas when checking `exp` and `nbf`.
+const LEEWAY: Duration = Duration::from_secs(5);
+
+/// An issued session token.
+pub struct SessionToken {
+    pub token: String,
+    pub expires_at: SystemTime,
+}
+
+/// Signs a session token for `user_id`, valid for `ttl` from now.
+pub fn issue_token(
+    key: &[u8; 32],
+    user_id: i64,
+    role: Role,
+    ttl: Duration,
+) -> Result<SessionToken, ApiError> {
+    // Whole seconds: `iat` has no finer resolution, and a token must not look issued later
+    // than the moment it is checked.
+    let now = UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+    sign_token(key, user_id, role, now, now + ttl)
+}
+
+/// Signs a session token with explicit times.
+pub fn sign_token(
+    key: &[u8; 32],
+    user_id: i64,
+    role: Role,
+    issued_at: SystemTime,
+    expires_at: SystemTime,
+) -> Result<SessionToken, ApiError> {
+    let mut payload = JwtPayload::new();
+    payload.set_issuer(ISSUER);
+    payload.set_audience(vec![AUDIENCE]);
+    payload.set_subject(user_id.to_string());
+    payload.set_issued_at(&issued_at);
+    payload.set_expires_at(&expires_at);
+    payload
+        .set_claim("role", Some(role.as_str().into()))
+        .map_err(|e| ApiError::Internal(format!("building the token: {e}")))?;
+    let mut header = JwsHeader::new();
+    header.set_token_type("JWT");
+    let signer = HS256
+        .signer_from_bytes(key)
+        .map_err(|e| ApiError::Internal(format!("token signer: {e}")))?;
+    let token = jwt::encode_with_signer(&payload, &header, &signer)
+        .map_err(|e| ApiError::Internal(format!("signing the token: {e}")))?;
+    Ok(SessionToken { token, expires_at })
+}
+
+/// Checks a session token's signature, algorithm, issuer, audience and lifetime; returns
+/// the user id it was issued to.
+pub fn verify_token(key: &[u8; 32], token: &str) -> Result<i64, ApiError> {
+    let invalid = || ApiError::Unauthenticated("invalid session token; log in again".into());
+    let verifier = HS256
+        .verifier_from_bytes(key)
+        .map_err(|e| ApiError::Internal(format!("token verifier: {e}")))?;
+    // The verifier accepts only HS256: `alg: none` and other algorithms fail here.
+    let (payload, _) = jwt::decode_with_verifier(token, &verifier).map_err(|_| invalid())?;
+    let expires_at = payload.expires_at().ok_or_else(invalid)?;
+    if expires_at + LEEWAY <= SystemTime::now() {
+        return Err(ApiError::Unauthenticated(
+            "session token expired; log in again".into(),
+        ));
+    }
+    let mut validator = JwtPayloadValidator::new();
+    validator.set_base_time(SystemTime::now() - LEEWAY);
+    validator.set_max_issued_time(SystemTime::now() + LEEWAY);
+    validator.set_issuer(ISSUER);
+    validator.set_audience(AUDIENCE);
+    validator.validate(&payload).map_err(|_| invalid())?;
+    payload
+        .subject()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(invalid)
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The operator's master key: acts as an admin.
+    MasterKey,
+    User(user::Model),
+}
+
+/// The authenticated caller of a request, with what the role allows.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub ip: Option<String>,
+}
+
+impl Caller {
+    pub fn role(&self) -> Role {
+        match &self.principal {
+            Principal::MasterKey => Role::Admin,
+            Principal::User(u) => u.role,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<i64> {
+        match &self.principal {
+            Principal::MasterKey => None,
+            Principal::User(u) => Some(u.id),
+        }
+    }
+
+    /// How the audit log names this caller.
+    pub fn actor(&self) -> Actor {
+        let name = match &self.principal {
+            Principal::MasterKey => "master-key".to_string(),
+            Principal::User(u) => format!("user:{}:{}", u.id, u.email),
+        };
+        Actor {
+            name,
+            ip: self.ip.clone(),
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role() == Role::Admin
+    }
+
+    /// Admins only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this needs the admin role"))
+        }
+    }
+
+    /// Admins and viewers: reading what is not one's own.
+    pub fn require_reader(&self) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Admin | Role::Viewer => Ok(()),
+            Role::Member => Err(ApiError::forbidden(
+                "members may read only their own keys and usage",
+            )),
+        }
+    }
+
+    /// Admins, and members for what they own. Viewers change nothing.
+    pub fn require_writer_of(&self, owner: Option<i64>) -> Result<(), ApiError> {
+        match self.role() {
+            Role::Admin => Ok(()),
+            Role::Member if owner.is_some() && owner == self.user_id() => Ok(()),
+            Role::Member => Err(ApiError::forbidden(
+                "members may change only their own keys",
+            )),
+            Role::Viewer => Err(ApiError::forbidden("viewers cannot change anything")),
+        }
+    }
+}
+
+/// The credential of a request: `Authorization: Bearer …` or `x-api-key`.
+fn presented(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthenticated("malformed Authorization header".into()))?;
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return Err(ApiError::Unauthenticated(
+                "expected `Authorization: Bearer <token>`".into(),
+            ));
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::Unauthenticated(
+                "expected `Authorization: Bearer <token>`".into(),
+            ));
+        }
+        return Ok(Some(token.trim()));
+    }
+    Ok(headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim))
+}
+
+impl FromRequestParts<AdminState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let Some(token) = presented(&parts.headers)? else {
+            return Err(ApiError::Unauthenticated(
+                "no credential: send `Authorization: Bearer <token>` from POST /api/auth/login"
+                    .into(),
+            ));
+        };
+        if let Some(master) = &state.inner.master_key
+            && constant_time_eq(token.as_bytes(), master.as_bytes())
+        {
+            return Ok(Caller {
+                principal: Principal::MasterKey,
+                ip,
+            });
+        }
+        let user_id = verify_token(state.inner.secret.jwt_key(), token)?;
+        let user = match users::get_user(&state.inner.db, user_id).await {
+            Ok(user) => user,
+            Err(tollgate_core::store::StoreError::NotFound(_)) => {
+                return Err(ApiError::Unauthenticated(
+                    "the token's user no longer exists".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if user.disabled {
+            return Err(ApiError::Unauthenticated("this user is disabled".into()));
+        }
+        Ok(Caller {
+            principal: Principal::User(user),
+            ip,
+        })
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [7; 32];
+
+    #[test]
+    fn tokens_round_trip() {
+        let t = issue_token(&KEY, 42, Role::Member, Duration::from_secs(60)).unwrap();
+        assert_eq!(verify_token(&KEY, &t.token).unwrap(), 42);
+    }
+
+    #[test]
+    fn forged_expired_and_unsigned_tokens_fail() {
+        let t = issue_token(&KEY, 42, Role::Admin, Duration::from_secs(60)).unwrap();
+        assert!(verify_token(&[8; 32], &t.token).is_err());
+
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let expired = sign_token(
+            &KEY,
+            42,
+            Role::Admin,
+            hour_ago,
+            hour_ago + Duration::from_secs(60),
+        )
+        .unwrap();
+        let err = verify_token(&KEY, &expired.token).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+
+        let mut payload = JwtPayload::new();
+        payload.set_subject("42");
+        payload.set_issuer(ISSUER);
+        payload.set_audience(vec![AUDIENCE]);
+        payload.set_expires_at(&(SystemTime::now() + Duration::from_secs(60)));
+        let unsigned = jwt::encode_unsecured(&payload, &JwsHeader::new()).unwrap();
+        assert!(verify_token(&KEY, &unsigned).is_err());
+    }
+}

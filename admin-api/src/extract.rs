@@ -1,0 +1,168 @@
+//! Request extractors whose failures are [`ApiError`]s: a JSON body or query string that
+//! does not fit names the offending field (422); a body that is not JSON is a 400.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Largest admin request body; the admin API takes small JSON documents only.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// A JSON request body.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || mime.to_ascii_lowercase().ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::BadRequest(
+                "the body must be JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
+        if bytes.len() > MAX_BODY_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "the body is larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, naming the path of a value that does not fit.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => Ok(value),
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                Err(ApiError::BadRequest(format!(
+                    "the body is not valid JSON: {inner}"
+                )))
+            } else {
+                Err(field_error(&path, &inner.to_string()))
+            }
+        }
+    }
+}
+
+/// A query string.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                field_error(&path, &err.into_inner().to_string())
+            })
+    }
+}
+
+/// A path parameter; one that does not parse (e.g. a non-numeric id) names nothing that
+/// exists, so it is a 404 like an unknown id.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(_) => Err(ApiError::NotFound(parts.uri.path().to_string())),
+        }
+    }
+}
+
+/// A 422 naming the field: the path when serde knows it, else the field a "missing field"
+/// or "unknown field" message names.
+fn field_error(path: &str, message: &str) -> ApiError {
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|lead| message.split_once(lead))
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    let field = match (path, named) {
+        (".", Some(name)) | ("", Some(name)) => name,
+        (".", None) | ("", None) => "body".to_string(),
+        (p, Some(name)) if message.starts_with("missing field") => format!("{p}.{name}"),
+        (p, _) => p.to_string(),
+    };
+    ApiError::invalid(field, message)
+}
+
+/// For PATCH bodies: a missing field is `None` (keep), `null` is `Some(None)` (clear) and a
+/// value is `Some(Some(v))` (set). Use with `#[serde(default, deserialize_with = …)]`.
+pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        email: String,
+        limits: Option<Limits>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Limits {
+        rpm: u32,
+    }
+
+    fn field(result: Result<Sample, ApiError>) -> String {
+        match result {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field(parse_json(br#"{}"#)), "email");
+        assert_eq!(field(parse_json(br#"{"email": 3}"#)), "email");
+        assert_eq!(field(parse_json(br#"{"email": "a", "x": 1}"#)), "x");
+        assert_eq!(
+            field(parse_json(br#"{"email": "a", "limits": {"rpm": -1}}"#)),
+            "limits.rpm"
+        );
+        assert!(matches!(
+            parse_json::<Sample>(b"{not json"),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}

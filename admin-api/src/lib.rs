@@ -1,0 +1,105 @@
+//! The Tollgate admin API: users, teams, API keys, provider credentials, usage and the audit
+//! log, as JSON under `/api`, with its OpenAPI document at `/api/openapi.json` and a docs
+//! page at `/api/docs`. `tollgate serve` mounts it on the admin listener; `tollgate admin`
+//! runs it alone.
+
+pub mod auth;
+pub mod error;
+mod extract;
+mod openapi;
+mod page;
+mod routes;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::Router;
+use sea_orm::DatabaseConnection;
+use tollgate_core::secrets::ServerSecret;
+
+pub use openapi::openapi;
+
+/// Settings of the admin API.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// How long a session token from `POST /api/auth/login` is valid.
+    pub token_ttl: Duration,
+    /// How long a rotated key's old secret keeps working unless the request says otherwise.
+    pub rotation_grace: Duration,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            token_ttl: Duration::from_secs(3600),
+            rotation_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AdminState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    secret: Arc<ServerSecret>,
+    master_key: Option<String>,
+    settings: AdminSettings,
+}
+
+impl AdminState {
+    pub fn new(
+        db: DatabaseConnection,
+        secret: Arc<ServerSecret>,
+        master_key: Option<String>,
+        settings: AdminSettings,
+    ) -> Self {
+        AdminState {
+            inner: Arc::new(Inner {
+                db,
+                secret,
+                master_key,
+                settings,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    pub fn secret(&self) -> &ServerSecret {
+        &self.inner.secret
+    }
+
+    pub fn settings(&self) -> &AdminSettings {
+        &self.inner.settings
+    }
+}
+
+/// The admin API's router, with the OpenAPI document and the docs page.
+pub fn router(state: AdminState) -> Router {
+    let (api, spec) = routes::router().split_for_parts();
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", spec);
+    api.with_state(state).merge(docs).fallback(
+        |method: axum::http::Method, uri: axum::http::Uri| async move {
+            error::ApiError::NotFound(format!("route {method} {}", uri.path()))
+        },
+    )
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,145 @@
+//! Sessions: log in with email and password for a short-lived token; when it expires, log
+//! in again (or refresh it while it is still valid).
+
+use std::sync::OnceLock;
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_core::{
+    secrets::{hash_password, verify_password},
+    store::users,
+};
+use utoipa::ToSchema;
+
+use super::views::{RoleName, UserView};
+use crate::{
+    AdminState,
+    auth::{Caller, Principal, SessionToken, issue_token},
+    error::{ApiError, ApiResult, ErrorBody},
+    extract::JsonBody,
+};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    pub expires_at: DateTime<Utc>,
+    pub user: UserView,
+}
+
+fn token_response(session: SessionToken, user: UserView) -> TokenResponse {
+    TokenResponse {
+        token: session.token,
+        token_type: "Bearer",
+        expires_at: session.expires_at.into(),
+        user,
+    }
+}
+
+/// A hash to check wrong emails against, so a login takes as long whether or not the
+/// email exists.
+fn decoy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| hash_password("tollgate-decoy-password").unwrap_or_default())
+}
+
+/// Log in: exchange email and password for a session token.
+#[utoipa::path(post, operation_id = "session_login", path = "/api/auth/login", tag = "auth", security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "Wrong email or password, or a disabled user", body = ErrorBody),
+        (status = 422, description = "A field is missing or malformed", body = ErrorBody),
+    ))]
+pub async fn login(
+    State(state): State<AdminState>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let user = users::find_by_email(state.db(), &req.email).await?;
+    let stored = user
+        .as_ref()
+        .map_or_else(|| decoy_hash().to_string(), |u| u.password_hash.clone());
+    let password = req.password;
+    let matches =
+        tokio::task::spawn_blocking(move || verify_password(&password, &stored).unwrap_or(false))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    let wrong = || ApiError::Unauthenticated("wrong email or password".into());
+    let user = user.filter(|_| matches).ok_or_else(wrong)?;
+    if user.disabled {
+        return Err(ApiError::Unauthenticated("this user is disabled".into()));
+    }
+    let session = issue_token(
+        state.secret().jwt_key(),
+        user.id,
+        user.role,
+        state.settings().token_ttl,
+    )?;
+    tracing::info!(user = user.id, "admin login");
+    Ok(Json(token_response(session, user.into())))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    /// `user` for a session token, `master_key` for the operator's key.
+    pub principal: &'static str,
+    pub role: RoleName,
+    pub user: Option<UserView>,
+}
+
+/// Who the credential belongs to.
+#[utoipa::path(get, operation_id = "session_me", path = "/api/auth/me", tag = "auth",
+    responses(
+        (status = 200, description = "OK", body = MeResponse),
+        (status = 401, description = "No valid credential", body = ErrorBody),
+    ))]
+pub async fn me(caller: Caller) -> Json<MeResponse> {
+    let role = caller.role().into();
+    Json(match caller.principal {
+        Principal::MasterKey => MeResponse {
+            principal: "master_key",
+            role,
+            user: None,
+        },
+        Principal::User(u) => MeResponse {
+            principal: "user",
+            role,
+            user: Some(u.into()),
+        },
+    })
+}
+
+/// Exchange a valid session token for a new one with a fresh lifetime.
+#[utoipa::path(post, operation_id = "session_refresh", path = "/api/auth/refresh", tag = "auth",
+    responses(
+        (status = 200, description = "OK", body = TokenResponse),
+        (status = 400, description = "The master key has no session", body = ErrorBody),
+        (status = 401, description = "No valid credential", body = ErrorBody),
+    ))]
+pub async fn refresh(
+    State(state): State<AdminState>,
+    caller: Caller,
+) -> ApiResult<Json<TokenResponse>> {
+    let Principal::User(user) = caller.principal else {
+        return Err(ApiError::BadRequest(
+            "the master key has no session to refresh".into(),
+        ));
+    };
+    let session = issue_token(
+        state.secret().jwt_key(),
+        user.id,
+        user.role,
+        state.settings().token_ttl,
+    )?;
+    Ok(Json(token_response(session, user.into())))
+}

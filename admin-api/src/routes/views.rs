@@ -1,0 +1,189 @@
+//! What the API returns for stored records: never a secret, a hash or a ciphertext.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_core::store::entity::{
+    api_key::{self, BudgetPeriod},
+    provider_credential, team,
+    user::{self, Role},
+};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Role {
+        match r {
+            RoleName::Admin => Role::Admin,
+            RoleName::Member => Role::Member,
+            RoleName::Viewer => Role::Viewer,
+        }
+    }
+}
+
+impl From<Role> for RoleName {
+    fn from(r: Role) -> RoleName {
+        match r {
+            Role::Admin => RoleName::Admin,
+            Role::Member => RoleName::Member,
+            Role::Viewer => RoleName::Viewer,
+        }
+    }
+}
+
+/// A budget period; budgets reset at 00:00 UTC (`day`), on the 1st at 00:00 UTC (`month`),
+/// or never (`total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeriodName {
+    Day,
+    Month,
+    Total,
+}
+
+impl From<PeriodName> for BudgetPeriod {
+    fn from(p: PeriodName) -> BudgetPeriod {
+        match p {
+            PeriodName::Day => BudgetPeriod::Day,
+            PeriodName::Month => BudgetPeriod::Month,
+            PeriodName::Total => BudgetPeriod::Total,
+        }
+    }
+}
+
+impl From<BudgetPeriod> for PeriodName {
+    fn from(p: BudgetPeriod) -> PeriodName {
+        match p {
+            BudgetPeriod::Day => PeriodName::Day,
+            BudgetPeriod::Month => PeriodName::Month,
+            BudgetPeriod::Total => PeriodName::Total,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub role: RoleName,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<user::Model> for UserView {
+    fn from(u: user::Model) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email,
+            role: u.role.into(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TeamView {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<team::Model> for TeamView {
+    fn from(t: team::Model) -> Self {
+        TeamView {
+            id: t.id,
+            name: t.name,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// An API key as listed: its id and prefix, never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    /// The key's public id (`key_…`), used in URLs.
+    pub id: String,
+    pub name: String,
+    /// The first characters of the secret, to recognise the key.
+    pub prefix: String,
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    /// Models the key may use; `null` allows all.
+    pub allowed_models: Option<Vec<String>>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<PeriodName>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Until when the secret replaced by the last rotation still works.
+    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<api_key::Model> for KeyView {
+    fn from(k: api_key::Model) -> Self {
+        KeyView {
+            allowed_models: k.allowed_models(),
+            id: k.public_id,
+            name: k.name,
+            prefix: k.display_prefix,
+            user_id: k.user_id,
+            team_id: k.team_id,
+            rpm_limit: k.rpm_limit,
+            tpm_limit: k.tpm_limit,
+            concurrency_limit: k.concurrency_limit,
+            budget_micro_usd: k.budget_micro_usd,
+            budget_period: k.budget_period.map(Into::into),
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            last_used_at: k.last_used_at,
+            previous_secret_valid_until: k
+                .previous_expires_at
+                .filter(|_| k.previous_secret_hash.is_some()),
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+        }
+    }
+}
+
+/// A provider credential as listed: the secret masked to its last four characters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderView {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// e.g. `…x4Kq`.
+    pub api_key: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<provider_credential::Model> for ProviderView {
+    fn from(c: provider_credential::Model) -> Self {
+        ProviderView {
+            id: c.id,
+            name: c.name,
+            kind: c.kind,
+            base_url: c.base_url,
+            api_key: format!("…{}", c.secret_last4),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}

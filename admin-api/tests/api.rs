@@ -1,0 +1,828 @@
+//! Admin API behaviour on both backends: secrets shown once, rotation grace, encrypted
+//! credentials (round trip and tamper detection), validation and conflicts, one audit row
+//! per change, sessions, and usage reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{App, MASTER_KEY};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, PaginatorTrait, Set};
+use serde_json::{Value, json};
+use tollgate_core::{
+    secrets::SecretError,
+    store::{
+        StoreError,
+        entity::{audit_log, provider_credential, usage_event, user::Role},
+        keys::{self, KeyRejection},
+        providers,
+    },
+};
+
+const M: Option<&str> = Some(MASTER_KEY);
+
+async fn audit_rows(app: &App) -> u64 {
+    audit_log::Entity::find().count(&app.db).await.unwrap()
+}
+
+both!(key_secret_is_shown_once, |app: App| async move {
+    let created = app
+        .call(
+            "POST",
+            "/api/keys",
+            M,
+            Some(json!({ "name": "ci", "user_id": app.member.id, "rpm_limit": 10 })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let secret = created.body["secret"].as_str().unwrap().to_string();
+    let id = created.body["id"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("tg_") && secret.len() == 43);
+    assert_eq!(created.body["prefix"], secret[..11]);
+
+    // No later response, to anyone, contains the secret or its hash.
+    let stored = keys::get_key(&app.db, &id).await.unwrap();
+    let member = app.token(&app.member);
+    let later = [
+        app.call("GET", "/api/keys", M, None).await,
+        app.call("GET", "/api/keys?include_revoked=true", Some(&member), None)
+            .await,
+        app.call("GET", &format!("/api/keys/{id}"), M, None).await,
+        app.call(
+            "PATCH",
+            &format!("/api/keys/{id}"),
+            M,
+            Some(json!({ "name": "renamed" })),
+        )
+        .await,
+        app.call("GET", "/api/audit?per_page=500", M, None).await,
+        app.call("POST", &format!("/api/keys/{id}/revoke"), M, None)
+            .await,
+        app.call("GET", &format!("/api/keys/{id}"), Some(&member), None)
+            .await,
+    ];
+    for reply in later {
+        assert!(reply.status < 300, "{}", reply.text);
+        assert!(
+            !reply.text.contains(&secret),
+            "secret leaked: {}",
+            reply.text
+        );
+        assert!(
+            !reply.text.contains(&stored.secret_hash),
+            "hash leaked: {}",
+            reply.text
+        );
+        assert!(!reply.text.contains("\"secret\""), "{}", reply.text);
+    }
+});
+
+both!(
+    rotation_keeps_the_old_secret_for_the_grace_period,
+    |app: App| async move {
+        let created = app
+            .call("POST", "/api/keys", M, Some(json!({ "name": "svc" })))
+            .await;
+        let old = created.body["secret"].as_str().unwrap().to_string();
+        let id = created.body["id"].as_str().unwrap().to_string();
+        let now = Utc::now();
+        assert!(
+            keys::authenticate(&app.db, &app.secret, &old, now)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+
+        let rotated = app
+            .call(
+                "POST",
+                &format!("/api/keys/{id}/rotate"),
+                M,
+                Some(json!({ "grace_seconds": 600 })),
+            )
+            .await;
+        assert_eq!(rotated.status, 200, "{}", rotated.text);
+        let new = rotated.body["secret"].as_str().unwrap().to_string();
+        assert_ne!(new, old);
+        assert_eq!(rotated.body["id"], id.as_str());
+        assert!(rotated.body["previous_secret_valid_until"].is_string());
+
+        let auth = |secret: String, at| {
+            let app = &app;
+            async move {
+                keys::authenticate(&app.db, &app.secret, &secret, at)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Both work within the grace period; after it only the new one does.
+        assert!(auth(new.clone(), now + Duration::seconds(1)).await.is_ok());
+        assert!(
+            auth(old.clone(), now + Duration::seconds(590))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            auth(old.clone(), now + Duration::seconds(610))
+                .await
+                .unwrap_err(),
+            KeyRejection::Rotated
+        );
+        assert!(
+            auth(new.clone(), now + Duration::seconds(610))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            auth("tg_unknown".into(), now).await.unwrap_err(),
+            KeyRejection::Unknown
+        );
+
+        // Grace 0 ends the old secret at once; revocation ends everything.
+        let again = app
+            .call(
+                "POST",
+                &format!("/api/keys/{id}/rotate"),
+                M,
+                Some(json!({ "grace_seconds": 0 })),
+            )
+            .await;
+        let newest = again.body["secret"].as_str().unwrap().to_string();
+        assert_eq!(
+            auth(new.clone(), Utc::now()).await.unwrap_err(),
+            KeyRejection::Rotated
+        );
+        app.call("POST", &format!("/api/keys/{id}/revoke"), M, None)
+            .await;
+        assert_eq!(
+            auth(newest, Utc::now()).await.unwrap_err(),
+            KeyRejection::Revoked
+        );
+        let refused = app
+            .call("POST", &format!("/api/keys/{id}/rotate"), M, None)
+            .await;
+        assert_eq!(refused.status, 409, "{}", refused.text);
+
+        // Expired keys are refused as such.
+        let short = app
+        .call("POST", "/api/keys", M, Some(json!({ "name": "short", "expires_at": (Utc::now() + Duration::seconds(30)).to_rfc3339() })))
+        .await;
+        let secret = short.body["secret"].as_str().unwrap().to_string();
+        assert_eq!(
+            auth(secret, Utc::now() + Duration::seconds(31))
+                .await
+                .unwrap_err(),
+            KeyRejection::Expired
+        );
+    }
+);
+
+both!(
+    provider_credentials_are_encrypted_and_tamper_evident,
+    |app: App| async move {
+        let plaintext = "sk-live-abcdefghijklmnop-WXYZ";
+        let created = app
+            .call(
+                "POST",
+                "/api/providers",
+                M,
+                Some(json!({ "name": "openai-prod", "kind": "openai", "api_key": plaintext })),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        assert_eq!(created.body["api_key"], "…WXYZ");
+        let id = created.body["id"].as_i64().unwrap();
+        for reply in [
+            app.call("GET", "/api/providers", M, None).await,
+            app.call(
+                "GET",
+                &format!("/api/providers/{id}"),
+                Some(&app.token(&app.viewer)),
+                None,
+            )
+            .await,
+            app.call("GET", "/api/audit", M, None).await,
+        ] {
+            assert!(!reply.text.contains(plaintext), "{}", reply.text);
+        }
+
+        // At rest: ciphertext only, and it opens to the plaintext.
+        let row = provider_credential::Entity::find_by_id(id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&row.secret_ciphertext).contains("abcdefghijkl"));
+        assert_eq!(row.secret_nonce.len(), 12);
+        assert_eq!(
+            providers::open_secret(&app.secret, &row).unwrap(),
+            plaintext
+        );
+
+        // A new key through the API re-encrypts.
+        app.call(
+            "PATCH",
+            &format!("/api/providers/{id}"),
+            M,
+            Some(json!({ "api_key": "sk-second-1234" })),
+        )
+        .await;
+        let row = provider_credential::Entity::find_by_id(id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            providers::open_secret(&app.secret, &row).unwrap(),
+            "sk-second-1234"
+        );
+
+        // Flip one byte of the stored ciphertext: decryption fails, clearly.
+        let mut tampered = row.secret_ciphertext.clone();
+        tampered[3] ^= 0x01;
+        let mut active = row.clone().into_active_model();
+        active.secret_ciphertext = Set(tampered);
+        let stored = active.update(&app.db).await.unwrap();
+        let err = providers::open_secret(&app.secret, &stored).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Secret(SecretError::Tampered)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("altered"), "{err}");
+
+        // A ciphertext moved to another row fails too (the row id is associated data).
+        let mut moved = row.clone();
+        moved.id += 1000;
+        assert!(providers::open_secret(&app.secret, &moved).is_err());
+    }
+);
+
+both!(bad_input_is_named, |app: App| async move {
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        (
+            "POST",
+            "/api/users",
+            json!({ "email": "nope", "password": "long-enough-pass", "role": "member" }),
+            422,
+            "email",
+        ),
+        (
+            "POST",
+            "/api/users",
+            json!({ "email": "a@example.com", "password": "short", "role": "member" }),
+            422,
+            "password",
+        ),
+        (
+            "POST",
+            "/api/users",
+            json!({ "email": "a@example.com", "password": "long-enough-pass", "role": "boss" }),
+            422,
+            "role",
+        ),
+        (
+            "POST",
+            "/api/users",
+            json!({ "email": "a@example.com", "password": "long-enough-pass" }),
+            422,
+            "role",
+        ),
+        (
+            "POST",
+            "/api/users",
+            json!({ "email": "admin@example.com", "password": "long-enough-pass", "role": "member" }),
+            409,
+            "email",
+        ),
+        ("POST", "/api/keys", json!({ "name": "" }), 422, "name"),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "rpm_limit": 0 }),
+            422,
+            "rpm_limit",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "budget_micro_usd": 5 }),
+            422,
+            "budget_period",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "budget_micro_usd": 5, "budget_period": "week" }),
+            422,
+            "budget_period",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "user_id": 999999 }),
+            422,
+            "user_id",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "expires_at": "2001-01-01T00:00:00Z" }),
+            422,
+            "expires_at",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "tpm_limit": "many" }),
+            422,
+            "tpm_limit",
+        ),
+        (
+            "POST",
+            "/api/keys",
+            json!({ "name": "k", "colour": "red" }),
+            422,
+            "colour",
+        ),
+        (
+            "POST",
+            "/api/providers",
+            json!({ "name": "p", "kind": "openia", "api_key": "x" }),
+            422,
+            "kind",
+        ),
+        (
+            "POST",
+            "/api/providers",
+            json!({ "name": "p", "kind": "openai", "api_key": "x", "base_url": "ftp://x" }),
+            422,
+            "base_url",
+        ),
+        ("POST", "/api/teams", json!({ "name": "  " }), 422, "name"),
+        ("GET", "/api/users?per_page=0", Value::Null, 422, "per_page"),
+        ("GET", "/api/users?role=boss", Value::Null, 422, "role"),
+        (
+            "GET",
+            "/api/usage?group_by=planet",
+            Value::Null,
+            422,
+            "group_by",
+        ),
+        (
+            "GET",
+            "/api/usage?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            Value::Null,
+            422,
+            "from",
+        ),
+    ];
+    for (method, path, body, status, param) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let reply = app.call(method, path, M, body.clone()).await;
+        assert_eq!(
+            reply.status, status,
+            "{method} {path} {body:?}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["error"]["param"], param,
+            "{method} {path}: {}",
+            reply.text
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(param)
+                || status == 409,
+            "{}",
+            reply.text
+        );
+    }
+    for path in [
+        "/api/users/999999",
+        "/api/users/abc",
+        "/api/teams/999999",
+        "/api/keys/key_nope",
+        "/api/providers/999999",
+        "/api/nowhere",
+    ] {
+        let reply = app.call("GET", path, M, None).await;
+        assert_eq!(reply.status, 404, "{path}: {}", reply.text);
+        assert_eq!(reply.body["error"]["type"], "not_found_error");
+    }
+    // Not JSON at all.
+    let resp = app
+        .http
+        .post(format!("{}/api/teams", app.base))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // A body far over the limit is refused, not read without end.
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 << 20));
+    let resp = app
+        .http
+        .post(format!("{}/api/teams", app.base))
+        .bearer_auth(MASTER_KEY)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status() == 400 || resp.status() == 413,
+        "{}",
+        resp.status()
+    );
+});
+
+both!(every_change_writes_one_audit_row, |app: App| async move {
+    let team = app
+        .call("POST", "/api/teams", M, Some(json!({ "name": "t" })))
+        .await;
+    let team_id = team.body["id"].as_i64().unwrap();
+    let user = app.call("POST", "/api/users", M, Some(json!({ "email": "u@example.com", "password": "long-enough-pass", "role": "member" }))).await;
+    let user_id = user.body["id"].as_i64().unwrap();
+    let key = app
+        .call(
+            "POST",
+            "/api/keys",
+            M,
+            Some(json!({ "name": "k", "user_id": user_id })),
+        )
+        .await;
+    let key_id = key.body["id"].as_str().unwrap().to_string();
+    let provider = app
+        .call(
+            "POST",
+            "/api/providers",
+            M,
+            Some(json!({ "name": "p", "kind": "openai", "api_key": "sk-1234" })),
+        )
+        .await;
+    let provider_id = provider.body["id"].as_i64().unwrap();
+    let changes: Vec<(&str, String, Option<Value>, &str)> = vec![
+        (
+            "POST",
+            "/api/teams".into(),
+            Some(json!({ "name": "t2" })),
+            "team.create",
+        ),
+        (
+            "PATCH",
+            format!("/api/teams/{team_id}"),
+            Some(json!({ "name": "t3" })),
+            "team.update",
+        ),
+        (
+            "PUT",
+            format!("/api/teams/{team_id}/members/{user_id}"),
+            None,
+            "team.member.add",
+        ),
+        (
+            "DELETE",
+            format!("/api/teams/{team_id}/members/{user_id}"),
+            None,
+            "team.member.remove",
+        ),
+        (
+            "PATCH",
+            format!("/api/users/{user_id}"),
+            Some(json!({ "role": "viewer" })),
+            "user.update",
+        ),
+        (
+            "PATCH",
+            format!("/api/keys/{key_id}"),
+            Some(json!({ "tpm_limit": 1000, "allowed_models": ["gpt-4o"] })),
+            "key.update",
+        ),
+        (
+            "POST",
+            format!("/api/keys/{key_id}/rotate"),
+            None,
+            "key.rotate",
+        ),
+        (
+            "POST",
+            format!("/api/keys/{key_id}/revoke"),
+            None,
+            "key.revoke",
+        ),
+        (
+            "PATCH",
+            format!("/api/providers/{provider_id}"),
+            Some(json!({ "base_url": "https://api.example.com/v1" })),
+            "provider.update",
+        ),
+        (
+            "DELETE",
+            format!("/api/providers/{provider_id}"),
+            None,
+            "provider.delete",
+        ),
+        (
+            "DELETE",
+            format!("/api/teams/{team_id}"),
+            None,
+            "team.delete",
+        ),
+        (
+            "DELETE",
+            format!("/api/users/{user_id}"),
+            None,
+            "user.delete",
+        ),
+        (
+            "POST",
+            "/api/users".into(),
+            Some(
+                json!({ "email": "v@example.com", "password": "long-enough-pass", "role": "viewer" }),
+            ),
+            "user.create",
+        ),
+        (
+            "POST",
+            "/api/keys".into(),
+            Some(json!({ "name": "k2" })),
+            "key.create",
+        ),
+        (
+            "POST",
+            "/api/providers".into(),
+            Some(json!({ "name": "p2", "kind": "anthropic", "api_key": "sk-ant" })),
+            "provider.create",
+        ),
+    ];
+    for (method, path, body, action) in changes {
+        let before = audit_rows(&app).await;
+        let reply = app.call(method, &path, M, body).await;
+        assert!(reply.status < 300, "{method} {path}: {}", reply.text);
+        assert_eq!(audit_rows(&app).await, before + 1, "{method} {path}");
+        let last = app.call("GET", "/api/audit?per_page=1", M, None).await;
+        assert_eq!(last.body["data"][0]["action"], action, "{}", last.text);
+        assert_eq!(last.body["data"][0]["actor"], "master-key");
+        assert_eq!(last.body["data"][0]["request_ip"], "127.0.0.1");
+    }
+    // A refused change writes nothing.
+    let before = audit_rows(&app).await;
+    let refused = app.call("POST", "/api/users", M, Some(json!({ "email": "admin@example.com", "password": "long-enough-pass", "role": "member" }))).await;
+    assert_eq!(refused.status, 409);
+    assert_eq!(audit_rows(&app).await, before);
+    // Filters work.
+    let filtered = app
+        .call(
+            "GET",
+            &format!("/api/audit?target_type=key&target_id={key_id}"),
+            M,
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = filtered.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.revoke", "key.rotate", "key.update", "key.create"]
+    );
+});
+
+both!(sessions_and_the_last_admin, |app: App| async move {
+    let login = |email: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(json!({ "email": email, "password": password })),
+            )
+            .await
+        }
+    };
+    let ok = login("Member@Example.com", common::PASSWORD).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let token = ok.body["token"].as_str().unwrap().to_string();
+    let me = app.call("GET", "/api/auth/me", Some(&token), None).await;
+    assert_eq!(me.body["user"]["email"], "member@example.com");
+    assert_eq!(me.body["role"], "member");
+    let refreshed = app
+        .call("POST", "/api/auth/refresh", Some(&token), None)
+        .await;
+    assert_eq!(refreshed.status, 200);
+
+    assert_eq!(
+        login("member@example.com", "wrong-password-123")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        login("nobody@example.com", common::PASSWORD).await.status,
+        401
+    );
+
+    // Disabling a user ends their sessions at once.
+    let disabled = app
+        .call(
+            "PATCH",
+            &format!("/api/users/{}", app.member.id),
+            M,
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(disabled.status, 200);
+    let after = app.call("GET", "/api/auth/me", Some(&token), None).await;
+    assert_eq!(after.status, 401);
+    assert!(
+        after.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
+    assert_eq!(
+        login("member@example.com", common::PASSWORD).await.status,
+        401
+    );
+
+    // The last active admin cannot be demoted, disabled or deleted.
+    let admin = format!("/api/users/{}", app.admin.id);
+    for body in [json!({ "role": "member" }), json!({ "disabled": true })] {
+        let reply = app.call("PATCH", &admin, M, Some(body)).await;
+        assert_eq!(reply.status, 409, "{}", reply.text);
+    }
+    assert_eq!(app.call("DELETE", &admin, M, None).await.status, 409);
+    // With a second admin it can.
+    let second = app.make_user("second@example.com", Role::Admin).await;
+    assert_eq!(
+        app.call("PATCH", &admin, M, Some(json!({ "role": "viewer" })))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.call("DELETE", &format!("/api/users/{}", second.id), M, None)
+            .await
+            .status,
+        409
+    );
+
+    // Pagination and filters.
+    for i in 0..5 {
+        app.make_user(&format!("bulk{i}@example.com"), Role::Viewer)
+            .await;
+    }
+    let page = app
+        .call("GET", "/api/users?per_page=2&page=2&role=viewer", M, None)
+        .await;
+    assert_eq!(page.body["total"], 7);
+    assert_eq!(page.body["data"].as_array().unwrap().len(), 2);
+    let found = app.call("GET", "/api/users?email=BULK3", M, None).await;
+    assert_eq!(found.body["data"][0]["email"], "bulk3@example.com");
+});
+
+both!(usage_reports_group_and_export, |app: App| async move {
+    let key = app
+        .call(
+            "POST",
+            "/api/keys",
+            M,
+            Some(json!({ "name": "reporting", "user_id": app.member.id })),
+        )
+        .await;
+    let key_row = keys::get_key(&app.db, key.body["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let base = Utc::now() - Duration::hours(3);
+    let events = [
+        (
+            0,
+            Some(key_row.id),
+            Some(app.member.id),
+            "gpt-4o",
+            100,
+            20,
+            1500,
+        ),
+        (
+            0,
+            Some(key_row.id),
+            Some(app.member.id),
+            "gpt-4o",
+            50,
+            10,
+            750,
+        ),
+        (
+            1,
+            Some(key_row.id),
+            Some(app.member.id),
+            "gpt-4o-mini",
+            10,
+            5,
+            3,
+        ),
+        (2, None, None, "gpt-4o-mini", 7, 7, 2),
+        (2, None, Some(app.admin.id), "gpt-4o", 1, 1, 11),
+    ];
+    for (i, (hour, key_id, user_id, model, p, c, cost)) in events.into_iter().enumerate() {
+        usage_event::ActiveModel {
+            event_id: Set(format!("ev-{i}")),
+            request_id: Set(format!("req-{i}")),
+            occurred_at: Set(base + Duration::hours(hour) + Duration::minutes(i as i64)),
+            key_id: Set(key_id),
+            user_id: Set(user_id),
+            team_id: Set(None),
+            model: Set(model.into()),
+            deployment: Set("mock".into()),
+            prompt_tokens: Set(p),
+            completion_tokens: Set(c),
+            cost_micro_usd: Set(cost),
+            status: Set(200),
+            latency_ms: Set(12),
+            ttft_ms: Set(Some(5)),
+            estimated: Set(false),
+            ..Default::default()
+        }
+        .insert(&app.db)
+        .await
+        .unwrap();
+    }
+    let by_model = app.call("GET", "/api/usage", M, None).await;
+    assert_eq!(by_model.status, 200, "{}", by_model.text);
+    assert_eq!(
+        by_model.body["totals"],
+        json!({ "requests": 5, "prompt_tokens": 168, "completion_tokens": 43, "cost_micro_usd": 2266 })
+    );
+    assert_eq!(by_model.body["groups"][0]["group"], "gpt-4o");
+    assert_eq!(by_model.body["groups"][0]["requests"], 3);
+
+    let by_key = app.call("GET", "/api/usage?group_by=key", M, None).await;
+    let groups = by_key.body["groups"].as_array().unwrap();
+    let keyed = groups
+        .iter()
+        .find(|g| g["group"] == key_row.public_id.as_str())
+        .unwrap();
+    assert_eq!(keyed["label"], "reporting");
+    assert_eq!(keyed["cost_micro_usd"], 2253);
+
+    // A member sees only their own usage, whatever they ask.
+    let member = app.token(&app.member);
+    let own = app.call("GET", "/api/usage", Some(&member), None).await;
+    assert_eq!(own.body["totals"]["requests"], 3);
+
+    let series = app
+        .call(
+            "GET",
+            "/api/usage/series?bucket=hour&group_by=model",
+            M,
+            None,
+        )
+        .await;
+    let points = series.body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 4, "{}", series.text);
+    let first_hour = base.format("%Y-%m-%dT%H:00:00Z").to_string();
+    assert_eq!(points[0]["bucket"], first_hour.as_str());
+    assert_eq!(points[0]["requests"], 2);
+
+    let range = format!(
+        "from={}",
+        (base + Duration::minutes(90))
+            .to_rfc3339()
+            .replace('+', "%2B")
+    );
+    let later = app
+        .call("GET", &format!("/api/usage?{range}"), M, None)
+        .await;
+    assert_eq!(later.body["totals"]["requests"], 2, "{}", later.text);
+
+    let resp = app
+        .http
+        .get(format!("{}/api/usage/export?group_by=user", app.base))
+        .bearer_auth(MASTER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = resp.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "bucket,group,label,requests,prompt_tokens,completion_tokens,cost_micro_usd"
+    );
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(csv.contains("member@example.com"), "{csv}");
+});

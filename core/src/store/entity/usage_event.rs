@@ -1,0 +1,31 @@
+//! `usage_events`: one row per finished request, idempotent by `event_id`.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "usage_events")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(unique)]
+    pub event_id: String,
+    pub request_id: String,
+    pub occurred_at: DateTimeUtc,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub model: String,
+    pub deployment: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub status: i32,
+    pub latency_ms: i32,
+    pub ttft_ms: Option<i32>,
+    pub estimated: bool,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

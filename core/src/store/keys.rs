@@ -1,0 +1,474 @@
+//! API keys: issue, list, change, revoke and rotate, shared by the admin API and the CLI,
+//! and the look-up by secret the gateway uses. Secrets are returned once, at creation or
+//! rotation, and only their HMAC is stored.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionSession, TransactionTrait,
+};
+use serde_json::json;
+
+use super::{
+    StoreError, audit,
+    audit::Actor,
+    entity::{
+        api_key::{self, BudgetPeriod},
+        team, user,
+    },
+};
+use crate::secrets::{ServerSecret, generate_api_key};
+
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_ALLOWED_MODELS: usize = 256;
+
+/// Limits and restrictions of a key; `None` means unlimited / unrestricted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub allowed_models: Option<Vec<String>>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<BudgetPeriod>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewKey {
+    pub name: String,
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub limits: KeyLimits,
+}
+
+/// A key together with its secret, which exists only in this value.
+pub struct IssuedKey {
+    pub key: api_key::Model,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IssuedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKey")
+            .field("key", &self.key.public_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_name(name: &str) -> Result<String, StoreError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+        return Err(StoreError::invalid(
+            "name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_limits(limits: &KeyLimits, now: DateTime<Utc>) -> Result<(), StoreError> {
+    for (field, value) in [
+        ("rpm_limit", limits.rpm_limit),
+        ("tpm_limit", limits.tpm_limit),
+        ("concurrency_limit", limits.concurrency_limit),
+    ] {
+        if value.is_some_and(|v| v <= 0) {
+            return Err(StoreError::invalid(field, "must be a positive integer"));
+        }
+    }
+    if limits.budget_micro_usd.is_some_and(|v| v < 0) {
+        return Err(StoreError::invalid(
+            "budget_micro_usd",
+            "must not be negative",
+        ));
+    }
+    match (limits.budget_micro_usd, limits.budget_period) {
+        (Some(_), None) => {
+            return Err(StoreError::invalid(
+                "budget_period",
+                "is required with budget_micro_usd: day, month or total",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(StoreError::invalid(
+                "budget_micro_usd",
+                "is required with budget_period",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(models) = &limits.allowed_models {
+        if models.len() > MAX_ALLOWED_MODELS {
+            return Err(StoreError::invalid(
+                "allowed_models",
+                format!("at most {MAX_ALLOWED_MODELS} models"),
+            ));
+        }
+        if models.iter().any(|m| m.trim().is_empty() || m.len() > 256) {
+            return Err(StoreError::invalid(
+                "allowed_models",
+                "model names must be 1 to 256 characters",
+            ));
+        }
+    }
+    if limits.expires_at.is_some_and(|at| at <= now) {
+        return Err(StoreError::invalid("expires_at", "must be in the future"));
+    }
+    Ok(())
+}
+
+async fn check_owner<C: ConnectionTrait>(
+    db: &C,
+    user_id: Option<i64>,
+    team_id: Option<i64>,
+) -> Result<(), StoreError> {
+    if let Some(id) = user_id
+        && user::Entity::find_by_id(id).one(db).await?.is_none()
+    {
+        return Err(StoreError::invalid("user_id", format!("no user {id}")));
+    }
+    if let Some(id) = team_id
+        && team::Entity::find_by_id(id).one(db).await?.is_none()
+    {
+        return Err(StoreError::invalid("team_id", format!("no team {id}")));
+    }
+    Ok(())
+}
+
+/// What the audit log records of a key: never the secret or its hash.
+fn summary(k: &api_key::Model) -> serde_json::Value {
+    json!({
+        "name": k.name,
+        "prefix": k.display_prefix,
+        "user_id": k.user_id,
+        "team_id": k.team_id,
+        "allowed_models": k.allowed_models(),
+        "rpm_limit": k.rpm_limit,
+        "tpm_limit": k.tpm_limit,
+        "concurrency_limit": k.concurrency_limit,
+        "budget_micro_usd": k.budget_micro_usd,
+        "budget_period": k.budget_period,
+        "expires_at": k.expires_at,
+        "revoked_at": k.revoked_at,
+    })
+}
+
+fn models_json(models: &Option<Vec<String>>) -> Option<String> {
+    models.as_ref().map(|m| {
+        let mut list: Vec<&str> = m.iter().map(|s| s.trim()).collect();
+        list.sort_unstable();
+        list.dedup();
+        serde_json::Value::from(list).to_string()
+    })
+}
+
+pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    secret: &ServerSecret,
+    new: NewKey,
+    actor: &Actor,
+) -> Result<IssuedKey, StoreError> {
+    let now = Utc::now();
+    let name = check_name(&new.name)?;
+    check_limits(&new.limits, now)?;
+    let issued = generate_api_key()?;
+    let txn = db.begin().await?;
+    check_owner(&txn, new.user_id, new.team_id).await?;
+    let l = new.limits;
+    let key = api_key::ActiveModel {
+        public_id: Set(issued.public_id.clone()),
+        display_prefix: Set(issued.display_prefix.clone()),
+        secret_hash: Set(secret.hash_api_key(&issued.secret)),
+        previous_secret_hash: Set(None),
+        previous_expires_at: Set(None),
+        name: Set(name),
+        user_id: Set(new.user_id),
+        team_id: Set(new.team_id),
+        allowed_models: Set(models_json(&l.allowed_models)),
+        rpm_limit: Set(l.rpm_limit),
+        tpm_limit: Set(l.tpm_limit),
+        concurrency_limit: Set(l.concurrency_limit),
+        budget_micro_usd: Set(l.budget_micro_usd),
+        budget_period: Set(l.budget_period),
+        expires_at: Set(l.expires_at),
+        revoked_at: Set(None),
+        last_used_at: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    audit::record(
+        &txn,
+        actor,
+        "key.create",
+        "key",
+        &key.public_id,
+        json!({ "after": summary(&key) }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(IssuedKey {
+        key,
+        secret: issued.secret,
+    })
+}
+
+/// Filters for [`list_keys`].
+#[derive(Debug, Default)]
+pub struct KeyFilter {
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub include_revoked: bool,
+}
+
+/// One page of keys (1-based) and the total number matching.
+pub async fn list_keys<C: ConnectionTrait>(
+    db: &C,
+    filter: &KeyFilter,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<api_key::Model>, u64), StoreError> {
+    let mut query = api_key::Entity::find().order_by_asc(api_key::Column::Id);
+    if let Some(id) = filter.user_id {
+        query = query.filter(api_key::Column::UserId.eq(id));
+    }
+    if let Some(id) = filter.team_id {
+        query = query.filter(api_key::Column::TeamId.eq(id));
+    }
+    if !filter.include_revoked {
+        query = query.filter(api_key::Column::RevokedAt.is_null());
+    }
+    let paginator = query.paginate(db, per_page);
+    let total = paginator.num_items().await?;
+    let items = paginator.fetch_page(page.saturating_sub(1)).await?;
+    Ok((items, total))
+}
+
+/// A key by its public id (`key_…`).
+pub async fn get_key<C: ConnectionTrait>(
+    db: &C,
+    public_id: &str,
+) -> Result<api_key::Model, StoreError> {
+    api_key::Entity::find()
+        .filter(api_key::Column::PublicId.eq(public_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("key {public_id}")))
+}
+
+/// Changes to a key: `None` keeps a field; `Some(None)` clears a limit.
+#[derive(Debug, Default)]
+pub struct KeyChanges {
+    pub name: Option<String>,
+    pub allowed_models: Option<Option<Vec<String>>>,
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
+    pub concurrency_limit: Option<Option<i64>>,
+    pub budget_micro_usd: Option<Option<i64>>,
+    pub budget_period: Option<Option<BudgetPeriod>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl KeyChanges {
+    /// Whether the change touches limits (as opposed to name and expiry only).
+    pub fn touches_limits(&self) -> bool {
+        self.allowed_models.is_some()
+            || self.rpm_limit.is_some()
+            || self.tpm_limit.is_some()
+            || self.concurrency_limit.is_some()
+            || self.budget_micro_usd.is_some()
+            || self.budget_period.is_some()
+    }
+}
+
+pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    public_id: &str,
+    changes: KeyChanges,
+    actor: &Actor,
+) -> Result<api_key::Model, StoreError> {
+    let now = Utc::now();
+    let txn = db.begin().await?;
+    let before = get_key(&txn, public_id).await?;
+    let name = changes.name.as_deref().map(check_name).transpose()?;
+    let limits = KeyLimits {
+        allowed_models: changes
+            .allowed_models
+            .clone()
+            .unwrap_or_else(|| before.allowed_models()),
+        rpm_limit: changes.rpm_limit.unwrap_or(before.rpm_limit),
+        tpm_limit: changes.tpm_limit.unwrap_or(before.tpm_limit),
+        concurrency_limit: changes
+            .concurrency_limit
+            .unwrap_or(before.concurrency_limit),
+        budget_micro_usd: changes.budget_micro_usd.unwrap_or(before.budget_micro_usd),
+        budget_period: changes.budget_period.unwrap_or(before.budget_period),
+        // Only a new expiry must lie in the future; an unchanged one is left alone.
+        expires_at: changes.expires_at.flatten(),
+    };
+    check_limits(&limits, now)?;
+    let mut active = before.clone().into_active_model();
+    if let Some(name) = name {
+        active.name = Set(name);
+    }
+    active.allowed_models = Set(models_json(&limits.allowed_models));
+    active.rpm_limit = Set(limits.rpm_limit);
+    active.tpm_limit = Set(limits.tpm_limit);
+    active.concurrency_limit = Set(limits.concurrency_limit);
+    active.budget_micro_usd = Set(limits.budget_micro_usd);
+    active.budget_period = Set(limits.budget_period);
+    if let Some(expires_at) = changes.expires_at {
+        active.expires_at = Set(expires_at);
+    }
+    active.updated_at = Set(now);
+    let after = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "key.update",
+        "key",
+        public_id,
+        json!({ "before": summary(&before), "after": summary(&after) }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// Revokes a key at once. Revoking twice keeps the first time.
+pub async fn revoke_key<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    public_id: &str,
+    actor: &Actor,
+) -> Result<api_key::Model, StoreError> {
+    let txn = db.begin().await?;
+    let before = get_key(&txn, public_id).await?;
+    if before.revoked_at.is_some() {
+        return Ok(before);
+    }
+    let now = Utc::now();
+    let mut active = before.clone().into_active_model();
+    active.revoked_at = Set(Some(now));
+    active.previous_secret_hash = Set(None);
+    active.previous_expires_at = Set(None);
+    active.updated_at = Set(now);
+    let after = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "key.revoke",
+        "key",
+        public_id,
+        json!({ "before": summary(&before), "after": summary(&after) }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(after)
+}
+
+/// Gives a key a new secret. The old secret keeps working for `grace`, then stops; a
+/// second rotation within the grace period ends the first old secret at once.
+pub async fn rotate_key<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    secret: &ServerSecret,
+    public_id: &str,
+    grace: Duration,
+    actor: &Actor,
+) -> Result<IssuedKey, StoreError> {
+    if grace < Duration::zero() || grace > Duration::days(30) {
+        return Err(StoreError::invalid(
+            "grace_seconds",
+            "must be between 0 and 30 days",
+        ));
+    }
+    let txn = db.begin().await?;
+    let before = get_key(&txn, public_id).await?;
+    if before.revoked_at.is_some() {
+        return Err(StoreError::conflict(
+            "id",
+            format!("key {public_id} is revoked and cannot be rotated"),
+        ));
+    }
+    let issued = generate_api_key()?;
+    let now = Utc::now();
+    let mut active = before.clone().into_active_model();
+    active.previous_secret_hash = Set(Some(before.secret_hash.clone()));
+    active.previous_expires_at = Set(Some(now + grace));
+    active.secret_hash = Set(secret.hash_api_key(&issued.secret));
+    active.display_prefix = Set(issued.display_prefix.clone());
+    active.updated_at = Set(now);
+    let key = active.update(&txn).await?;
+    audit::record(
+        &txn,
+        actor,
+        "key.rotate",
+        "key",
+        public_id,
+        json!({
+            "before": { "prefix": before.display_prefix },
+            "after": { "prefix": key.display_prefix, "previous_valid_until": key.previous_expires_at },
+        }),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(IssuedKey {
+        key,
+        secret: issued.secret,
+    })
+}
+
+/// Why a presented key is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unknown,
+    Revoked,
+    Expired,
+    /// The secret was replaced by a rotation and its grace period is over.
+    Rotated,
+}
+
+/// Finds the key a presented secret belongs to, as of `now`: its current secret, or its
+/// previous one within the rotation grace period.
+pub async fn authenticate<C: ConnectionTrait>(
+    db: &C,
+    secret: &ServerSecret,
+    presented: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<api_key::Model, KeyRejection>, StoreError> {
+    let hash = secret.hash_api_key(presented);
+    let found = api_key::Entity::find()
+        .filter(
+            Condition::any()
+                .add(api_key::Column::SecretHash.eq(hash.as_str()))
+                .add(api_key::Column::PreviousSecretHash.eq(hash.as_str())),
+        )
+        .one(db)
+        .await?;
+    let Some(key) = found else {
+        return Ok(Err(KeyRejection::Unknown));
+    };
+    if key.revoked_at.is_some() {
+        return Ok(Err(KeyRejection::Revoked));
+    }
+    if key.expires_at.is_some_and(|at| at <= now) {
+        return Ok(Err(KeyRejection::Expired));
+    }
+    if key.secret_hash != hash && key.previous_expires_at.is_none_or(|at| now >= at) {
+        return Ok(Err(KeyRejection::Rotated));
+    }
+    Ok(Ok(key))
+}
+
+/// Removes the keys a user owns (their audit history stays).
+pub(super) async fn delete_owned_by_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    api_key::Entity::delete_many()
+        .filter(api_key::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

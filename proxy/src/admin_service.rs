@@ -1,0 +1,65 @@
+//! The admin API as a Pingora background service on the admin listener, with a database
+//! pool of its own on the service's runtime.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::{server::ShutdownWatch, services::background::BackgroundService};
+use tollgate_admin::{AdminSettings, AdminState};
+use tollgate_core::secrets::ServerSecret;
+
+use crate::{listeners::ListenerSlot, store};
+
+pub struct AdminService {
+    listener: ListenerSlot,
+    database_url: String,
+    secret: Arc<ServerSecret>,
+    master_key: String,
+    settings: AdminSettings,
+}
+
+impl AdminService {
+    pub fn new(
+        listener: std::net::TcpListener,
+        database_url: String,
+        secret: Arc<ServerSecret>,
+        master_key: String,
+        settings: AdminSettings,
+    ) -> Self {
+        AdminService {
+            listener: ListenerSlot::new("admin", listener),
+            database_url,
+            secret,
+            master_key,
+            settings,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for AdminService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let db = match store::connect(&self.database_url).await {
+            Ok(db) => db,
+            Err(e) => {
+                tracing::error!("admin API not started: {e:#}");
+                return;
+            }
+        };
+        let state = AdminState::new(
+            db,
+            self.secret.clone(),
+            Some(self.master_key.clone()),
+            self.settings.clone(),
+        );
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        if let Err(e) = tollgate_admin::serve(listener, state, stop).await {
+            tracing::error!("admin API stopped: {e}");
+        }
+    }
+}
