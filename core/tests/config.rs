@@ -144,7 +144,7 @@ models:
     let message = error(bad);
     for expected in [
         "test.yaml:2: server.proxy_listen: invalid listen address \"localhost\"",
-        "test.yaml:4: providers[0].api_key: api_key is required for kind openai",
+        "test.yaml:4: providers[0].api_key: api_key (or credential) is required for kind openai",
         "test.yaml:5: providers[1].api_version: api_version is required",
         "test.yaml:5: providers[1].name: duplicate provider name \"a\" (also providers[0])",
         "test.yaml:8: models[0].deployments: at least one deployment is required",

@@ -47,11 +47,12 @@ struct Listening {
 
 /// Runs the gateway until it is told to stop. Does not return.
 pub fn serve(config_path: &Path) -> anyhow::Result<()> {
-    let config =
+    let mut config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
-    let database_url = prepare_database(&config.server.data_dir)?;
+    let database_url = store::database_url(&config.server.data_dir)?;
     let secret = load_secret(&config.server.data_dir, &database_url)?;
+    prepare_database(&mut config, &secret)?;
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -156,11 +157,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     server.run_forever()
 }
 
-/// Brings the database schema up to date (and creates the first admin) before anything
-/// serves; returns the database URL. Runs on a short-lived runtime: Pingora's services each
-/// start their own.
-fn prepare_database(data_dir: &Path) -> anyhow::Result<String> {
-    store::with_migrated(data_dir, async |url, db, applied| {
+/// Brings the database schema up to date, creates the first admin and decrypts the stored
+/// provider credentials the config refers to, before anything serves. Runs on a short-lived
+/// runtime: Pingora's services each start their own.
+fn prepare_database(config: &mut Config, secret: &ServerSecret) -> anyhow::Result<()> {
+    let data_dir = config.server.data_dir.clone();
+    store::with_migrated(&data_dir, async |url, db, applied| {
         if !applied.is_empty() {
             tracing::info!(
                 "applied {} database migrations to {}",
@@ -169,8 +171,37 @@ fn prepare_database(data_dir: &Path) -> anyhow::Result<String> {
             );
         }
         users_cli::bootstrap_admin(db).await?;
-        Ok(url.to_string())
+        resolve_credentials(config, db, secret).await
     })
+}
+
+/// Fills in `api_key` of providers that name a stored credential.
+async fn resolve_credentials(
+    config: &mut Config,
+    db: &sea_orm_migration::sea_orm::DatabaseConnection,
+    secret: &ServerSecret,
+) -> anyhow::Result<()> {
+    use tollgate_core::{config::Secret, store::providers};
+    let wanted = config.providers.iter().any(|p| p.credential.is_some());
+    if !wanted {
+        return Ok(());
+    }
+    let stored = providers::list_credentials(db).await?;
+    for provider in &mut config.providers {
+        let Some(name) = &provider.credential else {
+            continue;
+        };
+        let credential = stored.iter().find(|c| &c.name == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "provider {}: no stored credential named {name:?} (create it with POST /api/providers)",
+                provider.name
+            )
+        })?;
+        let plaintext = providers::open_secret(secret, credential)
+            .map_err(|e| anyhow::anyhow!("provider {}: credential {name:?}: {e}", provider.name))?;
+        provider.api_key = Some(Secret::new(&plaintext));
+    }
+    Ok(())
 }
 
 /// The server secret, with a loud warning when it is the generated development one.
@@ -196,11 +227,12 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
 /// `tollgate admin`: the admin API alone, for deployments that scale it apart from the
 /// proxy. Serves until SIGINT or SIGTERM.
 pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
-    let config =
+    let mut config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, _) = MasterKey::load(&config.server.data_dir)?;
-    let database_url = prepare_database(&config.server.data_dir)?;
+    let database_url = store::database_url(&config.server.data_dir)?;
     let secret = load_secret(&config.server.data_dir, &database_url)?;
+    prepare_database(&mut config, &secret)?;
     let listener = bind(config.server.admin_listen, "admin")?;
     let addr = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

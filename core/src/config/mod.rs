@@ -62,6 +62,8 @@ pub struct Provider {
     /// `None` only for `mock`, whose address is known once it listens.
     pub base_url: Option<Url>,
     pub api_key: Option<Secret>,
+    /// A stored provider credential to use as `api_key`, resolved at start-up.
+    pub credential: Option<String>,
     pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,

@@ -73,6 +73,9 @@ pub struct RawProvider {
     pub base_url: Option<String>,
     /// The provider credential injected into upstream requests, usually `${ENV_VAR}`.
     pub api_key: Option<String>,
+    /// Instead of `api_key`: the name of a provider credential stored (encrypted) through
+    /// the admin API; the gateway decrypts it at start-up.
+    pub credential: Option<String>,
     /// Azure OpenAI `api-version` query parameter (required for `azure-openai`).
     pub api_version: Option<String>,
     /// Extra headers sent with every upstream request.

@@ -231,11 +231,21 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         .as_ref()
         .filter(|k| !k.is_empty())
         .map(Secret::new);
-    if api_key.is_none() && matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi) {
+    let credential = raw.credential.clone().filter(|c| !c.is_empty());
+    if api_key.is_some() && credential.is_some() {
+        problems.push(Problem::at(
+            format!("{path}.credential"),
+            "give either api_key or credential, not both",
+        ));
+    }
+    if api_key.is_none()
+        && credential.is_none()
+        && matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi)
+    {
         problems.push(Problem::at(
             format!("{path}.api_key"),
             format!(
-                "api_key is required for kind {} (e.g. api_key: ${{OPENAI_API_KEY}})",
+                "api_key (or credential) is required for kind {} (e.g. api_key: ${{OPENAI_API_KEY}})",
                 kind.as_str()
             ),
         ));
@@ -326,6 +336,7 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         kind,
         base_url,
         api_key,
+        credential,
         api_version,
         headers,
         timeouts,

@@ -135,8 +135,9 @@ impl Mock {
 pub struct Gateway {
     pub proc: Proc,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub metrics: SocketAddr,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -147,12 +148,34 @@ impl Gateway {
 
     pub async fn spawn_with_server(providers_and_models: &str, server_extra: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        let mut gateway = Gateway::spawn_in(dir.path(), providers_and_models, server_extra).await;
+        gateway._dir = Some(dir);
+        gateway
+    }
+
+    /// The config file `spawn_in` writes into `dir`.
+    pub fn write_config(
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        server_extra: &str,
+    ) -> PathBuf {
         let config = format!(
             "server:\n  proxy_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  threads: 1\n  data_dir: {}\n{server_extra}{providers_and_models}",
-            dir.path().join("data").display()
+            dir.join("data").display()
         );
-        let path = dir.path().join("tollgate.yaml");
+        let path = dir.join("tollgate.yaml");
         std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    /// Starts a gateway whose config and data directory live in `dir` (kept by the caller,
+    /// so that several gateways can share a database one after another).
+    pub async fn spawn_in(
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        server_extra: &str,
+    ) -> Gateway {
+        let path = Gateway::write_config(dir, providers_and_models, server_extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.arg("serve")
             .arg("--config")
@@ -161,12 +184,14 @@ impl Gateway {
             .env("RUST_LOG", "warn");
         let proc = spawn(cmd);
         let addr = proc.addr("proxy");
+        let admin = proc.addr("admin");
         let metrics = proc.addr("metrics");
         let gateway = Gateway {
             proc,
             addr,
+            admin,
             metrics,
-            _dir: dir,
+            _dir: None,
         };
         gateway.wait_ready().await;
         gateway
