@@ -14,7 +14,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use sea_orm::DatabaseConnection;
-use tollgate_core::secrets::ServerSecret;
+use tollgate_core::{secrets::ServerSecret, store::keys::KeyChange};
 
 pub use openapi::openapi;
 
@@ -47,7 +47,12 @@ struct Inner {
     secret: Arc<ServerSecret>,
     master_key: Option<String>,
     settings: AdminSettings,
+    on_change: ChangeHook,
 }
+
+/// Told of every committed change that gateways caching keys must hear of (revocation,
+/// rotation, new limits, a disabled owner).
+pub type ChangeHook = Arc<dyn Fn(KeyChange) + Send + Sync>;
 
 impl AdminState {
     pub fn new(
@@ -62,8 +67,31 @@ impl AdminState {
                 secret,
                 master_key,
                 settings,
+                on_change: Arc::new(|_| {}),
             }),
         }
+    }
+
+    /// The same state, telling `hook` of key changes.
+    pub fn with_change_hook(self, hook: ChangeHook) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            db: shared.db.clone(),
+            secret: shared.secret.clone(),
+            master_key: shared.master_key.clone(),
+            settings: shared.settings.clone(),
+            on_change: shared.on_change.clone(),
+        });
+        AdminState {
+            inner: Arc::new(Inner {
+                on_change: hook,
+                ..inner
+            }),
+        }
+    }
+
+    /// Tells gateways of a committed change.
+    pub(crate) fn changed(&self, change: KeyChange) {
+        (self.inner.on_change)(change);
     }
 
     pub fn db(&self) -> &DatabaseConnection {

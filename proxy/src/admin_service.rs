@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
-use tollgate_admin::{AdminSettings, AdminState};
+use tollgate_admin::{AdminSettings, AdminState, ChangeHook};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{listeners::ListenerSlot, store};
@@ -16,6 +16,7 @@ pub struct AdminService {
     secret: Arc<ServerSecret>,
     master_key: String,
     settings: AdminSettings,
+    on_change: ChangeHook,
 }
 
 impl AdminService {
@@ -25,6 +26,7 @@ impl AdminService {
         secret: Arc<ServerSecret>,
         master_key: String,
         settings: AdminSettings,
+        on_change: ChangeHook,
     ) -> Self {
         AdminService {
             listener: ListenerSlot::new("admin", listener),
@@ -32,6 +34,7 @@ impl AdminService {
             secret,
             master_key,
             settings,
+            on_change,
         }
     }
 }
@@ -54,7 +57,8 @@ impl BackgroundService for AdminService {
             self.secret.clone(),
             Some(self.master_key.clone()),
             self.settings.clone(),
-        );
+        )
+        .with_change_hook(self.on_change.clone());
         let stop = async move {
             let _ = shutdown.changed().await;
         };

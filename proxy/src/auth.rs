@@ -1,13 +1,19 @@
-//! Client authentication: the operator's master key, sent as `Authorization: Bearer <key>`
-//! or `x-api-key: <key>`. The key comes from `TOLLGATE_MASTER_KEY`; without it a random key
-//! is generated once and kept in the data directory, so the default setup is never open.
+//! Client authentication, sent as `Authorization: Bearer <key>` or `x-api-key: <key>`: keys
+//! issued through the admin API (`tg_…`, see `client_keys`) and the operator's master key.
+//! The master key comes from `TOLLGATE_MASTER_KEY`; without it a random key is generated
+//! once and kept in the data directory, so the default setup is never open.
 
 use std::{fs, io::Write, path::Path};
 
 use anyhow::Context;
 use http::HeaderMap;
 
-use crate::error::GatewayError;
+use std::sync::Arc;
+
+use crate::{
+    client_keys::{ClientKey, ClientKeys},
+    error::GatewayError,
+};
 
 pub const MASTER_KEY_ENV: &str = "TOLLGATE_MASTER_KEY";
 const MASTER_KEY_FILE: &str = "master_key";
@@ -75,6 +81,29 @@ impl MasterKey {
         } else {
             Err(GatewayError::InvalidKey)
         }
+    }
+}
+
+/// Who a request comes from.
+pub enum Principal {
+    /// The operator's master key.
+    Master,
+    Key(Arc<ClientKey>),
+}
+
+/// Client authentication: the master key, or a key issued through the admin API.
+pub struct Auth {
+    pub master: MasterKey,
+    pub keys: Arc<ClientKeys>,
+}
+
+impl Auth {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
+        let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;
+        if constant_time_eq(presented.as_bytes(), self.master.0.as_bytes()) {
+            return Ok(Principal::Master);
+        }
+        self.keys.authenticate(presented).await.map(Principal::Key)
     }
 }
 

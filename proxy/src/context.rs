@@ -10,6 +10,7 @@ use tollgate_core::{
 };
 
 use crate::{
+    auth::Principal,
     endpoints::Endpoint,
     error::GatewayError,
     routing::{Route, Tried},
@@ -17,6 +18,8 @@ use crate::{
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// Who sent the request, once authenticated.
+    pub principal: Option<Principal>,
     pub request_id: String,
     pub endpoint: Option<Endpoint>,
     /// The request body as the client sent it.
@@ -68,6 +71,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
+            principal: None,
             request_id: String::new(),
             endpoint: None,
             client_body: Bytes::new(),

@@ -23,6 +23,20 @@ pub enum GatewayError {
     MissingKey,
     #[error("Incorrect API key provided. Use a key issued by this Tollgate gateway.")]
     InvalidKey,
+    #[error("This API key ({0}) was revoked.")]
+    KeyRevoked(String),
+    #[error("This API key ({0}) has expired.")]
+    KeyExpired(String),
+    #[error(
+        "This API key ({0}) was replaced by a rotation and its grace period is over; use the new key."
+    )]
+    KeyRotated(String),
+    #[error("The user who owns this API key ({0}) is disabled.")]
+    KeyOwnerDisabled(String),
+    #[error("This API key may not use the model `{0}`.")]
+    ModelNotAllowed(String),
+    #[error("The key store is unavailable; try again shortly.")]
+    KeyStoreUnavailable,
     #[error(
         "Request body is {size} bytes, larger than the {limit}-byte limit of this gateway (server.max_body_size)."
     )]
@@ -69,7 +83,10 @@ impl GatewayError {
         match self {
             UnknownPath { .. } | UnknownModel(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
+            MissingKey | InvalidKey | KeyRevoked(_) | KeyExpired(_) | KeyRotated(_)
+            | KeyOwnerDisabled(_) => StatusCode::UNAUTHORIZED,
+            ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            KeyStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             LengthRequired => StatusCode::LENGTH_REQUIRED,
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -86,7 +103,9 @@ impl GatewayError {
             UpstreamUnreachable { .. }
             | UpstreamTimeout { .. }
             | UpstreamFailed { .. }
+            | KeyStoreUnavailable
             | Internal => "server_error",
+            ModelNotAllowed(_) => "permission_error",
             _ => "invalid_request_error",
         }
     }
@@ -99,6 +118,12 @@ impl GatewayError {
             MethodNotAllowed { .. } => Some("method_not_allowed"),
             MissingKey => Some("missing_api_key"),
             InvalidKey => Some("invalid_api_key"),
+            KeyRevoked(_) => Some("api_key_revoked"),
+            KeyExpired(_) => Some("api_key_expired"),
+            KeyRotated(_) => Some("api_key_rotated"),
+            KeyOwnerDisabled(_) => Some("api_key_owner_disabled"),
+            ModelNotAllowed(_) => Some("model_not_allowed"),
+            KeyStoreUnavailable => Some("service_unavailable"),
             BodyTooLarge { .. } => Some("request_too_large"),
             LengthRequired => Some("length_required"),
             InvalidBody(_) => Some("invalid_json"),
@@ -113,7 +138,9 @@ impl GatewayError {
 
     pub fn param(&self) -> Option<&'static str> {
         match self {
-            GatewayError::MissingModel | GatewayError::UnknownModel(_) => Some("model"),
+            GatewayError::MissingModel
+            | GatewayError::UnknownModel(_)
+            | GatewayError::ModelNotAllowed(_) => Some("model"),
             _ => None,
         }
     }
@@ -126,6 +153,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. }
                 | GatewayError::UpstreamTimeout { .. }
                 | GatewayError::UpstreamFailed { .. }
+                | GatewayError::KeyStoreUnavailable
                 | GatewayError::Internal
         )
     }

@@ -16,7 +16,7 @@ use pingora::{
 use tollgate_core::body;
 
 use crate::{
-    auth::MasterKey,
+    auth::{Auth, Principal},
     context::{RequestCtx, ResponseScan},
     endpoints::{self, Target},
     error::GatewayError,
@@ -33,7 +33,7 @@ const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct Gateway {
     pub routes: RouteTable,
-    pub master_key: MasterKey,
+    pub auth: Auth,
     pub models: ModelCatalog,
     pub max_body_bytes: usize,
     pub metrics: Metrics,
@@ -52,8 +52,9 @@ impl Gateway {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = self.master_key.check(&req.headers) {
-            return Ok(Err(e));
+        match self.auth.authenticate(&req.headers).await {
+            Ok(principal) => ctx.principal = Some(principal),
+            Err(e) => return Ok(Err(e)),
         }
         let endpoint = match target {
             Target::ListModels => {
@@ -92,6 +93,11 @@ impl Gateway {
         let Some(route) = self.routes.get(model) else {
             return Ok(Err(GatewayError::UnknownModel(model.to_string())));
         };
+        if let Some(Principal::Key(key)) = &ctx.principal
+            && !key.allows(model, &route.model)
+        {
+            return Ok(Err(GatewayError::ModelNotAllowed(model.to_string())));
+        }
         ctx.route = Some(route.clone());
         ctx.client_body = body;
         ctx.probe = probe;

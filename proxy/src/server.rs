@@ -21,8 +21,11 @@ use tollgate_core::secrets::ServerSecret;
 
 use crate::{
     admin_service::AdminService,
-    auth::MasterKey,
+    auth::{Auth, MasterKey},
+    backend::Backend,
+    client_keys::ClientKeys,
     gateway::Gateway,
+    invalidation,
     listeners::{bind, reserve},
     metrics::{Metrics, MetricsService},
     mock_upstream::MockUpstreamService,
@@ -53,6 +56,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let database_url = store::database_url(&config.server.data_dir)?;
     let secret = load_secret(&config.server.data_dir, &database_url)?;
     prepare_database(&mut config, &secret)?;
+    let redis_url = redis_url();
+    let backend = Arc::new(Backend::start(&database_url, redis_url.as_deref())?);
+    let client_keys = ClientKeys::new(secret.clone(), backend.clone());
+    if let Some(url) = &redis_url {
+        invalidation::subscribe(url, client_keys.clone(), &backend);
+    }
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -105,10 +114,14 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         secret,
         master_key.expose().to_string(),
         admin_settings(&config),
+        invalidation::hook(Some(client_keys.clone()), backend.clone()),
     );
     let gateway = Gateway {
         routes: RouteTable::new(&config, &upstreams),
-        master_key,
+        auth: Auth {
+            master: master_key,
+            keys: client_keys,
+        },
         models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,
         metrics: Metrics::register()?,
@@ -224,6 +237,14 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
     }
 }
 
+/// `TOLLGATE_REDIS_URL`, if set: quotas, key-change messages and spend totals shared by
+/// every replica. Without it the embedded in-process store serves one process.
+fn redis_url() -> Option<String> {
+    std::env::var(crate::redis::REDIS_URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 /// `tollgate admin`: the admin API alone, for deployments that scale it apart from the
 /// proxy. Serves until SIGINT or SIGTERM.
 pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
@@ -238,6 +259,12 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let backend = Arc::new(Backend::start(&database_url, redis_url().as_deref())?);
+    if backend.redis.is_none() {
+        tracing::warn!(
+            "TOLLGATE_REDIS_URL is not set: key revocations and changes reach proxies in other processes only when their cache entries expire (60 s)"
+        );
+    }
     runtime.block_on(async {
         let db = store::connect(&database_url).await?;
         let state = tollgate_admin::AdminState::new(
@@ -245,7 +272,8 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             secret,
             Some(master_key.expose().to_string()),
             admin_settings(&config),
-        );
+        )
+        .with_change_hook(invalidation::hook(None, backend.clone()));
         println!("{}", serde_json::json!({ "admin": addr }));
         tracing::info!("tollgate admin API listening on http://{addr}/api");
         let listener = tokio::net::TcpListener::from_std(listener)?;

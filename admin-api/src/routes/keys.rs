@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_core::store::{
     entity::{api_key, user::Role},
-    keys::{self, IssuedKey, KeyChanges, KeyFilter, KeyLimits, NewKey},
+    keys::{self, IssuedKey, KeyChange, KeyChanges, KeyFilter, KeyLimits, NewKey},
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -210,6 +210,7 @@ pub async fn update(
         expires_at: req.expires_at,
     };
     let key = keys::update_key(state.db(), &id, changes, &caller.actor()).await?;
+    state.changed(KeyChange::Key(id));
     Ok(Json(key.into()))
 }
 
@@ -225,6 +226,7 @@ pub async fn revoke(
     let key = visible_key(&state, &caller, &id).await?;
     caller.require_writer_of(key.user_id)?;
     let key = keys::revoke_key(state.db(), &id, &caller.actor()).await?;
+    state.changed(KeyChange::Key(id));
     Ok(Json(key.into()))
 }
 
@@ -263,5 +265,6 @@ pub async fn rotate(
             .map_err(|e| ApiError::Internal(e.to_string()))?,
     };
     let issued = keys::rotate_key(state.db(), state.secret(), &id, grace, &caller.actor()).await?;
+    state.changed(KeyChange::Key(id));
     Ok(Json(issued.into()))
 }

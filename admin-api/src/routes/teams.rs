@@ -11,6 +11,7 @@ use serde_json::json;
 use tollgate_core::store::{
     StoreError, audit,
     entity::{team, team_member, user},
+    keys::KeyChange,
     users,
 };
 use utoipa::ToSchema;
@@ -203,6 +204,7 @@ pub async fn delete(
     )
     .await?;
     txn.commit().await?;
+    state.changed(KeyChange::Team(id));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,7 +3,10 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
-use tollgate_core::store::users::{self, NewUser, UserChanges, UserFilter};
+use tollgate_core::store::{
+    keys::KeyChange,
+    users::{self, NewUser, UserChanges, UserFilter},
+};
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::{RoleName, UserView};
@@ -154,6 +157,7 @@ pub async fn update(
         password_hash,
     };
     let user = users::update_user(state.db(), id, changes, &caller.actor()).await?;
+    state.changed(KeyChange::User(id));
     Ok(Json(user.into()))
 }
 
@@ -173,5 +177,6 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     users::delete_user(state.db(), id, &caller.actor()).await?;
+    state.changed(KeyChange::User(id));
     Ok(StatusCode::NO_CONTENT)
 }

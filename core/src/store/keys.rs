@@ -427,10 +427,70 @@ pub enum KeyRejection {
     Expired,
     /// The secret was replaced by a rotation and its grace period is over.
     Rotated,
+    /// The user owning the key is disabled (or gone).
+    OwnerDisabled,
 }
 
-/// Finds the key a presented secret belongs to, as of `now`: its current secret, or its
-/// previous one within the rotation grace period.
+/// What the gateway caches about a key: the record, matched by the hash of the presented
+/// secret, and whether its owner is disabled.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub key: api_key::Model,
+    /// The presented secret matched the previous secret of a rotation, not the current one.
+    pub via_previous_secret: bool,
+    pub owner_disabled: bool,
+}
+
+impl KeyRecord {
+    /// Whether the key may be used at `now`; the reason when not.
+    pub fn check(&self, now: DateTime<Utc>) -> Result<(), KeyRejection> {
+        if self.key.revoked_at.is_some() {
+            return Err(KeyRejection::Revoked);
+        }
+        if self.key.expires_at.is_some_and(|at| at <= now) {
+            return Err(KeyRejection::Expired);
+        }
+        if self.via_previous_secret && self.key.previous_expires_at.is_none_or(|at| now >= at) {
+            return Err(KeyRejection::Rotated);
+        }
+        if self.owner_disabled {
+            return Err(KeyRejection::OwnerDisabled);
+        }
+        Ok(())
+    }
+}
+
+/// Looks a key up by the HMAC of a presented secret (current or previous).
+pub async fn find_by_hash<C: ConnectionTrait>(
+    db: &C,
+    hash: &str,
+) -> Result<Option<KeyRecord>, StoreError> {
+    let found = api_key::Entity::find()
+        .filter(
+            Condition::any()
+                .add(api_key::Column::SecretHash.eq(hash))
+                .add(api_key::Column::PreviousSecretHash.eq(hash)),
+        )
+        .one(db)
+        .await?;
+    let Some(key) = found else {
+        return Ok(None);
+    };
+    let owner_disabled = match key.user_id {
+        Some(id) => user::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .is_none_or(|u| u.disabled),
+        None => false,
+    };
+    Ok(Some(KeyRecord {
+        via_previous_secret: key.secret_hash != hash,
+        key,
+        owner_disabled,
+    }))
+}
+
+/// Finds the key a presented secret belongs to and checks it as of `now`.
 pub async fn authenticate<C: ConnectionTrait>(
     db: &C,
     secret: &ServerSecret,
@@ -438,27 +498,42 @@ pub async fn authenticate<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<Result<api_key::Model, KeyRejection>, StoreError> {
     let hash = secret.hash_api_key(presented);
-    let found = api_key::Entity::find()
-        .filter(
-            Condition::any()
-                .add(api_key::Column::SecretHash.eq(hash.as_str()))
-                .add(api_key::Column::PreviousSecretHash.eq(hash.as_str())),
+    Ok(match find_by_hash(db, &hash).await? {
+        None => Err(KeyRejection::Unknown),
+        Some(record) => record.check(now).map(|()| record.key),
+    })
+}
+
+/// Marks keys as used (batched by the gateway, off the request path).
+pub async fn touch_last_used<C: ConnectionTrait>(
+    db: &C,
+    ids: Vec<i64>,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    api_key::Entity::update_many()
+        .col_expr(
+            api_key::Column::LastUsedAt,
+            sea_orm::sea_query::Expr::value(at),
         )
-        .one(db)
+        .filter(api_key::Column::Id.is_in(ids))
+        .exec(db)
         .await?;
-    let Some(key) = found else {
-        return Ok(Err(KeyRejection::Unknown));
-    };
-    if key.revoked_at.is_some() {
-        return Ok(Err(KeyRejection::Revoked));
-    }
-    if key.expires_at.is_some_and(|at| at <= now) {
-        return Ok(Err(KeyRejection::Expired));
-    }
-    if key.secret_hash != hash && key.previous_expires_at.is_none_or(|at| now >= at) {
-        return Ok(Err(KeyRejection::Rotated));
-    }
-    Ok(Ok(key))
+    Ok(())
+}
+
+/// A change after which gateways must forget what they cached about keys.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "lowercase")]
+pub enum KeyChange {
+    /// One key (by public id): revoked, rotated or changed.
+    Key(String),
+    /// Every key of a user: disabled, deleted.
+    User(i64),
+    /// Every key of a team: deleted.
+    Team(i64),
 }
 
 /// Removes the keys a user owns (their audit history stays).

@@ -175,13 +175,26 @@ impl Gateway {
         providers_and_models: &str,
         server_extra: &str,
     ) -> Gateway {
+        Gateway::spawn_in_env(dir, providers_and_models, server_extra, &[]).await
+    }
+
+    /// As [`Gateway::spawn_in`], with extra environment variables.
+    pub async fn spawn_in_env(
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        server_extra: &str,
+        envs: &[(&str, &str)],
+    ) -> Gateway {
         let path = Gateway::write_config(dir, providers_and_models, server_extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
         cmd.arg("serve")
             .arg("--config")
             .arg(&path)
             .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
-            .env("RUST_LOG", "warn");
+            .env("RUST_LOG", "warn")
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .env_remove("TOLLGATE_REDIS_URL")
+            .envs(envs.iter().copied());
         let proc = spawn(cmd);
         let addr = proc.addr("proxy");
         let admin = proc.addr("admin");
@@ -221,6 +234,44 @@ impl Gateway {
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         client().get(self.url(path)).bearer_auth(MASTER_KEY)
+    }
+
+    /// A call to the admin API with the master key; returns status and JSON body.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = client()
+            .request(
+                method.parse().unwrap(),
+                format!("http://{}{path}", self.admin),
+            )
+            .bearer_auth(MASTER_KEY);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A chat completion with `key`; returns the status and body.
+    pub async fn chat_as(&self, key: &str, model: &str) -> (u16, serde_json::Value) {
+        let resp = client()
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat_body(model, false))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 }
 

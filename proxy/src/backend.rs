@@ -1,0 +1,58 @@
+//! The gateway's connections to its stores — the database pool and the Redis client — on a
+//! runtime of their own. Pingora runs each service on its own runtimes; I/O objects belong
+//! to the runtime that created them, so store work is spawned here and awaited from the
+//! request path through a join handle.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm_migration::sea_orm::DatabaseConnection;
+
+use crate::store;
+
+pub struct Backend {
+    runtime: &'static tokio::runtime::Runtime,
+    pub db: DatabaseConnection,
+    pub redis: Option<fred::clients::Client>,
+}
+
+/// How long a store call on the request path may take before the gateway gives up on it.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Backend {
+    pub fn start(database_url: &str, redis_url: Option<&str>) -> anyhow::Result<Backend> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tollgate-store")
+            .enable_all()
+            .build()?;
+        // Lives as long as the process: dropping a runtime inside another one panics.
+        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+        let db = runtime.block_on(store::connect(database_url))?;
+        let redis = redis_url
+            .map(|url| runtime.block_on(crate::redis::connect(url)))
+            .transpose()
+            .context("connecting to Redis")?;
+        Ok(Backend { runtime, db, redis })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    /// Runs `work` on the store runtime and waits for it, at most [`STORE_TIMEOUT`].
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let task = self.runtime.spawn(work);
+        match tokio::time::timeout(STORE_TIMEOUT, task).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::error!("store task failed: {e}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}

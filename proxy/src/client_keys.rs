@@ -1,0 +1,209 @@
+//! Client API keys (`tg_…`) on the request path. Look-ups go through an in-memory cache
+//! (positive and negative entries, bounded, with a TTL) in front of the store, so a warm key
+//! costs one HMAC and a map look-up. Admin changes evict entries at once (see
+//! `invalidation`); the TTL bounds staleness should a message be lost.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use tollgate_core::{
+    secrets::ServerSecret,
+    store::keys::{self, KeyChange, KeyRecord, KeyRejection},
+};
+
+use crate::{backend::Backend, error::GatewayError};
+
+const POSITIVE_TTL: Duration = Duration::from_secs(60);
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+const CAPACITY: usize = 100_000;
+/// How often `last_used_at` is written for the keys used since.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A key that passed authentication, with what the request path needs of it.
+#[derive(Debug)]
+pub struct ClientKey {
+    pub record: KeyRecord,
+    /// Models the key may use; `None` for all.
+    pub allowed_models: Option<HashSet<String>>,
+}
+
+impl ClientKey {
+    pub fn id(&self) -> i64 {
+        self.record.key.id
+    }
+
+    pub fn public_id(&self) -> &str {
+        &self.record.key.public_id
+    }
+
+    pub fn allows(&self, requested: &str, canonical: &str) -> bool {
+        self.allowed_models
+            .as_ref()
+            .is_none_or(|m| m.contains(requested) || m.contains(canonical))
+    }
+}
+
+struct Entry {
+    key: Option<Arc<ClientKey>>,
+    at: Instant,
+}
+
+pub struct ClientKeys {
+    secret: Arc<ServerSecret>,
+    backend: Arc<Backend>,
+    /// By the HMAC of the secret.
+    cache: Mutex<HashMap<String, Entry>>,
+    touched: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl ClientKeys {
+    pub fn new(secret: Arc<ServerSecret>, backend: Arc<Backend>) -> Arc<Self> {
+        let keys = Arc::new(ClientKeys {
+            secret,
+            backend,
+            cache: Mutex::new(HashMap::new()),
+            touched: Arc::new(Mutex::new(HashSet::new())),
+        });
+        keys.start_touch_writer();
+        keys
+    }
+
+    /// The key a presented secret belongs to, or why it is refused.
+    pub async fn authenticate(&self, presented: &str) -> Result<Arc<ClientKey>, GatewayError> {
+        if !tollgate_core::secrets::is_api_key_shaped(presented) {
+            return Err(GatewayError::InvalidKey);
+        }
+        let hash = self.secret.hash_api_key(presented);
+        let key = match self.cached(&hash) {
+            Some(key) => key,
+            None => self.load(hash).await?,
+        };
+        let key = key.ok_or(GatewayError::InvalidKey)?;
+        let public = || key.public_id().to_string();
+        key.record
+            .check(Utc::now())
+            .map_err(|reason| match reason {
+                KeyRejection::Unknown => GatewayError::InvalidKey,
+                KeyRejection::Revoked => GatewayError::KeyRevoked(public()),
+                KeyRejection::Expired => GatewayError::KeyExpired(public()),
+                KeyRejection::Rotated => GatewayError::KeyRotated(public()),
+                KeyRejection::OwnerDisabled => GatewayError::KeyOwnerDisabled(public()),
+            })?;
+        if let Ok(mut touched) = self.touched.lock() {
+            touched.insert(key.id());
+        }
+        Ok(key)
+    }
+
+    fn cached(&self, hash: &str) -> Option<Option<Arc<ClientKey>>> {
+        let cache = self.cache.lock().ok()?;
+        let entry = cache.get(hash)?;
+        let ttl = if entry.key.is_some() {
+            POSITIVE_TTL
+        } else {
+            NEGATIVE_TTL
+        };
+        (entry.at.elapsed() < ttl).then(|| entry.key.clone())
+    }
+
+    async fn load(&self, hash: String) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+        let db = self.backend.db.clone();
+        let lookup = hash.clone();
+        let found = self
+            .backend
+            .run(async move { keys::find_by_hash(&db, &lookup).await })
+            .await;
+        let record = match found {
+            Some(Ok(record)) => record,
+            Some(Err(e)) => {
+                tracing::error!("key look-up failed: {e}");
+                return Err(GatewayError::KeyStoreUnavailable);
+            }
+            None => return Err(GatewayError::KeyStoreUnavailable),
+        };
+        let key = record.map(|record| {
+            let allowed_models = record
+                .key
+                .allowed_models()
+                .map(|m| m.into_iter().collect::<HashSet<_>>());
+            Arc::new(ClientKey {
+                record,
+                allowed_models,
+            })
+        });
+        self.insert(hash, key.clone());
+        Ok(key)
+    }
+
+    fn insert(&self, hash: String, key: Option<Arc<ClientKey>>) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= CAPACITY {
+            cache.retain(|_, e| {
+                e.at.elapsed()
+                    < if e.key.is_some() {
+                        POSITIVE_TTL
+                    } else {
+                        NEGATIVE_TTL
+                    }
+            });
+            if cache.len() >= CAPACITY {
+                // Still full of live entries: unknown-key entries go first (they are cheap to
+                // rebuild and are what a flood of bad keys produces), then everything.
+                cache.retain(|_, e| e.key.is_some());
+                if cache.len() >= CAPACITY {
+                    cache.clear();
+                }
+            }
+        }
+        cache.insert(
+            hash,
+            Entry {
+                key,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets what a change made stale.
+    pub fn evict(&self, change: &KeyChange) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        cache.retain(|_, entry| {
+            let Some(key) = &entry.key else {
+                return true;
+            };
+            let k = &key.record.key;
+            !match change {
+                KeyChange::Key(public_id) => &k.public_id == public_id,
+                KeyChange::User(id) => k.user_id == Some(*id),
+                KeyChange::Team(id) => k.team_id == Some(*id),
+            }
+        });
+    }
+
+    /// Writes `last_used_at` for recently used keys in batches, off the request path.
+    fn start_touch_writer(&self) {
+        let touched = self.touched.clone();
+        let db = self.backend.db.clone();
+        self.backend.handle().spawn(async move {
+            let mut tick = tokio::time::interval(TOUCH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let ids: Vec<i64> = match touched.lock() {
+                    Ok(mut set) => set.drain().collect(),
+                    Err(_) => return,
+                };
+                if let Err(e) = keys::touch_last_used(&db, ids, Utc::now()).await {
+                    tracing::warn!("updating last_used_at failed: {e}");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,61 @@
+//! The Redis connection (`TOLLGATE_REDIS_URL`): bounded timeouts everywhere, so a dead
+//! Redis makes calls fail fast instead of hanging requests, and reconnection in the
+//! background.
+
+use std::time::Duration;
+
+use fred::{
+    clients::{Client, SubscriberClient},
+    prelude::*,
+    types::config::{Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy},
+};
+
+pub const REDIS_URL_ENV: &str = "TOLLGATE_REDIS_URL";
+/// Longest wait for one Redis command, queueing while reconnecting included.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn builder(url: &str) -> anyhow::Result<Builder> {
+    let config = Config::from_url(url)
+        .map_err(|e| anyhow::anyhow!("{REDIS_URL_ENV} is not a Redis URL: {e}"))?;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c: &mut ConnectionConfig| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p: &mut PerformanceConfig| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}
+
+/// A client that connects in the background: start-up does not wait for Redis, and calls
+/// made while it is away fail after [`COMMAND_TIMEOUT`].
+pub async fn connect(url: &str) -> anyhow::Result<Client> {
+    let client = builder(url)?.build()?;
+    let _connection = client.connect();
+    if tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Redis at {} is not reachable yet; retrying in the background",
+            redact(url)
+        );
+    }
+    Ok(client)
+}
+
+pub async fn subscriber(url: &str) -> anyhow::Result<SubscriberClient> {
+    let client = builder(url)?.build_subscriber_client()?;
+    let _connection = client.connect();
+    let _resubscribe = client.manage_subscriptions();
+    Ok(client)
+}
+
+/// The URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    crate::store::redact(url)
+}

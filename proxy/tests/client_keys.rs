@@ -1,0 +1,164 @@
+//! Keys issued through the admin API on the request path: accepted, refused with the reason
+//! (unknown, revoked, expired, rotated out, owner disabled), restricted to their models, and
+//! revocation enforced at once — in one process, and across two processes sharing
+//! PostgreSQL and Redis.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Mock, PgDatabase, mock_route};
+use serde_json::json;
+
+const SECRET: &str = "proxy-test-secret-0123456789-abcdefghijkl";
+
+async fn issue(gateway: &Gateway, body: serde_json::Value) -> (String, String) {
+    let (status, key) = gateway.admin("POST", "/api/keys", Some(body)).await;
+    assert_eq!(status, 201, "{key}");
+    (
+        key["secret"].as_str().unwrap().to_string(),
+        key["id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn issued_keys_are_checked_on_every_request() {
+    let mock = Mock::spawn();
+    let route = mock_route(&mock).replace(
+        "models:\n",
+        "models:\n  - name: gpt-4o\n    deployments: [{provider: upstream}]\n",
+    );
+    let gateway = Gateway::spawn(&route).await;
+    let (status, user) = gateway
+        .admin("POST", "/api/users", Some(json!({ "email": "kim@example.com", "password": "long-enough-password", "role": "member" })))
+        .await;
+    assert_eq!(status, 201);
+    let (secret, id) = issue(
+        &gateway,
+        json!({ "name": "mini only", "user_id": user["id"], "allowed_models": ["gpt-4o-mini"] }),
+    )
+    .await;
+
+    assert_eq!(gateway.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+    assert_eq!(
+        gateway.chat_as(&secret, "mini").await.0,
+        200,
+        "aliases of an allowed model"
+    );
+    let (status, body) = gateway.chat_as(&secret, "gpt-4o").await;
+    assert_eq!((status, code(&body)), (403, "model_not_allowed"), "{body}");
+
+    let unknown = format!("tg_{}", "A".repeat(40));
+    let (status, body) = gateway.chat_as(&unknown, "gpt-4o-mini").await;
+    assert_eq!((status, code(&body)), (401, "invalid_api_key"));
+    let (status, body) = gateway.chat_as("not-even-a-key", "gpt-4o-mini").await;
+    assert_eq!((status, code(&body)), (401, "invalid_api_key"));
+
+    // Revocation is enforced by the next request.
+    let (status, _) = gateway
+        .admin("POST", &format!("/api/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = gateway.chat_as(&secret, "gpt-4o-mini").await;
+    assert_eq!((status, code(&body)), (401, "api_key_revoked"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&id));
+
+    // Rotation without grace: the old secret stops, the new one works.
+    let (old, id) = issue(&gateway, json!({ "name": "rotating" })).await;
+    assert_eq!(gateway.chat_as(&old, "gpt-4o").await.0, 200);
+    let (_, rotated) = gateway
+        .admin(
+            "POST",
+            &format!("/api/keys/{id}/rotate"),
+            Some(json!({ "grace_seconds": 0 })),
+        )
+        .await;
+    let new = rotated["secret"].as_str().unwrap();
+    let (status, body) = gateway.chat_as(&old, "gpt-4o").await;
+    assert_eq!((status, code(&body)), (401, "api_key_rotated"), "{body}");
+    assert_eq!(gateway.chat_as(new, "gpt-4o").await.0, 200);
+
+    // A disabled owner's keys stop at once.
+    let (owned, _) = issue(&gateway, json!({ "name": "kim's", "user_id": user["id"] })).await;
+    assert_eq!(gateway.chat_as(&owned, "gpt-4o-mini").await.0, 200);
+    gateway
+        .admin(
+            "PATCH",
+            &format!("/api/users/{}", user["id"]),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    let (status, body) = gateway.chat_as(&owned, "gpt-4o-mini").await;
+    assert_eq!(
+        (status, code(&body)),
+        (401, "api_key_owner_disabled"),
+        "{body}"
+    );
+
+    // Expiry needs no message at all.
+    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let (expiring, _) = issue(&gateway, json!({ "name": "short", "expires_at": soon })).await;
+    assert_eq!(gateway.chat_as(&expiring, "gpt-4o").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (status, body) = gateway.chat_as(&expiring, "gpt-4o").await;
+    assert_eq!((status, code(&body)), (401, "api_key_expired"), "{body}");
+
+    // last_used_at is written off the request path.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, key) = gateway.admin("GET", &format!("/api/keys/{id}"), None).await;
+        if key["last_used_at"].is_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "last_used_at never written: {key}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_every_replica_within_a_second() {
+    let db = PgDatabase::create("replicas").await;
+    let redis =
+        std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let envs = [
+        ("TOLLGATE_DATABASE_URL", db.url.as_str()),
+        ("TOLLGATE_REDIS_URL", redis.as_str()),
+        ("TOLLGATE_SECRET_KEY", SECRET),
+    ];
+    let mock = Mock::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::spawn_in_env(dir_a.path(), &mock_route(&mock), "", &envs).await;
+    let b = Gateway::spawn_in_env(dir_b.path(), &mock_route(&mock), "", &envs).await;
+
+    let (secret, id) = issue(&a, json!({ "name": "shared" })).await;
+    // Both replicas accept it (and now hold it in their caches).
+    assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+    assert_eq!(b.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+
+    let (status, _) = a
+        .admin("POST", &format!("/api/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200);
+    let revoked = Instant::now();
+    loop {
+        let (status, body) = b.chat_as(&secret, "gpt-4o-mini").await;
+        if status == 401 {
+            assert_eq!(code(&body), "api_key_revoked");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "replica B still accepted the key a second after revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 401);
+}
