@@ -13,6 +13,7 @@ use crate::{
     auth::Principal,
     endpoints::Endpoint,
     error::GatewayError,
+    limiter::Admitted,
     routing::{Route, Tried},
 };
 
@@ -20,6 +21,8 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Who sent the request, once authenticated.
     pub principal: Option<Principal>,
+    /// The quota reservation to settle when the request ends.
+    pub admitted: Option<Admitted>,
     pub request_id: String,
     pub endpoint: Option<Endpoint>,
     /// The request body as the client sent it.
@@ -72,6 +75,7 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             principal: None,
+            admitted: None,
             request_id: String::new(),
             endpoint: None,
             client_body: Bytes::new(),

@@ -2,8 +2,74 @@
 //! type and code that OpenAI SDKs turn into the right exception.
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use http::StatusCode;
 use tollgate_core::openai::error_body;
+
+use crate::quota::{Dimension, Limits, Snapshot};
+
+/// A quota refusal: which limit, when to retry, and the state for the headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub dimension: Dimension,
+    pub retry_after_ms: Option<u64>,
+    pub snapshot: Snapshot,
+    pub limits: Limits,
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+fn rate_limit_message(r: &RateLimit) -> String {
+    let (dimension, retry_after_ms, limits, resets_at) = (
+        r.dimension,
+        r.retry_after_ms,
+        &r.limits,
+        r.resets_at.as_ref(),
+    );
+    let wait = retry_after_ms.map_or(String::new(), |ms| {
+        format!(" Try again in {}.", crate::limiter::format_reset(ms))
+    });
+    match dimension {
+        Dimension::Requests => format!(
+            "Rate limit reached for this API key: {} requests per minute.{wait}",
+            limits.rpm.unwrap_or(0)
+        ),
+        Dimension::Tokens if retry_after_ms.is_none() => format!(
+            "This request may use more tokens than this API key's whole limit of {} tokens per minute; lower max_tokens or shorten the prompt.",
+            limits.tpm.unwrap_or(0)
+        ),
+        Dimension::Tokens => format!(
+            "Rate limit reached for this API key: {} tokens per minute.{wait}",
+            limits.tpm.unwrap_or(0)
+        ),
+        Dimension::Concurrency => format!(
+            "Too many concurrent requests for this API key (limit {}).{wait}",
+            limits.concurrency.unwrap_or(0)
+        ),
+        Dimension::Budget => {
+            let budget = limits.budget.as_ref();
+            let amount = budget.map_or(0, |b| b.limit_micro_usd);
+            let resets = resets_at.map_or_else(
+                || " It does not reset.".to_string(),
+                |at| {
+                    format!(
+                        " It resets at {}.",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                },
+            );
+            format!(
+                "This API key's budget of {}.{:06} USD{} is used up.{resets}",
+                amount / 1_000_000,
+                amount % 1_000_000,
+                match budget.map(|b| b.period) {
+                    Some(crate::quota::Period::Day) => " per day",
+                    Some(crate::quota::Period::Month) => " per month",
+                    _ => "",
+                }
+            )
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
@@ -37,6 +103,12 @@ pub enum GatewayError {
     ModelNotAllowed(String),
     #[error("The key store is unavailable; try again shortly.")]
     KeyStoreUnavailable,
+    #[error("{}", rate_limit_message(.0))]
+    RateLimited(Box<RateLimit>),
+    #[error(
+        "The quota store is unavailable and this gateway is set to refuse requests then (quota.on_store_error: fail_closed); try again shortly."
+    )]
+    QuotaUnavailable,
     #[error(
         "Request body is {size} bytes, larger than the {limit}-byte limit of this gateway (server.max_body_size)."
     )]
@@ -86,7 +158,8 @@ impl GatewayError {
             MissingKey | InvalidKey | KeyRevoked(_) | KeyExpired(_) | KeyRotated(_)
             | KeyOwnerDisabled(_) => StatusCode::UNAUTHORIZED,
             ModelNotAllowed(_) => StatusCode::FORBIDDEN,
-            KeyStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            KeyStoreUnavailable | QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             LengthRequired => StatusCode::LENGTH_REQUIRED,
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -104,8 +177,11 @@ impl GatewayError {
             | UpstreamTimeout { .. }
             | UpstreamFailed { .. }
             | KeyStoreUnavailable
+            | QuotaUnavailable
             | Internal => "server_error",
             ModelNotAllowed(_) => "permission_error",
+            RateLimited(r) if r.dimension == Dimension::Budget => "insufficient_quota",
+            RateLimited(_) => "rate_limit_error",
             _ => "invalid_request_error",
         }
     }
@@ -123,7 +199,8 @@ impl GatewayError {
             KeyRotated(_) => Some("api_key_rotated"),
             KeyOwnerDisabled(_) => Some("api_key_owner_disabled"),
             ModelNotAllowed(_) => Some("model_not_allowed"),
-            KeyStoreUnavailable => Some("service_unavailable"),
+            KeyStoreUnavailable | QuotaUnavailable => Some("service_unavailable"),
+            RateLimited(r) => Some(r.dimension.code()),
             BodyTooLarge { .. } => Some("request_too_large"),
             LengthRequired => Some("length_required"),
             InvalidBody(_) => Some("invalid_json"),
@@ -154,8 +231,26 @@ impl GatewayError {
                 | GatewayError::UpstreamTimeout { .. }
                 | GatewayError::UpstreamFailed { .. }
                 | GatewayError::KeyStoreUnavailable
+                | GatewayError::QuotaUnavailable
                 | GatewayError::Internal
+        ) || matches!(
+            self,
+            GatewayError::RateLimited(r)
+                if r.dimension != Dimension::Budget && r.retry_after_ms.is_some()
         )
+    }
+
+    /// Headers that go with the error: `retry-after` and the rate-limit state of a 429.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let GatewayError::RateLimited(r) = self else {
+            return Vec::new();
+        };
+        let mut headers = crate::limiter::rate_limit_headers(&r.limits, &r.snapshot);
+        if let Some(ms) = r.retry_after_ms {
+            headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
+            headers.push(("retry-after-ms", ms.to_string()));
+        }
+        headers
     }
 
     pub fn body(&self) -> Bytes {

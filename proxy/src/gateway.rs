@@ -1,7 +1,7 @@
 //! The Pingora `ProxyHttp` implementation, in phase order. Each phase stays thin and calls
 //! the module that does the work: endpoints, auth, request_body, routing, upstream, metrics.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,13 +18,24 @@ use tollgate_core::body;
 use crate::{
     auth::{Auth, Principal},
     context::{RequestCtx, ResponseScan},
-    endpoints::{self, Target},
+    endpoints::{self, Endpoint, Target},
     error::GatewayError,
+    limiter::{Limiter, estimate_prompt_tokens, rate_limit_headers},
     metrics::Metrics,
     models::ModelCatalog,
+    quota::Usage as QuotaUsage,
     request_body, respond,
     routing::RouteTable,
 };
+
+const RATE_LIMIT_HEADERS: [&str; 6] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+];
 
 /// How often one request may be replayed after a dead pooled connection.
 const MAX_REPLAYS: u32 = 2;
@@ -37,6 +48,7 @@ pub struct Gateway {
     pub models: ModelCatalog,
     pub max_body_bytes: usize,
     pub metrics: Metrics,
+    pub limiter: Arc<Limiter>,
 }
 
 impl Gateway {
@@ -93,10 +105,24 @@ impl Gateway {
         let Some(route) = self.routes.get(model) else {
             return Ok(Err(GatewayError::UnknownModel(model.to_string())));
         };
-        if let Some(Principal::Key(key)) = &ctx.principal
-            && !key.allows(model, &route.model)
-        {
-            return Ok(Err(GatewayError::ModelNotAllowed(model.to_string())));
+        if let Some(Principal::Key(key)) = &ctx.principal {
+            if !key.allows(model, &route.model) {
+                return Ok(Err(GatewayError::ModelNotAllowed(model.to_string())));
+            }
+            let reservation = self.limiter.reservation(
+                key,
+                &ctx.request_id,
+                body.len(),
+                probe.max_tokens,
+                endpoint != Endpoint::Embeddings,
+                route.pricing.as_ref(),
+            );
+            if let Some(reservation) = reservation {
+                match self.limiter.admit(reservation, &self.metrics).await {
+                    Ok(admitted) => ctx.admitted = Some(admitted),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
         }
         ctx.route = Some(route.clone());
         ctx.client_body = body;
@@ -235,6 +261,18 @@ impl ProxyHttp for Gateway {
             response.insert_header("x-upstream-request-id", upstream_id)?;
         }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(admitted) = &ctx.admitted {
+            // The upstream's figures describe the provider account; the client's limits are
+            // the key's.
+            for name in RATE_LIMIT_HEADERS {
+                response.remove_header(name);
+            }
+            for (name, value) in
+                rate_limit_headers(&admitted.reservation.limits, &admitted.snapshot)
+            {
+                response.insert_header(name, value)?;
+            }
+        }
 
         let content_type = response
             .headers
@@ -374,6 +412,10 @@ impl ProxyHttp for Gateway {
         if ctx.in_flight {
             self.metrics.in_flight.dec();
         }
+        if let Some(admitted) = ctx.admitted.take() {
+            let used = used_quota(ctx);
+            self.limiter.settle(&admitted, used).await;
+        }
         let status = final_response(session).unwrap_or(0);
         let endpoint = ctx.endpoint.map_or("other", |e| e.as_str());
         let (model, provider) = (ctx.model_name(), ctx.provider_name());
@@ -414,6 +456,27 @@ impl ProxyHttp for Gateway {
             completion_tokens = usage.map(|u| u.completion_tokens),
             error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
         );
+    }
+}
+
+/// What a finished request counts against its quotas: the upstream's usage, or when the
+/// upstream reported none although it answered, the prompt estimate.
+fn used_quota(ctx: &RequestCtx) -> QuotaUsage {
+    let (prompt, completion) = match ctx.response.usage() {
+        Some(u) => (u.prompt_tokens, u.completion_tokens),
+        None if ctx.upstream_headers_at.is_some() => {
+            (estimate_prompt_tokens(ctx.client_body.len()), 0)
+        }
+        None => (0, 0),
+    };
+    let cost = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.pricing.as_ref())
+        .map_or(0, |p| p.cost(prompt, completion));
+    QuotaUsage {
+        tokens: prompt + completion,
+        cost,
     }
 }
 

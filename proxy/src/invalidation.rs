@@ -10,7 +10,9 @@ use tollgate_core::store::keys::KeyChange;
 
 use crate::{backend::Backend, client_keys::ClientKeys};
 
-pub const CHANNEL: &str = "tollgate:key-changes";
+fn channel() -> String {
+    format!("{}:key-changes", crate::redis::prefix())
+}
 
 /// The admin API's hook: evict here, and publish to the other replicas.
 pub fn hook(keys: Option<Arc<ClientKeys>>, backend: Arc<Backend>) -> ChangeHook {
@@ -25,7 +27,7 @@ pub fn hook(keys: Option<Arc<ClientKeys>>, backend: Arc<Backend>) -> ChangeHook 
             return;
         };
         backend.handle().spawn(async move {
-            if let Err(e) = redis.publish::<(), _, _>(CHANNEL, message).await {
+            if let Err(e) = redis.publish::<(), _, _>(channel(), message).await {
                 tracing::error!("publishing a key change failed: {e}");
             }
         });
@@ -44,7 +46,7 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, backend: &Backend) {
             }
         };
         let mut messages = subscriber.message_rx();
-        if let Err(e) = subscriber.subscribe(CHANNEL).await {
+        if let Err(e) = subscriber.subscribe(channel()).await {
             // `manage_subscriptions` subscribes again once Redis is back.
             tracing::warn!("subscribing to key changes failed (will retry on reconnect): {e}");
         }

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
+    pub quota_rejections: IntCounterVec,
+    pub quota_store_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -54,6 +56,16 @@ impl Metrics {
                 &["provider", "kind"]
             )?,
             in_flight: register_int_gauge!("tollgate_requests_in_flight", "Requests being served")?,
+            quota_rejections: register_int_counter_vec!(
+                "tollgate_quota_rejections_total",
+                "Requests refused by a quota, by dimension",
+                &["dimension"]
+            )?,
+            quota_store_errors: register_int_counter_vec!(
+                "tollgate_quota_store_errors_total",
+                "Quota store calls that failed, by what was done about it (fail_open: served under the per-process limiter; fail_closed: refused)",
+                &["handling"]
+            )?,
         })
     }
 }

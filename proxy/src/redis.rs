@@ -11,6 +11,16 @@ use fred::{
 };
 
 pub const REDIS_URL_ENV: &str = "TOLLGATE_REDIS_URL";
+/// Prefix of every Redis key and channel (default `tollgate`), for deployments sharing one
+/// Redis.
+pub const REDIS_PREFIX_ENV: &str = "TOLLGATE_REDIS_PREFIX";
+
+pub fn prefix() -> String {
+    std::env::var(REDIS_PREFIX_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "tollgate".to_string())
+}
 /// Longest wait for one Redis command, queueing while reconnecting included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 

@@ -36,12 +36,8 @@ pub async fn error(
     request_id: &str,
 ) -> pingora::Result<()> {
     let retry = if err.should_retry() { "true" } else { "false" };
-    json(
-        session,
-        err.status(),
-        err.body(),
-        request_id,
-        &[("x-should-retry", retry)],
-    )
-    .await
+    let headers = err.headers();
+    let mut extra: Vec<(&'static str, &str)> = vec![("x-should-retry", retry)];
+    extra.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
+    json(session, err.status(), err.body(), request_id, &extra).await
 }

@@ -26,10 +26,12 @@ use crate::{
     client_keys::ClientKeys,
     gateway::Gateway,
     invalidation,
+    limiter::Limiter,
     listeners::{bind, reserve},
     metrics::{Metrics, MetricsService},
     mock_upstream::MockUpstreamService,
     models::ModelCatalog,
+    quota::{MemoryStore, RedisStore},
     routing::RouteTable,
     secret_key::{self, SecretSource},
     store,
@@ -125,6 +127,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,
         metrics: Metrics::register()?,
+        limiter: limiter(&backend, &config),
     };
 
     let conf = ServerConf {
@@ -234,6 +237,26 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
     AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
+    }
+}
+
+/// The quota limiter: Redis-backed when `TOLLGATE_REDIS_URL` is set, else in-process.
+fn limiter(backend: &Backend, config: &Config) -> Arc<Limiter> {
+    match &backend.redis {
+        Some(client) => {
+            let store = Arc::new(RedisStore::new(client.clone(), &crate::redis::prefix()));
+            let limiter = Limiter::new(store, true, config.quota.clone());
+            let reconciling = limiter.clone();
+            backend.handle().spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    reconciling.reconcile().await;
+                }
+            });
+            limiter
+        }
+        None => Limiter::new(Arc::new(MemoryStore::new()), false, config.quota.clone()),
     }
 }
 

@@ -128,9 +128,11 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
     let db = PgDatabase::create("replicas").await;
     let redis =
         std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("tgtest{}", fastrand::u64(..));
     let envs = [
         ("TOLLGATE_DATABASE_URL", db.url.as_str()),
         ("TOLLGATE_REDIS_URL", redis.as_str()),
+        ("TOLLGATE_REDIS_PREFIX", prefix.as_str()),
         ("TOLLGATE_SECRET_KEY", SECRET),
     ];
     let mock = Mock::spawn();

@@ -21,6 +21,20 @@ pub struct Config {
     pub server: ServerSettings,
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
+    pub quota: QuotaSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStoreError {
+    FailOpen,
+    FailClosed,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuotaSettings {
+    pub on_store_error: OnStoreError,
+    pub default_max_tokens: u64,
+    pub slot_lease: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +115,16 @@ pub struct Deployment {
     pub provider: usize,
     pub upstream_model: String,
     pub weight: u32,
+}
+
+impl Pricing {
+    /// The cost of a request in micro-USD, rounded up: a fraction of a micro-dollar is
+    /// never given away.
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> i64 {
+        let total = u128::from(self.input_micro_usd_per_million) * u128::from(prompt_tokens)
+            + u128::from(self.output_micro_usd_per_million) * u128::from(completion_tokens);
+        i64::try_from(total.div_ceil(1_000_000)).unwrap_or(i64::MAX)
+    }
 }
 
 /// Integer micro-USD per million tokens.

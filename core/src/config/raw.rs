@@ -22,6 +22,31 @@ pub struct RawConfig {
     /// Models clients may ask for, each served by one or more deployments.
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// How key quotas (requests, tokens, concurrency, budgets) are enforced.
+    #[serde(default)]
+    pub quota: RawQuota,
+}
+
+/// What to do when the quota store (Redis) cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnStoreError {
+    /// Keep serving, limited per process, and reconcile spend once Redis is back.
+    FailOpen,
+    /// Refuse requests of keys with limits (503) until Redis is back.
+    FailClosed,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// `fail_open` (default) or `fail_closed`.
+    pub on_store_error: Option<RawOnStoreError>,
+    /// Completion tokens reserved for a request that sets no `max_tokens` (default 4096).
+    pub default_max_tokens: Option<u64>,
+    /// How long a concurrency slot is held if its request never finishes, e.g. after a
+    /// crash (default `10m`).
+    pub slot_lease: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -7,9 +7,11 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, Deployment, Model, Pricing, Problem, Provider, ProviderKind, Secret, ServerSettings,
-    Timeouts,
-    raw::{RawConfig, RawModel, RawProvider, RawProviderKind, RawServer},
+    Config, Deployment, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind,
+    QuotaSettings, Secret, ServerSettings, Timeouts,
+    raw::{
+        RawConfig, RawModel, RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawServer,
+    },
 };
 
 const DEFAULT_MAX_BODY: u64 = 8 << 20;
@@ -113,10 +115,40 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         models.push(model(m, &path, &raw.providers, &provider_index, problems));
     }
 
+    let quota = quota(&raw.quota, problems);
     Config {
         server,
         providers,
         models,
+        quota,
+    }
+}
+
+fn quota(raw: &RawQuota, problems: &mut Vec<Problem>) -> QuotaSettings {
+    let default_max_tokens = raw.default_max_tokens.unwrap_or(4096);
+    if !(1..=10_000_000).contains(&default_max_tokens) {
+        problems.push(Problem::at(
+            "quota.default_max_tokens",
+            "must be between 1 and 10000000",
+        ));
+    }
+    let slot_lease = raw
+        .slot_lease
+        .as_ref()
+        .map_or(Duration::from_secs(600), |d| d.0);
+    if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&slot_lease) {
+        problems.push(Problem::at(
+            "quota.slot_lease",
+            "must be between 1s and 24h",
+        ));
+    }
+    QuotaSettings {
+        on_store_error: match raw.on_store_error {
+            Some(RawOnStoreError::FailClosed) => OnStoreError::FailClosed,
+            _ => OnStoreError::FailOpen,
+        },
+        default_max_tokens,
+        slot_lease,
     }
 }
 

@@ -194,6 +194,7 @@ impl Gateway {
             .env("RUST_LOG", "warn")
             .env_remove("TOLLGATE_DATABASE_URL")
             .env_remove("TOLLGATE_REDIS_URL")
+            .env_remove("TOLLGATE_REDIS_PREFIX")
             .envs(envs.iter().copied());
         let proc = spawn(cmd);
         let addr = proc.addr("proxy");

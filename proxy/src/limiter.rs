@@ -1,0 +1,302 @@
+//! Quotas on the request path: builds a key's reservation (estimated tokens and cost),
+//! asks the store, and settles afterwards. When Redis fails, `quota.on_store_error`
+//! decides: fail-open serves under a per-process limiter with the same limits and adds
+//! what it let through to the shared spend once Redis is back; fail-closed refuses.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::Utc;
+use tollgate_core::{
+    config::{OnStoreError, Pricing, QuotaSettings},
+    store::entity::api_key::BudgetPeriod,
+};
+
+use crate::{
+    client_keys::ClientKey,
+    error::{GatewayError, RateLimit},
+    metrics::Metrics,
+    quota::{
+        Budget, Decision, Limits, MemoryStore, Period, QuotaStore, Reservation, Snapshot, Usage,
+        now_ms,
+    },
+};
+
+/// Which store holds a reservation, so it is settled where it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    Shared,
+    Local,
+}
+
+/// A request's admitted reservation.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub reservation: Reservation,
+    pub backing: Backing,
+    pub snapshot: Snapshot,
+}
+
+pub struct Limiter {
+    store: Arc<dyn QuotaStore>,
+    /// Serves while the shared store is down (fail-open); `None` when `store` is local.
+    fallback: Option<MemoryStore>,
+    settings: QuotaSettings,
+    /// Spend admitted under the fallback, to add to the shared counters later: by scope
+    /// and period, a reservation naming the counter and the micro-USD spent.
+    unreconciled: Mutex<HashMap<String, (Reservation, i64)>>,
+}
+
+/// A rough prompt size: about four bytes of JSON per token. Reservations need an upper
+/// estimate, not a count; settlement uses the upstream's real usage.
+pub fn estimate_prompt_tokens(body_len: usize) -> u64 {
+    (body_len as u64).div_ceil(4)
+}
+
+pub fn key_limits(key: &ClientKey, now: chrono::DateTime<Utc>) -> Limits {
+    let k = &key.record.key;
+    let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
+    let budget = match (k.budget_micro_usd, k.budget_period) {
+        (Some(limit), Some(period)) => Some(Budget::new(
+            limit,
+            match period {
+                BudgetPeriod::Day => Period::Day,
+                BudgetPeriod::Month => Period::Month,
+                BudgetPeriod::Total => Period::Total,
+            },
+            now,
+        )),
+        _ => None,
+    };
+    Limits {
+        rpm: positive(k.rpm_limit),
+        tpm: positive(k.tpm_limit),
+        concurrency: positive(k.concurrency_limit),
+        budget,
+    }
+}
+
+impl Limiter {
+    pub fn new(store: Arc<dyn QuotaStore>, shared: bool, settings: QuotaSettings) -> Arc<Self> {
+        Arc::new(Limiter {
+            store,
+            fallback: shared.then(MemoryStore::new),
+            settings,
+            unreconciled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn slot_lease(&self) -> Duration {
+        self.settings.slot_lease
+    }
+
+    /// Builds the reservation of one request for `key`; `None` when the key has no limits.
+    pub fn reservation(
+        &self,
+        key: &ClientKey,
+        request_id: &str,
+        body_len: usize,
+        max_tokens: Option<u64>,
+        completes: bool,
+        pricing: Option<&Pricing>,
+    ) -> Option<Reservation> {
+        let limits = key_limits(key, Utc::now());
+        if limits.is_unlimited() {
+            return None;
+        }
+        let prompt = estimate_prompt_tokens(body_len);
+        let completion = if completes {
+            max_tokens.unwrap_or(self.settings.default_max_tokens)
+        } else {
+            0
+        };
+        let cost = pricing.map_or(0, |p| p.cost(prompt, completion));
+        Some(Reservation {
+            // The public id is random: scopes never collide across databases sharing a Redis.
+            scope: format!("k:{}", key.public_id()),
+            id: format!("{request_id}.{:08x}", fastrand::u32(..)),
+            now_ms: now_ms(),
+            limits,
+            tokens: prompt + completion,
+            cost,
+            lease_ms: self.settings.slot_lease.as_millis() as u64,
+        })
+    }
+
+    /// Checks and reserves; `Err` is the error to answer with.
+    pub async fn admit(
+        &self,
+        reservation: Reservation,
+        metrics: &Metrics,
+    ) -> Result<Admitted, GatewayError> {
+        let (decision, backing) = match self.store.reserve(&reservation).await {
+            Ok(decision) => (decision, Backing::Shared),
+            Err(e) => match (&self.fallback, self.settings.on_store_error) {
+                (Some(local), OnStoreError::FailOpen) => {
+                    metrics
+                        .quota_store_errors
+                        .with_label_values(&["fail_open"])
+                        .inc();
+                    tracing::warn!("quota store failed, serving under the local limiter: {e}");
+                    let decision = local
+                        .reserve(&reservation)
+                        .await
+                        .map_err(|_| GatewayError::QuotaUnavailable)?;
+                    (decision, Backing::Local)
+                }
+                _ => {
+                    metrics
+                        .quota_store_errors
+                        .with_label_values(&["fail_closed"])
+                        .inc();
+                    tracing::error!("quota store failed, refusing: {e}");
+                    return Err(GatewayError::QuotaUnavailable);
+                }
+            },
+        };
+        match decision {
+            Decision::Allowed(snapshot) => Ok(Admitted {
+                reservation,
+                backing,
+                snapshot,
+            }),
+            Decision::Rejected {
+                dimension,
+                retry_after_ms,
+                snapshot,
+            } => {
+                metrics
+                    .quota_rejections
+                    .with_label_values(&[dimension.code()])
+                    .inc();
+                let resets_at = reservation
+                    .limits
+                    .budget
+                    .as_ref()
+                    .and_then(|b| b.period.resets_at(Utc::now()));
+                Err(GatewayError::RateLimited(Box::new(RateLimit {
+                    dimension,
+                    retry_after_ms,
+                    snapshot,
+                    limits: reservation.limits,
+                    resets_at,
+                })))
+            }
+        }
+    }
+
+    /// Settles a reservation to what the request used and frees its slot.
+    pub async fn settle(&self, admitted: &Admitted, used: Usage) {
+        let store: &dyn QuotaStore = match (admitted.backing, &self.fallback) {
+            (Backing::Local, Some(local)) => local,
+            _ => self.store.as_ref(),
+        };
+        if let Err(e) = store.settle(&admitted.reservation, used).await {
+            tracing::warn!("settling a quota reservation failed: {e}");
+        }
+        if admitted.backing == Backing::Local && admitted.reservation.limits.budget.is_some() {
+            self.add_unreconciled(&admitted.reservation, used.cost);
+        }
+    }
+
+    fn add_unreconciled(&self, r: &Reservation, spent: i64) {
+        let Ok(mut pending) = self.unreconciled.lock() else {
+            return;
+        };
+        let period = r
+            .limits
+            .budget
+            .as_ref()
+            .map_or("", |b| b.period_id.as_str());
+        let entry = pending
+            .entry(format!("{}|{period}", r.scope))
+            .or_insert_with(|| {
+                let counter = Reservation {
+                    id: format!("reconcile.{:08x}", fastrand::u32(..)),
+                    tokens: 0,
+                    cost: 0,
+                    ..r.clone()
+                };
+                (counter, 0)
+            });
+        entry.1 += spent;
+    }
+
+    /// Adds spend admitted while Redis was away to the shared counters; called periodically.
+    pub async fn reconcile(&self) {
+        let pending: Vec<(Reservation, i64)> = match self.unreconciled.lock() {
+            Ok(mut map) => map.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for (counter, spent) in pending {
+            // Settling a reservation of nothing to `spent` adds exactly `spent`.
+            let used = Usage {
+                tokens: 0,
+                cost: spent,
+            };
+            if self.store.settle(&counter, used).await.is_err() {
+                self.add_unreconciled(&counter, spent);
+            }
+        }
+    }
+}
+
+/// A reset time as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `1.5s`, `6m0s`.
+pub fn format_reset(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let text = format!("{:.3}", ms as f64 / 1000.0);
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// The `x-ratelimit-*` headers for the limits a key has.
+pub fn rate_limit_headers(limits: &Limits, s: &Snapshot) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    if let Some(rpm) = limits.rpm {
+        headers.push(("x-ratelimit-limit-requests", rpm.to_string()));
+        headers.push((
+            "x-ratelimit-remaining-requests",
+            s.requests_remaining.unwrap_or(0).to_string(),
+        ));
+        headers.push((
+            "x-ratelimit-reset-requests",
+            format_reset(s.requests_reset_ms),
+        ));
+    }
+    if let Some(tpm) = limits.tpm {
+        headers.push(("x-ratelimit-limit-tokens", tpm.to_string()));
+        headers.push((
+            "x-ratelimit-remaining-tokens",
+            s.tokens_remaining.unwrap_or(0).to_string(),
+        ));
+        headers.push(("x-ratelimit-reset-tokens", format_reset(s.tokens_reset_ms)));
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_read_like_openai() {
+        assert_eq!(format_reset(250), "250ms");
+        assert_eq!(format_reset(1000), "1s");
+        assert_eq!(format_reset(1500), "1.5s");
+        assert_eq!(format_reset(360_000), "6m0s");
+        assert_eq!(format_reset(61_500), "1m1s");
+    }
+
+    #[test]
+    fn prompt_estimates_round_up() {
+        assert_eq!(estimate_prompt_tokens(0), 0);
+        assert_eq!(estimate_prompt_tokens(5), 2);
+    }
+}

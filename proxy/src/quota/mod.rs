@@ -1,0 +1,229 @@
+//! Quotas: requests per minute, tokens per minute, concurrent requests and spend budgets,
+//! checked and reserved in one atomic step before a request is proxied and settled to the
+//! real usage afterwards. Two stores with the same semantics: Redis (shared by every
+//! replica, one Lua script per step) and an in-process store for the embedded mode.
+
+mod memory;
+mod redis_store;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// The sliding window of the per-minute limits.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Which limit refused a request; its `code` is the OpenAI error code sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dimension {
+    Requests,
+    Tokens,
+    Concurrency,
+    Budget,
+}
+
+impl Dimension {
+    pub fn code(self) -> &'static str {
+        match self {
+            Dimension::Requests => "rate_limit_requests",
+            Dimension::Tokens => "rate_limit_tokens",
+            Dimension::Concurrency => "concurrency_limit",
+            Dimension::Budget => "budget_exceeded",
+        }
+    }
+
+    fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "rate_limit_requests" => Dimension::Requests,
+            "rate_limit_tokens" => Dimension::Tokens,
+            "concurrency_limit" => Dimension::Concurrency,
+            "budget_exceeded" => Dimension::Budget,
+            _ => return None,
+        })
+    }
+}
+
+/// A budget period; each resets at a UTC boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// 00:00 UTC every day.
+    Day,
+    /// 00:00 UTC on the first of each month.
+    Month,
+    /// Never.
+    Total,
+}
+
+impl Period {
+    /// The id of the period containing `now` (part of the spend counter's name).
+    pub fn id(self, now: DateTime<Utc>) -> String {
+        match self {
+            Period::Day => now.format("d%Y-%m-%d").to_string(),
+            Period::Month => now.format("m%Y-%m").to_string(),
+            Period::Total => "total".to_string(),
+        }
+    }
+
+    /// When the period containing `now` ends; `None` for `Total`.
+    pub fn resets_at(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let day = now.date_naive();
+        let next = match self {
+            Period::Day => day.succ_opt()?,
+            Period::Month => {
+                let (y, m) = if day.month() == 12 {
+                    (day.year() + 1, 1)
+                } else {
+                    (day.year(), day.month() + 1)
+                };
+                chrono::NaiveDate::from_ymd_opt(y, m, 1)?
+            }
+            Period::Total => return None,
+        };
+        Some(Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0)?))
+    }
+}
+
+/// A spend budget in micro-USD for the current period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    pub limit_micro_usd: i64,
+    pub period: Period,
+    pub period_id: String,
+    /// Milliseconds until the period resets (0 for `Total`).
+    pub resets_in_ms: u64,
+    /// How long the spend counter is kept (0: forever).
+    pub ttl_secs: u64,
+}
+
+impl Budget {
+    pub fn new(limit_micro_usd: i64, period: Period, now: DateTime<Utc>) -> Self {
+        let resets_in_ms = period
+            .resets_at(now)
+            .map_or(0, |at| (at - now).num_milliseconds().max(0) as u64);
+        Budget {
+            limit_micro_usd,
+            period,
+            period_id: period.id(now),
+            resets_in_ms,
+            // A day past the period's end, so a late settlement still finds its counter.
+            ttl_secs: if resets_in_ms == 0 {
+                0
+            } else {
+                resets_in_ms / 1000 + 86_400
+            },
+        }
+    }
+}
+
+/// The limits of one scope (a key, later also its user and team); `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub concurrency: Option<u64>,
+    pub budget: Option<Budget>,
+}
+
+impl Limits {
+    pub fn is_unlimited(&self) -> bool {
+        self.rpm.is_none()
+            && self.tpm.is_none()
+            && self.concurrency.is_none()
+            && self.budget.is_none()
+    }
+}
+
+/// One request's claim on a scope.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// e.g. `k:42` for key 42.
+    pub scope: String,
+    /// Unique per request.
+    pub id: String,
+    pub now_ms: u64,
+    pub limits: Limits,
+    /// Estimated tokens: prompt estimate plus the completion allowance.
+    pub tokens: u64,
+    /// Estimated maximum cost, micro-USD.
+    pub cost: i64,
+    /// How long a concurrency slot is held if never released (a crashed replica).
+    pub lease_ms: u64,
+}
+
+/// Rate-limit state after a decision, for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub requests_remaining: Option<u64>,
+    pub requests_reset_ms: u64,
+    pub tokens_remaining: Option<u64>,
+    pub tokens_reset_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allowed(Snapshot),
+    Rejected {
+        dimension: Dimension,
+        /// `None` when waiting cannot help (a request larger than the whole token limit).
+        retry_after_ms: Option<u64>,
+        snapshot: Snapshot,
+    },
+}
+
+/// What a request really used, to settle its reservation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub tokens: u64,
+    pub cost: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuotaError {
+    #[error("quota store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait QuotaStore: Send + Sync {
+    async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError>;
+    async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError>;
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Parses the reply of the reserve script (shared by both stores' tests).
+fn decision(
+    allowed: bool,
+    dimension: &str,
+    retry_ms: i64,
+    rpm_left: i64,
+    rpm_reset: i64,
+    tpm_left: i64,
+    tpm_reset: i64,
+) -> Decision {
+    let snapshot = Snapshot {
+        requests_remaining: (rpm_left >= 0).then_some(rpm_left as u64),
+        requests_reset_ms: rpm_reset.max(0) as u64,
+        tokens_remaining: (tpm_left >= 0).then_some(tpm_left as u64),
+        tokens_reset_ms: tpm_reset.max(0) as u64,
+    };
+    match (allowed, Dimension::from_code(dimension)) {
+        (false, Some(dimension)) => Decision::Rejected {
+            dimension,
+            retry_after_ms: (retry_ms >= 0).then_some(retry_ms as u64),
+            snapshot,
+        },
+        _ => Decision::Allowed(snapshot),
+    }
+}
+
+#[cfg(test)]
+mod tests;

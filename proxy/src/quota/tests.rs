@@ -1,0 +1,277 @@
+//! One suite, run against the in-process store and against Redis (a key prefix of its own
+//! per test): the two must behave the same. Time is passed in, so nothing sleeps.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::*;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn reservation(
+    scope: &str,
+    n: usize,
+    now_ms: u64,
+    limits: &Limits,
+    tokens: u64,
+    cost: i64,
+) -> Reservation {
+    Reservation {
+        scope: scope.to_string(),
+        id: format!("r{n}"),
+        now_ms,
+        limits: limits.clone(),
+        tokens,
+        cost,
+        lease_ms: 600_000,
+    }
+}
+
+fn allowed(d: &Decision) -> bool {
+    matches!(d, Decision::Allowed(_))
+}
+
+fn rejected_by(d: &Decision) -> Option<Dimension> {
+    match d {
+        Decision::Rejected { dimension, .. } => Some(*dimension),
+        Decision::Allowed(_) => None,
+    }
+}
+
+async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
+    let url =
+        std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = crate::redis::connect(&url).await.unwrap();
+    let prefix = format!("tgtest{}", fastrand::u64(..));
+    vec![
+        (
+            "memory",
+            Arc::new(MemoryStore::new()) as Arc<dyn QuotaStore>,
+        ),
+        ("redis", Arc::new(RedisStore::new(client, &prefix))),
+    ]
+}
+
+#[tokio::test]
+async fn requests_per_minute_slide() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            rpm: Some(5),
+            ..Default::default()
+        };
+        for i in 0..5 {
+            let d = store
+                .reserve(&reservation("k:1", i, T0 + i as u64 * 1000, &limits, 0, 0))
+                .await
+                .unwrap();
+            assert!(allowed(&d), "{name}: {i}");
+            if let Decision::Allowed(s) = d {
+                assert_eq!(s.requests_remaining, Some(4 - i as u64), "{name}");
+            }
+        }
+        let d = store
+            .reserve(&reservation("k:1", 5, T0 + 10_000, &limits, 0, 0))
+            .await
+            .unwrap();
+        match d {
+            Decision::Rejected {
+                dimension,
+                retry_after_ms,
+                snapshot,
+            } => {
+                assert_eq!(dimension, Dimension::Requests, "{name}");
+                // The first request leaves the window 60 s after T0.
+                assert_eq!(retry_after_ms, Some(50_000), "{name}");
+                assert_eq!(snapshot.requests_remaining, Some(0));
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // Once the first request is a minute old, one more fits, and only one.
+        assert!(
+            allowed(
+                &store
+                    .reserve(&reservation("k:1", 6, T0 + 60_001, &limits, 0, 0))
+                    .await
+                    .unwrap()
+            ),
+            "{name}"
+        );
+        assert!(
+            !allowed(
+                &store
+                    .reserve(&reservation("k:1", 7, T0 + 60_002, &limits, 0, 0))
+                    .await
+                    .unwrap()
+            ),
+            "{name}"
+        );
+        // Scopes are independent.
+        assert!(
+            allowed(
+                &store
+                    .reserve(&reservation("k:2", 8, T0 + 60_002, &limits, 0, 0))
+                    .await
+                    .unwrap()
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_per_minute_are_reserved_then_settled() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            tpm: Some(1000),
+            ..Default::default()
+        };
+        let first = reservation("k:1", 1, T0, &limits, 600, 0);
+        assert!(allowed(&store.reserve(&first).await.unwrap()), "{name}");
+        let second = reservation("k:1", 2, T0 + 1000, &limits, 600, 0);
+        let d = store.reserve(&second).await.unwrap();
+        assert_eq!(rejected_by(&d), Some(Dimension::Tokens), "{name}");
+        if let Decision::Rejected { retry_after_ms, .. } = d {
+            assert_eq!(retry_after_ms, Some(59_000), "{name}");
+        }
+        // The first used only 100 of its 600: now the second fits.
+        store
+            .settle(
+                &first,
+                Usage {
+                    tokens: 100,
+                    cost: 0,
+                },
+            )
+            .await
+            .unwrap();
+        let d = store.reserve(&second).await.unwrap();
+        match d {
+            Decision::Allowed(s) => assert_eq!(s.tokens_remaining, Some(300), "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        // More than the whole limit can never fit: no retry-after.
+        let huge = reservation("k:1", 3, T0 + 2000, &limits, 5000, 0);
+        match store.reserve(&huge).await.unwrap() {
+            Decision::Rejected {
+                dimension: Dimension::Tokens,
+                retry_after_ms: None,
+                ..
+            } => {}
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrency_slots_are_released_or_expire() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            concurrency: Some(2),
+            ..Default::default()
+        };
+        let mut a = reservation("k:1", 1, T0, &limits, 0, 0);
+        a.lease_ms = 5_000;
+        let b = reservation("k:1", 2, T0, &limits, 0, 0);
+        assert!(allowed(&store.reserve(&a).await.unwrap()));
+        assert!(allowed(&store.reserve(&b).await.unwrap()));
+        let c = reservation("k:1", 3, T0 + 10, &limits, 0, 0);
+        assert_eq!(
+            rejected_by(&store.reserve(&c).await.unwrap()),
+            Some(Dimension::Concurrency),
+            "{name}"
+        );
+        store.settle(&b, Usage::default()).await.unwrap();
+        assert!(allowed(&store.reserve(&c).await.unwrap()), "{name}");
+        // `a` never settles (its replica crashed): its lease frees the slot.
+        let d = reservation("k:1", 4, T0 + 20, &limits, 0, 0);
+        assert!(!allowed(&store.reserve(&d).await.unwrap()), "{name}");
+        let e = reservation("k:1", 5, T0 + 5_001, &limits, 0, 0);
+        assert!(allowed(&store.reserve(&e).await.unwrap()), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn budgets_hold_reservations_and_settle_to_real_cost() {
+    for (name, store) in stores().await {
+        let budget = Budget::new(1000, Period::Day, Utc::now());
+        let limits = Limits {
+            budget: Some(budget),
+            ..Default::default()
+        };
+        let a = reservation("k:1", 1, T0, &limits, 0, 400);
+        let b = reservation("k:1", 2, T0, &limits, 0, 400);
+        let c = reservation("k:1", 3, T0, &limits, 0, 400);
+        assert!(allowed(&store.reserve(&a).await.unwrap()));
+        assert!(allowed(&store.reserve(&b).await.unwrap()));
+        match store.reserve(&c).await.unwrap() {
+            Decision::Rejected {
+                dimension: Dimension::Budget,
+                retry_after_ms: Some(ms),
+                ..
+            } => {
+                assert!(ms > 0 && ms <= 86_400_000, "{name}: resets at midnight UTC");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        store
+            .settle(
+                &a,
+                Usage {
+                    tokens: 0,
+                    cost: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(allowed(&store.reserve(&c).await.unwrap()), "{name}");
+        // 100 + 400 + 400 reserved: 100 left, so a 150 request does not fit.
+        let d = reservation("k:1", 4, T0, &limits, 0, 150);
+        assert_eq!(
+            rejected_by(&store.reserve(&d).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_reservations_are_exact() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            rpm: Some(20),
+            ..Default::default()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = store.clone();
+            let r = reservation("k:race", i, T0, &limits, 0, 0);
+            tasks.push(tokio::spawn(async move {
+                allowed(&store.reserve(&r).await.unwrap())
+            }));
+        }
+        let mut admitted = 0;
+        for t in tasks {
+            admitted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(admitted, 20, "{name}");
+    }
+}
+
+#[test]
+fn budget_periods_reset_at_utc_boundaries() {
+    let at = Utc.with_ymd_and_hms(2026, 12, 31, 23, 30, 0).unwrap();
+    assert_eq!(
+        Period::Day.resets_at(at),
+        Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap())
+    );
+    assert_eq!(
+        Period::Month.resets_at(at),
+        Some(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap())
+    );
+    assert_eq!(Period::Total.resets_at(at), None);
+    assert_eq!(Period::Day.id(at), "d2026-12-31");
+    assert_eq!(Period::Month.id(at), "m2026-12");
+    let b = Budget::new(5, Period::Day, at);
+    assert_eq!(b.resets_in_ms, 30 * 60 * 1000);
+}

@@ -1,0 +1,307 @@
+//! Key quotas through the real gateway: requests, tokens and concurrency per key, budgets,
+//! the 429s and headers clients see, exactness across two replicas sharing Redis, and what
+//! happens when Redis is unreachable (fail-open, fail-closed, nothing hangs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Mock, PgDatabase, chat_body, client};
+use serde_json::{Value, json};
+
+const SECRET: &str = "quota-test-secret-0123456789-abcdefghijkl";
+
+fn redis_url() -> String {
+    std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A route to `mock` with prices, so requests cost money.
+fn priced_route(mock: &Mock) -> String {
+    format!(
+        "providers:\n  - {{name: upstream, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments: [{{provider: upstream}}]\n    pricing: {{input_per_million: 2.5, output_per_million: 10}}\n",
+        mock.url()
+    )
+}
+
+async fn issue(gateway: &Gateway, limits: Value) -> String {
+    let mut body = json!({ "name": "limited" });
+    body.as_object_mut()
+        .unwrap()
+        .extend(limits.as_object().unwrap().clone());
+    let (status, key) = gateway.admin("POST", "/api/keys", Some(body)).await;
+    assert_eq!(status, 201, "{key}");
+    key["secret"].as_str().unwrap().to_string()
+}
+
+async fn chat(gateway: &Gateway, key: &str, body: Value, mock: &str) -> reqwest::Response {
+    client()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .header("x-mock", mock)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn error_code(resp: reqwest::Response) -> String {
+    let body: Value = resp.json().await.unwrap();
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn requests_per_minute_are_enforced_with_openai_headers() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&priced_route(&mock)).await;
+    let key = issue(&gateway, json!({ "rpm_limit": 3, "tpm_limit": 100000 })).await;
+    for i in 0..3 {
+        let resp = chat(&gateway, &key, chat_body("gpt-4o-mini", false), "").await;
+        assert_eq!(resp.status(), 200);
+        let h = resp.headers();
+        assert_eq!(h["x-ratelimit-limit-requests"], "3");
+        assert_eq!(
+            h["x-ratelimit-remaining-requests"],
+            (2 - i).to_string().as_str()
+        );
+        assert!(
+            h["x-ratelimit-reset-requests"]
+                .to_str()
+                .unwrap()
+                .ends_with('s')
+        );
+        assert_eq!(h["x-ratelimit-limit-tokens"], "100000");
+        assert!(h.contains_key("x-ratelimit-remaining-tokens"));
+    }
+    let refused = chat(&gateway, &key, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(refused.status(), 429);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(refused.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(refused.headers()["x-should-retry"], "true");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_requests");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    // The master key and keys without limits are not limited.
+    let free = issue(&gateway, json!({})).await;
+    for _ in 0..5 {
+        let resp = chat(&gateway, &free, chat_body("gpt-4o-mini", false), "").await;
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn concurrency_and_tokens_are_limited_while_requests_run() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&priced_route(&mock)).await;
+    // Two slots; requests that take 600 ms.
+    let key = issue(&gateway, json!({ "concurrency_limit": 2 })).await;
+    let calls = (0..6).map(|_| {
+        chat(
+            &gateway,
+            &key,
+            chat_body("gpt-4o-mini", false),
+            "latency=600ms",
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        4,
+        "{statuses:?}"
+    );
+    // Finished requests give their slots back.
+    assert_eq!(
+        chat(&gateway, &key, chat_body("gpt-4o-mini", false), "")
+            .await
+            .status(),
+        200
+    );
+
+    // Tokens: each request reserves its prompt estimate plus max_tokens (100).
+    let key = issue(&gateway, json!({ "tpm_limit": 300 })).await;
+    let mut body = chat_body("gpt-4o-mini", false);
+    body["max_tokens"] = json!(100);
+    let calls = (0..4).map(|_| chat(&gateway, &key, body.clone(), "latency=600ms"));
+    let responses = futures_util::future::join_all(calls).await;
+    let mut codes = Vec::new();
+    for resp in responses {
+        if resp.status() == 200 {
+            codes.push("ok".to_string());
+        } else {
+            codes.push(error_code(resp).await);
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "ok").count(), 2, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| *c == "rate_limit_tokens").count(),
+        2,
+        "{codes:?}"
+    );
+    // A request that could never fit says so, without a retry-after.
+    let mut huge = chat_body("gpt-4o-mini", false);
+    huge["max_tokens"] = json!(5000);
+    let refused = chat(&gateway, &key, huge, "").await;
+    assert_eq!(refused.status(), 429);
+    assert!(!refused.headers().contains_key("retry-after"));
+    assert_eq!(refused.headers()["x-should-retry"], "false");
+}
+
+#[tokio::test]
+async fn budgets_are_never_overspent() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&priced_route(&mock)).await;
+    // 2,000 micro-USD a day; each request reserves prompt + 50 completion tokens.
+    let budget = 2_000;
+    let key = issue(
+        &gateway,
+        json!({ "budget_micro_usd": budget, "budget_period": "day" }),
+    )
+    .await;
+    let mut body = chat_body("gpt-4o-mini", false);
+    body["max_tokens"] = json!(50);
+    let mut spent = 0i64;
+    let mut served = 0;
+    loop {
+        let resp = chat(&gateway, &key, body.clone(), "").await;
+        if resp.status() == 429 {
+            assert_eq!(resp.headers()["x-should-retry"], "false");
+            let err: Value = resp.json().await.unwrap();
+            assert_eq!(err["error"]["code"], "budget_exceeded");
+            assert_eq!(err["error"]["type"], "insufficient_quota");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("resets at"),
+                "{err}"
+            );
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        let reply: Value = resp.json().await.unwrap();
+        let (p, c) = (
+            reply["usage"]["prompt_tokens"].as_i64().unwrap(),
+            reply["usage"]["completion_tokens"].as_i64().unwrap(),
+        );
+        // 2.5 and 10 USD per million tokens, in micro-USD, rounded up.
+        spent += (p * 2_500_000 + c * 10_000_000 + 999_999) / 1_000_000;
+        served += 1;
+        assert!(served < 1000, "the budget never ran out");
+    }
+    assert!(served > 1, "served {served}");
+    assert!(spent <= budget, "spent {spent} of {budget}");
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_admit_exactly_the_limit() {
+    let db = PgDatabase::create("quota").await;
+    let redis = redis_url();
+    let prefix = format!("tgtest{}", fastrand::u64(..));
+    let envs = [
+        ("TOLLGATE_DATABASE_URL", db.url.as_str()),
+        ("TOLLGATE_REDIS_URL", redis.as_str()),
+        ("TOLLGATE_REDIS_PREFIX", prefix.as_str()),
+        ("TOLLGATE_SECRET_KEY", SECRET),
+    ];
+    let mock = Mock::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::spawn_in_env(dir_a.path(), &priced_route(&mock), "", &envs).await;
+    let b = Gateway::spawn_in_env(dir_b.path(), &priced_route(&mock), "", &envs).await;
+    let key = issue(&a, json!({ "rpm_limit": 20 })).await;
+
+    let calls = (0..60).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        chat(gateway, &key, chat_body("gpt-4o-mini", false), "")
+    });
+    let responses = futures_util::future::join_all(calls).await;
+    let mut ok = 0;
+    let mut limited = 0;
+    for resp in responses {
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(resp.headers().contains_key("retry-after"));
+                assert_eq!(error_code(resp).await, "rate_limit_requests");
+                limited += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (20, 40));
+}
+
+async fn with_dead_redis(mode: &str) -> (Gateway, String, tempfile::TempDir, Mock) {
+    let mock = Mock::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let envs = [("TOLLGATE_REDIS_URL", "redis://127.0.0.1:1")];
+    let extra = format!("quota:\n  on_store_error: {mode}\n");
+    let route = format!("{}{extra}", priced_route(&mock));
+    let gateway = Gateway::spawn_in_env(dir.path(), &route, "", &envs).await;
+    let key = issue(&gateway, json!({ "rpm_limit": 2 })).await;
+    (gateway, key, dir, mock)
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_open_under_the_local_limiter() {
+    let (gateway, key, _dir, _mock) = with_dead_redis("fail_open").await;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            chat(&gateway, &key, chat_body("gpt-4o-mini", false), "")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    // Served, but still limited per process; nothing waited long on the dead store.
+    assert_eq!(statuses, [200, 200, 429]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let metrics = client()
+        .get(format!("http://{}/metrics", gateway.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_quota_store_errors_total{handling=\"fail_open\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_closed_with_503() {
+    let (gateway, key, _dir, _mock) = with_dead_redis("fail_closed").await;
+    let resp = chat(&gateway, &key, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-should-retry"], "true");
+    assert_eq!(error_code(resp).await, "service_unavailable");
+    // Keys without limits and the master key do not need the quota store.
+    let free = issue(&gateway, json!({})).await;
+    assert_eq!(
+        chat(&gateway, &free, chat_body("gpt-4o-mini", false), "")
+            .await
+            .status(),
+        200
+    );
+}
