@@ -18,6 +18,8 @@ pub struct RequestProbe {
     pub max_tokens: Option<u64>,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: Option<bool>,
+    /// Whether the body has a `stream_options` object at all.
+    pub has_stream_options: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,8 +83,40 @@ pub fn probe(body: &[u8]) -> Result<RequestProbe, BodyError> {
             .max_tokens
             .or(parsed.max_completion_tokens)
             .or(parsed.max_output_tokens),
+        has_stream_options: parsed.stream_options.is_some(),
         include_usage: parsed.stream_options.and_then(|o| o.include_usage),
     })
+}
+
+/// The body with `stream_options.include_usage` set to true, so a stream reports its usage.
+/// Without a `stream_options` object it is inserted as the first member (the rest of the
+/// body is untouched); an existing one is rewritten.
+pub fn with_include_usage(body: &Bytes, probe: &RequestProbe) -> Result<Bytes, BodyError> {
+    // `"stream_options": null` is no object, but inserting another key would duplicate it.
+    let mentioned = memchr::memmem::find(body, b"\"stream_options\"").is_some();
+    if !probe.has_stream_options && !mentioned {
+        let Some(open) = body.iter().position(|b| *b == b'{') else {
+            return Err(BodyError::NotAnObject);
+        };
+        let mut out = Vec::with_capacity(body.len() + 40);
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+        out.extend_from_slice(&body[open + 1..]);
+        return Ok(Bytes::from(out));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    match value.get_mut("stream_options") {
+        Some(serde_json::Value::Object(options)) => {
+            options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        }
+        _ => {
+            value["stream_options"] = serde_json::json!({ "include_usage": true });
+        }
+    }
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| BodyError::InvalidJson(e.to_string()))
 }
 
 /// The body with the `model` value replaced by `new_model`; unchanged if it has no model.
@@ -141,5 +175,31 @@ mod tests {
             probe(&out).unwrap().model.as_deref(),
             Some("up/stream \"v2\"")
         );
+    }
+
+    #[test]
+    fn include_usage_is_added_without_touching_the_rest() {
+        let body = Bytes::from_static(br#"{"model": "m", "stream": true, "messages": []}"#);
+        let p = probe(&body).unwrap();
+        let out = with_include_usage(&body, &p).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"stream_options":{"include_usage":true},"model": "m", "stream": true, "messages": []}"#
+        );
+        let again = probe(&out).unwrap();
+        assert_eq!(again.include_usage, Some(true));
+        assert_eq!(again.model.as_deref(), Some("m"));
+
+        for existing in [
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
+            r#"{"model":"m","stream":true,"stream_options":{}}"#,
+            r#"{"model":"m","stream":true,"stream_options":null}"#,
+        ] {
+            let body = Bytes::from(existing.to_string());
+            let out = with_include_usage(&body, &probe(&body).unwrap()).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["stream_options"]["include_usage"], true, "{existing}");
+            assert_eq!(v["model"], "m");
+        }
     }
 }

@@ -19,11 +19,49 @@ pub struct SseScanner {
     done: bool,
     error: bool,
     usage: Option<Usage>,
+    /// Events whose data carries generated text (a delta with content): about one token
+    /// each, the estimate of a stream that ends without usage.
+    content_events: u64,
+    /// Set by `filter`: the event just scanned is a usage-only chunk to drop.
+    usage_only: bool,
 }
 
 impl SseScanner {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Feeds the next chunk and returns the bytes to forward: every complete event except
+    /// the usage-only chunk (`"choices": []` with a `usage`) the gateway asked for on the
+    /// client's behalf. An unfinished event is held until its end arrives — it is of no use
+    /// to the client before that — so nothing else is delayed.
+    pub fn filter_usage_chunk(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut start = 0;
+        while let Some((end, next)) = event_end(&buf[start..]) {
+            self.usage_only = false;
+            self.event(&buf[start..start + end]);
+            if !self.usage_only {
+                out.extend_from_slice(&buf[start..start + next]);
+            }
+            start += next;
+        }
+        let tail = buf.split_off(start);
+        if tail.len() > MAX_PENDING {
+            // Not an event this gateway understands: pass it on rather than hold it.
+            self.overflowed = true;
+            out.extend_from_slice(&tail);
+        } else {
+            self.pending = tail;
+        }
+        out
+    }
+
+    /// What `filter_usage_chunk` still holds, for the end of the stream.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
     }
 
     /// Feeds the next chunk of the stream.
@@ -87,6 +125,12 @@ impl SseScanner {
         if data.starts_with(b"{\"error\"") {
             self.error = true;
         }
+        if memmem::find(data, b"\"content\":\"").is_some()
+            || memmem::find(data, b"\"text\":\"").is_some()
+            || memmem::find(data, b"\"delta\":\"").is_some()
+        {
+            self.content_events += 1;
+        }
         if let Some(at) = memmem::find(data, b"\"usage\"") {
             let after = &data[at + 7..];
             let value = after
@@ -97,8 +141,14 @@ impl SseScanner {
                 && let Some(usage) = parse_usage(data)
             {
                 self.usage = Some(usage);
+                self.usage_only = has_no_choices(data);
             }
         }
+    }
+
+    /// Events that carried generated text so far.
+    pub fn content_events(&self) -> u64 {
+        self.content_events
     }
 
     /// Number of events with data seen so far.
@@ -125,6 +175,18 @@ impl SseScanner {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+}
+
+/// Whether a chunk's `choices` is an empty array (the usage-only final chunk).
+fn has_no_choices(data: &[u8]) -> bool {
+    let Some(at) = memmem::find(data, b"\"choices\"") else {
+        return false;
+    };
+    let mut rest = data[at + 9..]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace());
+    rest.next() == Some(b':') && rest.next() == Some(b'[') && rest.next() == Some(b']')
 }
 
 /// Finds the blank line ending the first event: (end of event, start of the next).
@@ -198,6 +260,25 @@ mod tests {
         s.feed(b"event: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\n");
         assert!(s.saw_error());
         assert!(!s.done());
+    }
+
+    #[test]
+    fn the_usage_chunk_is_stripped_at_every_split_point() {
+        let bytes = STREAM.as_bytes();
+        let expected = STREAM.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}\n\n",
+            "",
+        );
+        for cut in 0..bytes.len() {
+            let mut s = SseScanner::new();
+            let mut out = s.filter_usage_chunk(&bytes[..cut]);
+            out.extend(s.filter_usage_chunk(&bytes[cut..]));
+            out.extend(s.take_pending());
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
+            assert_eq!(s.usage().map(|u| u.prompt_tokens), Some(12));
+            assert_eq!(s.content_events(), 2);
+            assert!(s.done());
+        }
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub struct RequestCtx {
     /// When the first body byte went to the client.
     pub first_byte_at: Option<Instant>,
     pub response: ResponseScan,
+    /// The gateway asked the upstream for stream usage the client did not ask for, and
+    /// removes that event from the stream.
+    pub strip_usage: bool,
+    /// Response body bytes that passed.
+    pub response_bytes: u64,
+    /// The answer is an event stream.
+    pub streamed: bool,
+    /// The upstream answered with a success status.
+    pub upstream_ok: bool,
+    /// Stream events with generated text, kept when the scan ends.
+    pub content_events: u64,
 }
 
 /// How the response body is watched for usage as it passes.
@@ -60,6 +71,14 @@ pub enum ResponseScan {
 }
 
 impl ResponseScan {
+    /// Stream events that carried generated text.
+    pub fn content_events(&self) -> u64 {
+        match self {
+            ResponseScan::Stream(scanner) => scanner.content_events(),
+            _ => 0,
+        }
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         match self {
             ResponseScan::None => None,
@@ -92,6 +111,11 @@ impl RequestCtx {
             upstream_headers_at: None,
             first_byte_at: None,
             response: ResponseScan::None,
+            strip_usage: false,
+            response_bytes: 0,
+            streamed: false,
+            upstream_ok: false,
+            content_events: 0,
         }
     }
 

@@ -20,10 +20,10 @@ use crate::{
     context::{RequestCtx, ResponseScan},
     endpoints::{self, Endpoint, Target},
     error::GatewayError,
-    limiter::{Limiter, estimate_prompt_tokens, rate_limit_headers},
+    limiter::{Limiter, rate_limit_headers},
+    metering::{self, Finished, Meter},
     metrics::Metrics,
     models::ModelCatalog,
-    quota::Usage as QuotaUsage,
     request_body, respond,
     routing::RouteTable,
 };
@@ -49,6 +49,7 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     pub metrics: Metrics,
     pub limiter: Arc<Limiter>,
+    pub meter: Meter,
 }
 
 impl Gateway {
@@ -125,6 +126,22 @@ impl Gateway {
             }
         }
         ctx.route = Some(route.clone());
+        // Streams must report their usage to be metered exactly: ask for it, and take the
+        // extra event out again for clients that did not (see response_body_filter).
+        let (body, probe) = if probe.stream
+            && probe.include_usage != Some(true)
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+        {
+            match body::with_include_usage(&body, &probe).and_then(|b| Ok((body::probe(&b)?, b))) {
+                Ok((probe, body)) => {
+                    ctx.strip_usage = true;
+                    (body, probe)
+                }
+                Err(e) => return Ok(Err(GatewayError::InvalidBody(e.to_string()))),
+            }
+        } else {
+            (body, probe)
+        };
         ctx.client_body = body;
         ctx.probe = probe;
         Ok(Ok(None))
@@ -253,6 +270,7 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         let now = Instant::now();
         ctx.upstream_headers_at = Some(now);
+        ctx.upstream_ok = response.status.is_success();
         self.metrics
             .upstream_first_byte
             .with_label_values(&[ctx.model_name(), ctx.provider_name()])
@@ -280,6 +298,11 @@ impl ProxyHttp for Gateway {
             .map(|v| v.as_bytes())
             .unwrap_or_default();
         ctx.response = if content_type.starts_with(b"text/event-stream") {
+            if ctx.strip_usage {
+                // Events are removed: the upstream's length, if any, no longer holds.
+                response.remove_header(&http::header::CONTENT_LENGTH);
+            }
+            ctx.streamed = true;
             ResponseScan::Stream(Box::default())
         } else if response.status.is_success() && content_type.starts_with(b"application/json") {
             ResponseScan::Json(Box::default())
@@ -299,13 +322,28 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<Option<std::time::Duration>> {
         if let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) {
             ctx.first_byte_at.get_or_insert_with(Instant::now);
+            ctx.response_bytes += chunk.len() as u64;
             match &mut ctx.response {
+                ResponseScan::Stream(scanner) if ctx.strip_usage => {
+                    *body = Some(Bytes::from(scanner.filter_usage_chunk(chunk)));
+                }
                 ResponseScan::Stream(scanner) => scanner.feed(chunk),
                 ResponseScan::Json(window) => window.feed(chunk),
                 ResponseScan::None | ResponseScan::Done(_) => {}
             }
         }
         if end_of_stream {
+            if let ResponseScan::Stream(scanner) = &mut ctx.response
+                && ctx.strip_usage
+            {
+                let rest = scanner.take_pending();
+                if !rest.is_empty() {
+                    let mut out = body.take().map(Vec::from).unwrap_or_default();
+                    out.extend_from_slice(&rest);
+                    *body = Some(Bytes::from(out));
+                }
+            }
+            ctx.content_events = ctx.response.content_events();
             ctx.response = ResponseScan::Done(ctx.response.usage());
         }
         Ok(None)
@@ -412,9 +450,8 @@ impl ProxyHttp for Gateway {
         if ctx.in_flight {
             self.metrics.in_flight.dec();
         }
-        if let Some(admitted) = ctx.admitted.take() {
-            let used = used_quota(ctx);
-            self.limiter.settle(&admitted, used).await;
+        if ctx.principal.is_some() && ctx.endpoint.is_some() {
+            self.meter.record(finished(session, ctx));
         }
         let status = final_response(session).unwrap_or(0);
         let endpoint = ctx.endpoint.map_or("other", |e| e.as_str());
@@ -459,24 +496,40 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// What a finished request counts against its quotas: the upstream's usage, or when the
-/// upstream reported none although it answered, the prompt estimate.
-fn used_quota(ctx: &RequestCtx) -> QuotaUsage {
-    let (prompt, completion) = match ctx.response.usage() {
-        Some(u) => (u.prompt_tokens, u.completion_tokens),
-        None if ctx.upstream_headers_at.is_some() => {
-            (estimate_prompt_tokens(ctx.client_body.len()), 0)
-        }
-        None => (0, 0),
+/// The metering record of an authenticated proxy request (answered, refused or aborted).
+fn finished(session: &Session, ctx: &mut RequestCtx) -> Finished {
+    let (key_id, user_id, team_id) = match &ctx.principal {
+        Some(Principal::Key(k)) => (Some(k.id()), k.record.key.user_id, k.record.key.team_id),
+        _ => (None, None, None),
     };
-    let cost = ctx
-        .route
-        .as_ref()
-        .and_then(|r| r.pricing.as_ref())
-        .map_or(0, |p| p.cost(prompt, completion));
-    QuotaUsage {
-        tokens: prompt + completion,
-        cost,
+    let millis = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let model = match (&ctx.route, &ctx.probe.model) {
+        (Some(route), _) => route.model.clone(),
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => String::new(),
+    };
+    Finished {
+        event_id: metering::event_id(),
+        request_id: ctx.request_id.clone(),
+        occurred_at: chrono::Utc::now(),
+        key_id,
+        user_id,
+        team_id,
+        model,
+        deployment: ctx.provider_name().to_string(),
+        status: final_response(session).unwrap_or(0),
+        latency_ms: millis(ctx.started.elapsed()),
+        ttft_ms: ctx
+            .first_byte_at
+            .map(|t| millis(t.duration_since(ctx.started))),
+        usage: ctx.response.usage(),
+        upstream_ok: ctx.upstream_ok,
+        streamed: ctx.streamed,
+        request_body: ctx.body.clone(),
+        content_events: ctx.content_events.max(ctx.response.content_events()),
+        response_bytes: ctx.response_bytes,
+        pricing: ctx.route.as_ref().and_then(|r| r.pricing),
+        admitted: ctx.admitted.take(),
     }
 }
 

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub quota_rejections: IntCounterVec,
     pub quota_store_errors: IntCounterVec,
+    pub usage_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -65,6 +66,11 @@ impl Metrics {
                 "tollgate_quota_store_errors_total",
                 "Quota store calls that failed, by what was done about it (fail_open: served under the per-process limiter; fail_closed: refused)",
                 &["handling"]
+            )?,
+            usage_events: register_int_counter_vec!(
+                "tollgate_usage_events_total",
+                "Usage events by outcome: written, spilled (database unreachable), replayed, dropped",
+                &["outcome"]
             )?,
         })
     }

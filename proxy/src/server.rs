@@ -28,6 +28,7 @@ use crate::{
     invalidation,
     limiter::Limiter,
     listeners::{bind, reserve},
+    metering::Meter,
     metrics::{Metrics, MetricsService},
     mock_upstream::MockUpstreamService,
     models::ModelCatalog,
@@ -118,6 +119,14 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         admin_settings(&config),
         invalidation::hook(Some(client_keys.clone()), backend.clone()),
     );
+    let metrics = Metrics::register()?;
+    let limiter = limiter(&backend, &config);
+    let meter = Meter::start(
+        backend.clone(),
+        limiter.clone(),
+        config.server.data_dir.join("usage-spill.jsonl"),
+        metrics.usage_events.clone(),
+    );
     let gateway = Gateway {
         routes: RouteTable::new(&config, &upstreams),
         auth: Auth {
@@ -126,8 +135,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         },
         models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,
-        metrics: Metrics::register()?,
-        limiter: limiter(&backend, &config),
+        metrics,
+        limiter,
+        meter,
     };
 
     let conf = ServerConf {

@@ -122,6 +122,16 @@ impl Mock {
             .unwrap()
     }
 
+    /// Zeroes the mock's counters.
+    pub async fn reset(&self) {
+        let resp = client()
+            .post(format!("http://{}/_mock/reset", self.addr))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+
     pub async fn requests(&self) -> serde_json::Value {
         reqwest::get(format!("http://{}/_mock/requests", self.addr))
             .await

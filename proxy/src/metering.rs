@@ -1,0 +1,345 @@
+//! Usage metering: one event per finished request, built off the request path. `logging`
+//! hands a [`Finished`] record to a bounded channel; the metering task (on the store
+//! runtime) works out tokens — the upstream's usage, or an estimate marked as such — and
+//! cost, settles the quota reservation, and batches events into multi-row inserts. When the
+//! database is unreachable, batches go to an append-only spill file, replayed in order when
+//! it is back; inserts ignore event ids already stored, so a replay never counts twice.
+
+use std::{
+    io::{BufRead, Write},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use prometheus::IntCounterVec;
+use sea_orm_migration::sea_orm::{
+    ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tollgate_core::{config::Pricing, store::entity::usage_event, usage::Usage};
+
+use crate::{
+    backend::Backend,
+    estimate,
+    limiter::{Admitted, Limiter},
+    quota::Usage as QuotaUsage,
+};
+
+/// Events waiting for the metering task; far more than a flush interval's worth.
+const CHANNEL_CAPACITY: usize = 100_000;
+const BATCH_SIZE: usize = 500;
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything known about a request when it ends.
+pub struct Finished {
+    pub event_id: String,
+    pub request_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub model: String,
+    pub deployment: String,
+    pub status: u16,
+    pub latency_ms: u32,
+    pub ttft_ms: Option<u32>,
+    /// What the upstream reported.
+    pub usage: Option<Usage>,
+    /// Whether an upstream answered with success (else nothing was generated or billed).
+    pub upstream_ok: bool,
+    pub streamed: bool,
+    /// The request as sent upstream, for estimating its prompt when usage is missing.
+    pub request_body: Bytes,
+    pub content_events: u64,
+    pub response_bytes: u64,
+    pub pricing: Option<Pricing>,
+    pub admitted: Option<Admitted>,
+}
+
+/// A stored usage event, also the line format of the spill file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventRow {
+    pub event_id: String,
+    pub request_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub team_id: Option<i64>,
+    pub model: String,
+    pub deployment: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micro_usd: i64,
+    pub status: i32,
+    pub latency_ms: i32,
+    pub ttft_ms: Option<i32>,
+    pub estimated: bool,
+}
+
+/// Tokens and cost of a finished request.
+pub fn measure(f: &Finished) -> (u64, u64, bool, i64) {
+    let (prompt, completion, estimated) = match f.usage {
+        Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+        None if f.upstream_ok => (
+            estimate::prompt_tokens(&f.request_body),
+            estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed),
+            true,
+        ),
+        None => (0, 0, false),
+    };
+    let cost = f.pricing.map_or(0, |p| p.cost(prompt, completion));
+    (prompt, completion, estimated, cost)
+}
+
+/// The sending side, held by the gateway.
+pub struct Meter {
+    tx: mpsc::Sender<Finished>,
+    outcomes: IntCounterVec,
+}
+
+impl Meter {
+    pub fn start(
+        backend: Arc<Backend>,
+        limiter: Arc<Limiter>,
+        spill: PathBuf,
+        outcomes: IntCounterVec,
+    ) -> Meter {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Events spilled before a restart are replayed first.
+        let spilled = std::fs::metadata(&spill).is_ok_and(|m| m.len() > 0);
+        let writer = Writer {
+            db: backend.db.clone(),
+            spill,
+            spilled,
+            outcomes: outcomes.clone(),
+        };
+        backend.handle().spawn(run(rx, writer, limiter));
+        Meter { tx, outcomes }
+    }
+
+    /// Hands a finished request over; never waits.
+    pub fn record(&self, finished: Finished) {
+        if let Err(e) = self.tx.try_send(finished) {
+            // Only if the metering task is 100,000 events behind or gone.
+            self.outcomes.with_label_values(&["dropped"]).inc();
+            tracing::error!("usage event dropped: the metering queue is full or closed");
+            drop(e);
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Finished>, mut writer: Writer, limiter: Arc<Limiter>) {
+    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    loop {
+        tokio::select! {
+            received = rx.recv() => {
+                let Some(finished) = received else {
+                    writer.write(std::mem::take(&mut batch)).await;
+                    return;
+                };
+                let (prompt, completion, estimated, cost) = measure(&finished);
+                if let Some(admitted) = &finished.admitted {
+                    let used = QuotaUsage { tokens: prompt + completion, cost };
+                    limiter.settle(admitted, used).await;
+                }
+                batch.push(row(&finished, prompt, completion, estimated, cost));
+                if batch.len() >= BATCH_SIZE {
+                    writer.write(std::mem::take(&mut batch)).await;
+                }
+            }
+            _ = tick.tick() => writer.write(std::mem::take(&mut batch)).await,
+        }
+    }
+}
+
+fn row(f: &Finished, prompt: u64, completion: u64, estimated: bool, cost: i64) -> EventRow {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    EventRow {
+        event_id: f.event_id.clone(),
+        request_id: f.request_id.clone(),
+        occurred_at: f.occurred_at,
+        key_id: f.key_id,
+        user_id: f.user_id,
+        team_id: f.team_id,
+        model: f.model.chars().take(256).collect(),
+        deployment: f.deployment.chars().take(64).collect(),
+        prompt_tokens: clamp(prompt),
+        completion_tokens: clamp(completion),
+        cost_micro_usd: cost,
+        status: i32::from(f.status),
+        latency_ms: i32::try_from(f.latency_ms).unwrap_or(i32::MAX),
+        ttft_ms: f.ttft_ms.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
+        estimated,
+    }
+}
+
+struct Writer {
+    db: DatabaseConnection,
+    spill: PathBuf,
+    /// The spill file holds events not yet in the database: new ones queue behind them.
+    spilled: bool,
+    outcomes: IntCounterVec,
+}
+
+impl Writer {
+    async fn write(&mut self, batch: Vec<EventRow>) {
+        if self.spilled {
+            self.replay().await;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if !self.spilled {
+            match insert(&self.db, &batch).await {
+                Ok(()) => {
+                    self.outcomes
+                        .with_label_values(&["written"])
+                        .inc_by(batch.len() as u64);
+                    return;
+                }
+                Err(e) => tracing::warn!(
+                    "writing {} usage events failed, spilling them to {}: {e}",
+                    batch.len(),
+                    self.spill.display()
+                ),
+            }
+        }
+        match append(&self.spill, &batch) {
+            Ok(()) => {
+                self.spilled = true;
+                self.outcomes
+                    .with_label_values(&["spilled"])
+                    .inc_by(batch.len() as u64);
+            }
+            Err(e) => {
+                self.outcomes
+                    .with_label_values(&["dropped"])
+                    .inc_by(batch.len() as u64);
+                tracing::error!(
+                    "{} usage events lost: spilling to {} failed: {e}",
+                    batch.len(),
+                    self.spill.display()
+                );
+            }
+        }
+    }
+
+    /// Inserts the spilled events in order; the file is emptied once all are stored.
+    async fn replay(&mut self) {
+        let rows = match read_spill(&self.spill) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("reading {} failed: {e}", self.spill.display());
+                return;
+            }
+        };
+        for chunk in rows.chunks(BATCH_SIZE) {
+            if let Err(e) = insert(&self.db, chunk).await {
+                tracing::debug!("replaying spilled usage events: database still unavailable: {e}");
+                return;
+            }
+        }
+        if let Err(e) = std::fs::File::create(&self.spill) {
+            tracing::error!("emptying {} failed: {e}", self.spill.display());
+            return;
+        }
+        if !rows.is_empty() {
+            tracing::info!("replayed {} spilled usage events", rows.len());
+            self.outcomes
+                .with_label_values(&["replayed"])
+                .inc_by(rows.len() as u64);
+        }
+        self.spilled = false;
+    }
+}
+
+/// How long one insert may take before its batch goes to the spill file instead.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn insert(db: &DatabaseConnection, rows: &[EventRow]) -> Result<(), String> {
+    match tokio::time::timeout(INSERT_TIMEOUT, insert_rows(db, rows)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {INSERT_TIMEOUT:?}")),
+    }
+}
+
+async fn insert_rows(
+    db: &DatabaseConnection,
+    rows: &[EventRow],
+) -> Result<(), sea_orm_migration::sea_orm::DbErr> {
+    let models = rows.iter().map(|r| usage_event::ActiveModel {
+        event_id: Set(r.event_id.clone()),
+        request_id: Set(r.request_id.clone()),
+        occurred_at: Set(r.occurred_at),
+        key_id: Set(r.key_id),
+        user_id: Set(r.user_id),
+        team_id: Set(r.team_id),
+        model: Set(r.model.clone()),
+        deployment: Set(r.deployment.clone()),
+        prompt_tokens: Set(r.prompt_tokens),
+        completion_tokens: Set(r.completion_tokens),
+        cost_micro_usd: Set(r.cost_micro_usd),
+        status: Set(r.status),
+        latency_ms: Set(r.latency_ms),
+        ttft_ms: Set(r.ttft_ms),
+        estimated: Set(r.estimated),
+        ..Default::default()
+    });
+    usage_event::Entity::insert_many(models)
+        .on_conflict(
+            OnConflict::column(usage_event::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
+}
+
+fn append(path: &PathBuf, rows: &[EventRow]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut text, row)?;
+        text.push(b'\n');
+    }
+    file.write_all(&text)?;
+    file.sync_data()
+}
+
+fn read_spill(path: &PathBuf) -> std::io::Result<Vec<EventRow>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut rows = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(&line) {
+            Ok(row) => rows.push(row),
+            // A line cut short by a crash mid-write: the rest of the file is still good.
+            Err(e) => tracing::warn!("skipping a damaged spilled usage event: {e}"),
+        }
+    }
+    Ok(rows)
+}
+
+/// A new event id.
+pub fn event_id() -> String {
+    format!("ev_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}

@@ -1,0 +1,268 @@
+//! Usage metering: one event per finished request, token totals equal to what the upstream
+//! itself counted, stream usage asked for on the client's behalf and removed again, aborted
+//! streams estimated, and no event lost or doubled while the database is unreachable.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Mock, PgDatabase, chat_body, client, mock_route};
+use futures_util::StreamExt;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+use tollgate_core::store::entity::usage_event;
+
+const SECRET: &str = "metering-test-secret-0123456789-abcdefghij";
+
+async fn issue(gateway: &Gateway) -> String {
+    let (status, key) = gateway
+        .admin(
+            "POST",
+            "/api/keys",
+            Some(json!({ "name": "metered", "rpm_limit": 100000 })),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    key["secret"].as_str().unwrap().to_string()
+}
+
+async fn post(
+    gateway: &Gateway,
+    key: &str,
+    path: &str,
+    body: Value,
+    mock: &str,
+) -> reqwest::Response {
+    client()
+        .post(gateway.url(path))
+        .bearer_auth(key)
+        .header("x-mock", mock)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Waits until the database holds `n` events, then returns them.
+async fn events(db: &DatabaseConnection, n: u64) -> Vec<usage_event::Model> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = usage_event::Entity::find().count(db).await.unwrap_or(0);
+        if count >= n {
+            // A moment more: a straggler would show as a count above n.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            return usage_event::Entity::find().all(db).await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {count} of {n} usage events arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sqlite(dir: &std::path::Path) -> DatabaseConnection {
+    Database::connect(format!(
+        "sqlite://{}?mode=rw",
+        dir.join("data/tollgate.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn event_totals_equal_the_upstream_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn_in(dir.path(), &mock_route(&mock), "").await;
+    let key = issue(&gateway).await;
+    mock.reset().await;
+
+    let mut sent = 0u64;
+    for i in 0..60 {
+        let stream = i % 3 != 0;
+        let mut body = chat_body("gpt-4o-mini", stream);
+        body["messages"][0]["content"] = json!(format!("Request number {i}, please answer."));
+        if i % 5 == 0 {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        let directive = if i % 7 == 0 { "status=500" } else { "" };
+        let resp = post(&gateway, &key, "/v1/chat/completions", body, directive).await;
+        let expected = if directive.is_empty() { 200 } else { 500 };
+        assert_eq!(resp.status(), expected);
+        let text = resp.text().await.unwrap();
+        if stream && directive.is_empty() {
+            // The usage chunk reaches only clients that asked for it.
+            let has_usage_chunk = text.contains("\"choices\":[]");
+            assert_eq!(has_usage_chunk, i % 5 == 0, "request {i}: {text}");
+            assert!(text.trim_end().ends_with("data: [DONE]"));
+        }
+        sent += 1;
+    }
+    for i in 0..10 {
+        let body = json!({ "model": "gpt-4o-mini", "input": format!("embed {i}") });
+        assert_eq!(
+            post(&gateway, &key, "/v1/embeddings", body, "")
+                .await
+                .status(),
+            200
+        );
+        sent += 1;
+    }
+    // Refused after authentication: metered too, with no tokens.
+    let unknown = post(
+        &gateway,
+        &key,
+        "/v1/chat/completions",
+        chat_body("gpt-9", false),
+        "",
+    )
+    .await;
+    assert_eq!(unknown.status(), 404);
+    sent += 1;
+
+    let db = sqlite(dir.path()).await;
+    let rows = events(&db, sent).await;
+    assert_eq!(rows.len() as u64, sent);
+    let stats = mock.stats().await;
+    let prompt: i64 = rows.iter().map(|r| r.prompt_tokens).sum();
+    let completion: i64 = rows.iter().map(|r| r.completion_tokens).sum();
+    assert_eq!(prompt, stats["prompt_tokens"].as_i64().unwrap(), "{stats}");
+    assert_eq!(
+        completion,
+        stats["completion_tokens"].as_i64().unwrap(),
+        "{stats}"
+    );
+    assert!(rows.iter().all(|r| !r.estimated));
+    assert_eq!(rows.iter().filter(|r| r.status == 500).count(), 9);
+    assert!(
+        rows.iter()
+            .filter(|r| r.status == 500)
+            .all(|r| r.prompt_tokens == 0)
+    );
+    assert!(rows.iter().all(|r| r.key_id.is_some()));
+    let ids: std::collections::HashSet<_> = rows.iter().map(|r| &r.event_id).collect();
+    assert_eq!(ids.len(), rows.len());
+}
+
+#[tokio::test]
+async fn an_aborted_stream_is_billed_for_what_was_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn_in(dir.path(), &mock_route(&mock), "").await;
+    let key = issue(&gateway).await;
+    // 200 tokens, 20 ms apart: the client leaves after a handful.
+    let resp = post(
+        &gateway,
+        &key,
+        "/v1/chat/completions",
+        chat_body("gpt-4o-mini", true),
+        "tokens=200,itl=20ms",
+    )
+    .await;
+    let mut chunks = resp.bytes_stream();
+    let mut seen = 0;
+    while let Some(chunk) = chunks.next().await {
+        seen += chunk.unwrap().len();
+        if seen > 1500 {
+            break;
+        }
+    }
+    drop(chunks);
+    let db = sqlite(dir.path()).await;
+    let rows = events(&db, 1).await;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert!(row.estimated, "{row:?}");
+    assert!(row.prompt_tokens > 0, "{row:?}");
+    assert!(
+        row.completion_tokens > 0 && row.completion_tokens < 200,
+        "{row:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_event_is_lost_or_doubled_while_the_database_is_away() {
+    let db = PgDatabase::create("meter").await;
+    let envs = [
+        ("TOLLGATE_DATABASE_URL", db.url.as_str()),
+        ("TOLLGATE_SECRET_KEY", SECRET),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn_in_env(dir.path(), &mock_route(&mock), "", &envs).await;
+    let key = issue(&gateway).await;
+    // The key is cached from here on: requests need no database.
+    assert_eq!(
+        post(
+            &gateway,
+            &key,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+            ""
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let server = tollgate_testkit::postgres_server();
+    let admin = Database::connect(format!("{server}/postgres"))
+        .await
+        .unwrap();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
+    let mut sent = 1;
+    for i in 0..30 {
+        let stream = i % 2 == 0;
+        let resp = post(
+            &gateway,
+            &key,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", stream),
+            "",
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+        sent += 1;
+    }
+    // The writer gives up on the database and spills.
+    let spill = dir.path().join("data/usage-spill.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::metadata(&spill)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "nothing was spilled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    admin
+        .execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let store = Database::connect(&db.url).await.unwrap();
+    let rows = events(&store, sent).await;
+    assert_eq!(rows.len() as u64, sent, "events lost or doubled");
+    let stats = mock.stats().await;
+    let completion: i64 = rows.iter().map(|r| r.completion_tokens).sum();
+    assert_eq!(completion, stats["completion_tokens"].as_i64().unwrap());
+    assert_eq!(
+        std::fs::metadata(&spill).unwrap().len(),
+        0,
+        "the spill file was replayed"
+    );
+    store.close().await.unwrap();
+    admin.close().await.unwrap();
+}
