@@ -10,6 +10,7 @@ mod m20261126_000003_api_keys;
 mod m20261126_000004_provider_credentials;
 mod m20261126_000005_usage;
 mod m20261126_000006_audit_log;
+mod m20261126_000007_owner_limits;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_provider_credentials::Migration),
             Box::new(m20261126_000005_usage::Migration),
             Box::new(m20261126_000006_audit_log::Migration),
+            Box::new(m20261126_000007_owner_limits::Migration),
         ]
     }
 }

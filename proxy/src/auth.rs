@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::{
     client_keys::{ClientKey, ClientKeys},
     error::GatewayError,
+    jwt_auth::{JwtAuth, Subject, looks_like_jwt},
 };
 
 pub const MASTER_KEY_ENV: &str = "TOLLGATE_MASTER_KEY";
@@ -89,12 +90,15 @@ pub enum Principal {
     /// The operator's master key.
     Master,
     Key(Arc<ClientKey>),
+    /// A JWT from a configured issuer, naming a user or team.
+    Jwt(Arc<Subject>),
 }
 
 /// Client authentication: the master key, or a key issued through the admin API.
 pub struct Auth {
     pub master: MasterKey,
     pub keys: Arc<ClientKeys>,
+    pub jwt: Arc<JwtAuth>,
 }
 
 impl Auth {
@@ -102,6 +106,9 @@ impl Auth {
         let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;
         if constant_time_eq(presented.as_bytes(), self.master.0.as_bytes()) {
             return Ok(Principal::Master);
+        }
+        if !self.jwt.is_empty() && looks_like_jwt(presented) {
+            return self.jwt.authenticate(presented).await.map(Principal::Jwt);
         }
         self.keys.authenticate(presented).await.map(Principal::Key)
     }

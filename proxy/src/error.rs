@@ -12,6 +12,8 @@ use crate::quota::{Dimension, Limits, Snapshot};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     pub dimension: Dimension,
+    /// Whose limit: "this API key", "your user account" or "your team".
+    pub owner: &'static str,
     pub retry_after_ms: Option<u64>,
     pub snapshot: Snapshot,
     pub limits: Limits,
@@ -19,30 +21,31 @@ pub struct RateLimit {
 }
 
 fn rate_limit_message(r: &RateLimit) -> String {
-    let (dimension, retry_after_ms, limits, resets_at) = (
+    let (dimension, retry_after_ms, limits, resets_at, owner) = (
         r.dimension,
         r.retry_after_ms,
         &r.limits,
         r.resets_at.as_ref(),
+        r.owner,
     );
     let wait = retry_after_ms.map_or(String::new(), |ms| {
         format!(" Try again in {}.", crate::limiter::format_reset(ms))
     });
     match dimension {
         Dimension::Requests => format!(
-            "Rate limit reached for this API key: {} requests per minute.{wait}",
+            "Rate limit reached for {owner}: {} requests per minute.{wait}",
             limits.rpm.unwrap_or(0)
         ),
         Dimension::Tokens if retry_after_ms.is_none() => format!(
-            "This request may use more tokens than this API key's whole limit of {} tokens per minute; lower max_tokens or shorten the prompt.",
+            "This request may use more tokens than the whole limit of {owner}, {} tokens per minute; lower max_tokens or shorten the prompt.",
             limits.tpm.unwrap_or(0)
         ),
         Dimension::Tokens => format!(
-            "Rate limit reached for this API key: {} tokens per minute.{wait}",
+            "Rate limit reached for {owner}: {} tokens per minute.{wait}",
             limits.tpm.unwrap_or(0)
         ),
         Dimension::Concurrency => format!(
-            "Too many concurrent requests for this API key (limit {}).{wait}",
+            "Too many concurrent requests for {owner} (limit {}).{wait}",
             limits.concurrency.unwrap_or(0)
         ),
         Dimension::Budget => {
@@ -58,7 +61,7 @@ fn rate_limit_message(r: &RateLimit) -> String {
                 },
             );
             format!(
-                "This API key's budget of {}.{:06} USD{} is used up.{resets}",
+                "The budget of {owner}, {}.{:06} USD{}, is used up.{resets}",
                 amount / 1_000_000,
                 amount % 1_000_000,
                 match budget.map(|b| b.period) {
@@ -89,6 +92,8 @@ pub enum GatewayError {
     MissingKey,
     #[error("Incorrect API key provided. Use a key issued by this Tollgate gateway.")]
     InvalidKey,
+    #[error("Invalid token: {0}.")]
+    InvalidToken(String),
     #[error("This API key ({0}) was revoked.")]
     KeyRevoked(String),
     #[error("This API key ({0}) has expired.")]
@@ -155,8 +160,8 @@ impl GatewayError {
         match self {
             UnknownPath { .. } | UnknownModel(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            MissingKey | InvalidKey | KeyRevoked(_) | KeyExpired(_) | KeyRotated(_)
-            | KeyOwnerDisabled(_) => StatusCode::UNAUTHORIZED,
+            MissingKey | InvalidKey | InvalidToken(_) | KeyRevoked(_) | KeyExpired(_)
+            | KeyRotated(_) | KeyOwnerDisabled(_) => StatusCode::UNAUTHORIZED,
             ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             KeyStoreUnavailable | QuotaUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -194,6 +199,7 @@ impl GatewayError {
             MethodNotAllowed { .. } => Some("method_not_allowed"),
             MissingKey => Some("missing_api_key"),
             InvalidKey => Some("invalid_api_key"),
+            InvalidToken(_) => Some("invalid_token"),
             KeyRevoked(_) => Some("api_key_revoked"),
             KeyExpired(_) => Some("api_key_expired"),
             KeyRotated(_) => Some("api_key_rotated"),
@@ -245,7 +251,7 @@ impl GatewayError {
         let GatewayError::RateLimited(r) = self else {
             return Vec::new();
         };
-        let mut headers = crate::limiter::rate_limit_headers(&r.limits, &r.snapshot);
+        let mut headers = crate::limiter::rate_limit_headers(&r.snapshot);
         if let Some(ms) = r.retry_after_ms {
             headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
             headers.push(("retry-after-ms", ms.to_string()));

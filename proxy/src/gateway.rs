@@ -13,14 +13,14 @@ use pingora::{
     proxy::{FailToProxy, ProxyHttp, Session},
     upstreams::peer::HttpPeer,
 };
-use tollgate_core::body;
+use tollgate_core::{body, config::SubjectKind};
 
 use crate::{
     auth::{Auth, Principal},
     context::{RequestCtx, ResponseScan},
     endpoints::{self, Endpoint, Target},
     error::GatewayError,
-    limiter::{Limiter, rate_limit_headers},
+    limiter::{self, Limiter, rate_limit_headers},
     metering::{self, Finished, Meter},
     metrics::Metrics,
     models::ModelCatalog,
@@ -106,12 +106,19 @@ impl Gateway {
         let Some(route) = self.routes.get(model) else {
             return Ok(Err(GatewayError::UnknownModel(model.to_string())));
         };
-        if let Some(Principal::Key(key)) = &ctx.principal {
-            if !key.allows(model, &route.model) {
-                return Ok(Err(GatewayError::ModelNotAllowed(model.to_string())));
+        let scopes = match &ctx.principal {
+            Some(Principal::Key(key)) => {
+                if !key.allows(model, &route.model) {
+                    return Ok(Err(GatewayError::ModelNotAllowed(model.to_string())));
+                }
+                limiter::scopes(key, chrono::Utc::now())
             }
+            Some(Principal::Jwt(subject)) => limiter::subject_scopes(subject, chrono::Utc::now()),
+            Some(Principal::Master) | None => Vec::new(),
+        };
+        {
             let reservation = self.limiter.reservation(
-                key,
+                scopes,
                 &ctx.request_id,
                 body.len(),
                 probe.max_tokens,
@@ -285,9 +292,7 @@ impl ProxyHttp for Gateway {
             for name in RATE_LIMIT_HEADERS {
                 response.remove_header(name);
             }
-            for (name, value) in
-                rate_limit_headers(&admitted.reservation.limits, &admitted.snapshot)
-            {
+            for (name, value) in rate_limit_headers(&admitted.snapshot) {
                 response.insert_header(name, value)?;
             }
         }
@@ -500,6 +505,10 @@ impl ProxyHttp for Gateway {
 fn finished(session: &Session, ctx: &mut RequestCtx) -> Finished {
     let (key_id, user_id, team_id) = match &ctx.principal {
         Some(Principal::Key(k)) => (Some(k.id()), k.record.key.user_id, k.record.key.team_id),
+        Some(Principal::Jwt(s)) => match s.kind {
+            SubjectKind::User => (None, Some(s.id), None),
+            SubjectKind::Team => (None, None, Some(s.id)),
+        },
         _ => (None, None, None),
     };
     let millis = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);

@@ -8,17 +8,24 @@ use fred::prelude::*;
 use tollgate_admin::ChangeHook;
 use tollgate_core::store::keys::KeyChange;
 
-use crate::{backend::Backend, client_keys::ClientKeys};
+use crate::{backend::Backend, client_keys::ClientKeys, jwt_auth::JwtAuth};
 
 fn channel() -> String {
     format!("{}:key-changes", crate::redis::prefix())
 }
 
+fn evict(keys: &ClientKeys, jwt: &JwtAuth, change: &KeyChange) {
+    keys.evict(change);
+    if matches!(change, KeyChange::User(_) | KeyChange::Team(_)) {
+        jwt.evict_all();
+    }
+}
+
 /// The admin API's hook: evict here, and publish to the other replicas.
-pub fn hook(keys: Option<Arc<ClientKeys>>, backend: Arc<Backend>) -> ChangeHook {
+pub fn hook(caches: Option<(Arc<ClientKeys>, Arc<JwtAuth>)>, backend: Arc<Backend>) -> ChangeHook {
     Arc::new(move |change: KeyChange| {
-        if let Some(keys) = &keys {
-            keys.evict(&change);
+        if let Some((keys, jwt)) = &caches {
+            evict(keys, jwt, &change);
         }
         let Some(redis) = backend.redis.clone() else {
             return;
@@ -35,7 +42,7 @@ pub fn hook(keys: Option<Arc<ClientKeys>>, backend: Arc<Backend>) -> ChangeHook 
 }
 
 /// Listens for changes published by any replica's admin API and evicts them here.
-pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, backend: &Backend) {
+pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, backend: &Backend) {
     let url = redis_url.to_string();
     backend.handle().spawn(async move {
         let subscriber = match crate::redis::subscriber(&url).await {
@@ -55,7 +62,7 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, backend: &Backend) {
                 continue;
             };
             match serde_json::from_str::<KeyChange>(&text) {
-                Ok(change) => keys.evict(&change),
+                Ok(change) => evict(&keys, &jwt, &change),
                 Err(e) => tracing::warn!("ignoring a malformed key-change message: {e}"),
             }
         }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod estimate;
 pub mod gateway;
 pub mod invalidation;
+pub mod jwt_auth;
 pub mod keys_cli;
 pub mod limiter;
 pub mod listeners;

@@ -11,17 +11,18 @@ use std::{
 
 use chrono::Utc;
 use tollgate_core::{
-    config::{OnStoreError, Pricing, QuotaSettings},
-    store::entity::api_key::BudgetPeriod,
+    config::{OnStoreError, Pricing, QuotaSettings, SubjectKind},
+    store::{entity::api_key::BudgetPeriod, limits::QuotaLimits},
 };
 
 use crate::{
     client_keys::ClientKey,
     error::{GatewayError, RateLimit},
+    jwt_auth::Subject,
     metrics::Metrics,
     quota::{
-        Budget, Decision, Limits, MemoryStore, Period, QuotaStore, Reservation, Snapshot, Usage,
-        now_ms,
+        Budget, Decision, Limits, MemoryStore, Period, QuotaStore, Reservation, Scoped, Snapshot,
+        Usage, now_ms,
     },
 };
 
@@ -56,10 +57,10 @@ pub fn estimate_prompt_tokens(body_len: usize) -> u64 {
     (body_len as u64).div_ceil(4)
 }
 
-pub fn key_limits(key: &ClientKey, now: chrono::DateTime<Utc>) -> Limits {
-    let k = &key.record.key;
+/// Quota limits as the store holds them, for the period containing `now`.
+pub fn limits(stored: &QuotaLimits, now: chrono::DateTime<Utc>) -> Limits {
     let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
-    let budget = match (k.budget_micro_usd, k.budget_period) {
+    let budget = match (stored.budget_micro_usd, stored.budget_period) {
         (Some(limit), Some(period)) => Some(Budget::new(
             limit,
             match period {
@@ -72,10 +73,62 @@ pub fn key_limits(key: &ClientKey, now: chrono::DateTime<Utc>) -> Limits {
         _ => None,
     };
     Limits {
-        rpm: positive(k.rpm_limit),
-        tpm: positive(k.tpm_limit),
-        concurrency: positive(k.concurrency_limit),
+        rpm: positive(stored.rpm_limit),
+        tpm: positive(stored.tpm_limit),
+        concurrency: positive(stored.concurrency_limit),
         budget,
+    }
+}
+
+/// The scopes a key's requests count against: the key itself, its user and its team, each
+/// where it has limits.
+pub fn scopes(key: &ClientKey, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
+    let k = &key.record.key;
+    let own = QuotaLimits {
+        rpm_limit: k.rpm_limit,
+        tpm_limit: k.tpm_limit,
+        concurrency_limit: k.concurrency_limit,
+        budget_micro_usd: k.budget_micro_usd,
+        budget_period: k.budget_period,
+    };
+    let mut scopes = Vec::with_capacity(3);
+    let mut add = |scope: String, stored: &QuotaLimits| {
+        let limits = limits(stored, now);
+        if !limits.is_unlimited() {
+            scopes.push(Scoped { scope, limits });
+        }
+    };
+    // The key's public id is random: its scope never collides across databases.
+    add(format!("k:{}", k.public_id), &own);
+    if let Some(user) = k.user_id {
+        add(format!("u:{user}"), &key.record.user_limits);
+    }
+    if let Some(team) = k.team_id {
+        add(format!("t:{team}"), &key.record.team_limits);
+    }
+    scopes
+}
+
+/// The scope of a user or team named by a JWT.
+pub fn subject_scopes(subject: &Subject, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
+    let scope = match subject.kind {
+        SubjectKind::User => format!("u:{}", subject.id),
+        SubjectKind::Team => format!("t:{}", subject.id),
+    };
+    let limits = limits(&subject.limits, now);
+    if limits.is_unlimited() {
+        Vec::new()
+    } else {
+        vec![Scoped { scope, limits }]
+    }
+}
+
+/// Whom a scope stands for, in messages.
+pub fn scope_owner(scope: &str) -> &'static str {
+    match scope.split(':').next() {
+        Some("u") => "your user account",
+        Some("t") => "your team",
+        _ => "this API key",
     }
 }
 
@@ -93,18 +146,18 @@ impl Limiter {
         self.settings.slot_lease
     }
 
-    /// Builds the reservation of one request for `key`; `None` when the key has no limits.
+    /// Builds the reservation of one request counting against `scopes`; `None` when none
+    /// of them has limits.
     pub fn reservation(
         &self,
-        key: &ClientKey,
+        scopes: Vec<Scoped>,
         request_id: &str,
         body_len: usize,
         max_tokens: Option<u64>,
         completes: bool,
         pricing: Option<&Pricing>,
     ) -> Option<Reservation> {
-        let limits = key_limits(key, Utc::now());
-        if limits.is_unlimited() {
+        if scopes.is_empty() {
             return None;
         }
         let prompt = estimate_prompt_tokens(body_len);
@@ -115,11 +168,9 @@ impl Limiter {
         };
         let cost = pricing.map_or(0, |p| p.cost(prompt, completion));
         Some(Reservation {
-            // The public id is random: scopes never collide across databases sharing a Redis.
-            scope: format!("k:{}", key.public_id()),
             id: format!("{request_id}.{:08x}", fastrand::u32(..)),
             now_ms: now_ms(),
-            limits,
+            scopes,
             tokens: prompt + completion,
             cost,
             lease_ms: self.settings.slot_lease.as_millis() as u64,
@@ -165,6 +216,7 @@ impl Limiter {
             }),
             Decision::Rejected {
                 dimension,
+                scope,
                 retry_after_ms,
                 snapshot,
             } => {
@@ -172,16 +224,22 @@ impl Limiter {
                     .quota_rejections
                     .with_label_values(&[dimension.code()])
                     .inc();
-                let resets_at = reservation
+                let refused = reservation
+                    .scopes
+                    .get(scope)
+                    .cloned()
+                    .ok_or(GatewayError::Internal)?;
+                let resets_at = refused
                     .limits
                     .budget
                     .as_ref()
                     .and_then(|b| b.period.resets_at(Utc::now()));
                 Err(GatewayError::RateLimited(Box::new(RateLimit {
                     dimension,
+                    owner: scope_owner(&refused.scope),
                     retry_after_ms,
                     snapshot,
-                    limits: reservation.limits,
+                    limits: refused.limits,
                     resets_at,
                 })))
             }
@@ -197,7 +255,7 @@ impl Limiter {
         if let Err(e) = store.settle(&admitted.reservation, used).await {
             tracing::warn!("settling a quota reservation failed: {e}");
         }
-        if admitted.backing == Backing::Local && admitted.reservation.limits.budget.is_some() {
+        if admitted.backing == Backing::Local {
             self.add_unreconciled(&admitted.reservation, used.cost);
         }
     }
@@ -206,23 +264,28 @@ impl Limiter {
         let Ok(mut pending) = self.unreconciled.lock() else {
             return;
         };
-        let period = r
-            .limits
-            .budget
-            .as_ref()
-            .map_or("", |b| b.period_id.as_str());
-        let entry = pending
-            .entry(format!("{}|{period}", r.scope))
-            .or_insert_with(|| {
-                let counter = Reservation {
-                    id: format!("reconcile.{:08x}", fastrand::u32(..)),
-                    tokens: 0,
-                    cost: 0,
-                    ..r.clone()
-                };
-                (counter, 0)
-            });
-        entry.1 += spent;
+        // One counter per scope with a budget: a reservation of nothing in that scope.
+        for s in r.scopes.iter().filter(|s| s.limits.budget.is_some()) {
+            let period = s
+                .limits
+                .budget
+                .as_ref()
+                .map_or("", |b| b.period_id.as_str());
+            let entry = pending
+                .entry(format!("{}|{period}", s.scope))
+                .or_insert_with(|| {
+                    let counter = Reservation {
+                        id: format!("reconcile.{:08x}", fastrand::u32(..)),
+                        now_ms: r.now_ms,
+                        scopes: vec![s.clone()],
+                        tokens: 0,
+                        cost: 0,
+                        lease_ms: r.lease_ms,
+                    };
+                    (counter, 0)
+                });
+            entry.1 += spent;
+        }
     }
 
     /// Adds spend admitted while Redis was away to the shared counters; called periodically.
@@ -256,25 +319,26 @@ pub fn format_reset(ms: u64) -> String {
     }
 }
 
-/// The `x-ratelimit-*` headers for the limits a key has.
-pub fn rate_limit_headers(limits: &Limits, s: &Snapshot) -> Vec<(&'static str, String)> {
+/// The `x-ratelimit-*` headers: the tightest request and token limits of the request's
+/// scopes.
+pub fn rate_limit_headers(s: &Snapshot) -> Vec<(&'static str, String)> {
     let mut headers = Vec::new();
-    if let Some(rpm) = limits.rpm {
+    if let Some(rpm) = s.requests_limit {
         headers.push(("x-ratelimit-limit-requests", rpm.to_string()));
         headers.push((
             "x-ratelimit-remaining-requests",
-            s.requests_remaining.unwrap_or(0).to_string(),
+            s.requests_remaining.to_string(),
         ));
         headers.push((
             "x-ratelimit-reset-requests",
             format_reset(s.requests_reset_ms),
         ));
     }
-    if let Some(tpm) = limits.tpm {
+    if let Some(tpm) = s.tokens_limit {
         headers.push(("x-ratelimit-limit-tokens", tpm.to_string()));
         headers.push((
             "x-ratelimit-remaining-tokens",
-            s.tokens_remaining.unwrap_or(0).to_string(),
+            s.tokens_remaining.to_string(),
         ));
         headers.push(("x-ratelimit-reset-tokens", format_reset(s.tokens_reset_ms)));
     }

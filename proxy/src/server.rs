@@ -26,6 +26,7 @@ use crate::{
     client_keys::ClientKeys,
     gateway::Gateway,
     invalidation,
+    jwt_auth::JwtAuth,
     limiter::Limiter,
     listeners::{bind, reserve},
     metering::Meter,
@@ -62,8 +63,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let redis_url = redis_url();
     let backend = Arc::new(Backend::start(&database_url, redis_url.as_deref())?);
     let client_keys = ClientKeys::new(secret.clone(), backend.clone());
+    let jwt = JwtAuth::start(&config.jwt_issuers, backend.clone())?;
     if let Some(url) = &redis_url {
-        invalidation::subscribe(url, client_keys.clone(), &backend);
+        invalidation::subscribe(url, client_keys.clone(), jwt.clone(), &backend);
     }
     if let Some(path) = key_file {
         tracing::warn!(
@@ -117,7 +119,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         secret,
         master_key.expose().to_string(),
         admin_settings(&config),
-        invalidation::hook(Some(client_keys.clone()), backend.clone()),
+        invalidation::hook(Some((client_keys.clone(), jwt.clone())), backend.clone()),
     );
     let metrics = Metrics::register()?;
     let limiter = limiter(&backend, &config);
@@ -132,6 +134,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         auth: Auth {
             master: master_key,
             keys: client_keys,
+            jwt,
         },
         models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,

@@ -305,3 +305,82 @@ async fn unreachable_redis_fails_closed_with_503() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_users_and_a_teams_limits_bind_all_their_keys() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&priced_route(&mock)).await;
+    let (_, user) = gateway
+        .admin("POST", "/api/users", Some(json!({ "email": "ana@example.com", "password": "long-enough-password", "role": "member" })))
+        .await;
+    let user_id = user["id"].as_i64().unwrap();
+    let first = issue(&gateway, json!({ "user_id": user_id })).await;
+    let second = issue(&gateway, json!({ "user_id": user_id, "rpm_limit": 10 })).await;
+    // Both keys are cached before the user gets a limit: the change must reach them.
+    for key in [&first, &second] {
+        assert_eq!(
+            chat(&gateway, key, chat_body("gpt-4o-mini", false), "")
+                .await
+                .status(),
+            200
+        );
+    }
+    let (status, body) = gateway
+        .admin(
+            "PATCH",
+            &format!("/api/users/{user_id}"),
+            Some(json!({ "limits": { "rpm_limit": 2 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["limits"]["rpm_limit"], 2);
+    // Requests count against the user from now on: two fit, whichever key sends them.
+    assert_eq!(
+        chat(&gateway, &first, chat_body("gpt-4o-mini", false), "")
+            .await
+            .status(),
+        200
+    );
+    let resp = chat(&gateway, &second, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(resp.status(), 200);
+    // The headers show the tightest limit: the user's.
+    assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(resp.headers()["x-ratelimit-remaining-requests"], "0");
+    let refused = chat(&gateway, &first, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(refused.status(), 429);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "rate_limit_requests");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("your user account"),
+        "{err}"
+    );
+
+    // A team's budget binds its keys the same way.
+    let (_, team) = gateway
+        .admin("POST", "/api/teams", Some(json!({ "name": "research" })))
+        .await;
+    let team_id = team["id"].as_i64().unwrap();
+    let (status, _) = gateway
+        .admin(
+            "PATCH",
+            &format!("/api/teams/{team_id}"),
+            Some(json!({ "limits": { "budget_micro_usd": 0, "budget_period": "month" } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let team_key = issue(&gateway, json!({ "team_id": team_id })).await;
+    let refused = chat(&gateway, &team_key, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(refused.status(), 429);
+    let err: Value = refused.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "budget_exceeded");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("your team"),
+        "{err}"
+    );
+}

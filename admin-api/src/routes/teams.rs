@@ -12,11 +12,12 @@ use tollgate_core::store::{
     StoreError, audit,
     entity::{team, team_member, user},
     keys::KeyChange,
+    limits::LimitChanges,
     users,
 };
 use utoipa::ToSchema;
 
-use super::views::{TeamView, UserView};
+use super::views::{LimitsPatch, TeamView, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -141,35 +142,60 @@ pub async fn get(
     }))
 }
 
-/// Rename a team (admins).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTeam {
+    pub name: Option<String>,
+    /// Quota limits shared by all the team's keys.
+    pub limits: Option<LimitsPatch>,
+}
+
+/// Rename a team or change its limits (admins).
 #[utoipa::path(patch, operation_id = "teams_update", path = "/api/teams/{id}", tag = "teams",
-    params(("id" = i64, Path, description = "Team id")), request_body = TeamRequest,
+    params(("id" = i64, Path, description = "Team id")), request_body = UpdateTeam,
     responses((status = 200, description = "OK", body = TeamView), (status = 403, description = "The caller's role does not allow this", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Conflicts with existing data", body = ErrorBody), (status = 422, description = "A field failed validation", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AdminState>,
     caller: Caller,
     PathParam(id): PathParam<i64>,
-    JsonBody(req): JsonBody<TeamRequest>,
+    JsonBody(req): JsonBody<UpdateTeam>,
 ) -> ApiResult<Json<TeamView>> {
     caller.require_admin()?;
-    let name = check_name(&req.name)?;
+    let name = req.name.as_deref().map(check_name).transpose()?;
     let txn = state.db().begin().await?;
     let before = find(&txn, id).await?;
+    let changes: LimitChanges = req.limits.map(Into::into).unwrap_or_default();
+    let limits = before.limits().apply(&changes);
+    limits.check()?;
     let mut active = before.clone().into_active_model();
-    active.name = Set(name.clone());
+    if let Some(name) = &name {
+        active.name = Set(name.clone());
+    }
+    active.rpm_limit = Set(limits.rpm_limit);
+    active.tpm_limit = Set(limits.tpm_limit);
+    active.concurrency_limit = Set(limits.concurrency_limit);
+    active.budget_micro_usd = Set(limits.budget_micro_usd);
+    active.budget_period = Set(limits.budget_period);
     active.updated_at = Set(Utc::now());
-    let after = active.update(&txn).await.map_err(duplicate(&name))?;
+    let after = active
+        .update(&txn)
+        .await
+        .map_err(duplicate(name.as_deref().unwrap_or_default()))?;
     audit::record(
         &txn,
         &caller.actor(),
         "team.update",
         "team",
         id,
-        json!({ "before": { "name": before.name }, "after": { "name": after.name } }),
+        json!({
+            "before": { "name": before.name, "limits": before.limits().summary() },
+            "after": { "name": after.name, "limits": after.limits().summary() },
+        }),
     )
     .await?;
     txn.commit().await?;
+    state.changed(KeyChange::Team(id));
     Ok(Json(after.into()))
 }
 

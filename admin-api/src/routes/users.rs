@@ -9,7 +9,7 @@ use tollgate_core::store::{
 };
 use utoipa::{IntoParams, ToSchema};
 
-use super::views::{RoleName, UserView};
+use super::views::{LimitsPatch, RoleName, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -122,9 +122,12 @@ pub struct UpdateUser {
     pub disabled: Option<bool>,
     /// A new password, at least 12 characters.
     pub password: Option<String>,
+    /// Quota limits shared by all the user's keys (admins).
+    pub limits: Option<LimitsPatch>,
 }
 
-/// Change a user's role, disabled flag or password (admins; members their own password).
+/// Change a user's role, disabled flag, password or limits (admins; members their own
+/// password).
 #[utoipa::path(patch, operation_id = "users_update", path = "/api/users/{id}", tag = "users",
     params(("id" = i64, Path, description = "User id")), request_body = UpdateUser,
     responses(
@@ -143,6 +146,7 @@ pub async fn update(
     let own_password_only = caller.user_id() == Some(id)
         && req.role.is_none()
         && req.disabled.is_none()
+        && req.limits.is_none()
         && req.password.is_some();
     if !(own_password_only && caller.role() == tollgate_core::store::entity::user::Role::Member) {
         caller.require_admin()?;
@@ -155,6 +159,7 @@ pub async fn update(
         role: req.role.map(Into::into),
         disabled: req.disabled,
         password_hash,
+        limits: req.limits.map(Into::into).unwrap_or_default(),
     };
     let user = users::update_user(state.db(), id, changes, &caller.actor()).await?;
     state.changed(KeyChange::User(id));

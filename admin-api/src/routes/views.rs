@@ -7,7 +7,10 @@ use tollgate_core::store::entity::{
     provider_credential, team,
     user::{self, Role},
 };
+use tollgate_core::store::limits::{LimitChanges, QuotaLimits};
 use utoipa::ToSchema;
+
+use crate::extract::double_option;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -67,12 +70,69 @@ impl From<BudgetPeriod> for PeriodName {
     }
 }
 
+/// Quota limits of a user or team, shared by all their keys; `null` is unlimited.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsView {
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    /// Micro-USD (1 USD = 1,000,000) per `budget_period`.
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<PeriodName>,
+}
+
+impl From<QuotaLimits> for LimitsView {
+    fn from(l: QuotaLimits) -> Self {
+        LimitsView {
+            rpm_limit: l.rpm_limit,
+            tpm_limit: l.tpm_limit,
+            concurrency_limit: l.concurrency_limit,
+            budget_micro_usd: l.budget_micro_usd,
+            budget_period: l.budget_period.map(Into::into),
+        }
+    }
+}
+
+/// Changes to a user's or team's limits: omit a field to keep it, `null` to remove it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub concurrency_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub budget_micro_usd: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<PeriodName>)]
+    pub budget_period: Option<Option<PeriodName>>,
+}
+
+impl From<LimitsPatch> for LimitChanges {
+    fn from(p: LimitsPatch) -> Self {
+        LimitChanges {
+            rpm_limit: p.rpm_limit,
+            tpm_limit: p.tpm_limit,
+            concurrency_limit: p.concurrency_limit,
+            budget_micro_usd: p.budget_micro_usd,
+            budget_period: p.budget_period.map(|p| p.map(Into::into)),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
     pub role: RoleName,
     pub disabled: bool,
+    pub limits: LimitsView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -80,6 +140,7 @@ pub struct UserView {
 impl From<user::Model> for UserView {
     fn from(u: user::Model) -> Self {
         UserView {
+            limits: u.limits().into(),
             id: u.id,
             email: u.email,
             role: u.role.into(),
@@ -94,6 +155,7 @@ impl From<user::Model> for UserView {
 pub struct TeamView {
     pub id: i64,
     pub name: String,
+    pub limits: LimitsView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -101,6 +163,7 @@ pub struct TeamView {
 impl From<team::Model> for TeamView {
     fn from(t: team::Model) -> Self {
         TeamView {
+            limits: t.limits().into(),
             id: t.id,
             name: t.name,
             created_at: t.created_at,

@@ -22,6 +22,29 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
     pub quota: QuotaSettings,
+    pub jwt_issuers: Vec<JwtIssuer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    User,
+    Team,
+}
+
+/// A trusted JWT issuer.
+#[derive(Debug, Clone)]
+pub struct JwtIssuer {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    /// JWK JSON objects given inline.
+    pub jwks: Vec<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<Url>,
+    pub refresh: Duration,
+    pub leeway: Duration,
+    pub claim: String,
+    pub subject: SubjectKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

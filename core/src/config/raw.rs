@@ -25,6 +25,54 @@ pub struct RawConfig {
     /// How key quotas (requests, tokens, concurrency, budgets) are enforced.
     #[serde(default)]
     pub quota: RawQuota,
+    /// Client authentication besides API keys.
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Identity providers whose JWTs clients may send instead of an API key.
+    #[serde(default)]
+    pub jwt_issuers: Vec<RawJwtIssuer>,
+}
+
+/// Whom a JWT's subject claim names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawSubjectKind {
+    /// A user, by email: the request counts against that user's limits.
+    User,
+    /// A team, by name: the request counts against that team's limits.
+    Team,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwtIssuer {
+    /// The `iss` the tokens carry, exactly.
+    pub issuer: String,
+    /// The `aud` the tokens must carry.
+    pub audience: String,
+    /// Accepted signature algorithms (default `[RS256, ES256]`); `none` is never accepted.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// Verification keys as JWK JSON objects, e.g. `${JWT_PUBLIC_JWK}`.
+    #[serde(default)]
+    pub jwks: Vec<String>,
+    /// A JWKS document (`{"keys": [...]}`) on disk, read again every `refresh`.
+    pub jwks_file: Option<String>,
+    /// A JWKS URL, fetched again every `refresh`.
+    pub jwks_url: Option<String>,
+    /// How often `jwks_file` / `jwks_url` are read again (default `10m`).
+    pub refresh: Option<DurationText>,
+    /// Clock skew tolerated for `exp` and `nbf` (default `30s`).
+    pub leeway: Option<DurationText>,
+    /// The claim naming the user or team (default `email` for users, `team` for teams).
+    pub claim: Option<String>,
+    /// What the claim names: `user` (by email, default) or `team` (by name).
+    pub subject: Option<RawSubjectKind>,
 }
 
 /// What to do when the quota store (Redis) cannot be reached.

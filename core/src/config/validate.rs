@@ -7,10 +7,11 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, Deployment, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind,
-    QuotaSettings, Secret, ServerSettings, Timeouts,
+    Config, Deployment, JwtIssuer, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind,
+    QuotaSettings, Secret, ServerSettings, SubjectKind, Timeouts,
     raw::{
-        RawConfig, RawModel, RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawServer,
+        RawConfig, RawJwtIssuer, RawModel, RawOnStoreError, RawProvider, RawProviderKind, RawQuota,
+        RawServer, RawSubjectKind,
     },
 };
 
@@ -116,11 +117,95 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
     }
 
     let quota = quota(&raw.quota, problems);
+    let jwt_issuers = raw
+        .auth
+        .jwt_issuers
+        .iter()
+        .enumerate()
+        .map(|(i, j)| jwt_issuer(j, &format!("auth.jwt_issuers[{i}]"), problems))
+        .collect();
     Config {
         server,
         providers,
         models,
         quota,
+        jwt_issuers,
+    }
+}
+
+/// Signature algorithms a JWT issuer may be configured with.
+pub const JWT_ALGORITHMS: [&str; 12] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384",
+];
+
+fn jwt_issuer(raw: &RawJwtIssuer, path: &str, problems: &mut Vec<Problem>) -> JwtIssuer {
+    if raw.issuer.trim().is_empty() {
+        problems.push(Problem::at(format!("{path}.issuer"), "must not be empty"));
+    }
+    if raw.audience.trim().is_empty() {
+        problems.push(Problem::at(format!("{path}.audience"), "must not be empty"));
+    }
+    let algorithms = if raw.algorithms.is_empty() {
+        vec!["RS256".to_string(), "ES256".to_string()]
+    } else {
+        raw.algorithms.clone()
+    };
+    for (i, alg) in algorithms.iter().enumerate() {
+        if !JWT_ALGORITHMS.contains(&alg.as_str()) {
+            problems.push(Problem::at(
+                format!("{path}.algorithms[{i}]"),
+                format!(
+                    "unsupported algorithm {alg:?} (supported: {})",
+                    JWT_ALGORITHMS.join(", ")
+                ),
+            ));
+        }
+    }
+    for (i, jwk) in raw.jwks.iter().enumerate() {
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(jwk).is_err() {
+            problems.push(Problem::at(
+                format!("{path}.jwks[{i}]"),
+                "must be a JWK as a JSON object",
+            ));
+        }
+    }
+    let jwks_url = raw
+        .jwks_url
+        .as_deref()
+        .and_then(|u| match check_base_url(u) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                problems.push(Problem::at(format!("{path}.jwks_url"), e));
+                None
+            }
+        });
+    if raw.jwks.is_empty() && raw.jwks_file.is_none() && jwks_url.is_none() {
+        problems.push(Problem::at(
+            format!("{path}.jwks"),
+            "give the verification keys: jwks, jwks_file or jwks_url",
+        ));
+    }
+    let subject = match raw.subject {
+        Some(RawSubjectKind::Team) => SubjectKind::Team,
+        _ => SubjectKind::User,
+    };
+    JwtIssuer {
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+        algorithms,
+        jwks: raw.jwks.clone(),
+        jwks_file: raw.jwks_file.as_ref().map(PathBuf::from),
+        jwks_url,
+        refresh: raw.refresh.as_ref().map_or(Duration::from_secs(600), |d| {
+            d.0.max(Duration::from_secs(1))
+        }),
+        leeway: raw.leeway.as_ref().map_or(Duration::from_secs(30), |d| d.0),
+        claim: raw.claim.clone().unwrap_or_else(|| match subject {
+            SubjectKind::User => "email".to_string(),
+            SubjectKind::Team => "team".to_string(),
+        }),
+        subject,
     }
 }
 

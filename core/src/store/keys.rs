@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
+use super::limits::QuotaLimits;
 use super::{
     StoreError, audit,
     audit::Actor,
@@ -67,36 +68,14 @@ fn check_name(name: &str) -> Result<String, StoreError> {
 }
 
 fn check_limits(limits: &KeyLimits, now: DateTime<Utc>) -> Result<(), StoreError> {
-    for (field, value) in [
-        ("rpm_limit", limits.rpm_limit),
-        ("tpm_limit", limits.tpm_limit),
-        ("concurrency_limit", limits.concurrency_limit),
-    ] {
-        if value.is_some_and(|v| v <= 0) {
-            return Err(StoreError::invalid(field, "must be a positive integer"));
-        }
+    QuotaLimits {
+        rpm_limit: limits.rpm_limit,
+        tpm_limit: limits.tpm_limit,
+        concurrency_limit: limits.concurrency_limit,
+        budget_micro_usd: limits.budget_micro_usd,
+        budget_period: limits.budget_period,
     }
-    if limits.budget_micro_usd.is_some_and(|v| v < 0) {
-        return Err(StoreError::invalid(
-            "budget_micro_usd",
-            "must not be negative",
-        ));
-    }
-    match (limits.budget_micro_usd, limits.budget_period) {
-        (Some(_), None) => {
-            return Err(StoreError::invalid(
-                "budget_period",
-                "is required with budget_micro_usd: day, month or total",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(StoreError::invalid(
-                "budget_micro_usd",
-                "is required with budget_period",
-            ));
-        }
-        _ => {}
-    }
+    .check()?;
     if let Some(models) = &limits.allowed_models {
         if models.len() > MAX_ALLOWED_MODELS {
             return Err(StoreError::invalid(
@@ -439,6 +418,9 @@ pub struct KeyRecord {
     /// The presented secret matched the previous secret of a rotation, not the current one.
     pub via_previous_secret: bool,
     pub owner_disabled: bool,
+    /// Limits of the owning user and team, which all their keys share.
+    pub user_limits: QuotaLimits,
+    pub team_limits: QuotaLimits,
 }
 
 impl KeyRecord {
@@ -476,17 +458,27 @@ pub async fn find_by_hash<C: ConnectionTrait>(
     let Some(key) = found else {
         return Ok(None);
     };
-    let owner_disabled = match key.user_id {
-        Some(id) => user::Entity::find_by_id(id)
+    let (owner_disabled, user_limits) = match key.user_id {
+        Some(id) => match user::Entity::find_by_id(id).one(db).await? {
+            Some(u) => (u.disabled, u.limits()),
+            None => (true, QuotaLimits::default()),
+        },
+        None => (false, QuotaLimits::default()),
+    };
+    let team_limits = match key.team_id {
+        Some(id) => team::Entity::find_by_id(id)
             .one(db)
             .await?
-            .is_none_or(|u| u.disabled),
-        None => false,
+            .map(|t| t.limits())
+            .unwrap_or_default(),
+        None => QuotaLimits::default(),
     };
     Ok(Some(KeyRecord {
         via_previous_secret: key.secret_hash != hash,
         key,
         owner_disabled,
+        user_limits,
+        team_limits,
     }))
 }
 

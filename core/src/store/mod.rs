@@ -5,6 +5,7 @@ pub mod audit;
 pub mod entity;
 mod error;
 pub mod keys;
+pub mod limits;
 pub mod providers;
 pub mod users;
 

@@ -12,6 +12,7 @@ use super::{
     StoreError, audit,
     audit::Actor,
     entity::user::{self, Role},
+    limits::LimitChanges,
 };
 use crate::secrets::hash_password;
 
@@ -66,7 +67,7 @@ pub fn normalize_email(email: &str) -> Result<String, StoreError> {
 }
 
 fn summary(u: &user::Model) -> serde_json::Value {
-    json!({ "email": u.email, "role": u.role.as_str(), "disabled": u.disabled })
+    json!({ "email": u.email, "role": u.role.as_str(), "disabled": u.disabled, "limits": u.limits().summary() })
 }
 
 /// Creates a user and its audit row in one transaction.
@@ -176,6 +177,8 @@ pub struct UserChanges {
     pub disabled: Option<bool>,
     /// Already hashed with [`hash_new_password`].
     pub password_hash: Option<String>,
+    /// Quota limits shared by all the user's keys.
+    pub limits: LimitChanges,
 }
 
 /// Whether removing `user`'s admin rights would leave no active admin.
@@ -199,7 +202,14 @@ pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
             "this is the last active admin; make another admin first",
         ));
     }
+    let limits = before.limits().apply(&changes.limits);
+    limits.check()?;
     let mut active = before.clone().into_active_model();
+    active.rpm_limit = Set(limits.rpm_limit);
+    active.tpm_limit = Set(limits.tpm_limit);
+    active.concurrency_limit = Set(limits.concurrency_limit);
+    active.budget_micro_usd = Set(limits.budget_micro_usd);
+    active.budget_period = Set(limits.budget_period);
     if let Some(role) = changes.role {
         active.role = Set(role);
     }

@@ -8,7 +8,7 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Decision, QuotaError, QuotaStore, Reservation, Usage, WINDOW, decision};
+use super::{Decision, QuotaError, QuotaStore, Reservation, ScopeState, Usage, WINDOW, decision};
 
 #[derive(Default)]
 struct Scope {
@@ -22,19 +22,20 @@ struct Scope {
 }
 
 #[derive(Default)]
-pub struct MemoryStore {
-    scopes: Mutex<HashMap<String, Scope>>,
+struct State {
+    scopes: HashMap<String, Scope>,
     /// (scope, period id) → micro-USD spent or reserved.
-    spend: Mutex<HashMap<(String, String), i64>>,
+    spend: HashMap<(String, String), i64>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn poisoned() -> QuotaError {
-        QuotaError::Unavailable("in-process quota state is poisoned".into())
     }
 }
 
@@ -62,7 +63,11 @@ impl Scope {
             .map_or(0, |(t, _)| (t + WINDOW_MS) as i64 - now as i64)
     }
 
+    /// When `need` more tokens fit under `tpm`; -1 if never.
     fn token_reset(&self, need: u64, tpm: u64, now: u64) -> i64 {
+        if tpm == 0 {
+            return 0;
+        }
         if need > tpm {
             return -1;
         }
@@ -79,127 +84,99 @@ impl Scope {
         }
         WINDOW_MS as i64
     }
+
+    fn state(&self, rpm: u64, tpm: u64, now: u64) -> ScopeState {
+        ScopeState {
+            requests_left: (rpm > 0).then(|| rpm.saturating_sub(self.requests.len() as u64)),
+            requests_reset_ms: self.request_reset(now).max(0) as u64,
+            tokens_left: (tpm > 0).then(|| tpm.saturating_sub(self.token_sum)),
+            tokens_reset_ms: self.token_reset(0, tpm, now).max(0) as u64,
+        }
+    }
+}
+
+fn poisoned() -> QuotaError {
+    QuotaError::Unavailable("in-process quota state is poisoned".into())
 }
 
 #[async_trait]
 impl QuotaStore for MemoryStore {
     async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
         let now = r.now_ms;
-        let mut scopes = self.scopes.lock().map_err(|_| Self::poisoned())?;
-        let scope = scopes.entry(r.scope.clone()).or_default();
-        scope.trim(now);
-        let l = &r.limits;
-        let rpm = l.rpm.unwrap_or(0);
-        let tpm = l.tpm.unwrap_or(0);
-        let requests = scope.requests.len() as u64;
-        let rpm_left = if rpm > 0 {
-            rpm as i64 - requests as i64
-        } else {
-            -1
+        let mut guard = self.state.lock().map_err(|_| poisoned())?;
+        let state = &mut *guard;
+        for s in &r.scopes {
+            state.scopes.entry(s.scope.clone()).or_default().trim(now);
+        }
+        let states = |state: &State| -> Vec<ScopeState> {
+            r.scopes
+                .iter()
+                .map(|s| {
+                    state
+                        .scopes
+                        .get(&s.scope)
+                        .map_or_else(ScopeState::default, |sc| {
+                            sc.state(s.limits.rpm.unwrap_or(0), s.limits.tpm.unwrap_or(0), now)
+                        })
+                })
+                .collect()
         };
-        let tpm_left = if tpm > 0 {
-            tpm as i64 - scope.token_sum as i64
-        } else {
-            -1
-        };
-        let tokens_reset = |s: &Scope| {
-            if tpm > 0 {
-                s.token_reset(0, tpm, now)
+        for (i, s) in r.scopes.iter().enumerate() {
+            let Some(scope) = state.scopes.get(&s.scope) else {
+                continue;
+            };
+            let l = &s.limits;
+            let refusal = if l
+                .rpm
+                .is_some_and(|rpm| scope.requests.len() as u64 + 1 > rpm)
+            {
+                Some(("rate_limit_requests", scope.request_reset(now)))
+            } else if let Some(tpm) = l.tpm.filter(|tpm| scope.token_sum + r.tokens > *tpm) {
+                Some(("rate_limit_tokens", scope.token_reset(r.tokens, tpm, now)))
+            } else if l
+                .concurrency
+                .is_some_and(|c| scope.inflight.len() as u64 + 1 > c)
+            {
+                let first = scope.inflight.values().min().copied().unwrap_or(now);
+                Some(("concurrency_limit", (first as i64 - now as i64).min(1000)))
+            } else if let Some(budget) = &l.budget {
+                let spent = state
+                    .spend
+                    .get(&(s.scope.clone(), budget.period_id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                (spent + r.cost > budget.limit_micro_usd)
+                    .then_some(("budget_exceeded", budget.resets_in_ms as i64))
             } else {
-                0
-            }
-        };
-
-        if rpm > 0 && requests + 1 > rpm {
-            let wait = scope.request_reset(now);
-            return Ok(decision(
-                false,
-                "rate_limit_requests",
-                wait,
-                0,
-                wait,
-                tpm_left,
-                tokens_reset(scope),
-            ));
-        }
-        if tpm > 0 && scope.token_sum + r.tokens > tpm {
-            let wait = scope.token_reset(r.tokens, tpm, now);
-            return Ok(decision(
-                false,
-                "rate_limit_tokens",
-                wait,
-                rpm_left,
-                scope.request_reset(now),
-                tpm_left.max(0),
-                tokens_reset(scope),
-            ));
-        }
-        if let Some(limit) = l.concurrency
-            && scope.inflight.len() as u64 + 1 > limit
-        {
-            let first = scope.inflight.values().min().copied().unwrap_or(now);
-            let wait = (first as i64 - now as i64).min(1000);
-            return Ok(decision(
-                false,
-                "concurrency_limit",
-                wait,
-                rpm_left,
-                scope.request_reset(now),
-                tpm_left,
-                tokens_reset(scope),
-            ));
-        }
-        let mut spend = self.spend.lock().map_err(|_| Self::poisoned())?;
-        if let Some(budget) = &l.budget {
-            let spent = spend
-                .get(&(r.scope.clone(), budget.period_id.clone()))
-                .copied()
-                .unwrap_or(0);
-            if spent + r.cost > budget.limit_micro_usd {
-                return Ok(decision(
-                    false,
-                    "budget_exceeded",
-                    budget.resets_in_ms as i64,
-                    rpm_left,
-                    scope.request_reset(now),
-                    tpm_left,
-                    tokens_reset(scope),
-                ));
+                None
+            };
+            if let Some((dimension, wait)) = refusal {
+                return Ok(decision(r, false, dimension, wait, i, &states(state)));
             }
         }
-
-        scope.requests.push_back((now, r.id.clone()));
-        if r.tokens > 0 {
-            scope.tokens.push_back((now, r.id.clone(), r.tokens));
-            scope.token_sum += r.tokens;
+        for s in &r.scopes {
+            let scope = state.scopes.entry(s.scope.clone()).or_default();
+            scope.requests.push_back((now, r.id.clone()));
+            if r.tokens > 0 {
+                scope.tokens.push_back((now, r.id.clone(), r.tokens));
+                scope.token_sum += r.tokens;
+            }
+            scope.inflight.insert(r.id.clone(), now + r.lease_ms);
+            if let Some(budget) = &s.limits.budget {
+                *state
+                    .spend
+                    .entry((s.scope.clone(), budget.period_id.clone()))
+                    .or_default() += r.cost;
+            }
         }
-        scope.inflight.insert(r.id.clone(), now + r.lease_ms);
-        if let Some(budget) = &l.budget {
-            *spend
-                .entry((r.scope.clone(), budget.period_id.clone()))
-                .or_default() += r.cost;
-        }
-        let rpm_left = if rpm > 0 { rpm_left - 1 } else { -1 };
-        let tpm_left = if tpm > 0 {
-            tpm_left - r.tokens as i64
-        } else {
-            -1
-        };
-        Ok(decision(
-            true,
-            "",
-            0,
-            rpm_left,
-            scope.request_reset(now),
-            tpm_left,
-            tokens_reset(scope),
-        ))
+        Ok(decision(r, true, "", 0, 0, &states(state)))
     }
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
-        {
-            let mut scopes = self.scopes.lock().map_err(|_| Self::poisoned())?;
-            if let Some(scope) = scopes.get_mut(&r.scope) {
+        let mut guard = self.state.lock().map_err(|_| poisoned())?;
+        let state = &mut *guard;
+        for s in &r.scopes {
+            if let Some(scope) = state.scopes.get_mut(&s.scope) {
                 if let Some(entry) = scope
                     .tokens
                     .iter_mut()
@@ -210,12 +187,12 @@ impl QuotaStore for MemoryStore {
                 }
                 scope.inflight.remove(&r.id);
             }
-        }
-        if let Some(budget) = &r.limits.budget {
-            let mut spend = self.spend.lock().map_err(|_| Self::poisoned())?;
-            *spend
-                .entry((r.scope.clone(), budget.period_id.clone()))
-                .or_default() += used.cost - r.cost;
+            if let Some(budget) = &s.limits.budget {
+                *state
+                    .spend
+                    .entry((s.scope.clone(), budget.period_id.clone()))
+                    .or_default() += used.cost - r.cost;
+            }
         }
         Ok(())
     }

@@ -137,15 +137,22 @@ impl Limits {
     }
 }
 
-/// One request's claim on a scope.
+/// One scope a request counts against: its key (`k:…`), its user (`u:…`) or its team
+/// (`t:…`), with that scope's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scoped {
+    pub scope: String,
+    pub limits: Limits,
+}
+
+/// One request's claim on every scope it counts against; all are checked and reserved
+/// together, atomically.
 #[derive(Debug, Clone)]
 pub struct Reservation {
-    /// e.g. `k:42` for key 42.
-    pub scope: String,
     /// Unique per request.
     pub id: String,
     pub now_ms: u64,
-    pub limits: Limits,
+    pub scopes: Vec<Scoped>,
     /// Estimated tokens: prompt estimate plus the completion allowance.
     pub tokens: u64,
     /// Estimated maximum cost, micro-USD.
@@ -154,12 +161,15 @@ pub struct Reservation {
     pub lease_ms: u64,
 }
 
-/// Rate-limit state after a decision, for the `x-ratelimit-*` headers.
+/// Rate-limit state after a decision, for the `x-ratelimit-*` headers: of all scopes, the
+/// one with the fewest requests (tokens) left.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub requests_remaining: Option<u64>,
+    pub requests_limit: Option<u64>,
+    pub requests_remaining: u64,
     pub requests_reset_ms: u64,
-    pub tokens_remaining: Option<u64>,
+    pub tokens_limit: Option<u64>,
+    pub tokens_remaining: u64,
     pub tokens_reset_ms: u64,
 }
 
@@ -168,6 +178,8 @@ pub enum Decision {
     Allowed(Snapshot),
     Rejected {
         dimension: Dimension,
+        /// Index into the reservation's scopes.
+        scope: usize,
         /// `None` when waiting cannot help (a request larger than the whole token limit).
         retry_after_ms: Option<u64>,
         snapshot: Snapshot,
@@ -199,26 +211,48 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Parses the reply of the reserve script (shared by both stores' tests).
+/// One scope's state in a decision: requests and tokens left (`None`: no such limit) and
+/// when they reset.
+#[derive(Debug, Clone, Copy, Default)]
+struct ScopeState {
+    requests_left: Option<u64>,
+    requests_reset_ms: u64,
+    tokens_left: Option<u64>,
+    tokens_reset_ms: u64,
+}
+
+/// Builds a decision from the store's answer (shared by both stores, so they agree).
 fn decision(
+    r: &Reservation,
     allowed: bool,
     dimension: &str,
     retry_ms: i64,
-    rpm_left: i64,
-    rpm_reset: i64,
-    tpm_left: i64,
-    tpm_reset: i64,
+    scope: usize,
+    states: &[ScopeState],
 ) -> Decision {
-    let snapshot = Snapshot {
-        requests_remaining: (rpm_left >= 0).then_some(rpm_left as u64),
-        requests_reset_ms: rpm_reset.max(0) as u64,
-        tokens_remaining: (tpm_left >= 0).then_some(tpm_left as u64),
-        tokens_reset_ms: tpm_reset.max(0) as u64,
+    let mut snapshot = Snapshot::default();
+    let tightest = |pick: fn(&ScopeState) -> Option<u64>| {
+        states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| pick(s).map(|left| (left, i)))
+            .min()
     };
+    if let Some((left, i)) = tightest(|s| s.requests_left) {
+        snapshot.requests_limit = r.scopes[i].limits.rpm;
+        snapshot.requests_remaining = left;
+        snapshot.requests_reset_ms = states[i].requests_reset_ms;
+    }
+    if let Some((left, i)) = tightest(|s| s.tokens_left) {
+        snapshot.tokens_limit = r.scopes[i].limits.tpm;
+        snapshot.tokens_remaining = left;
+        snapshot.tokens_reset_ms = states[i].tokens_reset_ms;
+    }
     match (allowed, Dimension::from_code(dimension)) {
         (false, Some(dimension)) => Decision::Rejected {
             dimension,
-            retry_after_ms: (retry_ms >= 0).then_some(retry_ms as u64),
+            scope,
+            retry_after_ms: u64::try_from(retry_ms).ok(),
             snapshot,
         },
         _ => Decision::Allowed(snapshot),

@@ -8,7 +8,7 @@ use fred::{
     types::{Value, scripts::Script},
 };
 
-use super::{Decision, QuotaError, QuotaStore, Reservation, Usage, WINDOW, decision};
+use super::{Decision, QuotaError, QuotaStore, Reservation, ScopeState, Usage, WINDOW, decision};
 
 const RESERVE: &str = include_str!("reserve.lua");
 const SETTLE: &str = include_str!("settle.lua");
@@ -31,20 +31,23 @@ impl RedisStore {
         }
     }
 
+    /// Five keys per scope, in the scripts' order.
     fn keys(&self, r: &Reservation) -> Vec<String> {
-        let base = format!("{}:q:{{{}}}", self.prefix, r.scope);
-        let period = r
-            .limits
-            .budget
-            .as_ref()
-            .map_or("none", |b| b.period_id.as_str());
-        vec![
-            format!("{base}:req"),
-            format!("{base}:tok"),
-            format!("{base}:toksum"),
-            format!("{base}:conc"),
-            format!("{base}:spend:{period}"),
-        ]
+        let mut keys = Vec::with_capacity(r.scopes.len() * 5);
+        for s in &r.scopes {
+            let base = format!("{}:q:{{{}}}", self.prefix, s.scope);
+            let period = s
+                .limits
+                .budget
+                .as_ref()
+                .map_or("none", |b| b.period_id.as_str());
+            keys.push(format!("{base}:req"));
+            keys.push(format!("{base}:tok"));
+            keys.push(format!("{base}:toksum"));
+            keys.push(format!("{base}:conc"));
+            keys.push(format!("{base}:spend:{period}"));
+        }
+        keys
     }
 }
 
@@ -59,22 +62,27 @@ fn int(values: &[Value], i: usize) -> i64 {
 #[async_trait]
 impl QuotaStore for RedisStore {
     async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
-        let l = &r.limits;
-        let budget = l.budget.as_ref();
-        let args: Vec<Value> = vec![
+        let mut args: Vec<Value> = vec![
             (r.now_ms as i64).into(),
             (WINDOW.as_millis() as i64).into(),
             r.id.as_str().into(),
-            (l.rpm.unwrap_or(0) as i64).into(),
-            (l.tpm.unwrap_or(0) as i64).into(),
             (r.tokens as i64).into(),
-            (l.concurrency.unwrap_or(0) as i64).into(),
-            (r.lease_ms as i64).into(),
-            budget.map_or(-1, |b| b.limit_micro_usd).into(),
             r.cost.into(),
-            (budget.map_or(0, |b| b.ttl_secs) as i64).into(),
-            (budget.map_or(0, |b| b.resets_in_ms) as i64).into(),
+            (r.lease_ms as i64).into(),
+            (r.scopes.len() as i64).into(),
         ];
+        for s in &r.scopes {
+            let l = &s.limits;
+            let budget = l.budget.as_ref();
+            args.extend([
+                Value::from(l.rpm.unwrap_or(0) as i64),
+                Value::from(l.tpm.unwrap_or(0) as i64),
+                Value::from(l.concurrency.unwrap_or(0) as i64),
+                Value::from(budget.map_or(-1, |b| b.limit_micro_usd)),
+                Value::from(budget.map_or(0, |b| b.ttl_secs) as i64),
+                Value::from(budget.map_or(0, |b| b.resets_in_ms) as i64),
+            ]);
+        }
         let reply: Vec<Value> = self
             .reserve
             .evalsha_with_reload(&self.client, self.keys(r), args)
@@ -84,29 +92,44 @@ impl QuotaStore for RedisStore {
             .get(1)
             .and_then(|v| v.as_str().map(|s| s.to_string()))
             .unwrap_or_default();
+        let optional = |v: i64| u64::try_from(v).ok();
+        let states: Vec<ScopeState> = (0..r.scopes.len())
+            .map(|i| {
+                let at = 4 + i * 4;
+                ScopeState {
+                    requests_left: optional(int(&reply, at)),
+                    requests_reset_ms: int(&reply, at + 1).max(0) as u64,
+                    tokens_left: optional(int(&reply, at + 2)),
+                    tokens_reset_ms: int(&reply, at + 3).max(0) as u64,
+                }
+            })
+            .collect();
+        let scope = usize::try_from(int(&reply, 3) - 1).unwrap_or(0);
         Ok(decision(
+            r,
             int(&reply, 0) == 1,
             &dimension,
             int(&reply, 2),
-            int(&reply, 3),
-            int(&reply, 4),
-            int(&reply, 5),
-            int(&reply, 6),
+            scope,
+            &states,
         ))
     }
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
-        let budget = r.limits.budget.as_ref();
-        let args: Vec<Value> = vec![
+        let mut args: Vec<Value> = vec![
             r.id.as_str().into(),
             (r.tokens as i64).into(),
             (used.tokens as i64).into(),
             r.cost.into(),
             used.cost.into(),
-            (if budget.is_some() { 1 } else { 0 }).into(),
-            (budget.map_or(0, |b| b.ttl_secs) as i64).into(),
             (WINDOW.as_millis() as i64).into(),
+            (r.scopes.len() as i64).into(),
         ];
+        for s in &r.scopes {
+            let budget = s.limits.budget.as_ref();
+            args.push(Value::from(i64::from(budget.is_some())));
+            args.push(Value::from(budget.map_or(0, |b| b.ttl_secs) as i64));
+        }
         let _: Value = self
             .settle
             .evalsha_with_reload(&self.client, self.keys(r), args)

@@ -1,104 +1,123 @@
--- Checks every limit of one scope and, only if all pass, reserves: one request, the
--- estimated tokens, one concurrency slot (a lease) and the estimated maximum cost.
--- Windows are sliding logs: a request counts for exactly `window` ms after it was admitted.
+-- Checks every limit of every scope of a request (its key, user and team) and, only if all
+-- pass, reserves in each: one request, the estimated tokens, one concurrency slot (a
+-- lease) and the estimated maximum cost. Windows are sliding logs: a request counts for
+-- exactly `window` ms after it was admitted.
 --
--- KEYS: 1 requests zset, 2 tokens zset (members "id:tokens"), 3 tokens sum,
---       4 concurrency zset (score = lease expiry), 5 spend counter of the budget period
--- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 rpm (0 = none), 5 tpm (0 = none),
---       6 tokens, 7 concurrency (0 = none), 8 lease ms, 9 budget (-1 = none), 10 cost,
---       11 spend counter ttl s, 12 ms until the budget period resets
--- Returns {allowed, dimension, retry_after_ms, rpm_remaining, rpm_reset_ms,
---          tpm_remaining, tpm_reset_ms}
+-- KEYS, 5 per scope: requests zset, tokens zset (members "id:tokens"), tokens sum,
+--   concurrency zset (score = lease expiry), spend counter of the budget period
+-- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 tokens, 5 cost, 6 lease ms,
+--   7 number of scopes, then 6 per scope: rpm (0 = none), tpm (0 = none),
+--   concurrency (0 = none), budget (-1 = none), spend ttl s (0 = keep), ms until the
+--   budget resets
+-- Returns {allowed, dimension, retry_after_ms, scope (1-based, 0 if allowed),
+--   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local id = ARGV[3]
-local rpm = tonumber(ARGV[4])
-local tpm = tonumber(ARGV[5])
-local tokens = tonumber(ARGV[6])
-local conc = tonumber(ARGV[7])
-local lease = tonumber(ARGV[8])
-local budget = tonumber(ARGV[9])
-local cost = tonumber(ARGV[10])
-local spend_ttl = tonumber(ARGV[11])
-local budget_reset = tonumber(ARGV[12])
-
+local tokens = tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local lease = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local cutoff = now - window
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-if #expired > 0 then
-  local freed = 0
-  for _, member in ipairs(expired) do
-    freed = freed + tonumber(string.match(member, ':(%d+)$'))
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff)
-  redis.call('DECRBY', KEYS[3], freed)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 
-local requests = redis.call('ZCARD', KEYS[1])
-local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-local inflight = redis.call('ZCARD', KEYS[4])
-local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+local function amount(member)
+  return tonumber(string.match(member, ':(%d+)$'))
+end
+
+local scopes = {}
+for i = 0, n - 1 do
+  local k = i * 5
+  local a = 7 + i * 6
+  local s = {
+    req = KEYS[k + 1], tok = KEYS[k + 2], sum = KEYS[k + 3], conc = KEYS[k + 4], spend = KEYS[k + 5],
+    rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
+    budget = tonumber(ARGV[a + 4]), ttl = tonumber(ARGV[a + 5]), reset = tonumber(ARGV[a + 6]),
+  }
+  redis.call('ZREMRANGEBYSCORE', s.req, '-inf', cutoff)
+  local expired = redis.call('ZRANGEBYSCORE', s.tok, '-inf', cutoff)
+  if #expired > 0 then
+    local freed = 0
+    for _, member in ipairs(expired) do freed = freed + amount(member) end
+    redis.call('ZREMRANGEBYSCORE', s.tok, '-inf', cutoff)
+    redis.call('DECRBY', s.sum, freed)
+  end
+  redis.call('ZREMRANGEBYSCORE', s.conc, '-inf', now)
+  s.requests = redis.call('ZCARD', s.req)
+  s.used = tonumber(redis.call('GET', s.sum) or '0')
+  s.inflight = redis.call('ZCARD', s.conc)
+  s.spent = tonumber(redis.call('GET', s.spend) or '0')
+  scopes[i + 1] = s
+end
 
 -- When the oldest request leaves the window.
-local function request_reset()
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local function request_reset(s)
+  local oldest = redis.call('ZRANGE', s.req, 0, 0, 'WITHSCORES')
   if #oldest == 0 then return 0 end
   return tonumber(oldest[2]) + window - now
 end
 
 -- When enough tokens have left the window for `need` more to fit; -1 if they never can.
-local function token_reset(need)
-  if tpm <= 0 then return 0 end
-  if need > tpm then return -1 end
-  local over = used + need - tpm
+local function token_reset(s, need)
+  if s.tpm <= 0 then return 0 end
+  if need > s.tpm then return -1 end
+  local over = s.used + need - s.tpm
   if over <= 0 then return 0 end
-  local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  local entries = redis.call('ZRANGE', s.tok, 0, -1, 'WITHSCORES')
   local freed = 0
-  for i = 1, #entries, 2 do
-    freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
-    if freed >= over then return tonumber(entries[i + 1]) + window - now end
+  for j = 1, #entries, 2 do
+    freed = freed + amount(entries[j])
+    if freed >= over then return tonumber(entries[j + 1]) + window - now end
   end
   return window
 end
 
-local rpm_left = -1
-local tpm_left = -1
-if rpm > 0 then rpm_left = rpm - requests end
-if tpm > 0 then tpm_left = tpm - used end
-
-if rpm > 0 and requests + 1 > rpm then
-  local wait = request_reset()
-  return {0, 'rate_limit_requests', wait, 0, wait, tpm_left, token_reset(0)}
-end
-if tpm > 0 and used + tokens > tpm then
-  local wait = token_reset(tokens)
-  return {0, 'rate_limit_tokens', wait, rpm_left, request_reset(), math.max(tpm_left, 0), token_reset(0)}
-end
-if conc > 0 and inflight + 1 > conc then
-  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
-  local wait = math.min(1000, tonumber(first[2]) - now)
-  return {0, 'concurrency_limit', wait, rpm_left, request_reset(), tpm_left, token_reset(0)}
-end
-if budget >= 0 and spent + cost > budget then
-  return {0, 'budget_exceeded', budget_reset, rpm_left, request_reset(), tpm_left, token_reset(0)}
+local function reply(allowed, dimension, wait, which)
+  local out = {allowed, dimension, wait, which}
+  for _, s in ipairs(scopes) do
+    local rpm_left, tpm_left = -1, -1
+    if s.rpm > 0 then rpm_left = math.max(s.rpm - s.requests, 0) end
+    if s.tpm > 0 then tpm_left = math.max(s.tpm - s.used, 0) end
+    table.insert(out, rpm_left)
+    table.insert(out, request_reset(s))
+    table.insert(out, tpm_left)
+    table.insert(out, token_reset(s, 0))
+  end
+  return out
 end
 
-redis.call('ZADD', KEYS[1], now, id)
-redis.call('PEXPIRE', KEYS[1], window)
-if tokens > 0 then
-  redis.call('ZADD', KEYS[2], now, id .. ':' .. tokens)
-  redis.call('INCRBY', KEYS[3], tokens)
+for i, s in ipairs(scopes) do
+  if s.rpm > 0 and s.requests + 1 > s.rpm then
+    return reply(0, 'rate_limit_requests', request_reset(s), i)
+  end
+  if s.tpm > 0 and s.used + tokens > s.tpm then
+    return reply(0, 'rate_limit_tokens', token_reset(s, tokens), i)
+  end
+  if s.cc > 0 and s.inflight + 1 > s.cc then
+    local first = redis.call('ZRANGE', s.conc, 0, 0, 'WITHSCORES')
+    -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
+    return reply(0, 'concurrency_limit', math.min(1000, tonumber(first[2]) - now), i)
+  end
+  if s.budget >= 0 and s.spent + cost > s.budget then
+    return reply(0, 'budget_exceeded', s.reset, i)
+  end
 end
-redis.call('PEXPIRE', KEYS[2], window)
-redis.call('PEXPIRE', KEYS[3], window)
-redis.call('ZADD', KEYS[4], now + lease, id)
-redis.call('PEXPIRE', KEYS[4], lease)
-if budget >= 0 then
-  redis.call('INCRBY', KEYS[5], cost)
-  if spend_ttl > 0 then redis.call('EXPIRE', KEYS[5], spend_ttl) end
+
+for _, s in ipairs(scopes) do
+  redis.call('ZADD', s.req, now, id)
+  redis.call('PEXPIRE', s.req, window)
+  if tokens > 0 then
+    redis.call('ZADD', s.tok, now, id .. ':' .. tokens)
+    redis.call('INCRBY', s.sum, tokens)
+  end
+  redis.call('PEXPIRE', s.tok, window)
+  redis.call('PEXPIRE', s.sum, window)
+  redis.call('ZADD', s.conc, now + lease, id)
+  redis.call('PEXPIRE', s.conc, lease)
+  if s.budget >= 0 then
+    redis.call('INCRBY', s.spend, cost)
+    if s.ttl > 0 then redis.call('EXPIRE', s.spend, s.ttl) end
+  end
+  s.requests = s.requests + 1
+  s.used = s.used + tokens
 end
-if rpm > 0 then rpm_left = rpm_left - 1 end
-if tpm > 0 then tpm_left = tpm_left - tokens end
-return {1, '', 0, rpm_left, request_reset(), tpm_left, token_reset(0)}
+return reply(1, '', 0, 0)

@@ -1,24 +1,31 @@
--- Settles a reservation to what the request really used, and frees its concurrency slot.
+-- Settles a reservation to what the request really used, in every scope, and frees its
+-- concurrency slots.
 -- KEYS: as reserve.lua. ARGV: 1 reservation id, 2 reserved tokens, 3 used tokens,
---       4 reserved cost, 5 real cost, 6 whether a budget applies (1/0), 7 spend ttl s,
---       8 window ms
+--   4 reserved cost, 5 real cost, 6 window ms, 7 number of scopes, then 2 per scope:
+--   whether a budget applies (1/0), spend ttl s (0 = keep)
 local id = ARGV[1]
 local reserved = tonumber(ARGV[2])
 local used = tonumber(ARGV[3])
+local delta_cost = tonumber(ARGV[5]) - tonumber(ARGV[4])
+local window = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 local member = id .. ':' .. reserved
-local score = redis.call('ZSCORE', KEYS[2], member)
-if score then
-  redis.call('ZREM', KEYS[2], member)
-  if used > 0 then
-    redis.call('ZADD', KEYS[2], score, id .. ':' .. used)
+for i = 0, n - 1 do
+  local k = i * 5
+  local a = 7 + i * 2
+  local score = redis.call('ZSCORE', KEYS[k + 2], member)
+  if score then
+    redis.call('ZREM', KEYS[k + 2], member)
+    if used > 0 then redis.call('ZADD', KEYS[k + 2], score, id .. ':' .. used) end
+    redis.call('INCRBY', KEYS[k + 3], used - reserved)
+    redis.call('PEXPIRE', KEYS[k + 2], window)
+    redis.call('PEXPIRE', KEYS[k + 3], window)
   end
-  redis.call('INCRBY', KEYS[3], used - reserved)
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[8]))
-end
-redis.call('ZREM', KEYS[4], id)
-if ARGV[6] == '1' then
-  redis.call('INCRBY', KEYS[5], tonumber(ARGV[5]) - tonumber(ARGV[4]))
-  if tonumber(ARGV[7]) > 0 then redis.call('EXPIRE', KEYS[5], tonumber(ARGV[7])) end
+  redis.call('ZREM', KEYS[k + 4], id)
+  if ARGV[a + 1] == '1' then
+    redis.call('INCRBY', KEYS[k + 5], delta_cost)
+    local ttl = tonumber(ARGV[a + 2])
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k + 5], ttl) end
+  end
 end
 return 1

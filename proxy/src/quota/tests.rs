@@ -18,10 +18,12 @@ fn reservation(
     cost: i64,
 ) -> Reservation {
     Reservation {
-        scope: scope.to_string(),
         id: format!("r{n}"),
         now_ms,
-        limits: limits.clone(),
+        scopes: vec![Scoped {
+            scope: scope.to_string(),
+            limits: limits.clone(),
+        }],
         tokens,
         cost,
         lease_ms: 600_000,
@@ -67,7 +69,8 @@ async fn requests_per_minute_slide() {
                 .unwrap();
             assert!(allowed(&d), "{name}: {i}");
             if let Decision::Allowed(s) = d {
-                assert_eq!(s.requests_remaining, Some(4 - i as u64), "{name}");
+                assert_eq!(s.requests_remaining, 4 - i as u64, "{name}");
+                assert_eq!(s.requests_limit, Some(5));
             }
         }
         let d = store
@@ -79,11 +82,12 @@ async fn requests_per_minute_slide() {
                 dimension,
                 retry_after_ms,
                 snapshot,
+                scope,
             } => {
-                assert_eq!(dimension, Dimension::Requests, "{name}");
+                assert_eq!((dimension, scope), (Dimension::Requests, 0), "{name}");
                 // The first request leaves the window 60 s after T0.
                 assert_eq!(retry_after_ms, Some(50_000), "{name}");
-                assert_eq!(snapshot.requests_remaining, Some(0));
+                assert_eq!(snapshot.requests_remaining, 0);
             }
             other => panic!("{name}: {other:?}"),
         }
@@ -147,7 +151,7 @@ async fn tokens_per_minute_are_reserved_then_settled() {
             .unwrap();
         let d = store.reserve(&second).await.unwrap();
         match d {
-            Decision::Allowed(s) => assert_eq!(s.tokens_remaining, Some(300), "{name}"),
+            Decision::Allowed(s) => assert_eq!(s.tokens_remaining, 300, "{name}"),
             other => panic!("{name}: {other:?}"),
         }
         // More than the whole limit can never fit: no retry-after.
@@ -255,6 +259,73 @@ async fn concurrent_reservations_are_exact() {
             admitted += usize::from(t.await.unwrap());
         }
         assert_eq!(admitted, 20, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn every_scope_must_fit_and_all_are_reserved_together() {
+    for (name, store) in stores().await {
+        // Two keys of one user: each may do 3 a minute, the user 4 in all.
+        let key = Limits {
+            rpm: Some(3),
+            ..Default::default()
+        };
+        let user = Limits {
+            rpm: Some(4),
+            ..Default::default()
+        };
+        let claim = |key_scope: &str, n: usize| Reservation {
+            id: format!("r{n}"),
+            now_ms: T0 + n as u64,
+            scopes: vec![
+                Scoped {
+                    scope: key_scope.into(),
+                    limits: key.clone(),
+                },
+                Scoped {
+                    scope: "u:1".into(),
+                    limits: user.clone(),
+                },
+            ],
+            tokens: 0,
+            cost: 0,
+            lease_ms: 600_000,
+        };
+        for n in 0..3 {
+            assert!(
+                allowed(&store.reserve(&claim("k:a", n)).await.unwrap()),
+                "{name}"
+            );
+        }
+        match store.reserve(&claim("k:a", 3)).await.unwrap() {
+            Decision::Rejected {
+                scope: 0,
+                dimension: Dimension::Requests,
+                ..
+            } => {}
+            other => panic!("{name}: the key's own limit: {other:?}"),
+        }
+        // The refused request reserved nothing in the user's scope: one more fits there.
+        let d = store.reserve(&claim("k:b", 4)).await.unwrap();
+        match d {
+            Decision::Allowed(s) => {
+                // The tightest scope speaks in the headers: the user, with none left.
+                assert_eq!(
+                    (s.requests_limit, s.requests_remaining),
+                    (Some(4), 0),
+                    "{name}"
+                );
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        match store.reserve(&claim("k:b", 5)).await.unwrap() {
+            Decision::Rejected {
+                scope: 1,
+                dimension: Dimension::Requests,
+                ..
+            } => {}
+            other => panic!("{name}: the user's limit: {other:?}"),
+        }
     }
 }
 

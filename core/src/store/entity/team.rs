@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::api_key::BudgetPeriod;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "teams")]
 pub struct Model {
@@ -9,6 +11,11 @@ pub struct Model {
     pub id: i64,
     #[sea_orm(unique)]
     pub name: String,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<BudgetPeriod>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -17,3 +24,16 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The quota limits set on this owner.
+    pub fn limits(&self) -> crate::store::limits::QuotaLimits {
+        crate::store::limits::QuotaLimits {
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            concurrency_limit: self.concurrency_limit,
+            budget_micro_usd: self.budget_micro_usd,
+            budget_period: self.budget_period,
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! `users`: people who sign in to the admin API.
 
 use sea_orm::entity::prelude::*;
+
+use super::api_key::BudgetPeriod;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
@@ -52,6 +54,11 @@ pub struct Model {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<BudgetPeriod>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -60,3 +67,16 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The quota limits set on this owner.
+    pub fn limits(&self) -> crate::store::limits::QuotaLimits {
+        crate::store::limits::QuotaLimits {
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            concurrency_limit: self.concurrency_limit,
+            budget_micro_usd: self.budget_micro_usd,
+            budget_period: self.budget_period,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Quota limits as stored on keys, users and teams, and their validation.
+
+use super::{StoreError, entity::api_key::BudgetPeriod};
+
+/// Limits of one owner (key, user or team); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaLimits {
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub concurrency_limit: Option<i64>,
+    pub budget_micro_usd: Option<i64>,
+    pub budget_period: Option<BudgetPeriod>,
+}
+
+impl QuotaLimits {
+    pub fn is_unlimited(&self) -> bool {
+        *self == QuotaLimits::default()
+    }
+
+    /// Checks the values, naming the offending field.
+    pub fn check(&self) -> Result<(), StoreError> {
+        for (field, value) in [
+            ("rpm_limit", self.rpm_limit),
+            ("tpm_limit", self.tpm_limit),
+            ("concurrency_limit", self.concurrency_limit),
+        ] {
+            if value.is_some_and(|v| v <= 0) {
+                return Err(StoreError::invalid(field, "must be a positive integer"));
+            }
+        }
+        if self.budget_micro_usd.is_some_and(|v| v < 0) {
+            return Err(StoreError::invalid(
+                "budget_micro_usd",
+                "must not be negative",
+            ));
+        }
+        match (self.budget_micro_usd, self.budget_period) {
+            (Some(_), None) => Err(StoreError::invalid(
+                "budget_period",
+                "is required with budget_micro_usd: day, month or total",
+            )),
+            (None, Some(_)) => Err(StoreError::invalid(
+                "budget_micro_usd",
+                "is required with budget_period",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The limits with `changes` applied (`Some(None)` clears a limit).
+    pub fn apply(&self, changes: &LimitChanges) -> QuotaLimits {
+        QuotaLimits {
+            rpm_limit: changes.rpm_limit.unwrap_or(self.rpm_limit),
+            tpm_limit: changes.tpm_limit.unwrap_or(self.tpm_limit),
+            concurrency_limit: changes.concurrency_limit.unwrap_or(self.concurrency_limit),
+            budget_micro_usd: changes.budget_micro_usd.unwrap_or(self.budget_micro_usd),
+            budget_period: changes.budget_period.unwrap_or(self.budget_period),
+        }
+    }
+
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rpm_limit": self.rpm_limit,
+            "tpm_limit": self.tpm_limit,
+            "concurrency_limit": self.concurrency_limit,
+            "budget_micro_usd": self.budget_micro_usd,
+            "budget_period": self.budget_period,
+        })
+    }
+}
+
+/// Changes to limits: `None` keeps a value, `Some(None)` clears it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitChanges {
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
+    pub concurrency_limit: Option<Option<i64>>,
+    pub budget_micro_usd: Option<Option<i64>>,
+    pub budget_period: Option<Option<BudgetPeriod>>,
+}
+
+impl LimitChanges {
+    pub fn is_empty(&self) -> bool {
+        self.rpm_limit.is_none()
+            && self.tpm_limit.is_none()
+            && self.concurrency_limit.is_none()
+            && self.budget_micro_usd.is_none()
+            && self.budget_period.is_none()
+    }
+}

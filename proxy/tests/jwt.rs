@@ -1,0 +1,180 @@
+//! JWTs from a configured issuer as client credentials: accepted when signed by the
+//! issuer's key with an allowed algorithm, for the right audience and in time; refused
+//! (401) otherwise; and counted against the named user's limits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{Gateway, Mock, chat_body, client, mock_route};
+use josekit::{
+    jws::{ES256, JwsHeader},
+    jwt::{self, JwtPayload},
+};
+use serde_json::{Value, json};
+
+const ISSUER: &str = "https://idp.example.com/";
+
+struct Idp {
+    signer_jwk: josekit::jwk::Jwk,
+    public_jwk: String,
+}
+
+impl Idp {
+    fn new(kid: &str) -> Idp {
+        let pair = ES256.generate_key_pair().unwrap();
+        let mut private = pair.to_jwk_private_key();
+        private.set_key_id(kid);
+        let mut public = pair.to_jwk_public_key();
+        public.set_key_id(kid);
+        Idp {
+            signer_jwk: private,
+            public_jwk: public.to_string(),
+        }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        let mut payload = JwtPayload::new();
+        let now = SystemTime::now();
+        payload.set_issuer(ISSUER);
+        payload.set_audience(vec!["tollgate"]);
+        payload.set_issued_at(&now);
+        payload.set_expires_at(&(now + Duration::from_secs(300)));
+        for (k, v) in claims.as_object().unwrap() {
+            match k.as_str() {
+                "exp_ago" => {
+                    payload.set_expires_at(&(now - Duration::from_secs(v.as_u64().unwrap())))
+                }
+                "aud" => payload.set_audience(vec![v.as_str().unwrap()]),
+                "iss" => payload.set_issuer(v.as_str().unwrap()),
+                _ => payload.set_claim(k, Some(v.clone())).unwrap(),
+            }
+        }
+        let mut header = JwsHeader::new();
+        header.set_key_id(self.signer_jwk.key_id().unwrap());
+        let signer = ES256.signer_from_jwk(&self.signer_jwk).unwrap();
+        jwt::encode_with_signer(&payload, &header, &signer).unwrap()
+    }
+}
+
+async fn chat(gateway: &Gateway, token: &str) -> (u16, Value) {
+    let resp = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn issuer_tokens_authenticate_users_and_bad_ones_are_refused() {
+    let idp = Idp::new("key-1");
+    let rotated = Idp::new("key-2");
+    let dir = tempfile::tempdir().unwrap();
+    // One key inline, the next one in a JWKS file.
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks_file,
+        format!("{{\"keys\": [{}]}}", rotated.public_jwk),
+    )
+    .unwrap();
+    let mock = Mock::spawn();
+    let auth = format!(
+        "auth:\n  jwt_issuers:\n    - issuer: '{ISSUER}'\n      audience: tollgate\n      algorithms: [ES256]\n      jwks: ['{}']\n      jwks_file: '{}'\n",
+        idp.public_jwk,
+        jwks_file.display()
+    );
+    let gateway = Gateway::spawn_in(dir.path(), &format!("{}{auth}", mock_route(&mock)), "").await;
+    let (status, user) = gateway
+        .admin("POST", "/api/users", Some(json!({ "email": "lee@example.com", "password": "long-enough-password", "role": "member" })))
+        .await;
+    assert_eq!(status, 201);
+
+    let good = idp.token(json!({ "email": "lee@example.com" }));
+    assert_eq!(chat(&gateway, &good).await.0, 200);
+    assert_eq!(
+        chat(
+            &gateway,
+            &rotated.token(json!({ "email": "lee@example.com" }))
+        )
+        .await
+        .0,
+        200
+    );
+
+    let stranger = Idp::new("key-1");
+    let none = {
+        let mut payload = JwtPayload::new();
+        payload.set_issuer(ISSUER);
+        payload.set_audience(vec!["tollgate"]);
+        payload.set_expires_at(&(SystemTime::now() + Duration::from_secs(300)));
+        payload
+            .set_claim("email", Some(json!("lee@example.com")))
+            .unwrap();
+        jwt::encode_unsecured(&payload, &JwsHeader::new()).unwrap()
+    };
+    let refusals = [
+        ("alg none", none),
+        (
+            "signed with another key",
+            stranger.token(json!({ "email": "lee@example.com" })),
+        ),
+        (
+            "expired",
+            idp.token(json!({ "email": "lee@example.com", "exp_ago": 120 })),
+        ),
+        (
+            "wrong audience",
+            idp.token(json!({ "email": "lee@example.com", "aud": "someone-else" })),
+        ),
+        (
+            "unknown issuer",
+            idp.token(json!({ "email": "lee@example.com", "iss": "https://evil.example/" })),
+        ),
+        (
+            "unknown user",
+            idp.token(json!({ "email": "nobody@example.com" })),
+        ),
+        ("no subject claim", idp.token(json!({}))),
+    ];
+    for (what, token) in refusals {
+        let (status, body) = chat(&gateway, &token).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_token", "{what}: {body}");
+    }
+
+    // The request counts against the user's limits.
+    let (status, _) = gateway
+        .admin(
+            "PATCH",
+            &format!("/api/users/{}", user["id"]),
+            Some(json!({ "limits": { "rpm_limit": 2 } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(chat(&gateway, &good).await.0, 200);
+    assert_eq!(chat(&gateway, &good).await.0, 200);
+    let (status, body) = chat(&gateway, &good).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("your user account"),
+        "{body}"
+    );
+
+    // A disabled user's tokens stop working.
+    gateway
+        .admin(
+            "PATCH",
+            &format!("/api/users/{}", user["id"]),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(chat(&gateway, &good).await.0, 401);
+}
