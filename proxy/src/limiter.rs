@@ -12,19 +12,32 @@ use std::{
 use chrono::Utc;
 use tollgate_core::{
     config::{OnStoreError, Pricing, QuotaSettings, SubjectKind},
-    store::{entity::api_key::BudgetPeriod, limits::QuotaLimits},
+    store::{
+        entity::api_key::BudgetPeriod,
+        limits::QuotaLimits,
+        usage::{self, Spender},
+    },
 };
 
 use crate::{
+    backend::Backend,
     client_keys::ClientKey,
     error::{GatewayError, RateLimit},
     jwt_auth::Subject,
     metrics::Metrics,
     quota::{
-        Budget, Decision, Limits, MemoryStore, Period, QuotaStore, Reservation, Scoped, Snapshot,
-        Usage, now_ms,
+        Budget, Decision, Limits, MemoryStore, Owner, Period, QuotaError, QuotaStore, Reservation,
+        Scoped, Snapshot, Usage, now_ms,
     },
 };
+
+/// Why a reservation could not be decided.
+enum ReserveError {
+    /// The quota store failed (Redis unreachable).
+    Store(QuotaError),
+    /// A lost spend counter could not be rebuilt: the database is unreachable.
+    Database,
+}
 
 /// Which store holds a reservation, so it is settled where it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +56,8 @@ pub struct Admitted {
 
 pub struct Limiter {
     store: Arc<dyn QuotaStore>,
+    /// For rebuilding spend counters from usage events.
+    backend: Arc<Backend>,
     /// Serves while the shared store is down (fail-open); `None` when `store` is local.
     fallback: Option<MemoryStore>,
     settings: QuotaSettings,
@@ -92,34 +107,50 @@ pub fn scopes(key: &ClientKey, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
         budget_period: k.budget_period,
     };
     let mut scopes = Vec::with_capacity(3);
-    let mut add = |scope: String, stored: &QuotaLimits| {
+    let mut add = |scope: String, stored: &QuotaLimits, owner: Owner| {
         let limits = limits(stored, now);
         if !limits.is_unlimited() {
-            scopes.push(Scoped { scope, limits });
+            scopes.push(Scoped {
+                scope,
+                limits,
+                owner,
+            });
         }
     };
     // The key's public id is random: its scope never collides across databases.
-    add(format!("k:{}", k.public_id), &own);
+    add(format!("k:{}", k.public_id), &own, Owner::Key(k.id));
     if let Some(user) = k.user_id {
-        add(format!("u:{user}"), &key.record.user_limits);
+        add(
+            format!("u:{user}"),
+            &key.record.user_limits,
+            Owner::User(user),
+        );
     }
     if let Some(team) = k.team_id {
-        add(format!("t:{team}"), &key.record.team_limits);
+        add(
+            format!("t:{team}"),
+            &key.record.team_limits,
+            Owner::Team(team),
+        );
     }
     scopes
 }
 
 /// The scope of a user or team named by a JWT.
 pub fn subject_scopes(subject: &Subject, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
-    let scope = match subject.kind {
-        SubjectKind::User => format!("u:{}", subject.id),
-        SubjectKind::Team => format!("t:{}", subject.id),
+    let (scope, owner) = match subject.kind {
+        SubjectKind::User => (format!("u:{}", subject.id), Owner::User(subject.id)),
+        SubjectKind::Team => (format!("t:{}", subject.id), Owner::Team(subject.id)),
     };
     let limits = limits(&subject.limits, now);
     if limits.is_unlimited() {
         Vec::new()
     } else {
-        vec![Scoped { scope, limits }]
+        vec![Scoped {
+            scope,
+            limits,
+            owner,
+        }]
     }
 }
 
@@ -133,9 +164,15 @@ pub fn scope_owner(scope: &str) -> &'static str {
 }
 
 impl Limiter {
-    pub fn new(store: Arc<dyn QuotaStore>, shared: bool, settings: QuotaSettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn QuotaStore>,
+        shared: bool,
+        settings: QuotaSettings,
+        backend: Arc<Backend>,
+    ) -> Arc<Self> {
         Arc::new(Limiter {
             store,
+            backend,
             fallback: shared.then(MemoryStore::new),
             settings,
             unreconciled: Mutex::new(HashMap::new()),
@@ -183,19 +220,24 @@ impl Limiter {
         reservation: Reservation,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let (decision, backing) = match self.store.reserve(&reservation).await {
+        let (decision, backing) = match self.reserve_seeded(self.store.as_ref(), &reservation).await
+        {
             Ok(decision) => (decision, Backing::Shared),
-            Err(e) => match (&self.fallback, self.settings.on_store_error) {
+            Err(ReserveError::Database) => return Err(GatewayError::KeyStoreUnavailable),
+            Err(ReserveError::Store(e)) => match (&self.fallback, self.settings.on_store_error) {
                 (Some(local), OnStoreError::FailOpen) => {
                     metrics
                         .quota_store_errors
                         .with_label_values(&["fail_open"])
                         .inc();
                     tracing::warn!("quota store failed, serving under the local limiter: {e}");
-                    let decision = local
-                        .reserve(&reservation)
-                        .await
-                        .map_err(|_| GatewayError::QuotaUnavailable)?;
+                    let decision = match self.reserve_seeded(local, &reservation).await {
+                        Ok(decision) => decision,
+                        Err(ReserveError::Database) => {
+                            return Err(GatewayError::KeyStoreUnavailable);
+                        }
+                        Err(ReserveError::Store(_)) => return Err(GatewayError::QuotaUnavailable),
+                    };
                     (decision, Backing::Local)
                 }
                 _ => {
@@ -209,6 +251,7 @@ impl Limiter {
             },
         };
         match decision {
+            Decision::Unseeded(_) => Err(GatewayError::QuotaUnavailable),
             Decision::Allowed(snapshot) => Ok(Admitted {
                 reservation,
                 backing,
@@ -243,6 +286,59 @@ impl Limiter {
                     resets_at,
                 })))
             }
+        }
+    }
+
+    /// Reserves; a budget counter the store does not have (a new period, or Redis lost it)
+    /// is first rebuilt from the usage events in the database.
+    async fn reserve_seeded(
+        &self,
+        store: &dyn QuotaStore,
+        reservation: &Reservation,
+    ) -> Result<Decision, ReserveError> {
+        // Each round seeds one scope; a request has at most three.
+        for _ in 0..=reservation.scopes.len() {
+            let decision = store
+                .reserve(reservation)
+                .await
+                .map_err(ReserveError::Store)?;
+            let Decision::Unseeded(i) = decision else {
+                return Ok(decision);
+            };
+            let scope = reservation.scopes.get(i).ok_or(ReserveError::Database)?;
+            let spent = self.spent(scope).await?;
+            store
+                .seed_spend(scope, spent)
+                .await
+                .map_err(ReserveError::Store)?;
+        }
+        Err(ReserveError::Database)
+    }
+
+    /// What a scope spent in its current budget period, from the usage events.
+    async fn spent(&self, scope: &Scoped) -> Result<i64, ReserveError> {
+        let since = scope
+            .limits
+            .budget
+            .as_ref()
+            .and_then(|b| b.period.started_at(Utc::now()));
+        let who = match scope.owner {
+            Owner::Key(id) => Spender::Key(id),
+            Owner::User(id) => Spender::User(id),
+            Owner::Team(id) => Spender::Team(id),
+        };
+        let db = self.backend.db.clone();
+        match self
+            .backend
+            .run(async move { usage::spent(&db, who, since).await })
+            .await
+        {
+            Some(Ok(spent)) => Ok(spent),
+            Some(Err(e)) => {
+                tracing::error!("rebuilding a budget's spend from usage events failed: {e}");
+                Err(ReserveError::Database)
+            }
+            None => Err(ReserveError::Database),
         }
     }
 

@@ -254,11 +254,11 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
 }
 
 /// The quota limiter: Redis-backed when `TOLLGATE_REDIS_URL` is set, else in-process.
-fn limiter(backend: &Backend, config: &Config) -> Arc<Limiter> {
+fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
     match &backend.redis {
         Some(client) => {
             let store = Arc::new(RedisStore::new(client.clone(), &crate::redis::prefix()));
-            let limiter = Limiter::new(store, true, config.quota.clone());
+            let limiter = Limiter::new(store, true, config.quota.clone(), backend.clone());
             let reconciling = limiter.clone();
             backend.handle().spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -269,7 +269,12 @@ fn limiter(backend: &Backend, config: &Config) -> Arc<Limiter> {
             });
             limiter
         }
-        None => Limiter::new(Arc::new(MemoryStore::new()), false, config.quota.clone()),
+        None => Limiter::new(
+            Arc::new(MemoryStore::new()),
+            false,
+            config.quota.clone(),
+            backend.clone(),
+        ),
     }
 }
 

@@ -384,3 +384,96 @@ async fn a_users_and_a_teams_limits_bind_all_their_keys() {
         "{err}"
     );
 }
+
+/// Spends a day budget until it is refused; returns how many requests were served.
+async fn exhaust_budget(gateway: &Gateway, key: &str) -> u32 {
+    let mut body = chat_body("gpt-4o-mini", false);
+    body["max_tokens"] = json!(50);
+    for served in 0..1000 {
+        let resp = chat(gateway, key, body.clone(), "").await;
+        if resp.status() == 429 {
+            assert_eq!(error_code(resp).await, "budget_exceeded");
+            return served;
+        }
+        assert_eq!(resp.status(), 200);
+    }
+    panic!("the budget never ran out");
+}
+
+async fn wait_for_events(gateway: &Gateway, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, usage) = gateway.admin("GET", "/api/usage", None).await;
+        if usage["totals"]["requests"].as_u64().unwrap_or(0) >= u64::from(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "usage events never arrived: {usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn budgets_survive_a_restart_of_the_embedded_gateway() {
+    let mock = Mock::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::spawn_in(dir.path(), &priced_route(&mock), "").await;
+    let key = issue(
+        &gateway,
+        json!({ "budget_micro_usd": 2000, "budget_period": "day" }),
+    )
+    .await;
+    let served = exhaust_budget(&gateway, &key).await;
+    // Every request is metered, the refused one too.
+    wait_for_events(&gateway, served + 1).await;
+    drop(gateway);
+
+    // The in-process counters are gone; the spend is rebuilt from the usage events.
+    let gateway = Gateway::spawn_in(dir.path(), &priced_route(&mock), "").await;
+    let resp = chat(&gateway, &key, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(error_code(resp).await, "budget_exceeded");
+}
+
+#[tokio::test]
+async fn budgets_are_rebuilt_when_redis_loses_them() {
+    use fred::prelude::*;
+    let db = PgDatabase::create("rebuild").await;
+    let redis = redis_url();
+    let prefix = format!("tgtest{}", fastrand::u64(..));
+    let envs = [
+        ("TOLLGATE_DATABASE_URL", db.url.as_str()),
+        ("TOLLGATE_REDIS_URL", redis.as_str()),
+        ("TOLLGATE_REDIS_PREFIX", prefix.as_str()),
+        ("TOLLGATE_SECRET_KEY", SECRET),
+    ];
+    let mock = Mock::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::spawn_in_env(dir.path(), &priced_route(&mock), "", &envs).await;
+    let key = issue(
+        &gateway,
+        json!({ "budget_micro_usd": 2000, "budget_period": "month" }),
+    )
+    .await;
+    let served = exhaust_budget(&gateway, &key).await;
+    wait_for_events(&gateway, served + 1).await;
+
+    // Redis loses every quota key (a restart without persistence, an eviction).
+    let client = Builder::from_config(Config::from_url(&redis).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    let keys: Vec<String> = client
+        .custom(fred::cmd!("KEYS"), vec![format!("{prefix}:q:*")])
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = client.del(keys).await.unwrap();
+
+    let resp = chat(&gateway, &key, chat_body("gpt-4o-mini", false), "").await;
+    assert_eq!(resp.status(), 429, "the lost spend was not rebuilt");
+    assert_eq!(error_code(resp).await, "budget_exceeded");
+    client.quit().await.unwrap();
+}

@@ -7,6 +7,7 @@ mod error;
 pub mod keys;
 pub mod limits;
 pub mod providers;
+pub mod usage;
 pub mod users;
 
 pub use audit::Actor;

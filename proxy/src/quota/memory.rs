@@ -8,7 +8,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{Decision, QuotaError, QuotaStore, Reservation, ScopeState, Usage, WINDOW, decision};
+use super::{
+    Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
+};
 
 #[derive(Default)]
 struct Scope {
@@ -122,6 +124,15 @@ impl QuotaStore for MemoryStore {
                 .collect()
         };
         for (i, s) in r.scopes.iter().enumerate() {
+            if let Some(budget) = &s.limits.budget
+                && !state
+                    .spend
+                    .contains_key(&(s.scope.clone(), budget.period_id.clone()))
+            {
+                return Ok(Decision::Unseeded(i));
+            }
+        }
+        for (i, s) in r.scopes.iter().enumerate() {
             let Some(scope) = state.scopes.get(&s.scope) else {
                 continue;
             };
@@ -172,6 +183,17 @@ impl QuotaStore for MemoryStore {
         Ok(decision(r, true, "", 0, 0, &states(state)))
     }
 
+    async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError> {
+        if let Some(budget) = &scope.limits.budget {
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            state
+                .spend
+                .entry((scope.scope.clone(), budget.period_id.clone()))
+                .or_insert(micro_usd);
+        }
+        Ok(())
+    }
+
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
         let mut guard = self.state.lock().map_err(|_| poisoned())?;
         let state = &mut *guard;
@@ -187,11 +209,13 @@ impl QuotaStore for MemoryStore {
                 }
                 scope.inflight.remove(&r.id);
             }
-            if let Some(budget) = &s.limits.budget {
-                *state
+            // A counter that is gone (a new period) is rebuilt from usage events instead.
+            if let Some(budget) = &s.limits.budget
+                && let Some(spent) = state
                     .spend
-                    .entry((s.scope.clone(), budget.period_id.clone()))
-                    .or_default() += used.cost - r.cost;
+                    .get_mut(&(s.scope.clone(), budget.period_id.clone()))
+            {
+                *spent += used.cost - r.cost;
             }
         }
         Ok(())

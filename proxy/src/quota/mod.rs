@@ -68,6 +68,17 @@ impl Period {
         }
     }
 
+    /// When the period containing `now` began; `None` for `Total`.
+    pub fn started_at(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let day = now.date_naive();
+        let start = match self {
+            Period::Day => day,
+            Period::Month => day.with_day(1)?,
+            Period::Total => return None,
+        };
+        Some(Utc.from_utc_datetime(&start.and_hms_opt(0, 0, 0)?))
+    }
+
     /// When the period containing `now` ends; `None` for `Total`.
     pub fn resets_at(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let day = now.date_naive();
@@ -143,6 +154,16 @@ impl Limits {
 pub struct Scoped {
     pub scope: String,
     pub limits: Limits,
+    /// Whose usage events hold this scope's spend, to rebuild a lost spend counter.
+    pub owner: Owner,
+}
+
+/// The owner of a scope, as usage events record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Key(i64),
+    User(i64),
+    Team(i64),
 }
 
 /// One request's claim on every scope it counts against; all are checked and reserved
@@ -176,6 +197,10 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Allowed(Snapshot),
+    /// The spend counter of this scope's budget period does not exist (a new period, or
+    /// the store lost it): seed it from the usage events, then ask again. Nothing was
+    /// reserved.
+    Unseeded(usize),
     Rejected {
         dimension: Dimension,
         /// Index into the reservation's scopes.
@@ -203,6 +228,8 @@ pub enum QuotaError {
 pub trait QuotaStore: Send + Sync {
     async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError>;
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError>;
+    /// Sets a scope's spend counter for its budget period, unless it exists by now.
+    async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError>;
 }
 
 pub fn now_ms() -> u64 {
@@ -247,6 +274,9 @@ fn decision(
         snapshot.tokens_limit = r.scopes[i].limits.tpm;
         snapshot.tokens_remaining = left;
         snapshot.tokens_reset_ms = states[i].tokens_reset_ms;
+    }
+    if dimension == "unseeded" {
+        return Decision::Unseeded(scope);
     }
     match (allowed, Dimension::from_code(dimension)) {
         (false, Some(dimension)) => Decision::Rejected {

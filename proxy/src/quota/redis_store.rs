@@ -5,10 +5,13 @@
 use async_trait::async_trait;
 use fred::{
     clients::Client,
-    types::{Value, scripts::Script},
+    interfaces::KeysInterface,
+    types::{Expiration, SetOptions, Value, scripts::Script},
 };
 
-use super::{Decision, QuotaError, QuotaStore, Reservation, ScopeState, Usage, WINDOW, decision};
+use super::{
+    Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
+};
 
 const RESERVE: &str = include_str!("reserve.lua");
 const SETTLE: &str = include_str!("settle.lua");
@@ -113,6 +116,23 @@ impl QuotaStore for RedisStore {
             scope,
             &states,
         ))
+    }
+
+    async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError> {
+        let Some(budget) = &scope.limits.budget else {
+            return Ok(());
+        };
+        let key = format!(
+            "{}:q:{{{}}}:spend:{}",
+            self.prefix, scope.scope, budget.period_id
+        );
+        let expire = (budget.ttl_secs > 0).then_some(Expiration::EX(budget.ttl_secs as i64));
+        let _: Value = self
+            .client
+            .set(key, micro_usd, expire, Some(SetOptions::NX), false)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {

@@ -85,6 +85,14 @@ local function reply(allowed, dimension, wait, which)
   return out
 end
 
+-- A budget's spend counter must exist: a missing one is rebuilt from the usage events
+-- by the caller before anything is decided.
+for i, s in ipairs(scopes) do
+  if s.budget >= 0 and redis.call('EXISTS', s.spend) == 0 then
+    return {0, 'unseeded', 0, i}
+  end
+end
+
 for i, s in ipairs(scopes) do
   if s.rpm > 0 and s.requests + 1 > s.rpm then
     return reply(0, 'rate_limit_requests', request_reset(s), i)

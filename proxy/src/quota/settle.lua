@@ -22,7 +22,8 @@ for i = 0, n - 1 do
     redis.call('PEXPIRE', KEYS[k + 3], window)
   end
   redis.call('ZREM', KEYS[k + 4], id)
-  if ARGV[a + 1] == '1' then
+  -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
+  if ARGV[a + 1] == '1' and redis.call('EXISTS', KEYS[k + 5]) == 1 then
     redis.call('INCRBY', KEYS[k + 5], delta_cost)
     local ttl = tonumber(ARGV[a + 2])
     if ttl > 0 then redis.call('EXPIRE', KEYS[k + 5], ttl) end

@@ -23,6 +23,7 @@ fn reservation(
         scopes: vec![Scoped {
             scope: scope.to_string(),
             limits: limits.clone(),
+            owner: Owner::Key(1),
         }],
         tokens,
         cost,
@@ -37,7 +38,7 @@ fn allowed(d: &Decision) -> bool {
 fn rejected_by(d: &Decision) -> Option<Dimension> {
     match d {
         Decision::Rejected { dimension, .. } => Some(*dimension),
-        Decision::Allowed(_) => None,
+        Decision::Allowed(_) | Decision::Unseeded(_) => None,
     }
 }
 
@@ -204,6 +205,15 @@ async fn budgets_hold_reservations_and_settle_to_real_cost() {
             ..Default::default()
         };
         let a = reservation("k:1", 1, T0, &limits, 0, 400);
+        // A counter that does not exist yet must be seeded first: nothing is decided.
+        assert_eq!(
+            store.reserve(&a).await.unwrap(),
+            Decision::Unseeded(0),
+            "{name}"
+        );
+        store.seed_spend(&a.scopes[0], 0).await.unwrap();
+        // Seeding again does not overwrite what is counted.
+        store.seed_spend(&a.scopes[0], 999).await.unwrap();
         let b = reservation("k:1", 2, T0, &limits, 0, 400);
         let c = reservation("k:1", 3, T0, &limits, 0, 400);
         assert!(allowed(&store.reserve(&a).await.unwrap()));
@@ -281,10 +291,12 @@ async fn every_scope_must_fit_and_all_are_reserved_together() {
                 Scoped {
                     scope: key_scope.into(),
                     limits: key.clone(),
+                    owner: Owner::Key(1),
                 },
                 Scoped {
                     scope: "u:1".into(),
                     limits: user.clone(),
+                    owner: Owner::User(1),
                 },
             ],
             tokens: 0,

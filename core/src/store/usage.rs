@@ -1,0 +1,39 @@
+//! Sums over usage events, e.g. to rebuild a budget's spend counter the quota store lost.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
+};
+
+use super::{StoreError, entity::usage_event};
+
+/// Whose events to sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spender {
+    Key(i64),
+    User(i64),
+    Team(i64),
+}
+
+/// Micro-USD spent by `who` since `since` (all time when `None`).
+pub async fn spent<C: ConnectionTrait>(
+    db: &C,
+    who: Spender,
+    since: Option<DateTime<Utc>>,
+) -> Result<i64, StoreError> {
+    use usage_event::Column as C;
+    let mut query = usage_event::Entity::find().select_only().expr_as(
+        Expr::cust("CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)"),
+        "spent",
+    );
+    query = match who {
+        Spender::Key(id) => query.filter(C::KeyId.eq(id)),
+        Spender::User(id) => query.filter(C::UserId.eq(id)),
+        Spender::Team(id) => query.filter(C::TeamId.eq(id)),
+    };
+    if let Some(since) = since {
+        query = query.filter(C::OccurredAt.gte(since));
+    }
+    let total: Option<i64> = query.into_tuple().one(db).await?;
+    Ok(total.unwrap_or(0))
+}
