@@ -81,7 +81,7 @@ fn unknown_field_names_path_and_line() {
     let message = error(&bad);
     assert_eq!(
         message,
-        "test.yaml:20: models[0].deployments[0].wieght: unknown field `wieght`, expected one of `provider`, `model`, `weight`"
+        "test.yaml:20: models[0].deployments[0].wieght: unknown field `wieght`, expected one of `provider`, `model`, `weight`, `rpm`, `tpm`"
     );
 }
 

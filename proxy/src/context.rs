@@ -32,6 +32,8 @@ pub struct RequestCtx {
     pub probe: RequestProbe,
     pub route: Option<Arc<Route>>,
     pub tried: Tried,
+    /// The deployment the quota check reserved capacity on, for the first attempt.
+    pub preselected: Option<usize>,
     /// Index of the deployment of the current attempt.
     pub deployment: Option<usize>,
     pub attempts: u32,
@@ -102,6 +104,7 @@ impl RequestCtx {
             probe: RequestProbe::default(),
             route: None,
             tried: Tried::default(),
+            preselected: None,
             deployment: None,
             attempts: 0,
             attempt_started: None,

@@ -13,7 +13,10 @@ use pingora::{
     proxy::{FailToProxy, ProxyHttp, Session},
     upstreams::peer::HttpPeer,
 };
-use tollgate_core::{body, config::SubjectKind};
+use tollgate_core::{
+    body::{self, RequestProbe},
+    config::SubjectKind,
+};
 
 use crate::{
     auth::{Auth, Principal},
@@ -24,8 +27,9 @@ use crate::{
     metering::{self, Finished, Meter},
     metrics::Metrics,
     models::ModelCatalog,
+    quota::{Limits, Owner, Scoped},
     request_body, respond,
-    routing::RouteTable,
+    routing::{Route, RouteTable, Tried},
 };
 
 const RATE_LIMIT_HEADERS: [&str; 6] = [
@@ -53,6 +57,65 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Reserves the request's quotas: the client's scopes and, where the chosen deployment
+    /// has limits of its own, the deployment's. A deployment at its limit is passed over for
+    /// the next one; the client is refused only when every deployment is.
+    async fn reserve(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &Arc<Route>,
+        scopes: Vec<Scoped>,
+        body: &Bytes,
+        probe: &RequestProbe,
+        endpoint: Endpoint,
+    ) -> Result<(), GatewayError> {
+        let mut passed_over = Tried::default();
+        loop {
+            let mut claim = scopes.clone();
+            let pick = route.pick(passed_over);
+            let deployment_limits = pick
+                .map(|i| &route.deployments[i])
+                .filter(|d| d.rpm.is_some() || d.tpm.is_some());
+            if let Some(d) = deployment_limits {
+                claim.push(Scoped {
+                    scope: d.scope(),
+                    limits: Limits {
+                        rpm: d.rpm,
+                        tpm: d.tpm,
+                        ..Default::default()
+                    },
+                    owner: Owner::Deployment,
+                });
+            }
+            let Some(reservation) = self.limiter.reservation(
+                claim,
+                &ctx.request_id,
+                body.len(),
+                probe.max_tokens,
+                endpoint != Endpoint::Embeddings,
+                route.pricing.as_ref(),
+            ) else {
+                ctx.preselected = pick;
+                return Ok(());
+            };
+            match self.limiter.admit(reservation, &self.metrics).await {
+                Ok(admitted) => {
+                    ctx.admitted = Some(admitted);
+                    ctx.preselected = pick;
+                    return Ok(());
+                }
+                Err(GatewayError::RateLimited(r))
+                    if r.owner == limiter::DEPLOYMENT_OWNER
+                        && let Some(i) = pick
+                        && route.pick(passed_over.with(i)).is_some() =>
+                {
+                    passed_over.mark(i);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Checks and reads the request; `Ok(None)` means proxy it, `Ok(Some(..))` means it was
     /// answered here.
     async fn admit(
@@ -116,21 +179,12 @@ impl Gateway {
             Some(Principal::Jwt(subject)) => limiter::subject_scopes(subject, chrono::Utc::now()),
             Some(Principal::Master) | None => Vec::new(),
         };
+        match self
+            .reserve(ctx, route, scopes, &body, &probe, endpoint)
+            .await
         {
-            let reservation = self.limiter.reservation(
-                scopes,
-                &ctx.request_id,
-                body.len(),
-                probe.max_tokens,
-                endpoint != Endpoint::Embeddings,
-                route.pricing.as_ref(),
-            );
-            if let Some(reservation) = reservation {
-                match self.limiter.admit(reservation, &self.metrics).await {
-                    Ok(admitted) => ctx.admitted = Some(admitted),
-                    Err(e) => return Ok(Err(e)),
-                }
-            }
+            Ok(()) => {}
+            Err(e) => return Ok(Err(e)),
         }
         ctx.route = Some(route.clone());
         // Streams must report their usage to be metered exactly: ask for it, and take the
@@ -197,12 +251,18 @@ impl ProxyHttp for Gateway {
             .route
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        let index = route.pick(ctx.tried).ok_or_else(|| {
-            Error::explain(
-                ErrorType::ConnectError,
-                "every deployment of the model failed",
-            )
-        })?;
+        // The first attempt goes where the quota check reserved capacity.
+        let index = ctx
+            .preselected
+            .take()
+            .filter(|i| !ctx.tried.contains(*i))
+            .or_else(|| route.pick(ctx.tried))
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectError,
+                    "every deployment of the model failed",
+                )
+            })?;
         ctx.tried.mark(index);
         ctx.deployment = Some(index);
         ctx.attempts += 1;

@@ -154,11 +154,15 @@ pub fn subject_scopes(subject: &Subject, now: chrono::DateTime<Utc>) -> Vec<Scop
     }
 }
 
+/// How messages name a deployment's own limit.
+pub const DEPLOYMENT_OWNER: &str = "the upstream deployments of this model";
+
 /// Whom a scope stands for, in messages.
 pub fn scope_owner(scope: &str) -> &'static str {
     match scope.split(':').next() {
         Some("u") => "your user account",
         Some("t") => "your team",
+        Some("d") => DEPLOYMENT_OWNER,
         _ => "this API key",
     }
 }
@@ -326,6 +330,7 @@ impl Limiter {
             Owner::Key(id) => Spender::Key(id),
             Owner::User(id) => Spender::User(id),
             Owner::Team(id) => Spender::Team(id),
+            Owner::Deployment => return Ok(0),
         };
         let db = self.backend.db.clone();
         match self

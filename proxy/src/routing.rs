@@ -22,6 +22,16 @@ pub struct RouteDeployment {
     pub upstream: Arc<Upstream>,
     pub upstream_model: String,
     pub weight: u32,
+    /// Requests and tokens per minute allowed to this deployment, all clients together.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+impl RouteDeployment {
+    /// The quota scope of this deployment: the provider account and upstream model.
+    pub fn scope(&self) -> String {
+        format!("d:{}/{}", self.upstream.name, self.upstream_model)
+    }
 }
 
 /// Deployments already tried for one request (a model has at most 64).
@@ -37,6 +47,11 @@ impl Tried {
     }
     pub fn contains(self, index: usize) -> bool {
         self.0 & (1 << index) != 0
+    }
+    /// This set with `index` added.
+    pub fn with(mut self, index: usize) -> Self {
+        self.mark(index);
+        self
     }
     pub fn count(self) -> u32 {
         self.0.count_ones()
@@ -57,6 +72,8 @@ impl RouteTable {
                         upstream: upstreams[d.provider].clone(),
                         upstream_model: d.upstream_model.clone(),
                         weight: d.weight,
+                        rpm: d.rpm,
+                        tpm: d.tpm,
                     })
                     .collect(),
                 pricing: model.pricing,

@@ -477,3 +477,40 @@ async fn budgets_are_rebuilt_when_redis_loses_them() {
     assert_eq!(error_code(resp).await, "budget_exceeded");
     client.quit().await.unwrap();
 }
+
+#[tokio::test]
+async fn deployment_limits_protect_upstream_accounts() {
+    let (first, second) = (Mock::spawn(), Mock::spawn());
+    let route = format!(
+        "providers:\n  - {{name: one, kind: openai-compatible, base_url: '{}'}}\n  - {{name: two, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments:\n      - {{provider: one, rpm: 2}}\n      - {{provider: two, rpm: 3}}\n",
+        first.url(),
+        second.url()
+    );
+    let gateway = Gateway::spawn(&route).await;
+    // Deployment limits bind every client, the master key too.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = gateway
+            .post("/v1/chat/completions")
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        if resp.status() == 429 {
+            let err: Value = resp.json().await.unwrap();
+            assert_eq!(err["error"]["code"], "rate_limit_requests");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("upstream deployments"),
+                "{err}"
+            );
+        }
+    }
+    // A full deployment is passed over for the other; only when both are full is it a 429.
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+    assert_eq!(first.stats().await["requests_total"], 2);
+    assert_eq!(second.stats().await["requests_total"], 3);
+}

@@ -138,6 +138,9 @@ pub struct Deployment {
     pub provider: usize,
     pub upstream_model: String,
     pub weight: u32,
+    /// Limits protecting the upstream account (all clients together).
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
 }
 
 impl Pricing {

@@ -193,6 +193,11 @@ pub struct RawDeployment {
     pub model: Option<String>,
     /// Relative share of traffic (default 1).
     pub weight: Option<u32>,
+    /// Requests per minute this deployment may receive through the gateway (all clients
+    /// together), to stay within the upstream account's limits.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, likewise.
+    pub tpm: Option<u64>,
 }
 
 /// Prices in USD per million tokens, e.g. `0.15`; stored as integer micro-USD.

@@ -506,10 +506,20 @@ fn model(
                 "invalid upstream model name",
             ));
         }
+        for (field, value) in [("rpm", d.rpm), ("tpm", d.tpm)] {
+            if value == Some(0) {
+                problems.push(Problem::at(
+                    format!("{dpath}.{field}"),
+                    "must be a positive number (omit it for no limit)",
+                ));
+            }
+        }
         deployments.push(Deployment {
             provider,
             upstream_model,
             weight: d.weight.unwrap_or(1),
+            rpm: d.rpm,
+            tpm: d.tpm,
         });
     }
     if !raw.deployments.is_empty() && raw.deployments.iter().all(|d| d.weight == Some(0)) {

@@ -164,6 +164,8 @@ pub enum Owner {
     Key(i64),
     User(i64),
     Team(i64),
+    /// An upstream deployment (no budget).
+    Deployment,
 }
 
 /// One request's claim on every scope it counts against; all are checked and reserved
