@@ -18,7 +18,10 @@ use josekit::{
 };
 use tollgate_core::store::{
     Actor,
-    entity::user::{self, Role},
+    entity::{
+        api_key,
+        user::{self, Role},
+    },
     users,
 };
 
@@ -172,11 +175,14 @@ impl Caller {
         }
     }
 
-    /// Admins, and members for what they own. Viewers change nothing.
-    pub fn require_writer_of(&self, owner: Option<i64>) -> Result<(), ApiError> {
+    /// Admins, and members for keys they own alone (not team keys). Viewers change nothing.
+    pub fn require_writer_of(&self, key: &api_key::Model) -> Result<(), ApiError> {
         match self.role() {
             Role::Admin => Ok(()),
-            Role::Member if owner.is_some() && owner == self.user_id() => Ok(()),
+            Role::Member if key.team_id.is_some() => {
+                Err(ApiError::forbidden("team keys are managed by admins"))
+            }
+            Role::Member if key.user_id.is_some() && key.user_id == self.user_id() => Ok(()),
             Role::Member => Err(ApiError::forbidden(
                 "members may change only their own keys",
             )),

@@ -52,6 +52,7 @@ struct Fixture {
     other_user: i64,
     team: i64,
     own_key: String,
+    own_team_key: String,
     other_key: String,
     provider: i64,
     member: i64,
@@ -107,6 +108,17 @@ async fn fixture(app: &App) -> Fixture {
     let own = keys::create_key(&app.db, &app.secret, key(app.member.id, "own"), &actor)
         .await
         .unwrap();
+    let own_team = keys::create_key(
+        &app.db,
+        &app.secret,
+        NewKey {
+            team_id: Some(team_id),
+            ..key(app.member.id, "own team")
+        },
+        &actor,
+    )
+    .await
+    .unwrap();
     let others = keys::create_key(&app.db, &app.secret, key(other.id, "other"), &actor)
         .await
         .unwrap();
@@ -127,6 +139,7 @@ async fn fixture(app: &App) -> Fixture {
         other_user: other.id,
         team: team_id,
         own_key: own.key.public_id,
+        own_team_key: own_team.key.public_id,
         other_key: others.key.public_id,
         provider: provider.id,
         member: app.member.id,
@@ -412,10 +425,29 @@ fn rows() -> Vec<Row> {
             |f| {
                 (
                     format!("/api/keys/{}", f.own_key),
-                    Some(json!({ "rpm_limit": 5 })),
+                    Some(json!({ "name": "renamed" })),
                 )
             },
             [403, 200, 200, 200],
+        ),
+        // Limits are the admin's grant: a member may not lift them from their own key.
+        row(
+            "PATCH",
+            "/api/keys/{id}",
+            |f| {
+                (
+                    format!("/api/keys/{}", f.own_key),
+                    Some(json!({ "rpm_limit": null })),
+                )
+            },
+            [403, 403, 200, 200],
+        ),
+        // A key of the member's that belongs to a team is the admin's to manage.
+        row(
+            "POST",
+            "/api/keys/{id}/rotate",
+            |f| (format!("/api/keys/{}/rotate", f.own_team_key), None),
+            [403, 403, 200, 200],
         ),
         row(
             "PATCH",

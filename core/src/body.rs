@@ -14,8 +14,11 @@ pub struct RequestProbe {
     /// Byte range of the `model` value (quotes included) in the body.
     pub model_span: Option<Range<usize>>,
     pub stream: bool,
-    /// `max_tokens`, `max_completion_tokens` or `max_output_tokens`, whichever is set.
+    /// The largest of `max_tokens`, `max_completion_tokens` and `max_output_tokens`.
     pub max_tokens: Option<u64>,
+    /// How many completions the upstream generates: the larger of `n` and `best_of`, at
+    /// least 1.
+    pub choices: u64,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: Option<bool>,
     /// Whether the body has a `stream_options` object at all.
@@ -40,6 +43,8 @@ struct Probe<'a> {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
+    n: Option<u64>,
+    best_of: Option<u64>,
     stream_options: Option<StreamOptions>,
 }
 
@@ -79,10 +84,16 @@ pub fn probe(body: &[u8]) -> Result<RequestProbe, BodyError> {
         model,
         model_span,
         stream: parsed.stream.unwrap_or(false),
-        max_tokens: parsed
-            .max_tokens
-            .or(parsed.max_completion_tokens)
-            .or(parsed.max_output_tokens),
+        // The largest: an upstream may honour any one of them.
+        max_tokens: [
+            parsed.max_tokens,
+            parsed.max_completion_tokens,
+            parsed.max_output_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .max(),
+        choices: parsed.n.max(parsed.best_of).unwrap_or(1).max(1),
         has_stream_options: parsed.stream_options.is_some(),
         include_usage: parsed.stream_options.and_then(|o| o.include_usage),
     })

@@ -11,6 +11,7 @@ mod m20261126_000004_provider_credentials;
 mod m20261126_000005_usage;
 mod m20261126_000006_audit_log;
 mod m20261126_000007_owner_limits;
+mod m20261126_000008_usage_owner_indexes;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_usage::Migration),
             Box::new(m20261126_000006_audit_log::Migration),
             Box::new(m20261126_000007_owner_limits::Migration),
+            Box::new(m20261126_000008_usage_owner_indexes::Migration),
         ]
     }
 }

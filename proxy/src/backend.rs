@@ -22,7 +22,7 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 impl Backend {
     pub fn start(database_url: &str, redis_url: Option<&str>) -> anyhow::Result<Backend> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("tollgate-store")
             .enable_all()
             .build()?;
@@ -45,14 +45,18 @@ impl Backend {
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> Option<T> {
-        let task = self.runtime.spawn(work);
-        match tokio::time::timeout(STORE_TIMEOUT, task).await {
+        let mut task = self.runtime.spawn(work);
+        match tokio::time::timeout(STORE_TIMEOUT, &mut task).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
                 tracing::error!("store task failed: {e}");
                 None
             }
-            Err(_) => None,
+            Err(_) => {
+                // Nobody waits for it any more: do not let slow queries pile up.
+                task.abort();
+                None
+            }
         }
     }
 }

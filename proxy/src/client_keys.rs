@@ -5,7 +5,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -57,6 +60,9 @@ pub struct ClientKeys {
     backend: Arc<Backend>,
     /// By the HMAC of the secret.
     cache: Mutex<HashMap<String, Entry>>,
+    /// Bumped by every eviction: a look-up that started before one must not cache what it
+    /// read, which may be what the eviction was about.
+    generation: AtomicU64,
     touched: Arc<Mutex<HashSet<i64>>>,
 }
 
@@ -66,6 +72,7 @@ impl ClientKeys {
             secret,
             backend,
             cache: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
             touched: Arc::new(Mutex::new(HashSet::new())),
         });
         keys.start_touch_writer();
@@ -111,6 +118,7 @@ impl ClientKeys {
     }
 
     async fn load(&self, hash: String) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+        let generation = self.generation.load(Ordering::SeqCst);
         let db = self.backend.db.clone();
         let lookup = hash.clone();
         let found = self
@@ -135,7 +143,9 @@ impl ClientKeys {
                 allowed_models,
             })
         });
-        self.insert(hash, key.clone());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.insert(hash, key.clone());
+        }
         Ok(key)
     }
 
@@ -172,6 +182,7 @@ impl ClientKeys {
 
     /// Forgets what a change made stale.
     pub fn evict(&self, change: &KeyChange) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
@@ -186,6 +197,14 @@ impl ClientKeys {
                 KeyChange::Team(id) => k.team_id == Some(*id),
             }
         });
+    }
+
+    /// Forgets everything (when change messages may have been missed).
+    pub fn evict_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.clear();
+        }
     }
 
     /// Writes `last_used_at` for recently used keys in batches, off the request path.

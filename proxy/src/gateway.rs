@@ -53,7 +53,7 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     pub metrics: Metrics,
     pub limiter: Arc<Limiter>,
-    pub meter: Meter,
+    pub meter: Arc<Meter>,
 }
 
 impl Gateway {
@@ -91,7 +91,7 @@ impl Gateway {
                 claim,
                 &ctx.request_id,
                 body.len(),
-                probe.max_tokens,
+                probe,
                 endpoint != Endpoint::Embeddings,
                 route.pricing.as_ref(),
             ) else {

@@ -53,11 +53,31 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, back
             }
         };
         let mut messages = subscriber.message_rx();
+        // Messages published while the connection was down are lost: start afresh.
+        let mut reconnects = subscriber.reconnect_rx();
+        let (keys_again, jwt_again) = (keys.clone(), jwt.clone());
+        tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                keys_again.evict_all();
+                jwt_again.evict_all();
+            }
+        });
         if let Err(e) = subscriber.subscribe(channel()).await {
             // `manage_subscriptions` subscribes again once Redis is back.
             tracing::warn!("subscribing to key changes failed (will retry on reconnect): {e}");
         }
-        while let Ok(message) = messages.recv().await {
+        loop {
+            let message = match messages.recv().await {
+                Ok(message) => message,
+                // Messages were missed: what they said is unknown, so forget everything.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("{missed} key-change messages missed; clearing the key cache");
+                    keys.evict_all();
+                    jwt.evict_all();
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
             let Some(text) = message.value.as_str() else {
                 continue;
             };
@@ -67,4 +87,13 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, back
             }
         }
     });
+}
+
+/// Publishes one change from a short-lived process (the CLI) to every gateway replica.
+pub async fn publish_once(redis_url: &str, change: &KeyChange) -> anyhow::Result<()> {
+    let client = crate::redis::connect(redis_url).await?;
+    let message = serde_json::to_string(change)?;
+    let published: Result<(), _> = client.publish(channel(), message).await;
+    let _ = client.quit().await;
+    published.map_err(|e| anyhow::anyhow!("publishing the change to Redis failed: {e}"))
 }

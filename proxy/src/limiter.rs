@@ -11,6 +11,7 @@ use std::{
 
 use chrono::Utc;
 use tollgate_core::{
+    body::RequestProbe,
     config::{OnStoreError, Pricing, QuotaSettings, SubjectKind},
     store::{
         entity::api_key::BudgetPeriod,
@@ -61,10 +62,15 @@ pub struct Limiter {
     /// Serves while the shared store is down (fail-open); `None` when `store` is local.
     fallback: Option<MemoryStore>,
     settings: QuotaSettings,
-    /// Spend admitted under the fallback, to add to the shared counters later: by scope
-    /// and period, a reservation naming the counter and the micro-USD spent.
-    unreconciled: Mutex<HashMap<String, (Reservation, i64)>>,
+    /// Budget scopes served by the fallback during an outage. Their shared spend counters
+    /// miss that spend, so once the shared store answers again they are dropped and rebuilt
+    /// from the usage events, which hold it (and the fallback starts afresh next time).
+    served_locally: Mutex<HashMap<String, Scoped>>,
 }
+
+/// Upper bounds on what one request may reserve, whatever it asks for.
+const MAX_COMPLETION_TOKENS: u64 = 10_000_000;
+const MAX_CHOICES: u64 = 128;
 
 /// A rough prompt size: about four bytes of JSON per token. Reservations need an upper
 /// estimate, not a count; settlement uses the upstream's real usage.
@@ -179,7 +185,7 @@ impl Limiter {
             backend,
             fallback: shared.then(MemoryStore::new),
             settings,
-            unreconciled: Mutex::new(HashMap::new()),
+            served_locally: Mutex::new(HashMap::new()),
         })
     }
 
@@ -194,7 +200,7 @@ impl Limiter {
         scopes: Vec<Scoped>,
         request_id: &str,
         body_len: usize,
-        max_tokens: Option<u64>,
+        probe: &RequestProbe,
         completes: bool,
         pricing: Option<&Pricing>,
     ) -> Option<Reservation> {
@@ -202,8 +208,13 @@ impl Limiter {
             return None;
         }
         let prompt = estimate_prompt_tokens(body_len);
+        // Client-chosen numbers, bounded: no request generates more than this.
         let completion = if completes {
-            max_tokens.unwrap_or(self.settings.default_max_tokens)
+            probe
+                .max_tokens
+                .unwrap_or(self.settings.default_max_tokens)
+                .min(MAX_COMPLETION_TOKENS)
+                .saturating_mul(probe.choices.clamp(1, MAX_CHOICES))
         } else {
             0
         };
@@ -212,7 +223,7 @@ impl Limiter {
             id: format!("{request_id}.{:08x}", fastrand::u32(..)),
             now_ms: now_ms(),
             scopes,
-            tokens: prompt + completion,
+            tokens: prompt.saturating_add(completion),
             cost,
             lease_ms: self.settings.slot_lease.as_millis() as u64,
         })
@@ -220,13 +231,16 @@ impl Limiter {
 
     /// Checks and reserves; `Err` is the error to answer with.
     pub async fn admit(
-        &self,
+        self: &Arc<Self>,
         reservation: Reservation,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
         let (decision, backing) = match self.reserve_seeded(self.store.as_ref(), &reservation).await
         {
-            Ok(decision) => (decision, Backing::Shared),
+            Ok(decision) => {
+                self.recovered();
+                (decision, Backing::Shared)
+            }
             Err(ReserveError::Database) => return Err(GatewayError::KeyStoreUnavailable),
             Err(ReserveError::Store(e)) => match (&self.fallback, self.settings.on_store_error) {
                 (Some(local), OnStoreError::FailOpen) => {
@@ -356,55 +370,40 @@ impl Limiter {
         if let Err(e) = store.settle(&admitted.reservation, used).await {
             tracing::warn!("settling a quota reservation failed: {e}");
         }
-        if admitted.backing == Backing::Local {
-            self.add_unreconciled(&admitted.reservation, used.cost);
-        }
-    }
-
-    fn add_unreconciled(&self, r: &Reservation, spent: i64) {
-        let Ok(mut pending) = self.unreconciled.lock() else {
-            return;
-        };
-        // One counter per scope with a budget: a reservation of nothing in that scope.
-        for s in r.scopes.iter().filter(|s| s.limits.budget.is_some()) {
-            let period = s
-                .limits
-                .budget
-                .as_ref()
-                .map_or("", |b| b.period_id.as_str());
-            let entry = pending
-                .entry(format!("{}|{period}", s.scope))
-                .or_insert_with(|| {
-                    let counter = Reservation {
-                        id: format!("reconcile.{:08x}", fastrand::u32(..)),
-                        now_ms: r.now_ms,
-                        scopes: vec![s.clone()],
-                        tokens: 0,
-                        cost: 0,
-                        lease_ms: r.lease_ms,
-                    };
-                    (counter, 0)
-                });
-            entry.1 += spent;
-        }
-    }
-
-    /// Adds spend admitted while Redis was away to the shared counters; called periodically.
-    pub async fn reconcile(&self) {
-        let pending: Vec<(Reservation, i64)> = match self.unreconciled.lock() {
-            Ok(mut map) => map.drain().map(|(_, v)| v).collect(),
-            Err(_) => return,
-        };
-        for (counter, spent) in pending {
-            // Settling a reservation of nothing to `spent` adds exactly `spent`.
-            let used = Usage {
-                tokens: 0,
-                cost: spent,
-            };
-            if self.store.settle(&counter, used).await.is_err() {
-                self.add_unreconciled(&counter, spent);
+        if admitted.backing == Backing::Local
+            && let Ok(mut served) = self.served_locally.lock()
+        {
+            for scope in admitted
+                .reservation
+                .scopes
+                .iter()
+                .filter(|s| s.limits.budget.is_some())
+            {
+                served.insert(scope.scope.clone(), scope.clone());
             }
         }
+    }
+
+    /// After an outage: drops the shared spend counters of scopes served locally, so they
+    /// are rebuilt from the usage events, and clears the fallback for the next outage.
+    fn recovered(self: &Arc<Self>) {
+        let scopes: Vec<Scoped> = match self.served_locally.lock() {
+            Ok(mut served) if !served.is_empty() => served.drain().map(|(_, s)| s).collect(),
+            _ => return,
+        };
+        if let Some(local) = &self.fallback {
+            local.clear();
+        }
+        let limiter = self.clone();
+        self.backend.handle().spawn(async move {
+            // The last events served locally must be in the database first.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for scope in scopes {
+                if let Err(e) = limiter.store.forget_spend(&scope).await {
+                    tracing::warn!("dropping a spend counter after an outage failed: {e}");
+                }
+            }
+        });
     }
 }
 

@@ -33,6 +33,8 @@ use crate::{
 const CHANNEL_CAPACITY: usize = 100_000;
 const BATCH_SIZE: usize = 500;
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often spilled events are offered to the database again.
+const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything known about a request when it ends.
 pub struct Finished {
@@ -58,6 +60,14 @@ pub struct Finished {
     pub response_bytes: u64,
     pub pricing: Option<Pricing>,
     pub admitted: Option<Admitted>,
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A stored usage event, also the line format of the spill file.
@@ -95,9 +105,16 @@ pub fn measure(f: &Finished) -> (u64, u64, bool, i64) {
     (prompt, completion, estimated, cost)
 }
 
+/// What the metering task is sent.
+enum Message {
+    Finished(Box<Finished>),
+    /// Write everything received so far, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sending side, held by the gateway.
 pub struct Meter {
-    tx: mpsc::Sender<Finished>,
+    tx: mpsc::Sender<Message>,
     outcomes: IntCounterVec,
 }
 
@@ -115,6 +132,7 @@ impl Meter {
             db: backend.db.clone(),
             spill,
             spilled,
+            last_replay: None,
             outcomes: outcomes.clone(),
         };
         backend.handle().spawn(run(rx, writer, limiter));
@@ -123,36 +141,97 @@ impl Meter {
 
     /// Hands a finished request over; never waits.
     pub fn record(&self, finished: Finished) {
-        if let Err(e) = self.tx.try_send(finished) {
+        if let Err(e) = self.tx.try_send(Message::Finished(Box::new(finished))) {
             // Only if the metering task is 100,000 events behind or gone.
             self.outcomes.with_label_values(&["dropped"]).inc();
             tracing::error!("usage event dropped: the metering queue is full or closed");
             drop(e);
         }
     }
+
+    /// Writes every event recorded so far (to the database or the spill file); for a
+    /// graceful shutdown.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
 }
 
-async fn run(mut rx: mpsc::Receiver<Finished>, mut writer: Writer, limiter: Arc<Limiter>) {
+/// Batches finished requests for the writer. Quota settlement and the tokenizer never wait
+/// for the database: a slow or unreachable database delays only the writer task.
+async fn run(mut rx: mpsc::Receiver<Message>, writer: Writer, limiter: Arc<Limiter>) {
+    let (batches, writer_rx) = mpsc::channel::<Batch>(64);
+    tokio::spawn(write_batches(writer_rx, writer));
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     loop {
         tokio::select! {
             received = rx.recv() => {
-                let Some(finished) = received else {
-                    writer.write(std::mem::take(&mut batch)).await;
-                    return;
+                let finished = match received {
+                    Some(Message::Finished(finished)) => finished,
+                    Some(Message::Flush(done)) => {
+                        let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: Some(done) }).await;
+                        continue;
+                    }
+                    None => {
+                        let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
+                        return;
+                    }
                 };
-                let (prompt, completion, estimated, cost) = measure(&finished);
-                if let Some(admitted) = &finished.admitted {
-                    let used = QuotaUsage { tokens: prompt + completion, cost };
-                    limiter.settle(admitted, used).await;
+                let needs_estimate = finished.usage.is_none() && finished.upstream_ok;
+                let (finished, (prompt, completion, estimated, cost)) = if needs_estimate {
+                    // The tokenizer is CPU work: off the async workers.
+                    match tokio::task::spawn_blocking(move || {
+                        let measured = measure(&finished);
+                        (finished, measured)
+                    })
+                    .await
+                    {
+                        Ok(done) => done,
+                        Err(e) => {
+                            tracing::error!("estimating usage failed: {e}");
+                            continue;
+                        }
+                    }
+                } else {
+                    let measured = measure(&finished);
+                    (finished, measured)
+                };
+                if let Some(admitted) = finished.admitted.clone() {
+                    let limiter = limiter.clone();
+                    let used = QuotaUsage { tokens: prompt.saturating_add(completion), cost };
+                    tokio::spawn(async move { limiter.settle(&admitted, used).await });
                 }
                 batch.push(row(&finished, prompt, completion, estimated, cost));
                 if batch.len() >= BATCH_SIZE {
-                    writer.write(std::mem::take(&mut batch)).await;
+                    let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
                 }
             }
-            _ = tick.tick() => writer.write(std::mem::take(&mut batch)).await,
+            _ = tick.tick() => {
+                if !batch.is_empty() {
+                    let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
+                } else {
+                    // Lets the writer replay spilled events even when no traffic comes.
+                    let _ = batches.try_send(Batch { rows: Vec::new(), done: None });
+                }
+            }
+        }
+    }
+}
+
+/// Rows for the writer, and who waits for them to be written (a shutdown flush).
+struct Batch {
+    rows: Vec<EventRow>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn write_batches(mut batches: mpsc::Receiver<Batch>, mut writer: Writer) {
+    while let Some(batch) = batches.recv().await {
+        writer.write(batch.rows).await;
+        if let Some(done) = batch.done {
+            let _ = done.send(());
         }
     }
 }
@@ -183,12 +262,19 @@ struct Writer {
     spill: PathBuf,
     /// The spill file holds events not yet in the database: new ones queue behind them.
     spilled: bool,
+    /// When a replay was last tried: while the database is away, new batches go straight
+    /// to the file instead of each waiting out a failed insert.
+    last_replay: Option<std::time::Instant>,
     outcomes: IntCounterVec,
 }
 
 impl Writer {
     async fn write(&mut self, batch: Vec<EventRow>) {
-        if self.spilled {
+        let due = self
+            .last_replay
+            .is_none_or(|at| at.elapsed() >= REPLAY_INTERVAL);
+        if self.spilled && due {
+            self.last_replay = Some(std::time::Instant::now());
             self.replay().await;
         }
         if batch.is_empty() {
@@ -209,20 +295,29 @@ impl Writer {
                 ),
             }
         }
-        match append(&self.spill, &batch) {
+        let (path, rows) = (self.spill.clone(), batch);
+        let appended = tokio::task::spawn_blocking(move || {
+            let result = append(&path, &rows);
+            (result, rows.len())
+        })
+        .await;
+        let (result, count) = match appended {
+            Ok(done) => done,
+            Err(e) => (Err(std::io::Error::other(e.to_string())), 0),
+        };
+        match result {
             Ok(()) => {
                 self.spilled = true;
                 self.outcomes
                     .with_label_values(&["spilled"])
-                    .inc_by(batch.len() as u64);
+                    .inc_by(count as u64);
             }
             Err(e) => {
                 self.outcomes
                     .with_label_values(&["dropped"])
-                    .inc_by(batch.len() as u64);
+                    .inc_by(count as u64);
                 tracing::error!(
-                    "{} usage events lost: spilling to {} failed: {e}",
-                    batch.len(),
+                    "{count} usage events lost: spilling to {} failed: {e}",
                     self.spill.display()
                 );
             }
@@ -231,7 +326,11 @@ impl Writer {
 
     /// Inserts the spilled events in order; the file is emptied once all are stored.
     async fn replay(&mut self) {
-        let rows = match read_spill(&self.spill) {
+        let path = self.spill.clone();
+        let read = tokio::task::spawn_blocking(move || read_spill(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let rows = match read {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!("reading {} failed: {e}", self.spill.display());

@@ -36,6 +36,8 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
         })
         .with_performance_config(|p: &mut PerformanceConfig| {
             p.default_command_timeout = COMMAND_TIMEOUT;
+            // Room for bursts of key-change messages before a subscriber lags.
+            p.broadcast_channel_capacity = 4096;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)

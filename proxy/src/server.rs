@@ -52,7 +52,7 @@ struct Listening {
     mock_upstream: Option<SocketAddr>,
 }
 
-/// Runs the gateway until it is told to stop. Does not return.
+/// Runs the gateway until it is told to stop (SIGTERM: gracefully; SIGINT: at once).
 pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let mut config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
@@ -123,12 +123,13 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     );
     let metrics = Metrics::register()?;
     let limiter = limiter(&backend, &config);
-    let meter = Meter::start(
+    let meter = Arc::new(Meter::start(
         backend.clone(),
         limiter.clone(),
         config.server.data_dir.join("usage-spill.jsonl"),
         metrics.usage_events.clone(),
-    );
+    ));
+    let flushing = meter.clone();
     let gateway = Gateway {
         routes: RouteTable::new(&config, &upstreams),
         auth: Auth {
@@ -145,8 +146,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_grace.as_secs().max(1)),
+        // SIGTERM: stop accepting, give in-flight requests the grace period, then stop.
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
@@ -183,7 +185,17 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         "tollgate listening: proxy http://{proxy_addr}/v1, admin http://{admin_addr}/api, metrics http://{metrics_addr}/metrics, {} models",
         config.models.len()
     );
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Every request has ended: write the usage events still queued before exiting.
+    backend.handle().block_on(async {
+        if tokio::time::timeout(std::time::Duration::from_secs(10), flushing.flush())
+            .await
+            .is_err()
+        {
+            tracing::error!("usage events could not be written before exiting");
+        }
+    });
+    Ok(())
 }
 
 /// Brings the database schema up to date, creates the first admin and decrypts the stored
@@ -258,16 +270,7 @@ fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
     match &backend.redis {
         Some(client) => {
             let store = Arc::new(RedisStore::new(client.clone(), &crate::redis::prefix()));
-            let limiter = Limiter::new(store, true, config.quota.clone(), backend.clone());
-            let reconciling = limiter.clone();
-            backend.handle().spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    reconciling.reconcile().await;
-                }
-            });
-            limiter
+            Limiter::new(store, true, config.quota.clone(), backend.clone())
         }
         None => Limiter::new(
             Arc::new(MemoryStore::new()),

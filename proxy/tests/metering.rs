@@ -266,3 +266,29 @@ async fn no_event_is_lost_or_doubled_while_the_database_is_away() {
     store.close().await.unwrap();
     admin.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_writes_the_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let mut gateway =
+        Gateway::spawn_in(dir.path(), &mock_route(&mock), "  shutdown_grace: 1s\n").await;
+    let key = issue(&gateway).await;
+    for _ in 0..5 {
+        let resp = post(
+            &gateway,
+            &key,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", false),
+            "",
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+    }
+    // Well within the writer's one-second batching interval.
+    let status = gateway.proc.terminate();
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    let db = sqlite(dir.path()).await;
+    let count = usage_event::Entity::find().count(&db).await.unwrap();
+    assert_eq!(count, 5);
+}

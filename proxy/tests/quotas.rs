@@ -245,6 +245,47 @@ async fn two_replicas_sharing_redis_admit_exactly_the_limit() {
         }
     }
     assert_eq!((ok, limited), (20, 40));
+
+    // Concurrency and tokens are shared the same way: three slots for requests of 600 ms.
+    let key = issue(&a, json!({ "concurrency_limit": 3 })).await;
+    let calls = (0..10).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        chat(
+            gateway,
+            &key,
+            chat_body("gpt-4o-mini", false),
+            "latency=600ms",
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+
+    // Each request reserves its prompt estimate plus max_tokens 100: two fit in 300.
+    let key = issue(&a, json!({ "tpm_limit": 300 })).await;
+    let mut body = chat_body("gpt-4o-mini", false);
+    body["max_tokens"] = json!(100);
+    let calls = (0..6).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        chat(gateway, &key, body.clone(), "latency=600ms")
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        2,
+        "{statuses:?}"
+    );
 }
 
 async fn with_dead_redis(mode: &str) -> (Gateway, String, tempfile::TempDir, Mock) {

@@ -198,7 +198,7 @@ pub async fn update(
     JsonBody(req): JsonBody<UpdateKey>,
 ) -> ApiResult<Json<KeyView>> {
     let key = visible_key(&state, &caller, &id).await?;
-    caller.require_writer_of(key.user_id)?;
+    caller.require_writer_of(&key)?;
     let changes = KeyChanges {
         name: req.name,
         allowed_models: req.allowed_models,
@@ -209,6 +209,12 @@ pub async fn update(
         budget_period: req.budget_period.map(|p| p.map(Into::into)),
         expires_at: req.expires_at,
     };
+    // Limits are what an admin granted: members may rename a key or change its expiry.
+    if caller.role() != Role::Admin && changes.touches_limits() {
+        return Err(ApiError::forbidden(
+            "only admins change a key's models, limits or budget",
+        ));
+    }
     let key = keys::update_key(state.db(), &id, changes, &caller.actor()).await?;
     state.changed(KeyChange::Key(id));
     Ok(Json(key.into()))
@@ -224,7 +230,7 @@ pub async fn revoke(
     PathParam(id): PathParam<String>,
 ) -> ApiResult<Json<KeyView>> {
     let key = visible_key(&state, &caller, &id).await?;
-    caller.require_writer_of(key.user_id)?;
+    caller.require_writer_of(&key)?;
     let key = keys::revoke_key(state.db(), &id, &caller.actor()).await?;
     state.changed(KeyChange::Key(id));
     Ok(Json(key.into()))
@@ -257,7 +263,7 @@ pub async fn rotate(
         crate::extract::parse_json(&body)?
     };
     let key = visible_key(&state, &caller, &id).await?;
-    caller.require_writer_of(key.user_id)?;
+    caller.require_writer_of(&key)?;
     let grace = match req.grace_seconds {
         Some(s) => chrono::Duration::try_seconds(s)
             .ok_or_else(|| ApiError::invalid("grace_seconds", "must be between 0 and 30 days"))?,

@@ -21,12 +21,14 @@ struct Scope {
     token_sum: u64,
     /// reservation id → lease expiry ms.
     inflight: HashMap<String, u64>,
+    /// reservation id → (cost held against the budget, lease expiry ms).
+    holds: HashMap<String, (i64, u64)>,
 }
 
 #[derive(Default)]
 struct State {
     scopes: HashMap<String, Scope>,
-    /// (scope, period id) → micro-USD spent or reserved.
+    /// (scope, period id) → micro-USD spent (settled).
     spend: HashMap<(String, String), i64>,
 }
 
@@ -38,6 +40,13 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Forgets everything (the fallback store, once the shared store is back).
+    pub fn clear(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            *state = State::default();
+        }
     }
 }
 
@@ -57,6 +66,11 @@ impl Scope {
             self.tokens.pop_front();
         }
         self.inflight.retain(|_, expiry| *expiry > now);
+        self.holds.retain(|_, (_, expiry)| *expiry > now);
+    }
+
+    fn held(&self) -> i64 {
+        self.holds.values().map(|(cost, _)| *cost).sum()
     }
 
     fn request_reset(&self, now: u64) -> i64 {
@@ -73,7 +87,7 @@ impl Scope {
         if need > tpm {
             return -1;
         }
-        let over = (self.token_sum + need).saturating_sub(tpm);
+        let over = self.token_sum.saturating_add(need).saturating_sub(tpm);
         if over == 0 {
             return 0;
         }
@@ -142,7 +156,10 @@ impl QuotaStore for MemoryStore {
                 .is_some_and(|rpm| scope.requests.len() as u64 + 1 > rpm)
             {
                 Some(("rate_limit_requests", scope.request_reset(now)))
-            } else if let Some(tpm) = l.tpm.filter(|tpm| scope.token_sum + r.tokens > *tpm) {
+            } else if let Some(tpm) = l
+                .tpm
+                .filter(|tpm| scope.token_sum.saturating_add(r.tokens) > *tpm)
+            {
                 Some(("rate_limit_tokens", scope.token_reset(r.tokens, tpm, now)))
             } else if l
                 .concurrency
@@ -156,7 +173,7 @@ impl QuotaStore for MemoryStore {
                     .get(&(s.scope.clone(), budget.period_id.clone()))
                     .copied()
                     .unwrap_or(0);
-                (spent + r.cost > budget.limit_micro_usd)
+                (spent.saturating_add(scope.held()).saturating_add(r.cost) > budget.limit_micro_usd)
                     .then_some(("budget_exceeded", budget.resets_in_ms as i64))
             } else {
                 None
@@ -170,14 +187,12 @@ impl QuotaStore for MemoryStore {
             scope.requests.push_back((now, r.id.clone()));
             if r.tokens > 0 {
                 scope.tokens.push_back((now, r.id.clone(), r.tokens));
-                scope.token_sum += r.tokens;
+                scope.token_sum = scope.token_sum.saturating_add(r.tokens);
             }
             scope.inflight.insert(r.id.clone(), now + r.lease_ms);
-            if let Some(budget) = &s.limits.budget {
-                *state
-                    .spend
-                    .entry((s.scope.clone(), budget.period_id.clone()))
-                    .or_default() += r.cost;
+            if s.limits.budget.is_some() {
+                // The maximum cost is held apart from the settled spend until the end.
+                scope.holds.insert(r.id.clone(), (r.cost, now + r.lease_ms));
             }
         }
         Ok(decision(r, true, "", 0, 0, &states(state)))
@@ -190,6 +205,16 @@ impl QuotaStore for MemoryStore {
                 .spend
                 .entry((scope.scope.clone(), budget.period_id.clone()))
                 .or_insert(micro_usd);
+        }
+        Ok(())
+    }
+
+    async fn forget_spend(&self, scope: &Scoped) -> Result<(), QuotaError> {
+        if let Some(budget) = &scope.limits.budget {
+            let mut state = self.state.lock().map_err(|_| poisoned())?;
+            state
+                .spend
+                .remove(&(scope.scope.clone(), budget.period_id.clone()));
         }
         Ok(())
     }
@@ -208,6 +233,7 @@ impl QuotaStore for MemoryStore {
                     entry.2 = used.tokens;
                 }
                 scope.inflight.remove(&r.id);
+                scope.holds.remove(&r.id);
             }
             // A counter that is gone (a new period) is rebuilt from usage events instead.
             if let Some(budget) = &s.limits.budget
@@ -215,7 +241,7 @@ impl QuotaStore for MemoryStore {
                     .spend
                     .get_mut(&(s.scope.clone(), budget.period_id.clone()))
             {
-                *spent += used.cost - r.cost;
+                *spent = spent.saturating_add(used.cost);
             }
         }
         Ok(())

@@ -232,6 +232,8 @@ pub trait QuotaStore: Send + Sync {
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError>;
     /// Sets a scope's spend counter for its budget period, unless it exists by now.
     async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError>;
+    /// Drops a scope's spend counter, so that it is rebuilt from usage events.
+    async fn forget_spend(&self, scope: &Scoped) -> Result<(), QuotaError>;
 }
 
 pub fn now_ms() -> u64 {

@@ -34,9 +34,9 @@ impl RedisStore {
         }
     }
 
-    /// Five keys per scope, in the scripts' order.
+    /// Six keys per scope, in the scripts' order.
     fn keys(&self, r: &Reservation) -> Vec<String> {
-        let mut keys = Vec::with_capacity(r.scopes.len() * 5);
+        let mut keys = Vec::with_capacity(r.scopes.len() * 6);
         for s in &r.scopes {
             let base = format!("{}:q:{{{}}}", self.prefix, s.scope);
             let period = s
@@ -49,8 +49,17 @@ impl RedisStore {
             keys.push(format!("{base}:toksum"));
             keys.push(format!("{base}:conc"));
             keys.push(format!("{base}:spend:{period}"));
+            keys.push(format!("{base}:holds:{period}"));
         }
         keys
+    }
+
+    fn spend_key(&self, scope: &Scoped) -> Option<String> {
+        let budget = scope.limits.budget.as_ref()?;
+        Some(format!(
+            "{}:q:{{{}}}:spend:{}",
+            self.prefix, scope.scope, budget.period_id
+        ))
     }
 }
 
@@ -119,19 +128,22 @@ impl QuotaStore for RedisStore {
     }
 
     async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError> {
-        let Some(budget) = &scope.limits.budget else {
+        let (Some(budget), Some(key)) = (&scope.limits.budget, self.spend_key(scope)) else {
             return Ok(());
         };
-        let key = format!(
-            "{}:q:{{{}}}:spend:{}",
-            self.prefix, scope.scope, budget.period_id
-        );
         let expire = (budget.ttl_secs > 0).then_some(Expiration::EX(budget.ttl_secs as i64));
         let _: Value = self
             .client
             .set(key, micro_usd, expire, Some(SetOptions::NX), false)
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn forget_spend(&self, scope: &Scoped) -> Result<(), QuotaError> {
+        if let Some(key) = self.spend_key(scope) {
+            let _: Value = self.client.del(key).await.map_err(unavailable)?;
+        }
         Ok(())
     }
 

@@ -3,8 +3,9 @@
 -- lease) and the estimated maximum cost. Windows are sliding logs: a request counts for
 -- exactly `window` ms after it was admitted.
 --
--- KEYS, 5 per scope: requests zset, tokens zset (members "id:tokens"), tokens sum,
---   concurrency zset (score = lease expiry), spend counter of the budget period
+-- KEYS, 6 per scope: requests zset, tokens zset (members "id:tokens"), tokens sum,
+--   concurrency zset (score = lease expiry), settled spend of the budget period,
+--   budget holds zset (members "id:cost", score = lease expiry)
 -- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 tokens, 5 cost, 6 lease ms,
 --   7 number of scopes, then 6 per scope: rpm (0 = none), tpm (0 = none),
 --   concurrency (0 = none), budget (-1 = none), spend ttl s (0 = keep), ms until the
@@ -26,10 +27,11 @@ end
 
 local scopes = {}
 for i = 0, n - 1 do
-  local k = i * 5
+  local k = i * 6
   local a = 7 + i * 6
   local s = {
     req = KEYS[k + 1], tok = KEYS[k + 2], sum = KEYS[k + 3], conc = KEYS[k + 4], spend = KEYS[k + 5],
+    holds = KEYS[k + 6],
     rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
     budget = tonumber(ARGV[a + 4]), ttl = tonumber(ARGV[a + 5]), reset = tonumber(ARGV[a + 6]),
   }
@@ -42,6 +44,9 @@ for i = 0, n - 1 do
     redis.call('DECRBY', s.sum, freed)
   end
   redis.call('ZREMRANGEBYSCORE', s.conc, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', s.holds, '-inf', now)
+  s.held = 0
+  for _, member in ipairs(redis.call('ZRANGE', s.holds, 0, -1)) do s.held = s.held + amount(member) end
   s.requests = redis.call('ZCARD', s.req)
   s.used = tonumber(redis.call('GET', s.sum) or '0')
   s.inflight = redis.call('ZCARD', s.conc)
@@ -105,7 +110,7 @@ for i, s in ipairs(scopes) do
     -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
     return reply(0, 'concurrency_limit', math.min(1000, tonumber(first[2]) - now), i)
   end
-  if s.budget >= 0 and s.spent + cost > s.budget then
+  if s.budget >= 0 and s.spent + s.held + cost > s.budget then
     return reply(0, 'budget_exceeded', s.reset, i)
   end
 end
@@ -122,8 +127,9 @@ for _, s in ipairs(scopes) do
   redis.call('ZADD', s.conc, now + lease, id)
   redis.call('PEXPIRE', s.conc, lease)
   if s.budget >= 0 then
-    redis.call('INCRBY', s.spend, cost)
-    if s.ttl > 0 then redis.call('EXPIRE', s.spend, s.ttl) end
+    -- The maximum cost is held apart from the settled spend until the request ends.
+    redis.call('ZADD', s.holds, now + lease, id .. ':' .. cost)
+    redis.call('PEXPIRE', s.holds, lease)
   end
   s.requests = s.requests + 1
   s.used = s.used + tokens
