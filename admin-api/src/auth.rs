@@ -38,12 +38,17 @@ pub struct SessionToken {
     pub expires_at: SystemTime,
 }
 
-/// Signs a session token for `user_id`, valid for `ttl` from now.
+/// How long refreshing can extend a session past its login.
+pub const MAX_SESSION: Duration = Duration::from_secs(12 * 3600);
+
+/// Signs a session token for `user_id`, valid for `ttl` from now, for a login at `login`
+/// (now, or the original login when refreshing).
 pub fn issue_token(
     key: &[u8; 32],
     user_id: i64,
     role: Role,
     ttl: Duration,
+    login: Option<SystemTime>,
 ) -> Result<SessionToken, ApiError> {
     // Whole seconds: `iat` has no finer resolution, and a token must not look issued later
     // than the moment it is checked.
@@ -53,10 +58,10 @@ pub fn issue_token(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         );
-    sign_token(key, user_id, role, now, now + ttl)
+    sign_session(key, user_id, role, now, now + ttl, login.unwrap_or(now))
 }
 
-/// Signs a session token with explicit times.
+/// Signs a session token with explicit times (a login at `issued_at`).
 pub fn sign_token(
     key: &[u8; 32],
     user_id: i64,
@@ -64,7 +69,22 @@ pub fn sign_token(
     issued_at: SystemTime,
     expires_at: SystemTime,
 ) -> Result<SessionToken, ApiError> {
+    sign_session(key, user_id, role, issued_at, expires_at, issued_at)
+}
+
+fn sign_session(
+    key: &[u8; 32],
+    user_id: i64,
+    role: Role,
+    issued_at: SystemTime,
+    expires_at: SystemTime,
+    login: SystemTime,
+) -> Result<SessionToken, ApiError> {
+    let login_secs = login.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut payload = JwtPayload::new();
+    payload
+        .set_claim("auth_time", Some(login_secs.into()))
+        .map_err(|e| ApiError::Internal(format!("building the token: {e}")))?;
     payload.set_issuer(ISSUER);
     payload.set_audience(vec![AUDIENCE]);
     payload.set_subject(user_id.to_string());
@@ -84,8 +104,8 @@ pub fn sign_token(
 }
 
 /// Checks a session token's signature, algorithm, issuer, audience and lifetime; returns
-/// the user id it was issued to.
-pub fn verify_token(key: &[u8; 32], token: &str) -> Result<i64, ApiError> {
+/// the user id it was issued to and when that session logged in.
+pub fn verify_token(key: &[u8; 32], token: &str) -> Result<(i64, SystemTime), ApiError> {
     let invalid = || ApiError::Unauthenticated("invalid session token; log in again".into());
     let verifier = HS256
         .verifier_from_bytes(key)
@@ -104,10 +124,16 @@ pub fn verify_token(key: &[u8; 32], token: &str) -> Result<i64, ApiError> {
     validator.set_issuer(ISSUER);
     validator.set_audience(AUDIENCE);
     validator.validate(&payload).map_err(|_| invalid())?;
-    payload
+    let user_id = payload
         .subject()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(invalid)
+        .ok_or_else(invalid)?;
+    let login = payload
+        .claim("auth_time")
+        .and_then(|v| v.as_u64())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .ok_or_else(invalid)?;
+    Ok((user_id, login))
 }
 
 /// Who is calling.
@@ -123,6 +149,8 @@ pub enum Principal {
 pub struct Caller {
     pub principal: Principal,
     pub ip: Option<String>,
+    /// When the caller's session logged in (`None` for the master key).
+    pub login: Option<SystemTime>,
 }
 
 impl Caller {
@@ -238,9 +266,10 @@ impl FromRequestParts<AdminState> for Caller {
             return Ok(Caller {
                 principal: Principal::MasterKey,
                 ip,
+                login: None,
             });
         }
-        let user_id = verify_token(state.inner.secret.jwt_key(), token)?;
+        let (user_id, login) = verify_token(state.inner.secret.jwt_key(), token)?;
         let user = match users::get_user(&state.inner.db, user_id).await {
             Ok(user) => user,
             Err(tollgate_core::store::StoreError::NotFound(_)) => {
@@ -256,6 +285,7 @@ impl FromRequestParts<AdminState> for Caller {
         Ok(Caller {
             principal: Principal::User(user),
             ip,
+            login: Some(login),
         })
     }
 }
@@ -277,13 +307,13 @@ mod tests {
 
     #[test]
     fn tokens_round_trip() {
-        let t = issue_token(&KEY, 42, Role::Member, Duration::from_secs(60)).unwrap();
-        assert_eq!(verify_token(&KEY, &t.token).unwrap(), 42);
+        let t = issue_token(&KEY, 42, Role::Member, Duration::from_secs(60), None).unwrap();
+        assert_eq!(verify_token(&KEY, &t.token).unwrap().0, 42);
     }
 
     #[test]
     fn forged_expired_and_unsigned_tokens_fail() {
-        let t = issue_token(&KEY, 42, Role::Admin, Duration::from_secs(60)).unwrap();
+        let t = issue_token(&KEY, 42, Role::Admin, Duration::from_secs(60), None).unwrap();
         assert!(verify_token(&[8; 32], &t.token).is_err());
 
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);

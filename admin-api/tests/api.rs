@@ -630,6 +630,53 @@ both!(sessions_and_the_last_admin, |app: App| async move {
         401
     );
 
+    // Changing one's own password needs the current one.
+    let own = format!("/api/users/{}", app.member.id);
+    let new_password = json!({ "password": "a-brand-new-password" });
+    let missing = app
+        .call("PATCH", &own, Some(&token), Some(new_password.clone()))
+        .await;
+    assert_eq!(
+        (missing.status, missing.body["error"]["param"].as_str()),
+        (422, Some("current_password"))
+    );
+    let wrong = app
+        .call("PATCH", &own, Some(&token), Some(json!({ "password": "a-brand-new-password", "current_password": "not-the-password" })))
+        .await;
+    assert_eq!(wrong.status, 422);
+    let changed = app
+        .call(
+            "PATCH",
+            &own,
+            Some(&token),
+            Some(
+                json!({ "password": "a-brand-new-password", "current_password": common::PASSWORD }),
+            ),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    assert_eq!(
+        login("member@example.com", "a-brand-new-password")
+            .await
+            .status,
+        200
+    );
+
+    // Refreshing cannot stretch a session past 12 hours from its login.
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
+    let old = tollgate_admin::auth::sign_token(
+        app.secret.jwt_key(),
+        app.member.id,
+        Role::Member,
+        day_ago,
+        std::time::SystemTime::now() + std::time::Duration::from_secs(600),
+    )
+    .unwrap();
+    let refused = app
+        .call("POST", "/api/auth/refresh", Some(&old.token), None)
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+
     // Disabling a user ends their sessions at once.
     let disabled = app
         .call(

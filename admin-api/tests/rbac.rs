@@ -288,7 +288,9 @@ fn rows() -> Vec<Row> {
             |f| {
                 (
                     format!("/api/users/{}", f.member),
-                    Some(json!({ "password": common::PASSWORD })),
+                    Some(
+                        json!({ "password": common::PASSWORD, "current_password": common::PASSWORD }),
+                    ),
                 )
             },
             [403, 200, 200, 200],

@@ -79,37 +79,52 @@ async fn event_totals_equal_the_upstream_counters() {
     let key = issue(&gateway).await;
     mock.reset().await;
 
-    let mut sent = 0u64;
-    for i in 0..60 {
-        let stream = i % 3 != 0;
-        let mut body = chat_body("gpt-4o-mini", stream);
-        body["messages"][0]["content"] = json!(format!("Request number {i}, please answer."));
-        if i % 5 == 0 {
-            body["stream_options"] = json!({ "include_usage": true });
-        }
-        let directive = if i % 7 == 0 { "status=500" } else { "" };
-        let resp = post(&gateway, &key, "/v1/chat/completions", body, directive).await;
-        let expected = if directive.is_empty() { 200 } else { 500 };
-        assert_eq!(resp.status(), expected);
-        let text = resp.text().await.unwrap();
-        if stream && directive.is_empty() {
-            // The usage chunk reaches only clients that asked for it.
-            let has_usage_chunk = text.contains("\"choices\":[]");
-            assert_eq!(has_usage_chunk, i % 5 == 0, "request {i}: {text}");
-            assert!(text.trim_end().ends_with("data: [DONE]"));
-        }
-        sent += 1;
-    }
-    for i in 0..10 {
-        let body = json!({ "model": "gpt-4o-mini", "input": format!("embed {i}") });
-        assert_eq!(
-            post(&gateway, &key, "/v1/embeddings", body, "")
-                .await
-                .status(),
-            200
-        );
-        sent += 1;
-    }
+    // 900 chat requests (streams with and without include_usage, answers, upstream 500s)
+    // and 100 embeddings, eight at a time.
+    let chats = futures_util::stream::iter(0..900u64)
+        .map(|i| {
+            let (gateway, key) = (&gateway, &key);
+            async move {
+                let stream = i % 3 != 0;
+                let mut body = chat_body("gpt-4o-mini", stream);
+                body["messages"][0]["content"] =
+                    json!(format!("Request number {i}, please answer."));
+                if i % 5 == 0 {
+                    body["stream_options"] = json!({ "include_usage": true });
+                }
+                let directive = if i % 7 == 0 { "status=500" } else { "" };
+                let resp = post(gateway, key, "/v1/chat/completions", body, directive).await;
+                let expected = if directive.is_empty() { 200 } else { 500 };
+                assert_eq!(resp.status(), expected);
+                let text = resp.text().await.unwrap();
+                if stream && directive.is_empty() {
+                    // The usage chunk reaches only clients that asked for it.
+                    let has_usage_chunk = text.contains("\"choices\":[]");
+                    assert_eq!(has_usage_chunk, i % 5 == 0, "request {i}: {text}");
+                    assert!(text.trim_end().ends_with("data: [DONE]"));
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .count()
+        .await;
+    let embeddings = futures_util::stream::iter(0..100u64)
+        .map(|i| {
+            let (gateway, key) = (&gateway, &key);
+            async move {
+                let body = json!({ "model": "gpt-4o-mini", "input": format!("embed {i}") });
+                assert_eq!(
+                    post(gateway, key, "/v1/embeddings", body, "")
+                        .await
+                        .status(),
+                    200
+                );
+            }
+        })
+        .buffer_unordered(8)
+        .count()
+        .await;
+    let mut sent = (chats + embeddings) as u64;
     // Refused after authentication: metered too, with no tokens.
     let unknown = post(
         &gateway,
@@ -135,7 +150,7 @@ async fn event_totals_equal_the_upstream_counters() {
         "{stats}"
     );
     assert!(rows.iter().all(|r| !r.estimated));
-    assert_eq!(rows.iter().filter(|r| r.status == 500).count(), 9);
+    assert_eq!(rows.iter().filter(|r| r.status == 500).count(), 129);
     assert!(
         rows.iter()
             .filter(|r| r.status == 500)

@@ -1,7 +1,7 @@
 //! Sessions: log in with email and password for a short-lived token; when it expires, log
 //! in again (or refresh it while it is still valid).
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::SystemTime};
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::views::{RoleName, UserView};
 use crate::{
     AdminState,
-    auth::{Caller, Principal, SessionToken, issue_token},
+    auth::{Caller, MAX_SESSION, Principal, SessionToken, issue_token},
     error::{ApiError, ApiResult, ErrorBody},
     extract::JsonBody,
 };
@@ -84,6 +84,7 @@ pub async fn login(
         user.id,
         user.role,
         state.settings().token_ttl,
+        None,
     )?;
     tracing::info!(user = user.id, "admin login");
     Ok(Json(token_response(session, user.into())))
@@ -119,7 +120,8 @@ pub async fn me(caller: Caller) -> Json<MeResponse> {
     })
 }
 
-/// Exchange a valid session token for a new one with a fresh lifetime.
+/// Exchange a valid session token for a new one with a fresh lifetime (up to 12 hours after
+/// the login).
 #[utoipa::path(post, operation_id = "session_refresh", path = "/api/auth/refresh", tag = "auth",
     responses(
         (status = 200, description = "OK", body = TokenResponse),
@@ -135,11 +137,19 @@ pub async fn refresh(
             "the master key has no session to refresh".into(),
         ));
     };
+    // A stolen token must not live forever: refreshing ends some hours after the login.
+    let login = caller.login.unwrap_or_else(SystemTime::now);
+    if login.elapsed().unwrap_or_default() > MAX_SESSION {
+        return Err(ApiError::Unauthenticated(
+            "this session is too old to refresh; log in again".into(),
+        ));
+    }
     let session = issue_token(
         state.secret().jwt_key(),
         user.id,
         user.role,
         state.settings().token_ttl,
+        Some(login),
     )?;
     Ok(Json(token_response(session, user.into())))
 }

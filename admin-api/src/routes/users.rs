@@ -94,6 +94,32 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
+/// A stolen session must not be enough to take over the account: changing one's own
+/// password needs the current one.
+async fn check_current_password(
+    state: &AdminState,
+    id: i64,
+    current: Option<String>,
+) -> ApiResult<()> {
+    let Some(current) = current else {
+        return Err(ApiError::invalid(
+            "current_password",
+            "is required to change your own password",
+        ));
+    };
+    let stored = users::get_user(state.db(), id).await?.password_hash;
+    let matches = tokio::task::spawn_blocking(move || {
+        tollgate_core::secrets::verify_password(&current, &stored).unwrap_or(false)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("current_password", "does not match"))
+    }
+}
+
 fn require_self_or_reader(caller: &Caller, id: i64) -> ApiResult<()> {
     if caller.user_id() == Some(id) {
         Ok(())
@@ -122,6 +148,8 @@ pub struct UpdateUser {
     pub disabled: Option<bool>,
     /// A new password, at least 12 characters.
     pub password: Option<String>,
+    /// The current password: required to change one's own.
+    pub current_password: Option<String>,
     /// Quota limits shared by all the user's keys (admins).
     pub limits: Option<LimitsPatch>,
 }
@@ -150,6 +178,9 @@ pub async fn update(
         && req.password.is_some();
     if !(own_password_only && caller.role() == tollgate_core::store::entity::user::Role::Member) {
         caller.require_admin()?;
+    }
+    if req.password.is_some() && caller.user_id() == Some(id) {
+        check_current_password(&state, id, req.current_password.clone()).await?;
     }
     let password_hash = match req.password {
         Some(p) => Some(hash(p).await?),

@@ -135,6 +135,7 @@ impl App {
             user.id,
             user.role,
             Duration::from_secs(600),
+            None,
         )
         .unwrap()
         .token
