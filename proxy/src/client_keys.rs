@@ -81,7 +81,8 @@ impl ClientKeys {
 
     /// The key a presented secret belongs to, or why it is refused.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<ClientKey>, GatewayError> {
-        if !tollgate_core::secrets::is_api_key_shaped(presented) {
+        // Made-up keys fail the keyed check here, before any cache or database work.
+        if !self.secret.is_issued_key(presented) {
             return Err(GatewayError::InvalidKey);
         }
         let hash = self.secret.hash_api_key(presented);

@@ -176,6 +176,11 @@ impl JwtAuth {
                 issuer.config.audience
             )));
         }
+        if issuer.config.claim == "email"
+            && payload.claim("email_verified").and_then(|v| v.as_bool()) == Some(false)
+        {
+            return Err(invalid("the token's email is not verified"));
+        }
         let claim = payload
             .claim(&issuer.config.claim)
             .and_then(|v| v.as_str())

@@ -140,6 +140,10 @@ async fn issuer_tokens_authenticate_users_and_bad_ones_are_refused() {
             idp.token(json!({ "email": "nobody@example.com" })),
         ),
         ("no subject claim", idp.token(json!({}))),
+        (
+            "unverified email",
+            idp.token(json!({ "email": "lee@example.com", "email_verified": false })),
+        ),
     ];
     for (what, token) in refusals {
         let (status, body) = chat(&gateway, &token).await;

@@ -41,6 +41,7 @@ pub enum SecretError {
 /// The keys derived from the server secret.
 pub struct ServerSecret {
     hash_key: [u8; 32],
+    check_key: [u8; 32],
     jwt_key: [u8; 32],
     /// The current encryption key first, then keys from earlier secrets.
     sealing_keys: Vec<sealed::SealingKey>,
@@ -70,6 +71,7 @@ impl ServerSecret {
         }
         Ok(ServerSecret {
             hash_key: derive(current, b"tollgate/v1/api-key-hash"),
+            check_key: derive(current, b"tollgate/v1/api-key-check"),
             jwt_key: derive(current, b"tollgate/v1/admin-jwt"),
             sealing_keys,
         })
@@ -81,6 +83,32 @@ impl ServerSecret {
         let mut mac = hmac_sha256(&self.hash_key);
         mac.update(secret.as_bytes());
         hex(&mac.finalize().into_bytes())
+    }
+
+    /// The check characters of an API key's random part.
+    pub(crate) fn key_check(&self, random: &str) -> String {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut mac = hmac_sha256(&self.check_key);
+        mac.update(random.as_bytes());
+        mac.finalize().into_bytes()[..api_key::CHECK_CHARS]
+            .iter()
+            .map(|b| ALPHABET[usize::from(b % 62)] as char)
+            .collect()
+    }
+
+    /// Whether `text` is a key this server could have issued (shape and keyed check),
+    /// decided without any look-up.
+    pub fn is_issued_key(&self, text: &str) -> bool {
+        let Some((random, check)) = api_key::split_key(text) else {
+            return false;
+        };
+        let expected = self.key_check(random);
+        // No early exit: timing must not reveal how much of a guess matched.
+        expected
+            .bytes()
+            .zip(check.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
     }
 
     /// The key that signs admin session tokens.

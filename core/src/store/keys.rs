@@ -150,7 +150,7 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
     let now = Utc::now();
     let name = check_name(&new.name)?;
     check_limits(&new.limits, now)?;
-    let issued = generate_api_key()?;
+    let issued = generate_api_key(secret)?;
     let txn = db.begin().await?;
     check_owner(&txn, new.user_id, new.team_id).await?;
     let l = new.limits;
@@ -370,7 +370,7 @@ pub async fn rotate_key<C: ConnectionTrait + TransactionTrait>(
             format!("key {public_id} is revoked and cannot be rotated"),
         ));
     }
-    let issued = generate_api_key()?;
+    let issued = generate_api_key(secret)?;
     let now = Utc::now();
     let mut active = before.clone().into_active_model();
     active.previous_secret_hash = Set(Some(before.secret_hash.clone()));
