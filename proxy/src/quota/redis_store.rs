@@ -1,6 +1,7 @@
 //! The Redis quota store: one Lua script reserves (checking every limit first), one
 //! settles. Scripts are loaded once and called by SHA (reloaded if Redis lost them). All
-//! keys of a scope share a hash tag, so the store works on Redis Cluster too.
+//! keys of a scope share a hash tag; one call spans a request's scopes (key, user, team,
+//! deployment), so it needs a single Redis, not a Cluster.
 
 use async_trait::async_trait;
 use fred::{
