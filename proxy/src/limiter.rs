@@ -25,6 +25,7 @@ use crate::{
     client_keys::ClientKey,
     error::{GatewayError, RateLimit},
     jwt_auth::Subject,
+    metering::Meter,
     metrics::Metrics,
     quota::{
         Budget, Decision, Limits, MemoryStore, Owner, Period, QuotaError, QuotaStore, Reservation,
@@ -66,6 +67,7 @@ pub struct Limiter {
     /// miss that spend, so once the shared store answers again they are dropped and rebuilt
     /// from the usage events, which hold it (and the fallback starts afresh next time).
     served_locally: Mutex<HashMap<String, Scoped>>,
+    meter: std::sync::OnceLock<std::sync::Weak<Meter>>,
 }
 
 /// Upper bounds on what one request may reserve, whatever it asks for.
@@ -186,6 +188,7 @@ impl Limiter {
             fallback: shared.then(MemoryStore::new),
             settings,
             served_locally: Mutex::new(HashMap::new()),
+            meter: std::sync::OnceLock::new(),
         })
     }
 
@@ -238,7 +241,7 @@ impl Limiter {
         let (decision, backing) = match self.reserve_seeded(self.store.as_ref(), &reservation).await
         {
             Ok(decision) => {
-                self.recovered();
+                self.recovered().await;
                 (decision, Backing::Shared)
             }
             Err(ReserveError::Database) => return Err(GatewayError::KeyStoreUnavailable),
@@ -333,8 +336,22 @@ impl Limiter {
         Err(ReserveError::Database)
     }
 
-    /// What a scope spent in its current budget period, from the usage events.
+    /// Writes the usage events still queued, so that sums over the events include them.
+    async fn flush_events(&self) {
+        if let Some(meter) = self.meter.get().and_then(std::sync::Weak::upgrade)
+            && tokio::time::timeout(Duration::from_secs(2), meter.flush())
+                .await
+                .is_err()
+        {
+            tracing::warn!("usage events were not written in time before rebuilding a budget");
+        }
+    }
+
+    /// What a scope spent in its current budget period, from the usage events (rare: a new
+    /// period, a lost counter). Queued events are written first; a request settling at that
+    /// very moment may count twice, never not at all.
     async fn spent(&self, scope: &Scoped) -> Result<i64, ReserveError> {
+        self.flush_events().await;
         let since = scope
             .limits
             .budget
@@ -384,26 +401,29 @@ impl Limiter {
         }
     }
 
-    /// After an outage: drops the shared spend counters of scopes served locally, so they
-    /// are rebuilt from the usage events, and clears the fallback for the next outage.
-    fn recovered(self: &Arc<Self>) {
+    /// Lets the limiter write queued usage events before it rebuilds spend from them.
+    pub fn set_meter(&self, meter: &Arc<Meter>) {
+        let _ = self.meter.set(Arc::downgrade(meter));
+    }
+
+    /// After an outage: writes the queued usage events, drops the shared spend counters of
+    /// the budgets served locally so they are rebuilt from those events, and clears the
+    /// fallback for the next outage. Runs once, in the first request that reaches the
+    /// shared store again, before it goes on.
+    async fn recovered(&self) {
         let scopes: Vec<Scoped> = match self.served_locally.lock() {
             Ok(mut served) if !served.is_empty() => served.drain().map(|(_, s)| s).collect(),
             _ => return,
         };
+        self.flush_events().await;
+        for scope in scopes {
+            if let Err(e) = self.store.forget_spend(&scope).await {
+                tracing::warn!("dropping a spend counter after an outage failed: {e}");
+            }
+        }
         if let Some(local) = &self.fallback {
             local.clear();
         }
-        let limiter = self.clone();
-        self.backend.handle().spawn(async move {
-            // The last events served locally must be in the database first.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            for scope in scopes {
-                if let Err(e) = limiter.store.forget_spend(&scope).await {
-                    tracing::warn!("dropping a spend counter after an outage failed: {e}");
-                }
-            }
-        });
     }
 }
 

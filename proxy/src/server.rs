@@ -129,6 +129,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         config.server.data_dir.join("usage-spill.jsonl"),
         metrics.usage_events.clone(),
     ));
+    limiter.set_meter(&meter);
     let flushing = meter.clone();
     let gateway = Gateway {
         routes: RouteTable::new(&config, &upstreams),

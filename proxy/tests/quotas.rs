@@ -555,3 +555,123 @@ async fn deployment_limits_protect_upstream_accounts() {
     assert_eq!(first.stats().await["requests_total"], 2);
     assert_eq!(second.stats().await["requests_total"], 3);
 }
+
+/// Sends up to `n` requests of at most 20 completion tokens; returns whether none was
+/// refused, and what the served ones cost (2.5 and 10 USD per million tokens, rounded up).
+async fn spend(gateway: &Gateway, key: &str, n: usize) -> (bool, i64) {
+    let mut body = chat_body("gpt-4o-mini", false);
+    body["max_tokens"] = json!(20);
+    let mut cost = 0;
+    for _ in 0..n {
+        let resp = chat(gateway, key, body.clone(), "").await;
+        if resp.status() == 429 {
+            return (false, cost);
+        }
+        assert_eq!(resp.status(), 200);
+        let reply: Value = resp.json().await.unwrap();
+        let (p, c) = (
+            reply["usage"]["prompt_tokens"].as_i64().unwrap(),
+            reply["usage"]["completion_tokens"].as_i64().unwrap(),
+        );
+        cost += (p * 2_500_000 + c * 10_000_000 + 999_999) / 1_000_000;
+    }
+    (true, cost)
+}
+
+/// A TCP relay to Redis that a test can cut and restore, to play a Redis outage.
+struct FlakyRedis {
+    addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl FlakyRedis {
+    async fn start(target: std::net::SocketAddr) -> FlakyRedis {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (up_, links_) = (up.clone(), links.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up_.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links_.lock().unwrap().push(link);
+            }
+        });
+        FlakyRedis { addr, up, links }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for link in self.links.lock().unwrap().drain(..) {
+                link.abort();
+            }
+        }
+    }
+}
+
+// Multi-threaded: the relay must keep running while the test blocks on a child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_never_lets_a_budget_be_overspent() {
+    let target: std::net::SocketAddr = redis_url().trim_start_matches("redis://").parse().unwrap();
+    let redis = FlakyRedis::start(target).await;
+    let url = redis.url();
+    let prefix = format!("tgtest{}", fastrand::u64(..));
+    let envs = [
+        ("TOLLGATE_REDIS_URL", url.as_str()),
+        ("TOLLGATE_REDIS_PREFIX", prefix.as_str()),
+    ];
+    let mock = Mock::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::spawn_in_env(dir.path(), &priced_route(&mock), "", &envs).await;
+    let budget = 3_000i64;
+    let key = issue(
+        &gateway,
+        json!({ "budget_micro_usd": budget, "budget_period": "day" }),
+    )
+    .await;
+    // Some spend through Redis, some while it is away (served under the local limiter)...
+    let (_, mut spent) = spend(&gateway, &key, 4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.set_up(false);
+    let (open, during) = spend(&gateway, &key, 4).await;
+    assert!(open, "refused during the outage");
+    spent += during;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // ...then Redis is back: the outage's spend must count against the budget.
+    redis.set_up(true);
+    spent += spend(&gateway, &key, 1).await.1;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    spent += spend(&gateway, &key, 1000).await.1;
+    assert!(spent <= budget, "spent {spent} of a {budget} budget");
+    assert!(spent > budget / 2, "spent only {spent}");
+    let metrics = client()
+        .get(format!("http://{}/metrics", gateway.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_quota_store_errors_total{handling=\"fail_open\"}"),
+        "the outage was not noticed"
+    );
+}
