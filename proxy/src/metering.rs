@@ -116,6 +116,9 @@ enum Message {
 pub struct Meter {
     tx: mpsc::Sender<Message>,
     outcomes: IntCounterVec,
+    /// To release the quota of a request whose event could not be queued.
+    limiter: Arc<Limiter>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Meter {
@@ -135,8 +138,13 @@ impl Meter {
             last_replay: None,
             outcomes: outcomes.clone(),
         };
-        backend.handle().spawn(run(rx, writer, limiter));
-        Meter { tx, outcomes }
+        backend.handle().spawn(run(rx, writer, limiter.clone()));
+        Meter {
+            tx,
+            outcomes,
+            limiter,
+            runtime: backend.handle().clone(),
+        }
     }
 
     /// Hands a finished request over; never waits.
@@ -145,7 +153,19 @@ impl Meter {
             // Only if the metering task is 100,000 events behind or gone.
             self.outcomes.with_label_values(&["dropped"]).inc();
             tracing::error!("usage event dropped: the metering queue is full or closed");
-            drop(e);
+            // The request's quota must still be released (its concurrency slot above all):
+            // settled as if it used all it reserved, which never undercounts.
+            if let Message::Finished(finished) = e.into_inner()
+                && let Some(admitted) = finished.admitted
+            {
+                let limiter = self.limiter.clone();
+                let used = QuotaUsage {
+                    tokens: admitted.reservation.tokens,
+                    cost: admitted.reservation.cost,
+                };
+                self.runtime
+                    .spawn(async move { limiter.settle(&admitted, used).await });
+            }
         }
     }
 
