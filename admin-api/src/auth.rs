@@ -16,13 +16,16 @@ use josekit::{
     jws::{HS256, JwsHeader},
     jwt::{self, JwtPayload, JwtPayloadValidator},
 };
-use tollgate_core::store::{
-    Actor,
-    entity::{
-        api_key,
-        user::{self, Role},
+use tollgate_core::{
+    secrets::constant_time_eq,
+    store::{
+        Actor,
+        entity::{
+            api_key,
+            user::{self, Role},
+        },
+        users,
     },
-    users,
 };
 
 use crate::{AdminState, error::ApiError};
@@ -288,15 +291,6 @@ impl FromRequestParts<AdminState> for Caller {
             login: Some(login),
         })
     }
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a guess matched.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, &byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    diff == 0
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use http::HeaderMap;
 
 use std::sync::Arc;
 
+use tollgate_core::secrets::constant_time_eq;
+
 use crate::{
     client_keys::{ClientKey, ClientKeys},
     error::GatewayError,
@@ -122,15 +124,6 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
     headers.get("x-api-key")?.to_str().ok().map(str::trim)
-}
-
-/// Compares without an early exit, so timing does not reveal how much of a guess matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for (i, &byte) in b.iter().enumerate() {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
-    }
-    diff == 0
 }
 
 #[cfg(test)]

@@ -102,13 +102,7 @@ impl ServerSecret {
         let Some((random, check)) = api_key::split_key(text) else {
             return false;
         };
-        let expected = self.key_check(random);
-        // No early exit: timing must not reveal how much of a guess matched.
-        expected
-            .bytes()
-            .zip(check.bytes())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
+        constant_time_eq(self.key_check(random).as_bytes(), check.as_bytes())
     }
 
     /// The key that signs admin session tokens.
@@ -135,6 +129,15 @@ impl ServerSecret {
     pub fn current_key_id(&self) -> &str {
         self.sealing_keys[0].id()
     }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
 }
 
 /// HKDF-SHA256 subkey of the server secret for one purpose.
