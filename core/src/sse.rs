@@ -125,9 +125,9 @@ impl SseScanner {
         if data.starts_with(b"{\"error\"") {
             self.error = true;
         }
-        if memmem::find(data, b"\"content\":\"").is_some()
-            || memmem::find(data, b"\"text\":\"").is_some()
-            || memmem::find(data, b"\"delta\":\"").is_some()
+        if [&b"\"content\":\""[..], b"\"text\":\"", b"\"delta\":\""]
+            .iter()
+            .any(|key| has_text(data, key))
         {
             self.content_events += 1;
         }
@@ -203,11 +203,18 @@ fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
+/// Whether `key` (ending in an opening quote) is followed by a non-empty string: the role
+/// chunk's `"content":""` carries no token.
+fn has_text(data: &[u8], key: &[u8]) -> bool {
+    memmem::find_iter(data, key).any(|at| data.get(at + key.len()).is_some_and(|b| *b != b'"'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const STREAM: &str = concat!(
+        "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
         "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
         "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":null}\n\n",
         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2,\"total_tokens\":14}}\n\n",
@@ -218,7 +225,8 @@ mod tests {
     fn finds_usage_and_done_in_one_chunk() {
         let mut s = SseScanner::new();
         s.feed(STREAM.as_bytes());
-        assert_eq!(s.events(), 4);
+        assert_eq!(s.events(), 5);
+        assert_eq!(s.content_events(), 2, "the role chunk carries no token");
         assert!(s.done());
         assert_eq!(
             s.usage(),
@@ -239,7 +247,8 @@ mod tests {
                 s.feed(&bytes[..cut]);
                 s.feed(&bytes[cut..cut2]);
                 s.feed(&bytes[cut2..]);
-                assert_eq!(s.events(), 4, "cut at {cut}/{cut2}");
+                assert_eq!(s.events(), 5, "cut at {cut}/{cut2}");
+                assert_eq!(s.content_events(), 2);
                 assert!(s.done());
                 assert_eq!(s.usage().map(|u| u.completion_tokens), Some(2));
             }

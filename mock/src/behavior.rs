@@ -26,6 +26,10 @@ pub struct Behavior {
     pub reset: bool,
     /// Streams: abort the connection after this many token chunks. Non-stream: like `reset`.
     pub reset_after: Option<u32>,
+    /// Streams: after this many token chunks send nothing more, until the client leaves (a
+    /// model stuck mid-answer; lets a test abort after a known number of tokens).
+    /// Non-stream: like `hang`.
+    pub stall_after: Option<u32>,
     /// Normal body, but this content-type.
     pub content_type: Option<HeaderValue>,
     /// 502 with an HTML body, as a misbehaving load balancer sends.
@@ -92,6 +96,7 @@ impl Behavior {
             }
             "retry_after" => self.retry_after = Some(number(key, need()?, 86_400)?),
             "reset_after" => self.reset_after = Some(number(key, need()?, MAX_TOKENS)?),
+            "stall_after" => self.stall_after = Some(number(key, need()?, MAX_TOKENS)?),
             "content_type" => {
                 let v = HeaderValue::from_str(need()?).map_err(|_| {
                     "mock directive `content_type` is not a valid header value".to_owned()
@@ -110,7 +115,7 @@ impl Behavior {
             _ => {
                 return Err(format!(
                     "unknown mock directive `{key}`; known: latency, ttft, itl, tokens, status, \
-                     retry_after, hang, reset, reset_after, content_type, html, echo"
+                     retry_after, hang, reset, reset_after, stall_after, content_type, html, echo"
                 ));
             }
         }
@@ -160,7 +165,7 @@ mod tests {
     fn parses_directives() {
         let mut b = Behavior::default();
         b.apply(
-            "latency=250ms, ttft=1s,itl=5,tokens=7,status=429,retry_after=3,hang,reset_after=2,",
+            "latency=250ms, ttft=1s,itl=5,tokens=7,status=429,retry_after=3,hang,reset_after=2,stall_after=4",
         )
         .unwrap();
         assert_eq!(b.latency, Duration::from_millis(250));
@@ -171,6 +176,7 @@ mod tests {
             (Some(7), Some(429), Some(3), Some(2))
         );
         assert!(b.hang && !b.reset && !b.html);
+        assert_eq!(b.stall_after, Some(4));
         b.apply("content_type=text/plain,html,reset,latency=1.5s,echo")
             .unwrap();
         assert_eq!(

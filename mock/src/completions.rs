@@ -43,7 +43,7 @@ impl Endpoint for Completions {
 
     fn respond(app: &App, ctx: &Ctx, req: &CompletionRequest<'_>, call: &Call<'_>) -> Reply {
         let prompt = req.prompt.as_ref().map(|p| p.0).unwrap_or_default();
-        let prompt_tokens = prompt.prompt_tokens();
+        let prompt_tokens = prompt.content_tokens();
         let seed = prompt.seed(call.model);
         let (n, truncated) = call
             .behavior

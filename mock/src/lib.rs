@@ -5,11 +5,13 @@
 //!   `/v1/responses`; `GET /v1/models[/{id}]`; Azure `POST /openai/deployments/{d}/…`
 //!   (needs `?api-version=`); controls `GET /_mock/stats`, `POST /_mock/reset`,
 //!   `GET /_mock/requests`, `GET /_mock/health`.
-//! - Content: one vocabulary word per token, seeded by (model, prompt). Prompt tokens =
-//!   3 + Σ per message (3 + ceil(chars/4)); embeddings count ceil(chars/4) (or ids) per input.
+//! - Content: one vocabulary word per token, seeded by (model, prompt). Prompt tokens are
+//!   counted with the o200k tokenizer as OpenAI does: chat and Responses add 3 per message
+//!   (role, content, name + 1) and 3 per prompt; legacy completions and embeddings count the
+//!   text (or token ids) alone.
 //! - Directives (header `x-mock` and/or a `model@…` suffix, comma-separated, suffix wins):
 //!   `latency=`, `ttft=`, `itl=`, `tokens=`, `status=`, `retry_after=`, `hang`, `reset`,
-//!   `reset_after=`, `content_type=`, `html`, `echo`. See `behavior.rs`.
+//!   `reset_after=`, `stall_after=`, `content_type=`, `html`, `echo`. See `behavior.rs`.
 //! - The request log (last 64) is on by default so tests need no setup; benchmarks switch it
 //!   off with `--no-record` / [`MockServer::set_recording`].
 

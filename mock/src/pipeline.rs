@@ -163,7 +163,7 @@ async fn inject(app: &App, ctx: &Ctx, b: &Behavior, model: &str, stream: bool) -
     if !b.latency.is_zero() {
         tokio::time::sleep(b.latency).await;
     }
-    if b.hang {
+    if b.hang || (b.stall_after.is_some() && !stream) {
         app.stats.injected(Injected::Hang);
         // Parked without polling; hyper drops this future when the client disconnects.
         return Some(std::future::pending::<Reply>().await);

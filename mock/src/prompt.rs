@@ -7,7 +7,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::text::{Fnv, TOKENS_PER_MESSAGE, TOKENS_PER_PROMPT, hash_str, mix, text_tokens};
+use crate::text::{
+    Fnv, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, TOKENS_PER_PROMPT, hash_str, mix, text_tokens,
+};
 
 /// A string from the request body, borrowed when the JSON had no escapes in it.
 pub struct JsonStr<'a>(pub Cow<'a, str>);
@@ -34,8 +36,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
     }
 }
 
-/// One message or input reduced to its content tokens (ceil(chars/4), or the number of token
-/// ids) and a hash of its content.
+/// One message or input reduced to its tokens (its texts counted with the o200k tokenizer, or
+/// the number of token ids) and a hash of its content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ItemDigest {
     pub tokens: u32,
@@ -50,7 +52,7 @@ impl ItemDigest {
     }
 }
 
-/// A whole prompt: prompt_tokens = 3 + Σ over messages (3 + ceil(chars/4)).
+/// A whole prompt: prompt_tokens = 3 + Σ over messages (3 + its tokens), OpenAI's chat framing.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PromptDigest {
     content_tokens: u32,
@@ -72,6 +74,11 @@ impl PromptDigest {
         self.hash = mix(self.hash ^ other.hash);
     }
 
+    /// The text alone, as legacy completions and embeddings count it (no chat framing).
+    pub fn content_tokens(&self) -> u32 {
+        self.content_tokens
+    }
+
     pub fn messages(&self) -> u32 {
         self.messages
     }
@@ -91,19 +98,25 @@ impl PromptDigest {
 
 #[derive(Default)]
 struct TextAcc {
-    chars: usize,
+    tokens: u32,
     hash: Fnv,
 }
 
 impl TextAcc {
+    /// Content: counted and part of the completion's seed.
     fn push(&mut self, s: &str) {
-        self.chars += s.chars().count();
+        self.count(s);
         self.hash.write(s.as_bytes());
+    }
+
+    /// A role or a name: counted as OpenAI does, but not content.
+    fn count(&mut self, s: &str) {
+        self.tokens = self.tokens.saturating_add(text_tokens(s));
     }
 
     fn finish(self) -> ItemDigest {
         ItemDigest {
-            tokens: text_tokens(self.chars),
+            tokens: self.tokens,
             hash: self.hash.finish(),
         }
     }
@@ -116,6 +129,8 @@ enum Field {
     Content,
     Output,
     Text,
+    Role,
+    Name,
     #[serde(other)]
     Other,
 }
@@ -163,6 +178,14 @@ impl<'de> Deserialize<'de> for Elem {
                     match key {
                         Field::Content | Field::Output => {
                             map.next_value_seed(ContentSeed(&mut acc))?
+                        }
+                        Field::Role | Field::Name => {
+                            if let Some(s) = map.next_value::<TextOrOther>()?.0 {
+                                acc.count(&s.0);
+                                if matches!(key, Field::Name) {
+                                    acc.tokens = acc.tokens.saturating_add(TOKENS_PER_NAME);
+                                }
+                            }
                         }
                         Field::Text | Field::Other => {
                             map.next_value::<IgnoredAny>()?;
@@ -411,20 +434,31 @@ mod tests {
 
     #[test]
     fn chat_messages_count_content_and_framing() {
-        // "hello there" = 11 chars → 3 tokens; +3 per message; +3 per prompt.
+        // +3 per message, +3 per prompt, the role's tokens, a name's tokens + 1.
         let d = chat(r#"[{"role":"user","content":"hello there","name":"x"}]"#);
-        assert_eq!(d.prompt_tokens(), 3 + 3 + 3);
-        // Text parts are counted like a string, and hash the same.
-        let parts = chat(
-            r#"[{"role":"user","content":[{"type":"text","text":"hello "},{"type":"text","text":"there"}]}]"#,
+        let t = text_tokens;
+        assert_eq!(
+            d.prompt_tokens(),
+            3 + (3 + t("user") + t("hello there") + t("x") + 1)
         );
-        assert_eq!(parts.prompt_tokens(), d.prompt_tokens());
+        assert_eq!(d.prompt_tokens(), 11);
+        // Text parts are counted one by one, and hash like the joined string.
+        let parts = chat(
+            r#"[{"role":"user","content":[{"type":"text","text":"hello "},{"type":"text","text":"there"}],"name":"x"}]"#,
+        );
+        assert_eq!(
+            parts.prompt_tokens(),
+            3 + (3 + t("user") + t("hello ") + t("there") + t("x") + 1)
+        );
         assert_eq!(parts.seed("m"), d.seed("m"));
         assert_ne!(d.seed("m"), d.seed("n"));
         let two = chat(
             r#"[{"role":"system","content":"be brief"},{"role":"assistant","content":null,"tool_calls":[]}]"#,
         );
-        assert_eq!(two.prompt_tokens(), 3 + (3 + 2) + 3);
+        assert_eq!(
+            two.prompt_tokens(),
+            3 + (3 + t("system") + t("be brief")) + (3 + t("assistant"))
+        );
     }
 
     #[test]
@@ -438,7 +472,8 @@ mod tests {
         let s = serde_json::from_str::<PromptInput>(r#""abcdefgh""#)
             .unwrap()
             .0;
-        assert_eq!(s.prompt_tokens(), 3 + 2 + 3);
+        assert_eq!(s.prompt_tokens(), 3 + (3 + text_tokens("abcdefgh")));
+        assert_eq!(s.content_tokens(), text_tokens("abcdefgh"));
         let ids = serde_json::from_str::<PromptInput>("[1,2,3,4,5]")
             .unwrap()
             .0;
@@ -450,7 +485,10 @@ mod tests {
         .0;
         assert_eq!(
             (items.messages(), items.prompt_tokens()),
-            (2, 3 + 2 * (3 + 1))
+            (
+                2,
+                3 + (3 + text_tokens("user") + text_tokens("abcd")) + (3 + text_tokens("abcd"))
+            )
         );
     }
 

@@ -1,5 +1,6 @@
 //! The streaming body shared by chat, completions and responses: pre-built head and tail events,
-//! token events stamped from a template, `ttft`/`itl` pacing, `reset_after`, and stream accounting.
+//! token events stamped from a template, `ttft`/`itl` pacing, `reset_after`, `stall_after`, and
+//! stream accounting.
 
 use std::fmt::Write as _;
 use std::io;
@@ -62,6 +63,7 @@ pub fn reply(ctx: &Ctx, plan: StreamPlan, b: &Behavior, stats: &Arc<MockStats>) 
         ttft: b.ttft,
         itl: b.itl,
         reset_after: b.reset_after,
+        stall_after: b.stall_after,
     };
     let body = Body::from_stream(SseStream::new(plan, pacing, stats.clone()));
     reply::ok(ctx, EVENT_STREAM, b.content_type.as_ref(), body)
@@ -72,6 +74,7 @@ struct Pacing {
     ttft: Duration,
     itl: Duration,
     reset_after: Option<u32>,
+    stall_after: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,6 +164,10 @@ impl Stream for SseStream {
                     if this.pacing.reset_after == Some(i) {
                         this.phase = Phase::Reset { flushed: false };
                         continue;
+                    }
+                    if this.pacing.stall_after == Some(i) {
+                        // Never woken: hyper drops the body when the client goes away.
+                        return Poll::Pending;
                     }
                     if i >= this.plan.tokens {
                         this.phase = Phase::Tail;

@@ -1,5 +1,8 @@
-//! Deterministic completion text and the one token estimate every endpoint shares.
+//! Deterministic completion text and the one token count every endpoint shares.
 //! Content is a pure function of (model, prompt), so stream deltas reassemble to the non-stream text.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Each entry is one token. The leading space is dropped for the first token of a completion.
 /// Plain ASCII letters only, so a word never needs JSON escaping.
@@ -70,15 +73,45 @@ const WORDS: [&str; 64] = [
     " maple",
 ];
 
-/// Characters per token in the prompt estimate (OpenAI's rule of thumb for English).
-pub const CHARS_PER_TOKEN: usize = 4;
 /// Framing tokens added per message and once per prompt, as OpenAI's chat format does.
 pub const TOKENS_PER_MESSAGE: u32 = 3;
 pub const TOKENS_PER_PROMPT: u32 = 3;
+/// A message's `name` costs one token beyond its text.
+pub const TOKENS_PER_NAME: u32 = 1;
 
-/// Tokens in a piece of text: ceil(chars / 4).
-pub fn text_tokens(chars: usize) -> u32 {
-    u32::try_from(chars.div_ceil(CHARS_PER_TOKEN)).unwrap_or(u32::MAX)
+/// Distinct texts remembered per thread; benchmarks repeat one prompt, tests send a few thousand.
+const COUNT_CACHE: usize = 16_384;
+
+thread_local! {
+    static COUNTS: RefCell<HashMap<(u64, usize), u32>> = RefCell::new(HashMap::new());
+}
+
+/// Tokens in a piece of text as OpenAI counts them for its current models (o200k), so usage
+/// matches what a client-side tokenizer predicts. Counts are cached by content hash: encoding
+/// is the slowest step of an answer, and load tests send the same prompt again and again.
+pub fn text_tokens(s: &str) -> u32 {
+    if s.is_empty() {
+        return 0;
+    }
+    let key = (hash_str(s), s.len());
+    if let Some(n) = COUNTS.with(|c| c.borrow().get(&key).copied()) {
+        return n;
+    }
+    let n = u32::try_from(tiktoken_rs::o200k_base_singleton().encode_ordinary(s).len())
+        .unwrap_or(u32::MAX);
+    COUNTS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= COUNT_CACHE {
+            c.clear();
+        }
+        c.insert(key, n);
+    });
+    n
+}
+
+/// Loads the tokenizer's tables ahead of the first request.
+pub fn warm_tokenizer() {
+    let _ = text_tokens("warm");
 }
 
 /// Token `i` of the completion seeded by `seed`. Token i never depends on the total length,
@@ -149,10 +182,12 @@ mod tests {
     }
 
     #[test]
-    fn estimate_rounds_up() {
-        assert_eq!(text_tokens(0), 0);
-        assert_eq!(text_tokens(1), 1);
-        assert_eq!(text_tokens(8), 2);
-        assert_eq!(text_tokens(9), 3);
+    fn counts_with_the_o200k_tokenizer() {
+        assert_eq!(text_tokens(""), 0);
+        assert_eq!(text_tokens("hello there"), 2);
+        assert_eq!(text_tokens("Hello, world!"), 4);
+        // Cached answers equal fresh ones.
+        assert_eq!(text_tokens("Hello, world!"), 4);
+        assert_eq!(text_tokens("user"), 1);
     }
 }

@@ -1,52 +1,109 @@
 //! Token estimates for requests whose upstream reported no usage (a client abort, an
 //! upstream failure, a provider without usage): the prompt is counted with OpenAI's
-//! o200k tokenizer, the completion from the stream's content events (about one token
-//! each) or, for a JSON answer, its size. Runs in the metering task, never on the request
-//! path (the tokenizer's tables take a moment to load the first time).
+//! o200k tokenizer and its chat framing, the completion from the stream's content events
+//! (one token each) or, for a JSON answer, its size. Runs in the metering task, never on
+//! the request path (the tokenizer's tables take a moment to load the first time).
 
 use serde_json::Value;
 
-/// Tokens of a request's prompt: the text of its messages (or prompt / input), plus
-/// OpenAI's per-message framing.
-pub fn prompt_tokens(body: &[u8]) -> u64 {
-    let bpe = tiktoken_rs::o200k_base_singleton();
-    let count = |text: &str| bpe.encode_ordinary(text).len() as u64;
+use crate::endpoints::Endpoint;
+
+/// OpenAI's chat format: every message costs 3 tokens of framing, a `name` one more, and
+/// the reply's priming 3.
+const TOKENS_PER_MESSAGE: u64 = 3;
+const TOKENS_PER_NAME: u64 = 1;
+const REPLY_PRIMING: u64 = 3;
+
+fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+/// Tokens of a request's prompt as the upstream counts them.
+pub fn prompt_tokens(endpoint: Endpoint, body: &[u8]) -> u64 {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return count(&String::from_utf8_lossy(body));
     };
-    if let Some(messages) = value.get("messages").and_then(Value::as_array) {
-        // Each message costs 3 tokens of framing, the reply's priming 3 more.
-        let mut total = 3;
-        for message in messages {
-            total += 3;
-            let mut text = String::new();
-            collect_text(message, &mut text);
-            total += count(&text);
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let messages = value.get("messages").and_then(Value::as_array);
+            let framed: u64 = messages.into_iter().flatten().map(message).sum();
+            REPLY_PRIMING + framed
         }
-        return total;
-    }
-    let mut text = String::new();
-    for field in ["prompt", "input", "instructions"] {
-        if let Some(v) = value.get(field) {
-            collect_text(v, &mut text);
+        // Instructions are a leading system message; each input item a message.
+        Endpoint::Responses => {
+            let mut framed = value
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map_or(0, |s| TOKENS_PER_MESSAGE + count(s));
+            match value.get("input") {
+                Some(Value::Array(items)) => {
+                    let mut ids = None;
+                    for item in items {
+                        match item {
+                            Value::Number(_) => *ids.get_or_insert(TOKENS_PER_MESSAGE) += 1,
+                            Value::Object(_) => framed += message(item),
+                            other => framed += TOKENS_PER_MESSAGE + plain(other),
+                        }
+                    }
+                    framed += ids.unwrap_or(0);
+                }
+                Some(other) => framed += TOKENS_PER_MESSAGE + plain(other),
+                None => {}
+            }
+            REPLY_PRIMING + framed
         }
+        // Legacy completions and embeddings count their text alone.
+        Endpoint::Completions => value.get("prompt").map_or(0, plain),
+        Endpoint::Embeddings => value.get("input").map_or(0, plain),
     }
-    count(&text)
 }
 
-/// Every string inside `value`, joined by spaces (roles, names, text parts).
-fn collect_text(value: &Value, out: &mut String) {
-    match value {
-        Value::String(s) => {
-            out.push_str(s);
-            out.push(' ');
+/// One chat message (or Responses item): framing, role, name and the text of its content.
+fn message(msg: &Value) -> u64 {
+    let Some(fields) = msg.as_object() else {
+        return TOKENS_PER_MESSAGE;
+    };
+    let mut tokens = TOKENS_PER_MESSAGE;
+    if let Some(role) = fields.get("role").and_then(Value::as_str) {
+        tokens += count(role);
+    }
+    if let Some(name) = fields.get("name").and_then(Value::as_str) {
+        tokens += count(name) + TOKENS_PER_NAME;
+    }
+    for field in ["content", "output"] {
+        match fields.get(field) {
+            Some(Value::String(s)) => tokens += count(s),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    match part {
+                        Value::String(s) => tokens += count(s),
+                        // Text parts count; images and audio are priced by the upstream's
+                        // own rules, which an estimate does not attempt.
+                        Value::Object(p) => {
+                            tokens += p.get("text").and_then(Value::as_str).map_or(0, count)
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
         }
-        Value::Array(items) => items.iter().for_each(|v| collect_text(v, out)),
-        Value::Object(map) => map
-            .iter()
-            .filter(|(k, _)| k.as_str() != "image_url" && k.as_str() != "input_audio")
-            .for_each(|(_, v)| collect_text(v, out)),
-        _ => {}
+    }
+    tokens
+}
+
+/// A text prompt: a string, strings, token ids or arrays of token ids.
+fn plain(value: &Value) -> u64 {
+    match value {
+        Value::String(s) => count(s),
+        Value::Number(_) => 1,
+        Value::Array(items) => items.iter().map(plain).sum(),
+        _ => 0,
     }
 }
 
@@ -65,13 +122,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prompts_are_counted_with_the_tokenizer() {
+    fn chat_prompts_are_counted_with_the_tokenizer_and_framing() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"Hello, world!"}]}"#;
-        // "user Hello, world! " is 5 tokens in o200k, plus 3 + 3 framing.
-        let n = prompt_tokens(body);
-        assert!((9..=13).contains(&n), "{n}");
-        let plain = prompt_tokens(br#"{"model":"m","input":"one two three"}"#);
-        assert_eq!(plain, 4);
-        assert!(prompt_tokens(b"not json at all") > 0);
+        // priming 3 + (framing 3 + "user" 1 + "Hello, world!" 4)
+        assert_eq!(prompt_tokens(Endpoint::ChatCompletions, body), 11);
+        let parts = br#"{"messages":[{"role":"user","name":"bob","content":[{"type":"text","text":"Hello, world!"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        assert_eq!(
+            prompt_tokens(Endpoint::ChatCompletions, parts),
+            11 + count("bob") + 1
+        );
+    }
+
+    #[test]
+    fn other_endpoints() {
+        let text = br#"{"model":"m","input":"one two three"}"#;
+        assert_eq!(prompt_tokens(Endpoint::Embeddings, text), 3);
+        assert_eq!(prompt_tokens(Endpoint::Responses, text), 3 + 3 + 3);
+        let ids = br#"{"model":"m","prompt":[[1,2,3],[4]]}"#;
+        assert_eq!(prompt_tokens(Endpoint::Completions, ids), 4);
+        let items = br#"{"instructions":"be brief","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}]}"#;
+        assert_eq!(
+            prompt_tokens(Endpoint::Responses, items),
+            3 + (3 + count("be brief")) + (3 + 1 + count("hi"))
+        );
+        assert!(prompt_tokens(Endpoint::ChatCompletions, b"not json at all") > 0);
     }
 }

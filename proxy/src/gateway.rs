@@ -515,8 +515,8 @@ impl ProxyHttp for Gateway {
         if ctx.in_flight {
             self.metrics.in_flight.dec();
         }
-        if ctx.principal.is_some() && ctx.endpoint.is_some() {
-            self.meter.record(finished(session, ctx));
+        if let (Some(_), Some(endpoint)) = (&ctx.principal, ctx.endpoint) {
+            self.meter.record(finished(session, ctx, endpoint));
         }
         let status = final_response(session).unwrap_or(0);
         let endpoint = ctx.endpoint.map_or("other", |e| e.as_str());
@@ -562,7 +562,7 @@ impl ProxyHttp for Gateway {
 }
 
 /// The metering record of an authenticated proxy request (answered, refused or aborted).
-fn finished(session: &Session, ctx: &mut RequestCtx) -> Finished {
+fn finished(session: &Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Finished {
     let (key_id, user_id, team_id) = match &ctx.principal {
         Some(Principal::Key(k)) => (Some(k.id()), k.record.key.user_id, k.record.key.team_id),
         Some(Principal::Jwt(s)) => match s.kind {
@@ -594,6 +594,7 @@ fn finished(session: &Session, ctx: &mut RequestCtx) -> Finished {
         usage: ctx.response.usage(),
         upstream_ok: ctx.upstream_ok,
         streamed: ctx.streamed,
+        endpoint,
         request_body: ctx.body.clone(),
         content_events: ctx.content_events.max(ctx.response.content_events()),
         response_bytes: ctx.response_bytes,

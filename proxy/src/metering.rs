@@ -24,6 +24,7 @@ use tollgate_core::{config::Pricing, store::entity::usage_event, usage::Usage};
 
 use crate::{
     backend::Backend,
+    endpoints::Endpoint,
     estimate,
     limiter::{Admitted, Limiter},
     quota::Usage as QuotaUsage,
@@ -54,6 +55,7 @@ pub struct Finished {
     /// Whether an upstream answered with success (else nothing was generated or billed).
     pub upstream_ok: bool,
     pub streamed: bool,
+    pub endpoint: Endpoint,
     /// The request as sent upstream, for estimating its prompt when usage is missing.
     pub request_body: Bytes,
     pub content_events: u64,
@@ -95,7 +97,7 @@ pub fn measure(f: &Finished) -> (u64, u64, bool, i64) {
     let (prompt, completion, estimated) = match f.usage {
         Some(u) => (u.prompt_tokens, u.completion_tokens, false),
         None if f.upstream_ok => (
-            estimate::prompt_tokens(&f.request_body),
+            estimate::prompt_tokens(f.endpoint, &f.request_body),
             estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed),
             true,
         ),

@@ -71,6 +71,35 @@ async fn sqlite(dir: &std::path::Path) -> DatabaseConnection {
     .unwrap()
 }
 
+/// Reads a stream until `tokens` content deltas arrived, then drops the connection.
+async fn read_tokens_then_leave(resp: reqwest::Response, tokens: u64) {
+    let mut chunks = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0;
+    while seen < tokens {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), chunks.next())
+            .await
+            .expect("the stream stalled before its tokens")
+            .expect("the stream ended before its tokens")
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buf.drain(..end + 2).collect();
+            let Some(data) = event.strip_prefix(b"data: ") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(data) else {
+                continue;
+            };
+            let content = &v["choices"][0]["delta"]["content"];
+            if content.as_str().is_some_and(|c| !c.is_empty()) {
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, tokens);
+}
+
 #[tokio::test]
 async fn event_totals_equal_the_upstream_counters() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,8 +108,9 @@ async fn event_totals_equal_the_upstream_counters() {
     let key = issue(&gateway).await;
     mock.reset().await;
 
-    // 900 chat requests (streams with and without include_usage, answers, upstream 500s)
-    // and 100 embeddings, eight at a time.
+    // 900 chat requests (streams with and without include_usage, answers, upstream 500s,
+    // clients that leave mid-stream) and 100 embeddings, eight at a time.
+    let aborts = |i: u64| i % 10 == 1 && !i.is_multiple_of(3) && !i.is_multiple_of(7);
     let chats = futures_util::stream::iter(0..900u64)
         .map(|i| {
             let (gateway, key) = (&gateway, &key);
@@ -91,6 +121,22 @@ async fn event_totals_equal_the_upstream_counters() {
                     json!(format!("Request number {i}, please answer."));
                 if i % 5 == 0 {
                     body["stream_options"] = json!({ "include_usage": true });
+                }
+                if aborts(i) {
+                    // The upstream stalls after a few tokens; the client leaves once it
+                    // has them, so both sides know exactly what was generated.
+                    let tokens = 1 + i % 4;
+                    let resp = post(
+                        gateway,
+                        key,
+                        "/v1/chat/completions",
+                        body,
+                        &format!("stall_after={tokens}"),
+                    )
+                    .await;
+                    assert_eq!(resp.status(), 200);
+                    read_tokens_then_leave(resp, tokens).await;
+                    return;
                 }
                 let directive = if i % 7 == 0 { "status=500" } else { "" };
                 let resp = post(gateway, key, "/v1/chat/completions", body, directive).await;
@@ -149,8 +195,18 @@ async fn event_totals_equal_the_upstream_counters() {
         stats["completion_tokens"].as_i64().unwrap(),
         "{stats}"
     );
-    assert!(rows.iter().all(|r| !r.estimated));
-    assert_eq!(rows.iter().filter(|r| r.status == 500).count(), 129);
+    // Aborted streams carry no usage: their prompt is counted with the tokenizer and their
+    // completion from the content events seen, and both equal the upstream's own counts.
+    let aborted = (0..900).filter(|i| aborts(*i)).count();
+    assert!(aborted >= 40, "{aborted}");
+    assert_eq!(rows.iter().filter(|r| r.estimated).count(), aborted);
+    assert_eq!(
+        stats["streams"]["aborted"].as_u64(),
+        Some(aborted as u64),
+        "{stats}"
+    );
+    let errors = (0..900).filter(|i| i % 7 == 0).count();
+    assert_eq!(rows.iter().filter(|r| r.status == 500).count(), errors);
     assert!(
         rows.iter()
             .filter(|r| r.status == 500)
