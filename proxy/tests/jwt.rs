@@ -182,3 +182,96 @@ async fn issuer_tokens_authenticate_users_and_bad_ones_are_refused() {
         .await;
     assert_eq!(chat(&gateway, &good).await.0, 401);
 }
+
+/// A JWKS endpoint serving whatever document `jwks` holds; `up` false refuses connections
+/// by answering 503.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    jwks: std::sync::Arc<std::sync::Mutex<(bool, String)>>,
+}
+
+impl JwksServer {
+    async fn start(document: String) -> JwksServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let jwks = std::sync::Arc::new(std::sync::Mutex::new((true, document)));
+        let serving = jwks.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let (up, body) = serving.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let status = if up {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        JwksServer { addr, jwks }
+    }
+
+    fn set(&self, up: bool, document: String) {
+        *self.jwks.lock().unwrap() = (up, document);
+    }
+}
+
+async fn status_within(gateway: &Gateway, token: &str, want: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = chat(gateway, token).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after 10 s, want {want}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// Multi-threaded: the JWKS endpoint must answer while the test waits for the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_a_jwks_url_are_refreshed_and_kept_through_an_outage() {
+    let first = Idp::new("url-key-1");
+    let second = Idp::new("url-key-2");
+    let jwks = |idp: &Idp| format!("{{\"keys\": [{}]}}", idp.public_jwk);
+    let server = JwksServer::start(jwks(&first)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let auth = format!(
+        "auth:\n  jwt_issuers:\n    - issuer: '{ISSUER}'\n      audience: tollgate\n      algorithms: [ES256]\n      jwks_url: 'http://{}/.well-known/jwks.json'\n      refresh: 1s\n",
+        server.addr
+    );
+    let gateway = Gateway::spawn_in(dir.path(), &format!("{}{auth}", mock_route(&mock)), "").await;
+    let (status, _) = gateway
+        .admin("POST", "/api/users", Some(json!({ "email": "kim@example.com", "password": "long-enough-password", "role": "member" })))
+        .await;
+    assert_eq!(status, 201);
+    let claims = json!({ "email": "kim@example.com" });
+    let (old, new) = (first.token(claims.clone()), second.token(claims));
+    assert_eq!(chat(&gateway, &old).await.0, 200);
+    assert_eq!(chat(&gateway, &new).await.0, 401);
+
+    // The issuer rotates its key: the next refresh picks it up and drops the old one.
+    server.set(true, jwks(&second));
+    status_within(&gateway, &new, 200).await;
+    assert_eq!(chat(&gateway, &old).await.0, 401);
+
+    // While the endpoint fails, the keys last fetched stay in use.
+    server.set(false, String::new());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(chat(&gateway, &new).await.0, 200);
+}
