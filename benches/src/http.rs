@@ -34,6 +34,16 @@ pub fn post_json(
     request(addr, "POST", path, headers, Some(body))
 }
 
+pub fn send_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<Response> {
+    request(addr, method, path, headers, Some(body))
+}
+
 fn request(
     addr: SocketAddr,
     method: &str,

@@ -1,11 +1,13 @@
-//! `tollgate-bench`: in one run, starts the mock upstream, Tollgate and nginx in front of
-//! it, drives each with oha (or wrk) through four scenarios, and reports throughput and
-//! latency per target with Tollgate's overhead against the direct path and against nginx.
+//! `tollgate-bench`: in one run, starts the mock upstream, Tollgate (passthrough and
+//! governed) and nginx in front of it, drives each with oha (or wrk) through four
+//! scenarios, and reports throughput and latency per target with Tollgate's overhead
+//! against the direct path, against nginx, and governed against passthrough.
 
 mod http;
 mod load;
 mod machine;
 mod procs;
+mod redis_stats;
 mod report;
 mod scenarios;
 mod targets;
@@ -21,7 +23,7 @@ use crate::load::{LoadSpec, LoadTool, RunStats};
 use crate::machine::Machine;
 use crate::report::{Report, ScenarioResult, Settings, TargetResult, TargetRun};
 use crate::scenarios::{PATH, Scenario};
-use crate::targets::{MASTER_KEY, Target};
+use crate::targets::{Mode, Target};
 
 /// Load harness: the mock upstream direct vs. Tollgate vs. nginx, measured in one run.
 #[derive(Parser)]
@@ -54,6 +56,12 @@ struct Args {
     /// Do not start nginx even if it is installed.
     #[arg(long)]
     skip_nginx: bool,
+    /// Redis for the governed target (an issued key with quotas, metering on).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Do not run the governed target.
+    #[arg(long)]
+    skip_governed: bool,
     /// Force a load generator (oha or wrk); oha is preferred when installed.
     #[arg(long)]
     tool: Option<String>,
@@ -121,7 +129,28 @@ fn main() -> anyhow::Result<()> {
         mock.addr,
         args.threads,
         &gateway_log,
+        Mode::Passthrough,
     )?];
+    // The governed target's Redis, whose command counters each governed run reads.
+    let redis = if args.skip_governed {
+        None
+    } else {
+        let addr = redis_stats::address(&args.redis_url)?;
+        redis_stats::command_calls(&addr).with_context(|| {
+            format!("the governed target needs Redis at {addr} (or pass --skip-governed)")
+        })?;
+        targets.push(targets::start_tollgate(
+            &args.bin_dir,
+            work.path(),
+            mock.addr,
+            args.threads,
+            &work.path().join("governed.log"),
+            Mode::Governed {
+                redis_url: &args.redis_url,
+            },
+        )?);
+        Some(addr)
+    };
     if let Some(nginx) = &nginx {
         targets.push(targets::start_nginx(
             nginx,
@@ -167,15 +196,22 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.scenarios.clone()
     };
-    let auth = format!("Bearer {MASTER_KEY}");
     let mut results = Vec::new();
     for (i, &scenario) in scenarios.iter().enumerate() {
-        let result = run_scenario(scenario, i, &args, &tool, &mut targets, &auth, work.path())
-            .inspect_err(|_| {
-                if procs::check_interrupted().is_ok() {
-                    print_log_tail(&gateway_log);
-                }
-            })?;
+        let result = run_scenario(
+            scenario,
+            i,
+            &args,
+            &tool,
+            &mut targets,
+            redis.as_deref(),
+            work.path(),
+        )
+        .inspect_err(|_| {
+            if procs::check_interrupted().is_ok() {
+                print_log_tail(&gateway_log);
+            }
+        })?;
         print!("{}", report::terminal_table(&result));
         results.push(result);
     }
@@ -217,14 +253,14 @@ fn run_scenario(
     args: &Args,
     tool: &LoadTool,
     targets: &mut [Target],
-    auth: &str,
+    redis: Option<&str>,
     work: &Path,
 ) -> anyhow::Result<ScenarioResult> {
     let title = scenario.title(args.connections, args.rate);
     println!("\n{}: {title}", scenario.name());
     for t in targets.iter_mut() {
         t.check_running()?;
-        scenario.verify(t.name, t.addr, auth)?;
+        scenario.verify(t.name, t.addr, &t.auth)?;
     }
     let upstream = targets[0].addr;
     let mut runs: Vec<Vec<TargetRun>> = targets.iter().map(|_| Vec::new()).collect();
@@ -234,10 +270,12 @@ fn run_scenario(
             let target = &mut targets[at];
             let url = target.url(PATH);
             let rate = scenario.fixed_rate().then_some(args.rate);
+            let redis = redis.filter(|_| target.name == "governed");
+            let auth = target.auth.clone();
             let spec = |duration| LoadSpec {
                 url: &url,
                 body: scenario.body(),
-                auth,
+                auth: &auth,
                 connections: args.connections,
                 duration,
                 rate,
@@ -250,13 +288,23 @@ fn run_scenario(
                     target.name
                 );
             }
+            let redis_before = redis.map(redis_stats::command_calls).transpose()?;
             let before = MockCounters::read(upstream)?;
             let stats = tool.run(&spec(args.duration), work)?;
             let after = MockCounters::read(upstream)?;
+            // The last answers' quota settlements land just after the load ends.
+            procs::sleep(Duration::from_millis(200))?;
+            let redis_commands = match (redis, redis_before) {
+                (Some(addr), Some(before)) => {
+                    redis_stats::delta(&before, &redis_stats::command_calls(addr)?)
+                }
+                _ => Default::default(),
+            };
             target.check_running()?;
             let run = TargetRun {
                 upstream_requests: after.chat.saturating_sub(before.chat),
                 upstream_streams_aborted: after.aborted.saturating_sub(before.aborted),
+                redis_commands,
                 stats,
             };
             println!("  {}", progress_line(target.name, &run.stats));

@@ -1,6 +1,7 @@
 //! Results of a whole run and their three renderings: a terminal table per scenario, a
 //! Markdown section for benches/RESULTS.md, and the full JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -64,6 +65,10 @@ pub struct TargetRun {
     /// Chat requests the mock upstream received during the run, and streams it saw aborted.
     pub upstream_requests: u64,
     pub upstream_streams_aborted: u64,
+    /// Commands Redis ran during the run (its `INFO commandstats` calls, after minus
+    /// before), recorded for the governed target.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redis_commands: BTreeMap<String, u64>,
 }
 
 /// `target` against `baseline`: throughput ratio and added latency.
@@ -95,6 +100,28 @@ impl TargetResult {
     pub fn failures(&self) -> u64 {
         self.non_2xx + self.transport_errors
     }
+
+    /// Redis commands per 2xx answer over all rounds, e.g. `evalsha 2.00`.
+    fn redis_per_request(&self) -> Option<String> {
+        let mut total: BTreeMap<&str, u64> = BTreeMap::new();
+        for run in &self.runs {
+            for (cmd, n) in &run.redis_commands {
+                *total.entry(cmd).or_default() += n;
+            }
+        }
+        let ok: u64 = self.runs.iter().map(|r| r.stats.ok).sum();
+        if total.is_empty() || ok == 0 {
+            return None;
+        }
+        // `info` is the harness's own reading; commands below 0.005 a request are stragglers.
+        let per_request = |n: u64| n as f64 / ok as f64;
+        let parts: Vec<String> = total
+            .iter()
+            .filter(|(cmd, n)| **cmd != "info" && per_request(**n) >= 0.005)
+            .map(|(cmd, n)| format!("{cmd} {:.2}", per_request(*n)))
+            .collect();
+        Some(parts.join(", "))
+    }
 }
 
 impl ScenarioResult {
@@ -107,9 +134,11 @@ impl ScenarioResult {
         let find = |n: &str| targets.iter().find(|t| t.target == n);
         let mut comparisons = Vec::new();
         for (target, baseline) in [
-            ("tollgate", "direct"),
+            ("passthrough", "direct"),
+            ("governed", "direct"),
             ("nginx", "direct"),
-            ("tollgate", "nginx"),
+            ("passthrough", "nginx"),
+            ("governed", "passthrough"),
         ] {
             if let (Some(t), Some(b)) = (find(target), find(baseline)) {
                 comparisons.push(Comparison {
@@ -175,10 +204,33 @@ impl ScenarioResult {
             .find(|c| c.target == target && c.baseline == "direct")
     }
 
-    fn tollgate_vs_nginx(&self) -> Option<&Comparison> {
+    fn compare(&self, target: &str, baseline: &str) -> Option<&Comparison> {
         self.comparisons
             .iter()
-            .find(|c| c.target == "tollgate" && c.baseline == "nginx")
+            .find(|c| c.target == target && c.baseline == baseline)
+    }
+
+    /// Lines under the table: Tollgate against nginx, governed against passthrough, and the
+    /// Redis commands a governed request cost.
+    fn summary_lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (target, baseline) in [("passthrough", "nginx"), ("governed", "passthrough")] {
+            if let Some(c) = self.compare(target, baseline) {
+                out.push(format!(
+                    "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms",
+                    c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
+                ));
+            }
+        }
+        if let Some(line) = self
+            .targets
+            .iter()
+            .find(|t| t.target == "governed")
+            .and_then(TargetResult::redis_per_request)
+        {
+            out.push(format!("governed: Redis commands per 2xx answer: {line}"));
+        }
+        out
     }
 
     /// Rows of cells, shared by the terminal and Markdown tables.
@@ -207,15 +259,6 @@ impl ScenarioResult {
                 ]
             })
             .collect()
-    }
-
-    fn nginx_line(&self) -> Option<String> {
-        self.tollgate_vs_nginx().map(|c| {
-            format!(
-                "tollgate vs nginx: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms",
-                c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
-            )
-        })
     }
 }
 
@@ -257,7 +300,7 @@ pub fn terminal_table(s: &ScenarioResult) -> String {
     for row in &rows {
         out.push_str(&line(row));
     }
-    if let Some(l) = s.nginx_line() {
+    for l in s.summary_lines() {
         out.push_str(&l);
         out.push('\n');
     }
@@ -301,7 +344,7 @@ pub fn markdown(report: &Report) -> String {
         for row in s.rows() {
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }
-        if let Some(l) = s.nginx_line() {
+        for l in s.summary_lines() {
             let _ = writeln!(out, "\n{l}");
         }
         for note in s.notes() {
@@ -344,23 +387,27 @@ mod tests {
                 stats,
                 upstream_requests: 10,
                 upstream_streams_aborted: 0,
+                redis_commands: BTreeMap::new(),
             }],
         )
     }
 
     #[test]
     fn compares_against_direct_and_nginx() {
+        let mut governed = target("governed", 250.0, 1.6, 3.5);
+        governed.runs[0].redis_commands.insert("evalsha".into(), 20);
         let s = ScenarioResult::new(
             "throughput",
             "t".into(),
             None,
             vec![
                 target("direct", 1000.0, 1.0, 2.0),
-                target("tollgate", 500.0, 1.5, 3.0),
+                target("passthrough", 500.0, 1.5, 3.0),
+                governed,
                 target("nginx", 400.0, 1.2, 2.5),
             ],
         );
-        let c = s.tollgate_vs_nginx().unwrap();
+        let c = s.compare("passthrough", "nginx").unwrap();
         assert!((c.throughput_ratio - 1.25).abs() < 1e-9);
         assert!((c.added_p50_ms - 0.3).abs() < 1e-9);
         let table = terminal_table(&s);
@@ -368,13 +415,21 @@ mod tests {
             table.contains("0.500x") && table.contains("+0.500") && table.contains("+1.000"),
             "{table}"
         );
-        assert!(table.contains("tollgate vs nginx: 1.250x"), "{table}");
+        assert!(table.contains("passthrough vs nginx: 1.250x"), "{table}");
+        assert!(
+            table.contains("governed vs passthrough: 0.500x throughput, p50 +0.100 ms"),
+            "{table}"
+        );
+        assert!(
+            table.contains("Redis commands per 2xx answer: evalsha 2.00\n"),
+            "{table}"
+        );
         assert!(!table.contains("!!"), "{table}");
     }
 
     #[test]
     fn flags_failures_and_missed_rates() {
-        let mut failing = target("tollgate", 300.0, 1.0, 2.0);
+        let mut failing = target("passthrough", 300.0, 1.0, 2.0);
         failing.runs[0].stats.status_codes.insert("502".into(), 4);
         failing.non_2xx = 4;
         let s = ScenarioResult::new(
@@ -385,11 +440,11 @@ mod tests {
         );
         let table = terminal_table(&s);
         assert!(
-            table.contains("!! 4 failed requests on tollgate: 502: 4"),
+            table.contains("!! 4 failed requests on passthrough: 502: 4"),
             "{table}"
         );
         assert!(
-            table.contains("!! tollgate reached only 300 of 500 req/s"),
+            table.contains("!! passthrough reached only 300 of 500 req/s"),
             "{table}"
         );
         assert!(!table.contains("direct reached"), "{table}");

@@ -1,5 +1,6 @@
-//! The three systems under test, each started on a free loopback port: the mock upstream
-//! (the "direct" baseline), Tollgate proxying to it, and nginx proxying to it.
+//! The systems under test, each started on a free loopback port: the mock upstream (the
+//! "direct" baseline), Tollgate proxying to it as a passthrough (master key) and governed
+//! (an issued key with Redis quotas), and nginx proxying to it.
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,8 +15,13 @@ use serde::Deserialize;
 use crate::http;
 use crate::procs::{self, ChildGuard, command};
 
-/// The client key the harness sends to Tollgate (`TOLLGATE_MASTER_KEY`).
+/// The client key the harness sends to the passthrough Tollgate (`TOLLGATE_MASTER_KEY`).
 pub const MASTER_KEY: &str = "tollgate-bench-master-key-0001";
+/// The governed Tollgate's server secret (keys are keyed-hashed with it).
+const SECRET_KEY: &str = "tollgate-bench-server-secret-0123456789abcdef";
+/// Limits far above what one machine can send: every request is checked against all of
+/// them, none ever refuses.
+const HIGH: i64 = 1_000_000_000;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -24,6 +30,8 @@ pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// The `authorization` header its requests carry.
+    pub auth: String,
     guard: ChildGuard,
 }
 
@@ -63,29 +71,51 @@ pub fn start_mock(bin_dir: &Path, work: &Path) -> anyhow::Result<Target> {
         name: "direct",
         addr: listening,
         log,
+        auth: format!("Bearer {MASTER_KEY}"),
         guard,
     })
 }
 
-/// Starts `tollgate serve` with a passthrough config to the mock; `log` gets its stderr
-/// (the default `info` level: one access-log line per request).
+/// How a Tollgate target is set up.
+pub enum Mode<'a> {
+    /// The master key: no key look-up and no quota scopes (usage events are still written).
+    Passthrough,
+    /// An issued `tg_` key whose user, key and deployment all have limits, checked in the
+    /// Redis at `redis_url` under a key prefix of this run; usage metered and priced.
+    Governed { redis_url: &'a str },
+}
+
+/// Starts `tollgate serve` proxying to the mock; `log` gets its stderr (the default `info`
+/// level: one access-log line per request).
 pub fn start_tollgate(
     bin_dir: &Path,
     work: &Path,
     upstream: SocketAddr,
     threads: usize,
     log: &Path,
+    mode: Mode<'_>,
 ) -> anyhow::Result<Target> {
-    let data_dir = work.join("tollgate-data");
+    let name = match mode {
+        Mode::Passthrough => "passthrough",
+        Mode::Governed { .. } => "governed",
+    };
+    let data_dir = work.join(format!("{name}-data"));
     fs::create_dir_all(&data_dir)?;
-    let config = work.join("tollgate.yaml");
+    let config = work.join(format!("{name}.yaml"));
+    let (pricing, limits) = match mode {
+        Mode::Passthrough => ("", ""),
+        Mode::Governed { .. } => (
+            ", pricing: {input_per_million: 0.15, output_per_million: 0.60}",
+            ", rpm: 1000000000, tpm: 1000000000",
+        ),
+    };
     fs::write(
         &config,
         format!(
             "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  \
              threads: {threads}\n  data_dir: '{}'\n\
              providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
-             models:\n  - {{name: gpt-4o-mini, deployments: [{{provider: upstream}}]}}\n",
+             models:\n  - {{name: gpt-4o-mini{pricing}, deployments: [{{provider: upstream{limits}}}]}}\n",
             data_dir.display()
         ),
     )?;
@@ -97,27 +127,95 @@ pub fn start_tollgate(
     cmd.arg("serve").arg("--config").arg(&config);
     cmd.env("TOLLGATE_MASTER_KEY", MASTER_KEY)
         .env_remove("RUST_LOG")
-        .env_remove("TOLLGATE_CONFIG");
+        .env_remove("TOLLGATE_CONFIG")
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env_remove("TOLLGATE_REDIS_URL");
+    if let Mode::Governed { redis_url } = mode {
+        cmd.env("TOLLGATE_REDIS_URL", redis_url)
+            .env("TOLLGATE_REDIS_PREFIX", redis_prefix())
+            .env("TOLLGATE_SECRET_KEY", SECRET_KEY);
+    }
     let mut guard = ChildGuard::spawn("tollgate", &mut cmd)?;
     #[derive(Deserialize)]
     struct Listening {
         proxy: SocketAddr,
         metrics: SocketAddr,
+        admin: SocketAddr,
     }
     let line = guard.first_stdout_line(START_TIMEOUT)?;
-    let Listening { proxy, metrics } =
-        serde_json::from_str(&line).with_context(|| format!("tollgate printed {line:?}"))?;
+    let Listening {
+        proxy,
+        metrics,
+        admin,
+    } = serde_json::from_str(&line).with_context(|| format!("tollgate printed {line:?}"))?;
     wait_until(START_TIMEOUT, "tollgate /readyz", || {
         guard.check_running()?;
         Ok(http::get(metrics, "/readyz").is_ok_and(|r| r.status == 200)
             && TcpStream::connect(proxy).is_ok())
     })?;
+    let auth = match mode {
+        Mode::Passthrough => format!("Bearer {MASTER_KEY}"),
+        Mode::Governed { .. } => format!("Bearer {}", issue_governed_key(admin)?),
+    };
     Ok(Target {
-        name: "tollgate",
+        name,
         addr: proxy,
         log: log.to_path_buf(),
+        auth,
         guard,
     })
+}
+
+/// A prefix of this run's own, so its counters never meet another run's or a test's.
+fn redis_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("tollgate-bench-{}-{nanos}:", std::process::id())
+}
+
+/// Creates a member with limits and a key of theirs with limits, through the admin API.
+fn issue_governed_key(admin: SocketAddr) -> anyhow::Result<String> {
+    let master = format!("Bearer {MASTER_KEY}");
+    let headers = [("authorization", master.as_str())];
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        let resp = http::send_json(admin, method, path, &headers, &body.to_string())?;
+        if !(200..300).contains(&resp.status) {
+            bail!(
+                "{method} {path} answered {}: {}",
+                resp.status,
+                resp.snippet(400)
+            );
+        }
+        serde_json::from_str::<serde_json::Value>(resp.body.trim())
+            .with_context(|| format!("{method} {path}: {}", resp.snippet(400)))
+    };
+    let limits = serde_json::json!({
+        "rpm_limit": HIGH, "tpm_limit": HIGH, "concurrency_limit": 100_000,
+        "budget_micro_usd": HIGH, "budget_period": "month",
+    });
+    let user = call(
+        "POST",
+        "/api/users",
+        serde_json::json!({
+            "email": "bench@example.com", "password": "bench-password-0001", "role": "member",
+        }),
+    )?;
+    let id = user["id"].as_i64().context("the created user has no id")?;
+    call(
+        "PATCH",
+        &format!("/api/users/{id}"),
+        serde_json::json!({ "limits": limits }),
+    )?;
+    let mut key = serde_json::json!({ "name": "bench", "user_id": id });
+    if let (Some(key), Some(limits)) = (key.as_object_mut(), limits.as_object()) {
+        key.extend(limits.clone());
+    }
+    let key = call("POST", "/api/keys", key)?;
+    key["secret"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the created key has no secret")
 }
 
 /// Starts nginx as a reverse proxy to the mock, everything it writes kept under `work/nginx`.
@@ -165,6 +263,7 @@ pub fn start_nginx(
         name: "nginx",
         addr,
         log,
+        auth: format!("Bearer {MASTER_KEY}"),
         guard,
     })
 }

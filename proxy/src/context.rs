@@ -23,6 +23,10 @@ pub struct RequestCtx {
     pub principal: Option<Principal>,
     /// The quota reservation to settle when the request ends.
     pub admitted: Option<Admitted>,
+    /// The deployment whose own limits `admitted` includes.
+    pub reserved_deployment: Option<usize>,
+    /// Reservations on the limits of deployments tried after the first, by deployment.
+    pub fallback_holds: Vec<(usize, Admitted)>,
     pub request_id: String,
     pub endpoint: Option<Endpoint>,
     /// The request body as the client sent it.
@@ -97,6 +101,8 @@ impl RequestCtx {
             started: Instant::now(),
             principal: None,
             admitted: None,
+            reserved_deployment: None,
+            fallback_holds: Vec::new(),
             request_id: String::new(),
             endpoint: None,
             client_body: Bytes::new(),

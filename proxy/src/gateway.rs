@@ -23,13 +23,13 @@ use crate::{
     context::{RequestCtx, ResponseScan},
     endpoints::{self, Endpoint, Target},
     error::GatewayError,
-    limiter::{self, Limiter, rate_limit_headers},
+    limiter::{self, Limiter, Settlement, rate_limit_headers},
     metering::{self, Finished, Meter},
     metrics::Metrics,
     models::ModelCatalog,
     quota::{Limits, Owner, Scoped},
     request_body, respond,
-    routing::{Route, RouteTable, Tried},
+    routing::{Route, RouteDeployment, RouteTable, Tried},
 };
 
 const RATE_LIMIT_HEADERS: [&str; 6] = [
@@ -73,20 +73,9 @@ impl Gateway {
         loop {
             let mut claim = scopes.clone();
             let pick = route.pick(passed_over);
-            let deployment_limits = pick
-                .map(|i| &route.deployments[i])
-                .filter(|d| d.rpm.is_some() || d.tpm.is_some());
-            if let Some(d) = deployment_limits {
-                claim.push(Scoped {
-                    scope: d.scope(),
-                    limits: Limits {
-                        rpm: d.rpm,
-                        tpm: d.tpm,
-                        ..Default::default()
-                    },
-                    owner: Owner::Deployment,
-                });
-            }
+            let deployment_scope = pick.and_then(|i| deployment_scope(&route.deployments[i]));
+            let limited = deployment_scope.is_some();
+            claim.extend(deployment_scope);
             let Some(reservation) = self.limiter.reservation(
                 claim,
                 &ctx.request_id,
@@ -102,6 +91,7 @@ impl Gateway {
                 Ok(admitted) => {
                     ctx.admitted = Some(admitted);
                     ctx.preselected = pick;
+                    ctx.reserved_deployment = pick.filter(|_| limited);
                     return Ok(());
                 }
                 Err(GatewayError::RateLimited(r))
@@ -112,6 +102,51 @@ impl Gateway {
                     passed_over.mark(i);
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Picks the deployment for an attempt after the first. One with limits of its own is
+    /// reserved on first (a second Redis call, on the fallback path only); one at its limit
+    /// is passed over like an unreachable one.
+    async fn fallback_deployment(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> pingora::Result<usize> {
+        loop {
+            let index = route.pick(ctx.tried).ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectError,
+                    "every deployment of the model failed or is at its limit",
+                )
+            })?;
+            let held = ctx.reserved_deployment == Some(index)
+                || ctx.fallback_holds.iter().any(|(i, _)| *i == index);
+            let Some(scope) = deployment_scope(&route.deployments[index]).filter(|_| !held) else {
+                return Ok(index);
+            };
+            let Some(reservation) = self.limiter.reservation(
+                vec![scope],
+                &ctx.request_id,
+                ctx.client_body.len(),
+                &ctx.probe,
+                ctx.endpoint != Some(Endpoint::Embeddings),
+                route.pricing.as_ref(),
+            ) else {
+                return Ok(index);
+            };
+            match self.limiter.admit(reservation, &self.metrics).await {
+                Ok(admitted) => {
+                    ctx.fallback_holds.push((index, admitted));
+                    return Ok(index);
+                }
+                Err(GatewayError::RateLimited(_)) => ctx.tried.mark(index),
+                // The client is admitted already; a store failure here does not undo that.
+                Err(e) => {
+                    tracing::warn!("reserving on a fallback deployment failed: {e}");
+                    return Ok(index);
+                }
             }
         }
     }
@@ -252,17 +287,10 @@ impl ProxyHttp for Gateway {
             .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         // The first attempt goes where the quota check reserved capacity.
-        let index = ctx
-            .preselected
-            .take()
-            .filter(|i| !ctx.tried.contains(*i))
-            .or_else(|| route.pick(ctx.tried))
-            .ok_or_else(|| {
-                Error::explain(
-                    ErrorType::ConnectError,
-                    "every deployment of the model failed",
-                )
-            })?;
+        let index = match ctx.preselected.take().filter(|i| !ctx.tried.contains(*i)) {
+            Some(index) => index,
+            None => self.fallback_deployment(ctx, &route).await?,
+        };
         ctx.tried.mark(index);
         ctx.deployment = Some(index);
         ctx.attempts += 1;
@@ -412,6 +440,16 @@ impl ProxyHttp for Gateway {
             ctx.response = ResponseScan::Done(ctx.response.usage());
         }
         Ok(None)
+    }
+
+    /// A client that leaves mid-answer is routine (a closed tab, a cancelled call): it is
+    /// metered, not logged as an error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &pingora::ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     fn fail_to_connect(
@@ -599,8 +637,50 @@ fn finished(session: &Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Fini
         content_events: ctx.content_events.max(ctx.response.content_events()),
         response_bytes: ctx.response_bytes,
         pricing: ctx.route.as_ref().and_then(|r| r.pricing),
-        admitted: ctx.admitted.take(),
+        settlements: settlements(ctx),
     }
+}
+
+/// The request's reservations, each settled to the real usage only where it was served: the
+/// client's scopes always, a deployment's limits only for the deployment that answered.
+fn settlements(ctx: &mut RequestCtx) -> Vec<Settlement> {
+    let served = ctx.deployment;
+    let mut out = Vec::with_capacity(1 + ctx.fallback_holds.len());
+    if let Some(mut admitted) = ctx.admitted.take() {
+        if ctx.reserved_deployment.is_some()
+            && ctx.reserved_deployment != served
+            && let Some(elsewhere) = admitted.split_deployment()
+        {
+            out.push(Settlement {
+                admitted: elsewhere,
+                used: false,
+            });
+        }
+        out.push(Settlement {
+            admitted,
+            used: true,
+        });
+    }
+    for (index, admitted) in ctx.fallback_holds.drain(..) {
+        out.push(Settlement {
+            admitted,
+            used: Some(index) == served,
+        });
+    }
+    out
+}
+
+/// A deployment's own limits as a quota scope, if it has any.
+fn deployment_scope(d: &RouteDeployment) -> Option<Scoped> {
+    (d.rpm.is_some() || d.tpm.is_some()).then(|| Scoped {
+        scope: d.scope(),
+        limits: Limits {
+            rpm: d.rpm,
+            tpm: d.tpm,
+            ..Default::default()
+        },
+        owner: Owner::Deployment,
+    })
 }
 
 /// The status of the final response sent to the client, if any: an interim

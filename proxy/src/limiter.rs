@@ -56,6 +56,34 @@ pub struct Admitted {
     pub snapshot: Snapshot,
 }
 
+impl Admitted {
+    /// Takes the deployment's scope out into a reservation of its own (same id), so it can
+    /// be released apart from the client's scopes when another deployment served.
+    pub fn split_deployment(&mut self) -> Option<Admitted> {
+        let at = self
+            .reservation
+            .scopes
+            .iter()
+            .position(|s| s.owner == Owner::Deployment)?;
+        let scope = self.reservation.scopes.remove(at);
+        let mut reservation = self.reservation.clone();
+        reservation.scopes = vec![scope];
+        Some(Admitted {
+            reservation,
+            backing: self.backing,
+            snapshot: self.snapshot,
+        })
+    }
+}
+
+/// A reservation to settle when its request ends: to the real usage, or released with
+/// nothing used (a deployment the request was not served by).
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub admitted: Admitted,
+    pub used: bool,
+}
+
 pub struct Limiter {
     store: Arc<dyn QuotaStore>,
     /// For rebuilding spend counters from usage events.

@@ -26,7 +26,7 @@ use crate::{
     backend::Backend,
     endpoints::Endpoint,
     estimate,
-    limiter::{Admitted, Limiter},
+    limiter::{Limiter, Settlement},
     quota::Usage as QuotaUsage,
 };
 
@@ -61,7 +61,8 @@ pub struct Finished {
     pub content_events: u64,
     pub response_bytes: u64,
     pub pricing: Option<Pricing>,
-    pub admitted: Option<Admitted>,
+    /// Quota reservations to settle once the usage is known.
+    pub settlements: Vec<Settlement>,
 }
 
 impl std::fmt::Debug for Finished {
@@ -157,16 +158,21 @@ impl Meter {
             tracing::error!("usage event dropped: the metering queue is full or closed");
             // The request's quota must still be released (its concurrency slot above all):
             // settled as if it used all it reserved, which never undercounts.
-            if let Message::Finished(finished) = e.into_inner()
-                && let Some(admitted) = finished.admitted
-            {
-                let limiter = self.limiter.clone();
-                let used = QuotaUsage {
-                    tokens: admitted.reservation.tokens,
-                    cost: admitted.reservation.cost,
-                };
-                self.runtime
-                    .spawn(async move { limiter.settle(&admitted, used).await });
+            if let Message::Finished(finished) = e.into_inner() {
+                for s in finished.settlements {
+                    let limiter = self.limiter.clone();
+                    let reserved = &s.admitted.reservation;
+                    let used = if s.used {
+                        QuotaUsage {
+                            tokens: reserved.tokens,
+                            cost: reserved.cost,
+                        }
+                    } else {
+                        QuotaUsage::default()
+                    };
+                    self.runtime
+                        .spawn(async move { limiter.settle(&s.admitted, used).await });
+                }
             }
         }
     }
@@ -221,10 +227,14 @@ async fn run(mut rx: mpsc::Receiver<Message>, writer: Writer, limiter: Arc<Limit
                     let measured = measure(&finished);
                     (finished, measured)
                 };
-                if let Some(admitted) = finished.admitted.clone() {
+                for s in finished.settlements.iter().cloned() {
                     let limiter = limiter.clone();
-                    let used = QuotaUsage { tokens: prompt.saturating_add(completion), cost };
-                    tokio::spawn(async move { limiter.settle(&admitted, used).await });
+                    let used = if s.used {
+                        QuotaUsage { tokens: prompt.saturating_add(completion), cost }
+                    } else {
+                        QuotaUsage::default()
+                    };
+                    tokio::spawn(async move { limiter.settle(&s.admitted, used).await });
                 }
                 batch.push(row(&finished, prompt, completion, estimated, cost));
                 if batch.len() >= BATCH_SIZE {

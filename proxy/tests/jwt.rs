@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{Gateway, Mock, chat_body, client, mock_route};
+use common::{Gateway, Mock, client, mock_route};
 use josekit::{
     jws::{ES256, JwsHeader},
     jwt::{self, JwtPayload},
@@ -59,15 +59,12 @@ impl Idp {
 }
 
 async fn chat(gateway: &Gateway, token: &str) -> (u16, Value) {
-    let resp = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .bearer_auth(token)
-        .json(&chat_body("gpt-4o-mini", false))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    common::send_chat(
+        client()
+            .post(gateway.url("/v1/chat/completions"))
+            .bearer_auth(token),
+    )
+    .await
 }
 
 #[tokio::test]

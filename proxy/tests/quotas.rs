@@ -519,6 +519,11 @@ async fn budgets_are_rebuilt_when_redis_loses_them() {
     client.quit().await.unwrap();
 }
 
+/// A chat request with the master key (no client quotas): its status and JSON body.
+async fn master_chat(gateway: &Gateway) -> (u16, Value) {
+    common::send_chat(gateway.post("/v1/chat/completions")).await
+}
+
 #[tokio::test]
 async fn deployment_limits_protect_upstream_accounts() {
     let (first, second) = (Mock::spawn(), Mock::spawn());
@@ -531,15 +536,9 @@ async fn deployment_limits_protect_upstream_accounts() {
     // Deployment limits bind every client, the master key too.
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let resp = gateway
-            .post("/v1/chat/completions")
-            .json(&chat_body("gpt-4o-mini", false))
-            .send()
-            .await
-            .unwrap();
-        statuses.push(resp.status().as_u16());
-        if resp.status() == 429 {
-            let err: Value = resp.json().await.unwrap();
+        let (status, err) = master_chat(&gateway).await;
+        statuses.push(status);
+        if status == 429 {
             assert_eq!(err["error"]["code"], "rate_limit_requests");
             assert!(
                 err["error"]["message"]
@@ -554,6 +553,38 @@ async fn deployment_limits_protect_upstream_accounts() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     assert_eq!(first.stats().await["requests_total"], 2);
     assert_eq!(second.stats().await["requests_total"], 3);
+}
+
+#[tokio::test]
+async fn a_fallback_deployment_counts_against_its_own_limits() {
+    let backup = Mock::spawn();
+    // Nothing listens on `down`'s port: every request falls back to `backup` (weight 0:
+    // used only when the others failed), whose account allows 2 requests a minute.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("http://{}/v1", down.local_addr().unwrap());
+    drop(down);
+    let route = format!(
+        "providers:\n  - {{name: down, kind: openai-compatible, base_url: '{down_url}'}}\n  - {{name: backup, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments:\n      - {{provider: down, rpm: 100}}\n      - {{provider: backup, weight: 0, rpm: 2}}\n",
+        backup.url()
+    );
+    let gateway = Gateway::spawn(&route).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = master_chat(&gateway).await;
+        if status != 200 {
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("at its limit"),
+                "{body}"
+            );
+        }
+        statuses.push(status);
+    }
+    assert_eq!(&statuses[..2], [200, 200]);
+    assert!(statuses[2..].iter().all(|s| *s >= 500), "{statuses:?}");
+    assert_eq!(backup.stats().await["requests_total"], 2);
 }
 
 /// Sends up to `n` requests of at most 20 completion tokens; returns whether none was

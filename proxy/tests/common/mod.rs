@@ -311,6 +311,17 @@ pub fn mock_route(mock: &Mock) -> String {
     )
 }
 
+/// Sends a non-stream chat request; its status and JSON body (null if it has none).
+pub async fn send_chat(req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let resp = req
+        .json(&chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 pub fn chat_body(model: &str, stream: bool) -> serde_json::Value {
     serde_json::json!({
         "model": model,
