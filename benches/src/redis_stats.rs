@@ -8,40 +8,85 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// `host:port` of a `redis://host:port[/db]` URL.
-pub fn address(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .with_context(|| format!("--redis-url must start with redis://, got {url}"))?;
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
-    Ok(if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:6379")
-    })
+/// Where a Redis is and how to log in to it, from a
+/// `redis://[user:password@]host[:port][/db]` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisAddr {
+    pub host_port: String,
+    auth: Option<(String, String)>,
+}
+
+impl RedisAddr {
+    pub fn parse(url: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("redis://")
+            .with_context(|| format!("--redis-url must start with redis://, got {url}"))?;
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let (auth, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or(("", userinfo));
+                (Some((user.to_string(), password.to_string())), host)
+            }
+            None => (None, authority),
+        };
+        // A port follows the last colon, unless that colon is inside an IPv6 `[…]`.
+        let has_port = host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| !port.contains(']'));
+        Ok(RedisAddr {
+            host_port: if has_port {
+                host_port.to_string()
+            } else {
+                format!("{host_port}:6379")
+            },
+            auth,
+        })
+    }
 }
 
 /// Calls per command since Redis started, e.g. `evalsha → 1234`.
-pub fn command_calls(addr: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> {
     let sock = addr
+        .host_port
         .to_socket_addrs()?
         .next()
-        .with_context(|| format!("{addr} resolves to nothing"))?;
+        .with_context(|| format!("{} resolves to nothing", addr.host_port))?;
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .with_context(|| format!("connecting to Redis at {addr}"))?;
+        .with_context(|| format!("connecting to Redis at {}", addr.host_port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(stream.try_clone()?);
+    if let Some((user, password)) = &addr.auth {
+        let mut args = vec!["AUTH"];
+        if !user.is_empty() {
+            args.push(user);
+        }
+        args.push(password);
+        stream.write_all(&command(&args))?;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if !line.starts_with('+') {
+            bail!("Redis refused AUTH: {}", line.trim_end());
+        }
+    }
+    stream.write_all(&command(&["INFO", "commandstats"]))?;
     let mut header = String::new();
     reader.read_line(&mut header)?;
     let Some(len) = header.trim_end().strip_prefix('$') else {
-        bail!("Redis answered INFO with {header:?}");
+        bail!("Redis answered INFO with {}", header.trim_end());
     };
     let len: usize = len.parse().context("INFO reply length")?;
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
     Ok(parse(&String::from_utf8_lossy(&body)))
+}
+
+/// A command in RESP, Redis's wire format.
+fn command(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len());
+    for a in args {
+        out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    out.into_bytes()
 }
 
 /// `cmdstat_evalsha:calls=12,usec=…` lines → `evalsha → 12`.
@@ -78,7 +123,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_commandstats_and_urls() {
+    fn parses_commandstats() {
         let info = "# Commandstats\r\ncmdstat_evalsha:calls=12,usec=30,usec_per_call=2.5,rejected_calls=0,failed_calls=0\r\ncmdstat_info:calls=3,usec=1\r\n";
         let calls = parse(info);
         assert_eq!(calls.get("evalsha"), Some(&12));
@@ -89,11 +134,26 @@ mod tests {
             delta(&calls, &later),
             BTreeMap::from([("evalsha".to_string(), 8)])
         );
+        assert_eq!(command(&["INFO", "x"]), b"*2\r\n$4\r\nINFO\r\n$1\r\nx\r\n");
+    }
+
+    #[test]
+    fn parses_urls() {
+        let addr = RedisAddr::parse("redis://127.0.0.1:6379/0?x=1").unwrap();
         assert_eq!(
-            address("redis://127.0.0.1:6379/0").unwrap(),
-            "127.0.0.1:6379"
+            (addr.host_port.as_str(), addr.auth),
+            ("127.0.0.1:6379", None)
         );
-        assert_eq!(address("redis://:pw@localhost").unwrap(), "localhost:6379");
-        assert!(address("http://x").is_err());
+        let addr = RedisAddr::parse("redis://:pw@localhost").unwrap();
+        assert_eq!(addr.host_port, "localhost:6379");
+        assert_eq!(addr.auth, Some((String::new(), "pw".to_string())));
+        let addr = RedisAddr::parse("redis://me:pw@[::1]").unwrap();
+        assert_eq!(addr.host_port, "[::1]:6379");
+        assert_eq!(addr.auth, Some(("me".to_string(), "pw".to_string())));
+        assert_eq!(
+            RedisAddr::parse("redis://[::1]:7000").unwrap().host_port,
+            "[::1]:7000"
+        );
+        assert!(RedisAddr::parse("http://x").is_err());
     }
 }

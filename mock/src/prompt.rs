@@ -180,7 +180,10 @@ impl<'de> Deserialize<'de> for Elem {
                             map.next_value_seed(ContentSeed(&mut acc))?
                         }
                         Field::Role | Field::Name => {
-                            if let Some(s) = map.next_value::<TextOrOther>()?.0 {
+                            // `null` (sent by some clients) counts nothing.
+                            if let Some(s) =
+                                map.next_value::<Option<TextOrOther>>()?.and_then(|t| t.0)
+                            {
                                 acc.count(&s.0);
                                 if matches!(key, Field::Name) {
                                     acc.tokens = acc.tokens.saturating_add(TOKENS_PER_NAME);
@@ -459,6 +462,12 @@ mod tests {
             two.prompt_tokens(),
             3 + (3 + t("system") + t("be brief")) + (3 + t("assistant"))
         );
+    }
+
+    #[test]
+    fn null_roles_and_names_count_nothing() {
+        let d = chat(r#"[{"role":null,"name":null,"content":"hello there"}]"#);
+        assert_eq!(d.prompt_tokens(), 3 + 3 + text_tokens("hello there"));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct RequestCtx {
     pub reserved_deployment: Option<usize>,
     /// Reservations on the limits of deployments tried after the first, by deployment.
     pub fallback_holds: Vec<(usize, Admitted)>,
+    /// Why no deployment was left to fall back to, when the last ones were at their limits.
+    pub fallback_refusal: Option<GatewayError>,
     pub request_id: String,
     pub endpoint: Option<Endpoint>,
     /// The request body as the client sent it.
@@ -103,6 +105,7 @@ impl RequestCtx {
             admitted: None,
             reserved_deployment: None,
             fallback_holds: Vec::new(),
+            fallback_refusal: None,
             request_id: String::new(),
             endpoint: None,
             client_body: Bytes::new(),

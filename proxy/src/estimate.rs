@@ -66,7 +66,8 @@ pub fn prompt_tokens(endpoint: Endpoint, body: &[u8]) -> u64 {
 /// One chat message (or Responses item): framing, role, name and the text of its content.
 fn message(msg: &Value) -> u64 {
     let Some(fields) = msg.as_object() else {
-        return TOKENS_PER_MESSAGE;
+        // Not a message object (a bare string or token ids): its text, framed.
+        return TOKENS_PER_MESSAGE + plain(msg);
     };
     let mut tokens = TOKENS_PER_MESSAGE;
     if let Some(role) = fields.get("role").and_then(Value::as_str) {
@@ -146,5 +147,8 @@ mod tests {
             3 + (3 + count("be brief")) + (3 + 1 + count("hi"))
         );
         assert!(prompt_tokens(Endpoint::ChatCompletions, b"not json at all") > 0);
+        // A bare string where a message belongs counts like the upstream counts it.
+        let bare = br#"{"messages":["Hello, world!"]}"#;
+        assert_eq!(prompt_tokens(Endpoint::ChatCompletions, bare), 3 + 3 + 4);
     }
 }

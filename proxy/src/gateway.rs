@@ -115,12 +115,12 @@ impl Gateway {
         route: &Route,
     ) -> pingora::Result<usize> {
         loop {
-            let index = route.pick(ctx.tried).ok_or_else(|| {
-                Error::explain(
+            let Some(index) = route.pick(ctx.tried) else {
+                return Err(Error::explain(
                     ErrorType::ConnectError,
                     "every deployment of the model failed or is at its limit",
-                )
-            })?;
+                ));
+            };
             let held = ctx.reserved_deployment == Some(index)
                 || ctx.fallback_holds.iter().any(|(i, _)| *i == index);
             let Some(scope) = deployment_scope(&route.deployments[index]).filter(|_| !held) else {
@@ -141,7 +141,11 @@ impl Gateway {
                     ctx.fallback_holds.push((index, admitted));
                     return Ok(index);
                 }
-                Err(GatewayError::RateLimited(_)) => ctx.tried.mark(index),
+                // Answered as the 429 it is if no deployment is left (see fail_to_proxy).
+                Err(e @ GatewayError::RateLimited(_)) => {
+                    ctx.tried.mark(index);
+                    ctx.fallback_refusal = Some(e);
+                }
                 // The client is admitted already; a store failure here does not undo that.
                 Err(e) => {
                     tracing::warn!("reserving on a fallback deployment failed: {e}");
@@ -515,7 +519,17 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some(err) = GatewayError::from_proxy_failure(e, ctx.model_name(), ctx.provider_name())
+        // The deployments left after a failure were all at their limits: a 429, as when that
+        // is so from the start.
+        let refused = ctx.fallback_refusal.take().filter(|_| {
+            final_response(session).is_none()
+                && ctx
+                    .route
+                    .as_ref()
+                    .is_some_and(|r| r.pick(ctx.tried).is_none())
+        });
+        let Some(err) = refused
+            .or_else(|| GatewayError::from_proxy_failure(e, ctx.model_name(), ctx.provider_name()))
         else {
             return FailToProxy {
                 error_code: 0,

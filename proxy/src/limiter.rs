@@ -429,6 +429,21 @@ impl Limiter {
         }
     }
 
+    /// Settles when the real usage is unknown: as if everything reserved was used, which
+    /// never undercounts (a deployment that did not serve is released).
+    pub async fn settle_reserved(&self, s: &Settlement) {
+        let reserved = &s.admitted.reservation;
+        let used = if s.used {
+            Usage {
+                tokens: reserved.tokens,
+                cost: reserved.cost,
+            }
+        } else {
+            Usage::default()
+        };
+        self.settle(&s.admitted, used).await;
+    }
+
     /// Lets the limiter write queued usage events before it rebuilds spend from them.
     pub fn set_meter(&self, meter: &Arc<Meter>) {
         let _ = self.meter.set(Arc::downgrade(meter));

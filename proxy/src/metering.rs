@@ -161,17 +161,8 @@ impl Meter {
             if let Message::Finished(finished) = e.into_inner() {
                 for s in finished.settlements {
                     let limiter = self.limiter.clone();
-                    let reserved = &s.admitted.reservation;
-                    let used = if s.used {
-                        QuotaUsage {
-                            tokens: reserved.tokens,
-                            cost: reserved.cost,
-                        }
-                    } else {
-                        QuotaUsage::default()
-                    };
                     self.runtime
-                        .spawn(async move { limiter.settle(&s.admitted, used).await });
+                        .spawn(async move { limiter.settle_reserved(&s).await });
                 }
             }
         }
@@ -210,6 +201,7 @@ async fn run(mut rx: mpsc::Receiver<Message>, writer: Writer, limiter: Arc<Limit
                 };
                 let needs_estimate = finished.usage.is_none() && finished.upstream_ok;
                 let (finished, (prompt, completion, estimated, cost)) = if needs_estimate {
+                    let settlements = finished.settlements.clone();
                     // The tokenizer is CPU work: off the async workers.
                     match tokio::task::spawn_blocking(move || {
                         let measured = measure(&finished);
@@ -220,6 +212,11 @@ async fn run(mut rx: mpsc::Receiver<Message>, writer: Writer, limiter: Arc<Limit
                         Ok(done) => done,
                         Err(e) => {
                             tracing::error!("estimating usage failed: {e}");
+                            // The quota is still released, as if all that was reserved was used.
+                            for s in settlements {
+                                let limiter = limiter.clone();
+                                tokio::spawn(async move { limiter.settle_reserved(&s).await });
+                            }
                             continue;
                         }
                     }
