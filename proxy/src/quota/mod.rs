@@ -292,6 +292,3 @@ fn decision(
         _ => Decision::Allowed(snapshot),
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,11 +1,12 @@
-//! One suite, run against the in-process store and against Redis (a key prefix of its own
-//! per test): the two must behave the same. Time is passed in, so nothing sleeps.
+//! The quota stores' shared suite, run against the in-process store and against Redis (a
+//! key prefix of its own per test): the two must behave the same. Time is passed in, so nothing sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{TimeZone, Utc};
 
-use super::*;
+use tollgate_proxy::quota::*;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -45,7 +46,7 @@ fn rejected_by(d: &Decision) -> Option<Dimension> {
 async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
     let url =
         std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = crate::redis::connect(&url).await.unwrap();
+    let client = tollgate_proxy::redis::connect(&url).await.unwrap();
     let prefix = format!("tgtest{}", fastrand::u64(..));
     vec![
         (
