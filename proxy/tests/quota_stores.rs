@@ -43,6 +43,11 @@ fn rejected_by(d: &Decision) -> Option<Dimension> {
     }
 }
 
+/// Settles a reservation that used no tokens at `cost`.
+async fn settle_cost(store: &dyn QuotaStore, r: &Reservation, cost: i64) {
+    store.settle(r, Usage { tokens: 0, cost }).await.unwrap();
+}
+
 async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
     let url =
         std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -58,8 +63,9 @@ async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
 }
 
 #[tokio::test]
-async fn requests_per_minute_slide() {
+async fn requests_per_minute_drain_steadily() {
     for (name, store) in stores().await {
+        // 5 a minute: a full burst, then one more every 12 s.
         let limits = Limits {
             rpm: Some(5),
             ..Default::default()
@@ -87,17 +93,19 @@ async fn requests_per_minute_slide() {
                 scope,
             } => {
                 assert_eq!((dimension, scope), (Dimension::Requests, 0), "{name}");
-                // The first request leaves the window 60 s after T0.
-                assert_eq!(retry_after_ms, Some(50_000), "{name}");
+                // 10 s have drained 0.83 of the 5 admitted: the next fits in 2 s...
+                assert_eq!(retry_after_ms, Some(2_000), "{name}");
                 assert_eq!(snapshot.requests_remaining, 0);
+                // ...and the bucket is empty in 50 s.
+                assert_eq!(snapshot.requests_reset_ms, 50_000, "{name}");
             }
             other => panic!("{name}: {other:?}"),
         }
-        // Once the first request is a minute old, one more fits, and only one.
+        // Once a request's worth has drained, one more fits, and only one.
         assert!(
             allowed(
                 &store
-                    .reserve(&reservation("k:1", 6, T0 + 60_001, &limits, 0, 0))
+                    .reserve(&reservation("k:1", 6, T0 + 12_001, &limits, 0, 0))
                     .await
                     .unwrap()
             ),
@@ -106,17 +114,25 @@ async fn requests_per_minute_slide() {
         assert!(
             !allowed(
                 &store
-                    .reserve(&reservation("k:1", 7, T0 + 60_002, &limits, 0, 0))
+                    .reserve(&reservation("k:1", 7, T0 + 12_002, &limits, 0, 0))
                     .await
                     .unwrap()
             ),
             "{name}"
         );
+        // A minute after the last, the whole burst is back.
+        for i in 0..5 {
+            let d = store
+                .reserve(&reservation("k:1", 8 + i, T0 + 72_001, &limits, 0, 0))
+                .await
+                .unwrap();
+            assert!(allowed(&d), "{name}: {i}");
+        }
         // Scopes are independent.
         assert!(
             allowed(
                 &store
-                    .reserve(&reservation("k:2", 8, T0 + 60_002, &limits, 0, 0))
+                    .reserve(&reservation("k:2", 20, T0 + 72_001, &limits, 0, 0))
                     .await
                     .unwrap()
             ),
@@ -138,7 +154,8 @@ async fn tokens_per_minute_are_reserved_then_settled() {
         let d = store.reserve(&second).await.unwrap();
         assert_eq!(rejected_by(&d), Some(Dimension::Tokens), "{name}");
         if let Decision::Rejected { retry_after_ms, .. } = d {
-            assert_eq!(retry_after_ms, Some(59_000), "{name}");
+            // 1 s drained 16.7 tokens of the 600: 183.3 more must drain, at 1000 a minute.
+            assert_eq!(retry_after_ms, Some(11_000), "{name}");
         }
         // The first used only 100 of its 600: now the second fits.
         store
@@ -153,7 +170,11 @@ async fn tokens_per_minute_are_reserved_then_settled() {
             .unwrap();
         let d = store.reserve(&second).await.unwrap();
         match d {
-            Decision::Allowed(s) => assert_eq!(s.tokens_remaining, 300, "{name}"),
+            Decision::Allowed(s) => {
+                // 100 - 16.7 drained + 600.
+                assert_eq!(s.tokens_remaining, 316, "{name}");
+                assert_eq!(s.tokens_reset_ms, 41_000, "{name}");
+            }
             other => panic!("{name}: {other:?}"),
         }
         // More than the whole limit can never fit: no retry-after.
@@ -229,21 +250,60 @@ async fn budgets_hold_reservations_and_settle_to_real_cost() {
             }
             other => panic!("{name}: {other:?}"),
         }
-        store
-            .settle(
-                &a,
-                Usage {
-                    tokens: 0,
-                    cost: 100,
-                },
-            )
-            .await
-            .unwrap();
+        settle_cost(store.as_ref(), &a, 100).await;
         assert!(allowed(&store.reserve(&c).await.unwrap()), "{name}");
         // 100 + 400 + 400 reserved: 100 left, so a 150 request does not fit.
         let d = reservation("k:1", 4, T0, &limits, 0, 150);
         assert_eq!(
             rejected_by(&store.reserve(&d).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_releases_its_budget_hold_once() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            budget: Some(Budget::new(1000, Period::Day, Utc::now())),
+            ..Default::default()
+        };
+        let mut a = reservation("k:1", 1, T0, &limits, 0, 400);
+        a.lease_ms = 5_000;
+        store.seed_spend(&a.scopes[0], 0).await.unwrap();
+        assert!(allowed(&store.reserve(&a).await.unwrap()), "{name}");
+        let b = reservation("k:1", 2, T0, &limits, 0, 400);
+        assert!(allowed(&store.reserve(&b).await.unwrap()), "{name}");
+        let c = reservation("k:1", 3, T0 + 10, &limits, 0, 400);
+        assert_eq!(
+            rejected_by(&store.reserve(&c).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+        // `a` never settled in time: its lease ended and its hold with it.
+        let c = reservation("k:1", 3, T0 + 6_000, &limits, 0, 400);
+        assert!(allowed(&store.reserve(&c).await.unwrap()), "{name}");
+        // Its late settlement counts its spend but does not release the hold again:
+        // 100 spent + 800 held.
+        settle_cost(store.as_ref(), &a, 100).await;
+        let d = reservation("k:1", 4, T0 + 6_001, &limits, 0, 150);
+        assert_eq!(
+            rejected_by(&store.reserve(&d).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+        let d = reservation("k:1", 4, T0 + 6_001, &limits, 0, 100);
+        assert!(allowed(&store.reserve(&d).await.unwrap()), "{name}");
+        // Once nothing runs, nothing is held: 100 + 500 spent.
+        for (r, cost) in [(&b, 500), (&c, 0), (&d, 0)] {
+            settle_cost(store.as_ref(), r, cost).await;
+        }
+        let e = reservation("k:1", 5, T0 + 6_002, &limits, 0, 400);
+        assert!(allowed(&store.reserve(&e).await.unwrap()), "{name}");
+        let f = reservation("k:1", 6, T0 + 6_002, &limits, 0, 1);
+        assert_eq!(
+            rejected_by(&store.reserve(&f).await.unwrap()),
             Some(Dimension::Budget),
             "{name}"
         );

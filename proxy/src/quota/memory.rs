@@ -1,10 +1,7 @@
-//! The in-process quota store of the embedded mode: the same sliding logs and checks as the
-//! Redis script, under one lock (every step is short and never awaits).
+//! The in-process quota store of the embedded mode: the same leaky buckets, leases and
+//! checks as the Redis script, under one lock (every step is short and never awaits).
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use async_trait::async_trait;
 
@@ -12,17 +9,18 @@ use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
 };
 
+const WINDOW_MS: f64 = WINDOW.as_millis() as f64;
+
 #[derive(Default)]
 struct Scope {
-    /// (admitted at ms, reservation id), oldest first.
-    requests: VecDeque<(u64, String)>,
-    /// (admitted at ms, reservation id, tokens), oldest first.
-    tokens: VecDeque<(u64, String, u64)>,
-    token_sum: u64,
-    /// reservation id → lease expiry ms.
-    inflight: HashMap<String, u64>,
+    /// Request and token levels as of `ts` (ms).
+    requests: f64,
+    tokens: f64,
+    ts: u64,
     /// reservation id → (cost held against the budget, lease expiry ms).
-    holds: HashMap<String, (i64, u64)>,
+    leases: HashMap<String, (i64, u64)>,
+    /// Sum of the held costs of the running requests.
+    held: i64,
 }
 
 #[derive(Default)]
@@ -50,63 +48,59 @@ impl MemoryStore {
     }
 }
 
-const WINDOW_MS: u64 = WINDOW.as_millis() as u64;
-
-impl Scope {
-    fn trim(&mut self, now: u64) {
-        let cutoff = now.saturating_sub(WINDOW_MS);
-        while self.requests.front().is_some_and(|(t, _)| *t <= cutoff) {
-            self.requests.pop_front();
-        }
-        while let Some((t, _, n)) = self.tokens.front() {
-            if *t > cutoff {
-                break;
-            }
-            self.token_sum = self.token_sum.saturating_sub(*n);
-            self.tokens.pop_front();
-        }
-        self.inflight.retain(|_, expiry| *expiry > now);
-        self.holds.retain(|_, (_, expiry)| *expiry > now);
+/// A level drained to `now` at `limit` per window; a clock behind the last writer's drains
+/// nothing.
+fn drained(level: f64, since: u64, now: u64, limit: u64) -> f64 {
+    if limit == 0 {
+        return 0.0;
     }
+    (level - now.saturating_sub(since) as f64 * limit as f64 / WINDOW_MS).max(0.0)
+}
 
-    fn held(&self) -> i64 {
-        self.holds.values().map(|(cost, _)| *cost).sum()
+/// Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
+/// whole millisecond into two (the Redis script uses the same margins).
+const EPS: f64 = 1e-9;
+const EPS_MS: f64 = 1e-6;
+
+fn over(level: f64, need: f64, limit: u64) -> bool {
+    limit > 0 && level + need > limit as f64 + EPS
+}
+
+/// Milliseconds until `level` drains enough for `need` more to fit under `limit`.
+fn wait(level: f64, need: f64, limit: u64) -> i64 {
+    ((level + need - limit as f64) * WINDOW_MS / limit as f64 - EPS_MS)
+        .ceil()
+        .max(0.0) as i64
+}
+
+/// What fits now and when the bucket is empty again (`None`: no such limit).
+fn left(level: f64, limit: u64) -> (Option<u64>, u64) {
+    if limit == 0 {
+        return (None, 0);
     }
+    (
+        Some((limit as f64 - level + EPS).floor().max(0.0) as u64),
+        (level * WINDOW_MS / limit as f64 - EPS_MS).ceil().max(0.0) as u64,
+    )
+}
 
-    fn request_reset(&self, now: u64) -> i64 {
-        self.requests
-            .front()
-            .map_or(0, |(t, _)| (t + WINDOW_MS) as i64 - now as i64)
-    }
+/// One scope's drained view during a decision.
+struct View {
+    requests: f64,
+    tokens: f64,
+    rpm: u64,
+    tpm: u64,
+}
 
-    /// When `need` more tokens fit under `tpm`; -1 if never.
-    fn token_reset(&self, need: u64, tpm: u64, now: u64) -> i64 {
-        if tpm == 0 {
-            return 0;
-        }
-        if need > tpm {
-            return -1;
-        }
-        let over = self.token_sum.saturating_add(need).saturating_sub(tpm);
-        if over == 0 {
-            return 0;
-        }
-        let mut freed = 0;
-        for (t, _, n) in &self.tokens {
-            freed += n;
-            if freed >= over {
-                return (t + WINDOW_MS) as i64 - now as i64;
-            }
-        }
-        WINDOW_MS as i64
-    }
-
-    fn state(&self, rpm: u64, tpm: u64, now: u64) -> ScopeState {
+impl View {
+    fn state(&self) -> ScopeState {
+        let (requests_left, requests_reset_ms) = left(self.requests, self.rpm);
+        let (tokens_left, tokens_reset_ms) = left(self.tokens, self.tpm);
         ScopeState {
-            requests_left: (rpm > 0).then(|| rpm.saturating_sub(self.requests.len() as u64)),
-            requests_reset_ms: self.request_reset(now).max(0) as u64,
-            tokens_left: (tpm > 0).then(|| tpm.saturating_sub(self.token_sum)),
-            tokens_reset_ms: self.token_reset(0, tpm, now).max(0) as u64,
+            requests_left,
+            requests_reset_ms,
+            tokens_left,
+            tokens_reset_ms,
         }
     }
 }
@@ -121,81 +115,100 @@ impl QuotaStore for MemoryStore {
         let now = r.now_ms;
         let mut guard = self.state.lock().map_err(|_| poisoned())?;
         let state = &mut *guard;
+        let mut views = Vec::with_capacity(r.scopes.len());
         for s in &r.scopes {
-            state.scopes.entry(s.scope.clone()).or_default().trim(now);
-        }
-        let states = |state: &State| -> Vec<ScopeState> {
-            r.scopes
-                .iter()
-                .map(|s| {
-                    state
-                        .scopes
-                        .get(&s.scope)
-                        .map_or_else(ScopeState::default, |sc| {
-                            sc.state(s.limits.rpm.unwrap_or(0), s.limits.tpm.unwrap_or(0), now)
-                        })
-                })
-                .collect()
-        };
-        for (i, s) in r.scopes.iter().enumerate() {
-            if let Some(budget) = &s.limits.budget
-                && !state
-                    .spend
-                    .contains_key(&(s.scope.clone(), budget.period_id.clone()))
-            {
-                return Ok(Decision::Unseeded(i));
-            }
-        }
-        for (i, s) in r.scopes.iter().enumerate() {
-            let Some(scope) = state.scopes.get(&s.scope) else {
-                continue;
-            };
             let l = &s.limits;
-            let refusal = if l
-                .rpm
-                .is_some_and(|rpm| scope.requests.len() as u64 + 1 > rpm)
-            {
-                Some(("rate_limit_requests", scope.request_reset(now)))
-            } else if let Some(tpm) = l
-                .tpm
-                .filter(|tpm| scope.token_sum.saturating_add(r.tokens) > *tpm)
-            {
-                Some(("rate_limit_tokens", scope.token_reset(r.tokens, tpm, now)))
-            } else if l
-                .concurrency
-                .is_some_and(|c| scope.inflight.len() as u64 + 1 > c)
-            {
-                let first = scope.inflight.values().min().copied().unwrap_or(now);
-                Some(("concurrency_limit", (first as i64 - now as i64).min(1000)))
-            } else if let Some(budget) = &l.budget {
-                let spent = state
+            let scope = state.scopes.entry(s.scope.clone()).or_default();
+            // Leases of requests that never settled end here.
+            let expired: i64 = scope
+                .leases
+                .values()
+                .filter(|(_, expiry)| *expiry <= now)
+                .map(|(cost, _)| *cost)
+                .sum();
+            scope.leases.retain(|_, (_, expiry)| *expiry > now);
+            if l.budget.is_some() {
+                scope.held -= expired;
+                if scope.leases.is_empty() || scope.held < 0 {
+                    scope.held = 0;
+                }
+            }
+            views.push(View {
+                requests: drained(scope.requests, scope.ts, now, l.rpm.unwrap_or(0)),
+                tokens: drained(scope.tokens, scope.ts, now, l.tpm.unwrap_or(0)),
+                rpm: l.rpm.unwrap_or(0),
+                tpm: l.tpm.unwrap_or(0),
+            });
+        }
+        let states = |views: &[View]| views.iter().map(View::state).collect::<Vec<_>>();
+        let mut spent = vec![0i64; r.scopes.len()];
+        for (i, s) in r.scopes.iter().enumerate() {
+            if let Some(budget) = &s.limits.budget {
+                match state
                     .spend
                     .get(&(s.scope.clone(), budget.period_id.clone()))
-                    .copied()
-                    .unwrap_or(0);
-                (spent.saturating_add(scope.held()).saturating_add(r.cost) > budget.limit_micro_usd)
+                {
+                    Some(total) => spent[i] = *total,
+                    None => return Ok(Decision::Unseeded(i)),
+                }
+            }
+        }
+        let tokens = r.tokens as f64;
+        for (i, (s, v)) in r.scopes.iter().zip(&views).enumerate() {
+            let l = &s.limits;
+            let scope = &state.scopes[&s.scope];
+            let refusal = if over(v.requests, 1.0, v.rpm) {
+                Some(("rate_limit_requests", wait(v.requests, 1.0, v.rpm)))
+            } else if over(v.tokens, tokens, v.tpm) {
+                let retry = if r.tokens > v.tpm {
+                    -1
+                } else {
+                    wait(v.tokens, tokens, v.tpm)
+                };
+                Some(("rate_limit_tokens", retry))
+            } else if l
+                .concurrency
+                .is_some_and(|c| scope.leases.len() as u64 + 1 > c)
+            {
+                let first = scope.leases.values().map(|(_, e)| *e).min().unwrap_or(now);
+                // Slots free when requests finish; the earliest expiry is only the latest bound.
+                Some(("concurrency_limit", (first as i64 - now as i64).min(1000)))
+            } else if let Some(budget) = &l.budget {
+                (spent[i].saturating_add(scope.held).saturating_add(r.cost)
+                    > budget.limit_micro_usd)
                     .then_some(("budget_exceeded", budget.resets_in_ms as i64))
             } else {
                 None
             };
-            if let Some((dimension, wait)) = refusal {
-                return Ok(decision(r, false, dimension, wait, i, &states(state)));
+            if let Some((dimension, retry)) = refusal {
+                return Ok(decision(r, false, dimension, retry, i, &states(&views)));
             }
         }
-        for s in &r.scopes {
+        for (s, v) in r.scopes.iter().zip(&mut views) {
+            let l = &s.limits;
             let scope = state.scopes.entry(s.scope.clone()).or_default();
-            scope.requests.push_back((now, r.id.clone()));
-            if r.tokens > 0 {
-                scope.tokens.push_back((now, r.id.clone(), r.tokens));
-                scope.token_sum = scope.token_sum.saturating_add(r.tokens);
+            if v.rpm > 0 {
+                v.requests += 1.0;
+                scope.requests = v.requests;
             }
-            scope.inflight.insert(r.id.clone(), now + r.lease_ms);
-            if s.limits.budget.is_some() {
+            if v.tpm > 0 {
+                v.tokens += tokens;
+                scope.tokens = v.tokens;
+            }
+            if l.budget.is_some() {
                 // The maximum cost is held apart from the settled spend until the end.
-                scope.holds.insert(r.id.clone(), (r.cost, now + r.lease_ms));
+                scope.held = scope.held.saturating_add(r.cost);
+            }
+            if v.rpm > 0 || v.tpm > 0 || l.budget.is_some() {
+                scope.ts = scope.ts.max(now);
+            }
+            if l.leased() {
+                scope
+                    .leases
+                    .insert(r.id.clone(), (r.cost, now.saturating_add(r.lease_ms)));
             }
         }
-        Ok(decision(r, true, "", 0, 0, &states(state)))
+        Ok(decision(r, true, "", 0, 0, &states(&views)))
     }
 
     async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError> {
@@ -223,20 +236,19 @@ impl QuotaStore for MemoryStore {
         let mut guard = self.state.lock().map_err(|_| poisoned())?;
         let state = &mut *guard;
         for s in &r.scopes {
+            let l = &s.limits;
             if let Some(scope) = state.scopes.get_mut(&s.scope) {
-                if let Some(entry) = scope
-                    .tokens
-                    .iter_mut()
-                    .find(|(_, id, n)| *id == r.id && *n == r.tokens)
-                {
-                    scope.token_sum = scope.token_sum - entry.2 + used.tokens;
-                    entry.2 = used.tokens;
+                // Tokens count from when they were reserved: only the difference changes.
+                if l.tpm.is_some() {
+                    scope.tokens += used.tokens as f64 - r.tokens as f64;
                 }
-                scope.inflight.remove(&r.id);
-                scope.holds.remove(&r.id);
+                // Only a hold still in place is released: an expired one already was.
+                if scope.leases.remove(&r.id).is_some() && l.budget.is_some() {
+                    scope.held = scope.held.saturating_sub(r.cost);
+                }
             }
             // A counter that is gone (a new period) is rebuilt from usage events instead.
-            if let Some(budget) = &s.limits.budget
+            if let Some(budget) = &l.budget
                 && let Some(spent) = state
                     .spend
                     .get_mut(&(s.scope.clone(), budget.period_id.clone()))

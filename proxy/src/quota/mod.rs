@@ -14,7 +14,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
-/// The sliding window of the per-minute limits.
+/// The per-minute limits drain over this window.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// Which limit refused a request; its `code` is the OpenAI error code sent back.
@@ -140,6 +140,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// Whether a request holds a lease in this scope (for its slot or its budget hold).
+    pub fn leased(&self) -> bool {
+        self.concurrency.is_some() || self.budget.is_some()
+    }
+
     pub fn is_unlimited(&self) -> bool {
         self.rpm.is_none()
             && self.tpm.is_none()

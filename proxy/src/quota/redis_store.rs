@@ -35,9 +35,9 @@ impl RedisStore {
         }
     }
 
-    /// Six keys per scope, in the scripts' order.
+    /// Three keys per scope, in the scripts' order.
     fn keys(&self, r: &Reservation) -> Vec<String> {
-        let mut keys = Vec::with_capacity(r.scopes.len() * 6);
+        let mut keys = Vec::with_capacity(r.scopes.len() * 3);
         for s in &r.scopes {
             let base = format!("{}:q:{{{}}}", self.prefix, s.scope);
             let period = s
@@ -45,12 +45,9 @@ impl RedisStore {
                 .budget
                 .as_ref()
                 .map_or("none", |b| b.period_id.as_str());
-            keys.push(format!("{base}:req"));
-            keys.push(format!("{base}:tok"));
-            keys.push(format!("{base}:toksum"));
-            keys.push(format!("{base}:conc"));
+            keys.push(format!("{base}:state"));
+            keys.push(format!("{base}:leases"));
             keys.push(format!("{base}:spend:{period}"));
-            keys.push(format!("{base}:holds:{period}"));
         }
         keys
     }
@@ -92,7 +89,6 @@ impl QuotaStore for RedisStore {
                 Value::from(l.tpm.unwrap_or(0) as i64),
                 Value::from(l.concurrency.unwrap_or(0) as i64),
                 Value::from(budget.map_or(-1, |b| b.limit_micro_usd)),
-                Value::from(budget.map_or(0, |b| b.ttl_secs) as i64),
                 Value::from(budget.map_or(0, |b| b.resets_in_ms) as i64),
             ]);
         }
@@ -150,18 +146,19 @@ impl QuotaStore for RedisStore {
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
         let mut args: Vec<Value> = vec![
-            r.id.as_str().into(),
+            format!("{}:{}", r.id, r.cost).into(),
             (r.tokens as i64).into(),
             (used.tokens as i64).into(),
             r.cost.into(),
             used.cost.into(),
-            (WINDOW.as_millis() as i64).into(),
             (r.scopes.len() as i64).into(),
         ];
         for s in &r.scopes {
-            let budget = s.limits.budget.as_ref();
-            args.push(Value::from(i64::from(budget.is_some())));
-            args.push(Value::from(budget.map_or(0, |b| b.ttl_secs) as i64));
+            let l = &s.limits;
+            args.extend(
+                [l.tpm.is_some(), l.leased(), l.budget.is_some()]
+                    .map(|on| Value::from(i64::from(on))),
+            );
         }
         let _: Value = self
             .settle

@@ -1,91 +1,108 @@
--- Checks every limit of every scope of a request (its key, user and team) and, only if all
--- pass, reserves in each: one request, the estimated tokens, one concurrency slot (a
--- lease) and the estimated maximum cost. Windows are sliding logs: a request counts for
--- exactly `window` ms after it was admitted.
+-- Checks every limit of every scope of a request (its key, user, team and deployment)
+-- and, only if all pass, reserves in each: one request, the estimated tokens, one
+-- concurrency slot (a lease) and the estimated maximum cost.
 --
--- KEYS, 6 per scope: requests zset, tokens zset (members "id:tokens"), tokens sum,
---   concurrency zset (score = lease expiry), settled spend of the budget period,
---   budget holds zset (members "id:cost", score = lease expiry)
+-- Requests and tokens per minute are leaky buckets (GCRA): a scope's level rises by what
+-- it admits and drains at `limit` per `window`, so a full bucket admits `limit` at once
+-- and then one more every window/limit. The state is a few numbers per scope, so each
+-- step costs the same however busy the scope is.
+--
+-- KEYS, 3 per scope: state hash (rl, tl: request and token levels; ts: when they were
+--   last drained; held: cost held by running requests), leases zset (members "id:cost",
+--   score = lease expiry), settled spend of the budget period
 -- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 tokens, 5 cost, 6 lease ms,
---   7 number of scopes, then 6 per scope: rpm (0 = none), tpm (0 = none),
---   concurrency (0 = none), budget (-1 = none), spend ttl s (0 = keep), ms until the
---   budget resets
--- Returns {allowed, dimension, retry_after_ms, scope (1-based, 0 if allowed),
+--   7 number of scopes, then 5 per scope: rpm (0 = none), tpm (0 = none),
+--   concurrency (0 = none), budget (-1 = none), ms until the budget resets
+-- Returns {allowed, dimension, retry_after_ms (-1: never), scope (1-based, 0 if allowed),
 --   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local id = ARGV[3]
 local tokens = tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
+local lease_member = ARGV[3] .. ':' .. ARGV[5]
 local lease = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
-local cutoff = now - window
 
-local function amount(member)
-  return tonumber(string.match(member, ':(%d+)$'))
+-- A level drained to now; a clock behind the last writer's drains nothing.
+local function drained(level, since, limit)
+  if limit <= 0 then return 0 end
+  local l = (tonumber(level) or 0) - math.max(now - since, 0) * limit / window
+  if l < 0 then return 0 end
+  return l
+end
+
+-- Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
+-- whole millisecond into two.
+local EPS = 1e-9
+
+local function over(level, need, limit)
+  return limit > 0 and level + need > limit + EPS
+end
+
+-- Milliseconds until a level drains enough for `need` more to fit under `limit`.
+local function wait(level, need, limit)
+  return math.max(math.ceil((level + need - limit) * window / limit - 1e-6), 0)
+end
+
+-- Milliseconds until a level has drained to nothing.
+local function empty_in(level, limit)
+  return math.max(math.ceil(level * window / limit - 1e-6), 0)
 end
 
 local scopes = {}
 for i = 0, n - 1 do
-  local k = i * 6
-  local a = 7 + i * 6
+  local k = i * 3
+  local a = 7 + i * 5
   local s = {
-    req = KEYS[k + 1], tok = KEYS[k + 2], sum = KEYS[k + 3], conc = KEYS[k + 4], spend = KEYS[k + 5],
-    holds = KEYS[k + 6],
+    state = KEYS[k + 1], leases = KEYS[k + 2], spend = KEYS[k + 3],
     rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
-    budget = tonumber(ARGV[a + 4]), ttl = tonumber(ARGV[a + 5]), reset = tonumber(ARGV[a + 6]),
+    budget = tonumber(ARGV[a + 4]), reset = tonumber(ARGV[a + 5]),
   }
-  redis.call('ZREMRANGEBYSCORE', s.req, '-inf', cutoff)
-  local expired = redis.call('ZRANGEBYSCORE', s.tok, '-inf', cutoff)
-  if #expired > 0 then
-    local freed = 0
-    for _, member in ipairs(expired) do freed = freed + amount(member) end
-    redis.call('ZREMRANGEBYSCORE', s.tok, '-inf', cutoff)
-    redis.call('DECRBY', s.sum, freed)
+  local f = redis.call('HMGET', s.state, 'rl', 'tl', 'ts', 'held')
+  s.ts = math.max(tonumber(f[3]) or now, now)
+  local since = tonumber(f[3]) or now
+  s.rl = drained(f[1], since, s.rpm)
+  s.tl = drained(f[2], since, s.tpm)
+  s.held = tonumber(f[4]) or 0
+  s.leased = s.cc > 0 or s.budget >= 0
+  if s.leased then
+    -- Leases of requests that never settled (a crashed replica) end here.
+    local expired = redis.call('ZRANGEBYSCORE', s.leases, '-inf', now)
+    local held = s.held
+    if #expired > 0 then
+      for _, member in ipairs(expired) do
+        held = held - tonumber(string.match(member, ':(%-?%d+)$'))
+      end
+      redis.call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
+    end
+    s.inflight = redis.call('ZCARD', s.leases)
+    -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
+    if s.inflight == 0 or held < 0 then held = 0 end
+    if s.budget >= 0 and held ~= s.held then
+      s.held = held
+      redis.call('HSET', s.state, 'held', held)
+    end
   end
-  redis.call('ZREMRANGEBYSCORE', s.conc, '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', s.holds, '-inf', now)
-  s.held = 0
-  for _, member in ipairs(redis.call('ZRANGE', s.holds, 0, -1)) do s.held = s.held + amount(member) end
-  s.requests = redis.call('ZCARD', s.req)
-  s.used = tonumber(redis.call('GET', s.sum) or '0')
-  s.inflight = redis.call('ZCARD', s.conc)
-  s.spent = tonumber(redis.call('GET', s.spend) or '0')
   scopes[i + 1] = s
 end
 
--- When the oldest request leaves the window.
-local function request_reset(s)
-  local oldest = redis.call('ZRANGE', s.req, 0, 0, 'WITHSCORES')
-  if #oldest == 0 then return 0 end
-  return tonumber(oldest[2]) + window - now
-end
-
--- When enough tokens have left the window for `need` more to fit; -1 if they never can.
-local function token_reset(s, need)
-  if s.tpm <= 0 then return 0 end
-  if need > s.tpm then return -1 end
-  local over = s.used + need - s.tpm
-  if over <= 0 then return 0 end
-  local entries = redis.call('ZRANGE', s.tok, 0, -1, 'WITHSCORES')
-  local freed = 0
-  for j = 1, #entries, 2 do
-    freed = freed + amount(entries[j])
-    if freed >= over then return tonumber(entries[j + 1]) + window - now end
-  end
-  return window
-end
-
-local function reply(allowed, dimension, wait, which)
-  local out = {allowed, dimension, wait, which}
+local function reply(allowed, dimension, retry, which)
+  local out = {allowed, dimension, retry, which}
   for _, s in ipairs(scopes) do
-    local rpm_left, tpm_left = -1, -1
-    if s.rpm > 0 then rpm_left = math.max(s.rpm - s.requests, 0) end
-    if s.tpm > 0 then tpm_left = math.max(s.tpm - s.used, 0) end
+    -- Left: what fits now; reset: when the bucket is empty again.
+    local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
+    if s.rpm > 0 then
+      rpm_left = math.max(math.floor(s.rpm - s.rl + EPS), 0)
+      rpm_reset = empty_in(s.rl, s.rpm)
+    end
+    if s.tpm > 0 then
+      tpm_left = math.max(math.floor(s.tpm - s.tl + EPS), 0)
+      tpm_reset = empty_in(s.tl, s.tpm)
+    end
     table.insert(out, rpm_left)
-    table.insert(out, request_reset(s))
+    table.insert(out, rpm_reset)
     table.insert(out, tpm_left)
-    table.insert(out, token_reset(s, 0))
+    table.insert(out, tpm_reset)
   end
   return out
 end
@@ -93,20 +110,23 @@ end
 -- A budget's spend counter must exist: a missing one is rebuilt from the usage events
 -- by the caller before anything is decided.
 for i, s in ipairs(scopes) do
-  if s.budget >= 0 and redis.call('EXISTS', s.spend) == 0 then
-    return {0, 'unseeded', 0, i}
+  if s.budget >= 0 then
+    local spent = redis.call('GET', s.spend)
+    if not spent then return {0, 'unseeded', 0, i} end
+    s.spent = tonumber(spent)
   end
 end
 
 for i, s in ipairs(scopes) do
-  if s.rpm > 0 and s.requests + 1 > s.rpm then
-    return reply(0, 'rate_limit_requests', request_reset(s), i)
+  if over(s.rl, 1, s.rpm) then
+    return reply(0, 'rate_limit_requests', wait(s.rl, 1, s.rpm), i)
   end
-  if s.tpm > 0 and s.used + tokens > s.tpm then
-    return reply(0, 'rate_limit_tokens', token_reset(s, tokens), i)
+  if over(s.tl, tokens, s.tpm) then
+    if tokens > s.tpm then return reply(0, 'rate_limit_tokens', -1, i) end
+    return reply(0, 'rate_limit_tokens', wait(s.tl, tokens, s.tpm), i)
   end
   if s.cc > 0 and s.inflight + 1 > s.cc then
-    local first = redis.call('ZRANGE', s.conc, 0, 0, 'WITHSCORES')
+    local first = redis.call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
     -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
     return reply(0, 'concurrency_limit', math.min(1000, tonumber(first[2]) - now), i)
   end
@@ -116,22 +136,28 @@ for i, s in ipairs(scopes) do
 end
 
 for _, s in ipairs(scopes) do
-  redis.call('ZADD', s.req, now, id)
-  redis.call('PEXPIRE', s.req, window)
-  if tokens > 0 then
-    redis.call('ZADD', s.tok, now, id .. ':' .. tokens)
-    redis.call('INCRBY', s.sum, tokens)
+  local fields = {}
+  if s.rpm > 0 then
+    s.rl = s.rl + 1
+    table.insert(fields, 'rl'); table.insert(fields, s.rl)
   end
-  redis.call('PEXPIRE', s.tok, window)
-  redis.call('PEXPIRE', s.sum, window)
-  redis.call('ZADD', s.conc, now + lease, id)
-  redis.call('PEXPIRE', s.conc, lease)
+  if s.tpm > 0 then
+    s.tl = s.tl + tokens
+    table.insert(fields, 'tl'); table.insert(fields, s.tl)
+  end
   if s.budget >= 0 then
     -- The maximum cost is held apart from the settled spend until the request ends.
-    redis.call('ZADD', s.holds, now + lease, id .. ':' .. cost)
-    redis.call('PEXPIRE', s.holds, lease)
+    s.held = s.held + cost
+    table.insert(fields, 'held'); table.insert(fields, s.held)
   end
-  s.requests = s.requests + 1
-  s.used = s.used + tokens
+  if #fields > 0 then
+    table.insert(fields, 'ts'); table.insert(fields, s.ts)
+    redis.call('HSET', s.state, unpack(fields))
+    redis.call('PEXPIRE', s.state, window + lease)
+  end
+  if s.leased then
+    redis.call('ZADD', s.leases, now + lease, lease_member)
+    redis.call('PEXPIRE', s.leases, lease)
+  end
 end
 return reply(1, '', 0, 0)
