@@ -199,9 +199,7 @@ impl QuotaStore for MemoryStore {
                 // The maximum cost is held apart from the settled spend until the end.
                 scope.held = scope.held.saturating_add(r.cost);
             }
-            if v.rpm > 0 || v.tpm > 0 || l.budget.is_some() {
-                scope.ts = scope.ts.max(now);
-            }
+            scope.ts = scope.ts.max(now);
             if l.leased() {
                 scope
                     .leases
@@ -238,13 +236,15 @@ impl QuotaStore for MemoryStore {
         for s in &r.scopes {
             let l = &s.limits;
             if let Some(scope) = state.scopes.get_mut(&s.scope) {
+                // As in Redis: a request that outlived its lease keeps its tokens reserved.
+                let released = l.leased() && scope.leases.remove(&r.id).is_some();
                 // Tokens count from when they were reserved: only the difference changes.
-                if l.tpm.is_some() {
+                if l.tpm.is_some() && (released || !l.leased()) {
                     scope.tokens += used.tokens as f64 - r.tokens as f64;
                 }
                 // Only a hold still in place is released: an expired one already was.
-                if scope.leases.remove(&r.id).is_some() && l.budget.is_some() {
-                    scope.held = scope.held.saturating_sub(r.cost);
+                if released && l.budget.is_some() {
+                    scope.held = scope.held.saturating_sub(r.cost).max(0);
                 }
             }
             // A counter that is gone (a new period) is rebuilt from usage events instead.

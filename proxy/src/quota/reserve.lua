@@ -8,7 +8,8 @@
 -- step costs the same however busy the scope is.
 --
 -- KEYS, 3 per scope: state hash (rl, tl: request and token levels; ts: when they were
---   last drained; held: cost held by running requests), leases zset (members "id:cost",
+--   last drained; held: cost held by running requests; n: how many run; x: when
+--   expiries were last renewed), leases zset (members "id:cost",
 --   score = lease expiry), settled spend of the budget period
 -- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 tokens, 5 cost, 6 lease ms,
 --   7 number of scopes, then 5 per scope: rpm (0 = none), tpm (0 = none),
@@ -49,6 +50,28 @@ local function empty_in(level, limit)
   return math.max(math.ceil(level * window / limit - 1e-6), 0)
 end
 
+-- Ends the leases of requests that never settled (a crashed replica) and recounts what
+-- runs. Stale leases only matter to a check they would fail, so this runs when such a
+-- check fails and every half lease, not on every request.
+local function sweep(s)
+  s.swept = true
+  local expired = redis.call('ZRANGEBYSCORE', s.leases, '-inf', now)
+  local held = s.held
+  if #expired > 0 then
+    for _, member in ipairs(expired) do
+      held = held - tonumber(string.match(member, ':(%-?%d+)$'))
+    end
+    redis.call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
+  end
+  local inflight = redis.call('ZCARD', s.leases)
+  -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
+  if inflight == 0 or held < 0 then held = 0 end
+  if held ~= s.held or inflight ~= s.inflight then
+    s.held, s.inflight = held, inflight
+    redis.call('HSET', s.state, 'held', held, 'n', inflight)
+  end
+end
+
 local scopes = {}
 for i = 0, n - 1 do
   local k = i * 3
@@ -58,31 +81,16 @@ for i = 0, n - 1 do
     rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
     budget = tonumber(ARGV[a + 4]), reset = tonumber(ARGV[a + 5]),
   }
-  local f = redis.call('HMGET', s.state, 'rl', 'tl', 'ts', 'held')
+  local f = redis.call('HMGET', s.state, 'rl', 'tl', 'ts', 'held', 'n', 'x')
   s.ts = math.max(tonumber(f[3]) or now, now)
   local since = tonumber(f[3]) or now
   s.rl = drained(f[1], since, s.rpm)
   s.tl = drained(f[2], since, s.tpm)
   s.held = tonumber(f[4]) or 0
+  s.inflight = tonumber(f[5]) or 0
+  s.renew = now - (tonumber(f[6]) or -math.huge) >= lease / 2
   s.leased = s.cc > 0 or s.budget >= 0
-  if s.leased then
-    -- Leases of requests that never settled (a crashed replica) end here.
-    local expired = redis.call('ZRANGEBYSCORE', s.leases, '-inf', now)
-    local held = s.held
-    if #expired > 0 then
-      for _, member in ipairs(expired) do
-        held = held - tonumber(string.match(member, ':(%-?%d+)$'))
-      end
-      redis.call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
-    end
-    s.inflight = redis.call('ZCARD', s.leases)
-    -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
-    if s.inflight == 0 or held < 0 then held = 0 end
-    if s.budget >= 0 and held ~= s.held then
-      s.held = held
-      redis.call('HSET', s.state, 'held', held)
-    end
-  end
+  if s.leased and s.renew then sweep(s) end
   scopes[i + 1] = s
 end
 
@@ -117,26 +125,38 @@ for i, s in ipairs(scopes) do
   end
 end
 
-for i, s in ipairs(scopes) do
+-- Why a scope refuses the request, if it does: dimension and retry-after ms (-1: never).
+local function refusal(s)
   if over(s.rl, 1, s.rpm) then
-    return reply(0, 'rate_limit_requests', wait(s.rl, 1, s.rpm), i)
+    return 'rate_limit_requests', wait(s.rl, 1, s.rpm)
   end
   if over(s.tl, tokens, s.tpm) then
-    if tokens > s.tpm then return reply(0, 'rate_limit_tokens', -1, i) end
-    return reply(0, 'rate_limit_tokens', wait(s.tl, tokens, s.tpm), i)
+    if tokens > s.tpm then return 'rate_limit_tokens', -1 end
+    return 'rate_limit_tokens', wait(s.tl, tokens, s.tpm)
   end
   if s.cc > 0 and s.inflight + 1 > s.cc then
+    if not s.swept then return 'sweep' end
     local first = redis.call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
     -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
-    return reply(0, 'concurrency_limit', math.min(1000, tonumber(first[2]) - now), i)
+    return 'concurrency_limit', math.min(1000, tonumber(first[2] or now + 1000) - now)
   end
   if s.budget >= 0 and s.spent + s.held + cost > s.budget then
-    return reply(0, 'budget_exceeded', s.reset, i)
+    if not s.swept then return 'sweep' end
+    return 'budget_exceeded', s.reset
   end
 end
 
+for i, s in ipairs(scopes) do
+  local dimension, retry = refusal(s)
+  if dimension == 'sweep' then
+    sweep(s)
+    dimension, retry = refusal(s)
+  end
+  if dimension then return reply(0, dimension, retry, i) end
+end
+
 for _, s in ipairs(scopes) do
-  local fields = {}
+  local fields = {'ts', s.ts}
   if s.rpm > 0 then
     s.rl = s.rl + 1
     table.insert(fields, 'rl'); table.insert(fields, s.rl)
@@ -147,17 +167,22 @@ for _, s in ipairs(scopes) do
   end
   if s.budget >= 0 then
     -- The maximum cost is held apart from the settled spend until the request ends.
-    s.held = s.held + cost
-    table.insert(fields, 'held'); table.insert(fields, s.held)
-  end
-  if #fields > 0 then
-    table.insert(fields, 'ts'); table.insert(fields, s.ts)
-    redis.call('HSET', s.state, unpack(fields))
-    redis.call('PEXPIRE', s.state, window + lease)
+    table.insert(fields, 'held'); table.insert(fields, s.held + cost)
   end
   if s.leased then
+    table.insert(fields, 'n'); table.insert(fields, s.inflight + 1)
+  end
+  -- Expiries are renewed every half lease, not on every request: each lives two leases,
+  -- so a lease taken now ends before its set does.
+  if s.renew then
+    table.insert(fields, 'x'); table.insert(fields, now)
+  end
+  redis.call('HSET', s.state, unpack(fields))
+  if s.renew then redis.call('PEXPIRE', s.state, window + 2 * lease) end
+  if s.leased then
     redis.call('ZADD', s.leases, now + lease, lease_member)
-    redis.call('PEXPIRE', s.leases, lease)
+    -- An empty set was deleted: this one is new and has no expiry yet.
+    if s.renew or s.inflight == 0 then redis.call('PEXPIRE', s.leases, 2 * lease) end
   end
 end
 return reply(1, '', 0, 0)

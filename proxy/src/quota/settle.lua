@@ -1,6 +1,6 @@
 -- Settles a reservation to what the request really used, in every scope, and ends its
 -- lease. Tokens count from the moment they were reserved, so the token level changes by
--- the difference alone.
+-- the difference alone; a request that outlived its lease keeps its tokens reserved.
 -- KEYS: as reserve.lua (3 per scope). ARGV: 1 lease member ("id:cost"), 2 reserved
 --   tokens, 3 used tokens, 4 reserved cost, 5 real cost, 6 number of scopes, then 3 per
 --   scope (1/0): a token limit applies, the request holds a lease, a budget applies
@@ -12,13 +12,24 @@ local n = tonumber(ARGV[6])
 for i = 0, n - 1 do
   local k = i * 3
   local a = 6 + i * 3
-  -- A state that is gone (expired) is not brought back without its expiry.
-  if ARGV[a + 1] == '1' and delta ~= 0 and redis.call('EXISTS', KEYS[k + 1]) == 1 then
-    redis.call('HINCRBYFLOAT', KEYS[k + 1], 'tl', delta)
-  end
-  if ARGV[a + 2] == '1' and redis.call('ZREM', KEYS[k + 2], member) == 1 and ARGV[a + 3] == '1' then
-    -- Only a hold still in place is released: an expired one was released on expiry.
-    redis.call('HINCRBY', KEYS[k + 1], 'held', -held)
+  if ARGV[a + 2] == '1' then
+    -- Only a lease still in place is released (an expired one was when it expired), and
+    -- it proves the state is there too.
+    if redis.call('ZREM', KEYS[k + 2], member) == 1 then
+      local f = redis.call('HMGET', KEYS[k + 1], 'tl', 'held', 'n')
+      local fields = {'n', math.max((tonumber(f[3]) or 1) - 1, 0)}
+      if ARGV[a + 1] == '1' then
+        table.insert(fields, 'tl'); table.insert(fields, (tonumber(f[1]) or 0) + delta)
+      end
+      if ARGV[a + 3] == '1' then
+        table.insert(fields, 'held'); table.insert(fields, math.max((tonumber(f[2]) or 0) - held, 0))
+      end
+      redis.call('HSET', KEYS[k + 1], unpack(fields))
+    end
+  elseif ARGV[a + 1] == '1' and delta ~= 0 then
+    -- A state that is gone (expired) is not brought back without its expiry.
+    local tl = redis.call('HGET', KEYS[k + 1], 'tl')
+    if tl then redis.call('HSET', KEYS[k + 1], 'tl', tonumber(tl) + delta) end
   end
   -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
   if ARGV[a + 3] == '1' and redis.call('EXISTS', KEYS[k + 3]) == 1 then
