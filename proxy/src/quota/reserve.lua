@@ -16,6 +16,8 @@
 --   concurrency (0 = none), budget (-1 = none), ms until the budget resets
 -- Returns {allowed, dimension, retry_after_ms (-1: never), scope (1-based, 0 if allowed),
 --   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}
+-- Library functions as locals: a global look-up on every use costs measurably here.
+local tonumber, max, min, floor, ceil, call, insert, unpack = tonumber, math.max, math.min, math.floor, math.ceil, redis.call, table.insert, unpack
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[4])
@@ -27,7 +29,7 @@ local n = tonumber(ARGV[7])
 -- A level drained to now; a clock behind the last writer's drains nothing.
 local function drained(level, since, limit)
   if limit <= 0 then return 0 end
-  local l = (tonumber(level) or 0) - math.max(now - since, 0) * limit / window
+  local l = (tonumber(level) or 0) - max(now - since, 0) * limit / window
   if l < 0 then return 0 end
   return l
 end
@@ -42,12 +44,12 @@ end
 
 -- Milliseconds until a level drains enough for `need` more to fit under `limit`.
 local function wait(level, need, limit)
-  return math.max(math.ceil((level + need - limit) * window / limit - 1e-6), 0)
+  return max(ceil((level + need - limit) * window / limit - 1e-6), 0)
 end
 
 -- Milliseconds until a level has drained to nothing.
 local function empty_in(level, limit)
-  return math.max(math.ceil(level * window / limit - 1e-6), 0)
+  return max(ceil(level * window / limit - 1e-6), 0)
 end
 
 -- Ends the leases of requests that never settled (a crashed replica) and recounts what
@@ -55,20 +57,20 @@ end
 -- check fails and every half lease, not on every request.
 local function sweep(s)
   s.swept = true
-  local expired = redis.call('ZRANGEBYSCORE', s.leases, '-inf', now)
+  local expired = call('ZRANGEBYSCORE', s.leases, '-inf', now)
   local held = s.held
   if #expired > 0 then
     for _, member in ipairs(expired) do
       held = held - tonumber(string.match(member, ':(%-?%d+)$'))
     end
-    redis.call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
+    call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
   end
-  local inflight = redis.call('ZCARD', s.leases)
+  local inflight = call('ZCARD', s.leases)
   -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
   if inflight == 0 or held < 0 then held = 0 end
   if held ~= s.held or inflight ~= s.inflight then
     s.held, s.inflight = held, inflight
-    redis.call('HSET', s.state, 'held', held, 'n', inflight)
+    call('HSET', s.state, 'held', held, 'n', inflight)
   end
 end
 
@@ -81,8 +83,8 @@ for i = 0, n - 1 do
     rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
     budget = tonumber(ARGV[a + 4]), reset = tonumber(ARGV[a + 5]),
   }
-  local f = redis.call('HMGET', s.state, 'rl', 'tl', 'ts', 'held', 'n', 'x')
-  s.ts = math.max(tonumber(f[3]) or now, now)
+  local f = call('HMGET', s.state, 'rl', 'tl', 'ts', 'held', 'n', 'x')
+  s.ts = max(tonumber(f[3]) or now, now)
   local since = tonumber(f[3]) or now
   s.rl = drained(f[1], since, s.rpm)
   s.tl = drained(f[2], since, s.tpm)
@@ -100,17 +102,17 @@ local function reply(allowed, dimension, retry, which)
     -- Left: what fits now; reset: when the bucket is empty again.
     local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
     if s.rpm > 0 then
-      rpm_left = math.max(math.floor(s.rpm - s.rl + EPS), 0)
+      rpm_left = max(floor(s.rpm - s.rl + EPS), 0)
       rpm_reset = empty_in(s.rl, s.rpm)
     end
     if s.tpm > 0 then
-      tpm_left = math.max(math.floor(s.tpm - s.tl + EPS), 0)
+      tpm_left = max(floor(s.tpm - s.tl + EPS), 0)
       tpm_reset = empty_in(s.tl, s.tpm)
     end
-    table.insert(out, rpm_left)
-    table.insert(out, rpm_reset)
-    table.insert(out, tpm_left)
-    table.insert(out, tpm_reset)
+    insert(out, rpm_left)
+    insert(out, rpm_reset)
+    insert(out, tpm_left)
+    insert(out, tpm_reset)
   end
   return out
 end
@@ -119,7 +121,7 @@ end
 -- by the caller before anything is decided.
 for i, s in ipairs(scopes) do
   if s.budget >= 0 then
-    local spent = redis.call('GET', s.spend)
+    local spent = call('GET', s.spend)
     if not spent then return {0, 'unseeded', 0, i} end
     s.spent = tonumber(spent)
   end
@@ -136,9 +138,9 @@ local function refusal(s)
   end
   if s.cc > 0 and s.inflight + 1 > s.cc then
     if not s.swept then return 'sweep' end
-    local first = redis.call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
+    local first = call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
     -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
-    return 'concurrency_limit', math.min(1000, tonumber(first[2] or now + 1000) - now)
+    return 'concurrency_limit', min(1000, tonumber(first[2] or now + 1000) - now)
   end
   if s.budget >= 0 and s.spent + s.held + cost > s.budget then
     if not s.swept then return 'sweep' end
@@ -159,30 +161,30 @@ for _, s in ipairs(scopes) do
   local fields = {'ts', s.ts}
   if s.rpm > 0 then
     s.rl = s.rl + 1
-    table.insert(fields, 'rl'); table.insert(fields, s.rl)
+    insert(fields, 'rl'); insert(fields, s.rl)
   end
   if s.tpm > 0 then
     s.tl = s.tl + tokens
-    table.insert(fields, 'tl'); table.insert(fields, s.tl)
+    insert(fields, 'tl'); insert(fields, s.tl)
   end
   if s.budget >= 0 then
     -- The maximum cost is held apart from the settled spend until the request ends.
-    table.insert(fields, 'held'); table.insert(fields, s.held + cost)
+    insert(fields, 'held'); insert(fields, s.held + cost)
   end
   if s.leased then
-    table.insert(fields, 'n'); table.insert(fields, s.inflight + 1)
+    insert(fields, 'n'); insert(fields, s.inflight + 1)
   end
   -- Expiries are renewed every half lease, not on every request: each lives two leases,
   -- so a lease taken now ends before its set does.
   if s.renew then
-    table.insert(fields, 'x'); table.insert(fields, now)
+    insert(fields, 'x'); insert(fields, now)
   end
-  redis.call('HSET', s.state, unpack(fields))
-  if s.renew then redis.call('PEXPIRE', s.state, window + 2 * lease) end
+  call('HSET', s.state, unpack(fields))
+  if s.renew then call('PEXPIRE', s.state, window + 2 * lease) end
   if s.leased then
-    redis.call('ZADD', s.leases, now + lease, lease_member)
+    call('ZADD', s.leases, now + lease, lease_member)
     -- An empty set was deleted: this one is new and has no expiry yet.
-    if s.renew or s.inflight == 0 then redis.call('PEXPIRE', s.leases, 2 * lease) end
+    if s.renew or s.inflight == 0 then call('PEXPIRE', s.leases, 2 * lease) end
   end
 end
 return reply(1, '', 0, 0)
