@@ -106,6 +106,17 @@ impl Gateway {
         }
     }
 
+    /// Counts a quota refusal the client got; a full deployment passed over for another is
+    /// not one.
+    fn count_refusal(&self, e: &GatewayError) {
+        if let GatewayError::RateLimited(r) = e {
+            self.metrics
+                .quota_rejections
+                .with_label_values(&[r.dimension.code()])
+                .inc();
+        }
+    }
+
     /// Picks the deployment for an attempt after the first. One with limits of its own is
     /// reserved on first (a second Redis call, on the fallback path only); one at its limit
     /// is passed over like an unreachable one.
@@ -274,6 +285,7 @@ impl ProxyHttp for Gateway {
             Ok(Some(())) => Ok(true),
             Err(e) => {
                 respond::error(session, &e, &ctx.request_id).await?;
+                self.count_refusal(&e);
                 ctx.error = Some(e);
                 Ok(true)
             }
@@ -556,6 +568,7 @@ impl ProxyHttp for Gateway {
                 status
             }
         };
+        self.count_refusal(&err);
         ctx.error = Some(err);
         FailToProxy {
             error_code,

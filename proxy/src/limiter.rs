@@ -312,10 +312,6 @@ impl Limiter {
                 retry_after_ms,
                 snapshot,
             } => {
-                metrics
-                    .quota_rejections
-                    .with_label_values(&[dimension.code()])
-                    .inc();
                 let refused = reservation
                     .scopes
                     .get(scope)

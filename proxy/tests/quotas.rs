@@ -553,6 +553,19 @@ async fn deployment_limits_protect_upstream_accounts() {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
     assert_eq!(first.stats().await["requests_total"], 2);
     assert_eq!(second.stats().await["requests_total"], 3);
+    // One client was refused; the deployments passed over on the way are not refusals.
+    let metrics = client()
+        .get(format!("http://{}/metrics", gateway.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tollgate_quota_rejections_total{dimension=\"rate_limit_requests\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
