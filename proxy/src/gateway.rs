@@ -284,8 +284,8 @@ impl ProxyHttp for Gateway {
             Ok(None) => Ok(false),
             Ok(Some(())) => Ok(true),
             Err(e) => {
-                respond::error(session, &e, &ctx.request_id).await?;
                 self.count_refusal(&e);
+                respond::error(session, &e, &ctx.request_id).await?;
                 ctx.error = Some(e);
                 Ok(true)
             }
@@ -548,6 +548,7 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         };
+        self.count_refusal(&err);
         let error_code = match final_response(session) {
             None => {
                 if let Err(write) = respond::error(session, &err, &ctx.request_id).await {
@@ -568,7 +569,6 @@ impl ProxyHttp for Gateway {
                 status
             }
         };
-        self.count_refusal(&err);
         ctx.error = Some(err);
         FailToProxy {
             error_code,

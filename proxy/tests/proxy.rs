@@ -551,14 +551,7 @@ async fn metrics_count_requests_and_tokens() {
     // Pingora runs the logging phase after the last byte is sent: poll briefly.
     let mut text = String::new();
     for _ in 0..100 {
-        text = client()
-            .get(format!("http://{}/metrics", gw.metrics))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = gw.metrics_text().await;
         if text.contains(&completion) && text.contains(requests) {
             return;
         }

@@ -316,14 +316,7 @@ async fn unreachable_redis_fails_open_under_the_local_limiter() {
     // Served, but still limited per process; nothing waited long on the dead store.
     assert_eq!(statuses, [200, 200, 429]);
     assert!(started.elapsed() < Duration::from_secs(10));
-    let metrics = client()
-        .get(format!("http://{}/metrics", gateway.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics_text().await;
     assert!(
         metrics.contains("tollgate_quota_store_errors_total{handling=\"fail_open\"} 3"),
         "{metrics}"
@@ -554,14 +547,7 @@ async fn deployment_limits_protect_upstream_accounts() {
     assert_eq!(first.stats().await["requests_total"], 2);
     assert_eq!(second.stats().await["requests_total"], 3);
     // One client was refused; the deployments passed over on the way are not refusals.
-    let metrics = client()
-        .get(format!("http://{}/metrics", gateway.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics_text().await;
     assert!(
         metrics.contains("tollgate_quota_rejections_total{dimension=\"rate_limit_requests\"} 1\n"),
         "{metrics}"
@@ -707,14 +693,7 @@ async fn a_redis_outage_never_lets_a_budget_be_overspent() {
     spent += spend(&gateway, &key, 1000).await.1;
     assert!(spent <= budget, "spent {spent} of a {budget} budget");
     assert!(spent > budget / 2, "spent only {spent}");
-    let metrics = client()
-        .get(format!("http://{}/metrics", gateway.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics_text().await;
     assert!(
         metrics.contains("tollgate_quota_store_errors_total{handling=\"fail_open\"}"),
         "the outage was not noticed"

@@ -161,6 +161,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The Prometheus text of the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        client()
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Starts `tollgate serve` with `providers:` and `models:` YAML; listeners on port 0.
     pub async fn spawn(providers_and_models: &str) -> Gateway {
         Gateway::spawn_with_server(providers_and_models, "").await
