@@ -311,6 +311,36 @@ async fn an_expired_lease_releases_its_budget_hold_once() {
 }
 
 #[tokio::test]
+async fn a_budget_set_later_releases_only_the_holds_it_counted() {
+    for (name, store) in stores().await {
+        let slots = Limits {
+            concurrency: Some(5),
+            ..Default::default()
+        };
+        let budgeted = Limits {
+            budget: Some(Budget::new(1000, Period::Day, Utc::now())),
+            ..slots.clone()
+        };
+        // Admitted before the key had a budget; it never settles (its replica crashed).
+        let mut a = reservation("k:1", 1, T0, &slots, 0, 400);
+        a.lease_ms = 5_000;
+        assert!(allowed(&store.reserve(&a).await.unwrap()), "{name}");
+        let b = reservation("k:1", 2, T0 + 10, &budgeted, 0, 400);
+        store.seed_spend(&b.scopes[0], 0).await.unwrap();
+        assert!(allowed(&store.reserve(&b).await.unwrap()), "{name}");
+        let c = reservation("k:1", 3, T0 + 6_000, &budgeted, 0, 400);
+        assert!(allowed(&store.reserve(&c).await.unwrap()), "{name}");
+        // `a`'s lease has ended, but it never held budget: 800 stay held, 400 more do not fit.
+        let d = reservation("k:1", 4, T0 + 6_001, &budgeted, 0, 400);
+        assert_eq!(
+            rejected_by(&store.reserve(&d).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn concurrent_reservations_are_exact() {
     for (name, store) in stores().await {
         let limits = Limits {
@@ -418,4 +448,6 @@ fn budget_periods_reset_at_utc_boundaries() {
     assert_eq!(Period::Month.id(at), "m2026-12");
     let b = Budget::new(5, Period::Day, at);
     assert_eq!(b.resets_in_ms, 30 * 60 * 1000);
+    // A negative budget allows nothing.
+    assert_eq!(Budget::new(-5, Period::Day, at).limit_micro_usd, 0);
 }

@@ -201,9 +201,12 @@ impl QuotaStore for MemoryStore {
             }
             scope.ts = scope.ts.max(now);
             if l.leased() {
+                // A lease holds a cost only where the scope has a budget, so a budget set
+                // later never releases a hold it did not count.
+                let held = if l.budget.is_some() { r.cost } else { 0 };
                 scope
                     .leases
-                    .insert(r.id.clone(), (r.cost, now.saturating_add(r.lease_ms)));
+                    .insert(r.id.clone(), (held, now.saturating_add(r.lease_ms)));
             }
         }
         Ok(decision(r, true, "", 0, 0, &states(&views)))

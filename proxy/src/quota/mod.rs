@@ -116,7 +116,9 @@ impl Budget {
             .resets_at(now)
             .map_or(0, |at| (at - now).num_milliseconds().max(0) as u64);
         Budget {
-            limit_micro_usd,
+            // A negative budget allows nothing, in both stores (the Redis script reads a
+            // negative limit as "no budget").
+            limit_micro_usd: limit_micro_usd.max(0),
             period,
             period_id: period.id(now),
             resets_in_ms,

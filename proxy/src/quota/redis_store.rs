@@ -146,7 +146,7 @@ impl QuotaStore for RedisStore {
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
         let mut args: Vec<Value> = vec![
-            format!("{}:{}", r.id, r.cost).into(),
+            r.id.as_str().into(),
             (r.tokens as i64).into(),
             (used.tokens as i64).into(),
             r.cost.into(),

@@ -22,7 +22,12 @@ local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local tokens = tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
-local lease_member = ARGV[3] .. ':' .. ARGV[5]
+-- A lease names the cost it holds in its scope: none where the scope has no budget, so a
+-- budget set later never releases a hold it did not count.
+local function lease_member(s)
+  if s.budget >= 0 then return ARGV[3] .. ':' .. ARGV[5] end
+  return ARGV[3] .. ':0'
+end
 local lease = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
 
@@ -182,7 +187,7 @@ for _, s in ipairs(scopes) do
   call('HSET', s.state, unpack(fields))
   if s.renew then call('PEXPIRE', s.state, window + 2 * lease) end
   if s.leased then
-    call('ZADD', s.leases, now + lease, lease_member)
+    call('ZADD', s.leases, now + lease, lease_member(s))
     -- An empty set was deleted: this one is new and has no expiry yet.
     if s.renew or s.inflight == 0 then call('PEXPIRE', s.leases, 2 * lease) end
   end
