@@ -19,8 +19,13 @@ struct Scope {
     ts: u64,
     /// reservation id → (cost held against the budget, lease expiry ms).
     leases: HashMap<String, (i64, u64)>,
-    /// Sum of the held costs of the running requests.
-    held: i64,
+}
+
+impl Scope {
+    /// The cost held by the running requests.
+    fn held(&self) -> i64 {
+        self.leases.values().map(|(cost, _)| *cost).sum()
+    }
 }
 
 #[derive(Default)]
@@ -119,20 +124,8 @@ impl QuotaStore for MemoryStore {
         for s in &r.scopes {
             let l = &s.limits;
             let scope = state.scopes.entry(s.scope.clone()).or_default();
-            // Leases of requests that never settled end here.
-            let expired: i64 = scope
-                .leases
-                .values()
-                .filter(|(_, expiry)| *expiry <= now)
-                .map(|(cost, _)| *cost)
-                .sum();
+            // Leases of requests that never settled end here, and their holds with them.
             scope.leases.retain(|_, (_, expiry)| *expiry > now);
-            if l.budget.is_some() {
-                scope.held -= expired;
-                if scope.leases.is_empty() || scope.held < 0 {
-                    scope.held = 0;
-                }
-            }
             views.push(View {
                 requests: drained(scope.requests, scope.ts, now, l.rpm.unwrap_or(0)),
                 tokens: drained(scope.tokens, scope.ts, now, l.tpm.unwrap_or(0)),
@@ -174,7 +167,7 @@ impl QuotaStore for MemoryStore {
                 // Slots free when requests finish; the earliest expiry is only the latest bound.
                 Some(("concurrency_limit", (first as i64 - now as i64).min(1000)))
             } else if let Some(budget) = &l.budget {
-                (spent[i].saturating_add(scope.held).saturating_add(r.cost)
+                (spent[i].saturating_add(scope.held()).saturating_add(r.cost)
                     > budget.limit_micro_usd)
                     .then_some(("budget_exceeded", budget.resets_in_ms as i64))
             } else {
@@ -195,14 +188,10 @@ impl QuotaStore for MemoryStore {
                 v.tokens += tokens;
                 scope.tokens = v.tokens;
             }
-            if l.budget.is_some() {
-                // The maximum cost is held apart from the settled spend until the end.
-                scope.held = scope.held.saturating_add(r.cost);
-            }
             scope.ts = scope.ts.max(now);
             if l.leased() {
-                // A lease holds a cost only where the scope has a budget, so a budget set
-                // later never releases a hold it did not count.
+                // The maximum cost is held apart from the settled spend until the end, where
+                // the scope has a budget: one set later never releases a hold it did not count.
                 let held = if l.budget.is_some() { r.cost } else { 0 };
                 scope
                     .leases
@@ -239,15 +228,12 @@ impl QuotaStore for MemoryStore {
         for s in &r.scopes {
             let l = &s.limits;
             if let Some(scope) = state.scopes.get_mut(&s.scope) {
-                // As in Redis: a request that outlived its lease keeps its tokens reserved.
+                // Ends the lease and its hold. As in Redis: a request that outlived its lease
+                // keeps its tokens reserved.
                 let released = l.leased() && scope.leases.remove(&r.id).is_some();
                 // Tokens count from when they were reserved: only the difference changes.
                 if l.tpm.is_some() && (released || !l.leased()) {
                     scope.tokens += used.tokens as f64 - r.tokens as f64;
-                }
-                // Only a hold still in place is released: an expired one already was.
-                if released && l.budget.is_some() {
-                    scope.held = scope.held.saturating_sub(r.cost).max(0);
                 }
             }
             // A counter that is gone (a new period) is rebuilt from usage events instead.

@@ -89,8 +89,8 @@ for i = 0, n - 1 do
     budget = tonumber(ARGV[a + 4]), reset = tonumber(ARGV[a + 5]),
   }
   local f = call('HMGET', s.state, 'rl', 'tl', 'ts', 'held', 'n', 'x')
-  s.ts = max(tonumber(f[3]) or now, now)
   local since = tonumber(f[3]) or now
+  s.ts = max(since, now)
   s.rl = drained(f[1], since, s.rpm)
   s.tl = drained(f[2], since, s.tpm)
   s.held = tonumber(f[4]) or 0
