@@ -266,8 +266,17 @@ impl Limiter {
         reservation: Reservation,
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
-        let (decision, backing) = match self.reserve_seeded(self.store.as_ref(), &reservation).await
-        {
+        let started = std::time::Instant::now();
+        let checked = self.reserve_seeded(self.store.as_ref(), &reservation).await;
+        metrics
+            .quota_check
+            .with_label_values(&[if self.fallback.is_some() {
+                "shared"
+            } else {
+                "local"
+            }])
+            .observe(started.elapsed().as_secs_f64());
+        let (decision, backing) = match checked {
             Ok(decision) => {
                 self.recovered().await;
                 (decision, Backing::Shared)

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub quota_rejections: IntCounterVec,
     pub quota_store_errors: IntCounterVec,
+    pub quota_check: HistogramVec,
     pub usage_events: IntCounterVec,
 }
 
@@ -66,6 +67,12 @@ impl Metrics {
                 "tollgate_quota_store_errors_total",
                 "Quota store calls that failed, by what was done about it (fail_open: served under the per-process limiter; fail_closed: refused)",
                 &["handling"]
+            )?,
+            quota_check: register_histogram_vec!(
+                "tollgate_quota_check_seconds",
+                "Time to check and reserve a request's quotas, by store (shared: Redis; local: in-process)",
+                &["store"],
+                exponential_buckets(0.000_025, 2.0, 14)?
             )?,
             usage_events: register_int_counter_vec!(
                 "tollgate_usage_events_total",

@@ -60,6 +60,14 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// A second connection with the same settings, connecting in the background on `runtime`.
+pub fn another_connection(client: &Client, runtime: &tokio::runtime::Handle) -> Client {
+    let other = client.clone_new();
+    let _runtime = runtime.enter();
+    let _connection = other.connect();
+    other
+}
+
 pub async fn subscriber(url: &str) -> anyhow::Result<SubscriberClient> {
     let client = builder(url)?.build_subscriber_client()?;
     let _connection = client.connect();

@@ -270,7 +270,14 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
 fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
     match &backend.redis {
         Some(client) => {
-            let store = Arc::new(RedisStore::new(client.clone(), &crate::redis::prefix()));
+            let runtime = backend.handle();
+            // Settlements get a connection of their own.
+            let store = Arc::new(RedisStore::new(
+                client.clone(),
+                crate::redis::another_connection(client, runtime),
+                &crate::redis::prefix(),
+                runtime,
+            ));
             Limiter::new(store, true, config.quota.clone(), backend.clone())
         }
         None => Limiter::new(

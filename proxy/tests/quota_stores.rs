@@ -58,7 +58,15 @@ async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
             "memory",
             Arc::new(MemoryStore::new()) as Arc<dyn QuotaStore>,
         ),
-        ("redis", Arc::new(RedisStore::new(client, &prefix))),
+        (
+            "redis",
+            Arc::new(RedisStore::new(
+                client.clone(),
+                tollgate_proxy::redis::connect(&url).await.unwrap(),
+                &prefix,
+                &tokio::runtime::Handle::current(),
+            )),
+        ),
     ]
 }
 
@@ -360,6 +368,65 @@ async fn concurrent_reservations_are_exact() {
             admitted += usize::from(t.await.unwrap());
         }
         assert_eq!(admitted, 20, "{name}");
+    }
+}
+
+/// Settlements made at once (the Redis store sends them in batches) are each applied once.
+#[tokio::test]
+async fn concurrent_settlements_each_count_once() {
+    for (name, store) in stores().await {
+        let limits = Limits {
+            tpm: Some(1_000_000),
+            concurrency: Some(40),
+            budget: Some(Budget::new(1_000_000, Period::Day, Utc::now())),
+            ..Default::default()
+        };
+        let first = reservation("k:batch", 0, T0, &limits, 10, 100);
+        store.seed_spend(&first.scopes[0], 0).await.unwrap();
+        let mut running = Vec::new();
+        for i in 0..40 {
+            let r = reservation("k:batch", i, T0, &limits, 10, 100);
+            assert!(allowed(&store.reserve(&r).await.unwrap()), "{name}: {i}");
+            running.push(r);
+        }
+        let full = reservation("k:batch", 40, T0, &limits, 0, 0);
+        assert_eq!(
+            rejected_by(&store.reserve(&full).await.unwrap()),
+            Some(Dimension::Concurrency),
+            "{name}"
+        );
+        let settling: Vec<_> = running
+            .into_iter()
+            .map(|r| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let used = Usage {
+                        tokens: 4,
+                        cost: 30,
+                    };
+                    store.settle(&r, used).await.unwrap();
+                })
+            })
+            .collect();
+        for s in settling {
+            s.await.unwrap();
+        }
+        // Every slot is free again, 40 × 4 tokens are counted and 40 × 30 spent, nothing held.
+        let probe = reservation("k:batch", 41, T0, &limits, 0, 1_000_000 - 1_200);
+        match store.reserve(&probe).await.unwrap() {
+            Decision::Allowed(s) => assert_eq!(s.tokens_remaining, 1_000_000 - 160, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        let over = reservation("k:batch", 42, T0, &limits, 0, 1);
+        assert_eq!(
+            rejected_by(&store.reserve(&over).await.unwrap()),
+            Some(Dimension::Budget),
+            "{name}"
+        );
+        for i in 43..82 {
+            let r = reservation("k:batch", i, T0, &limits, 0, 0);
+            assert!(allowed(&store.reserve(&r).await.unwrap()), "{name}: {i}");
+        }
     }
 }
 

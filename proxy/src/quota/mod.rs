@@ -227,7 +227,7 @@ pub struct Usage {
     pub cost: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QuotaError {
     #[error("quota store unavailable: {0}")]
     Unavailable(String),

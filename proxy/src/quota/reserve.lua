@@ -7,41 +7,40 @@
 -- and then one more every window/limit. The state is a few numbers per scope, so each
 -- step costs the same however busy the scope is.
 --
--- KEYS, 3 per scope: state hash (rl, tl: request and token levels; ts: when they were
---   last drained; held: cost held by running requests; n: how many run; x: when
---   expiries were last renewed), leases zset (members "id:cost",
---   score = lease expiry), settled spend of the budget period
--- ARGV: 1 now ms, 2 window ms, 3 reservation id, 4 tokens, 5 cost, 6 lease ms,
---   7 number of scopes, then 5 per scope: rpm (0 = none), tpm (0 = none),
---   concurrency (0 = none), budget (-1 = none), ms until the budget resets
--- Returns {allowed, dimension, retry_after_ms (-1: never), scope (1-based, 0 if allowed),
---   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}
+-- Several reservations are decided in one call, one after the other, each exactly as if
+-- alone: the gateway batches the requests that arrive while a call is under way.
+--
+-- KEYS, 3 per scope of every reservation in turn: state (six doubles packed with struct,
+--   see STATE: request and token levels, when they were last drained, the cost held by
+--   running requests, how many run, when expiries were last renewed), leases zset
+--   (members "id:cost", score = lease expiry), settled spend of the budget period
+-- ARGV: 1 number of reservations, then per reservation: now ms, window ms, reservation
+--   id, tokens, cost, lease ms, number of scopes, then 5 per scope: rpm (0 = none),
+--   tpm (0 = none), concurrency (0 = none), budget (-1 = none), ms until the budget resets
+-- Returns one reply per reservation: {allowed, dimension, retry_after_ms (-1: never),
+--   scope (1-based, 0 if allowed), then per scope: rpm_left, rpm_reset_ms, tpm_left,
+--   tpm_reset_ms (-1 left = no limit)}
+--
+-- The state is packed binary rather than a hash of decimal strings: converting numbers to
+-- and from text was a large part of this script's time.
 -- Library functions as locals: a global look-up on every use costs measurably here.
-local tonumber, max, min, floor, ceil, call, insert, unpack = tonumber, math.max, math.min, math.floor, math.ceil, redis.call, table.insert, unpack
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local tokens = tonumber(ARGV[4])
-local cost = tonumber(ARGV[5])
--- A lease names the cost it holds in its scope: none where the scope has no budget, so a
--- budget set later never releases a hold it did not count.
-local function lease_member(s)
-  if s.budget >= 0 then return ARGV[3] .. ':' .. ARGV[5] end
-  return ARGV[3] .. ':0'
-end
-local lease = tonumber(ARGV[6])
-local n = tonumber(ARGV[7])
-
--- A level drained to now; a clock behind the last writer's drains nothing.
-local function drained(level, since, limit)
-  if limit <= 0 then return 0 end
-  local l = (tonumber(level) or 0) - max(now - since, 0) * limit / window
-  if l < 0 then return 0 end
-  return l
-end
+local tonumber, max, min, floor, ceil, call = tonumber, math.max, math.min, math.floor, math.ceil, redis.call
+local pack, unpack_state = struct.pack, struct.unpack
+local STATE = '<dddddd'
+-- The reservation being decided (set by `decide`).
+local now, window, tokens, cost, lease, state_ttl, member_with_cost, member_without
 
 -- Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
 -- whole millisecond into two.
 local EPS = 1e-9
+
+-- A level drained to now; a clock behind the last writer's drains nothing.
+local function drained(level, since, limit)
+  if limit <= 0 then return 0 end
+  local l = level - max(now - since, 0) * limit / window
+  if l < 0 then return 0 end
+  return l
+end
 
 local function over(level, need, limit)
   return limit > 0 and level + need > limit + EPS
@@ -55,6 +54,10 @@ end
 -- Milliseconds until a level has drained to nothing.
 local function empty_in(level, limit)
   return max(ceil(level * window / limit - 1e-6), 0)
+end
+
+local function save(s)
+  call('SET', s.state, pack(STATE, s.rl, s.tl, s.ts, s.held, s.inflight, s.x), 'PX', state_ttl)
 end
 
 -- Ends the leases of requests that never settled (a crashed replica) and recounts what
@@ -74,35 +77,36 @@ local function sweep(s)
   -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
   if inflight == 0 or held < 0 then held = 0 end
   if held ~= s.held or inflight ~= s.inflight then
-    s.held, s.inflight = held, inflight
-    call('HSET', s.state, 'held', held, 'n', inflight)
+    s.held, s.inflight, s.dirty = held, inflight, true
   end
 end
 
-local scopes = {}
-for i = 0, n - 1 do
-  local k = i * 3
-  local a = 7 + i * 5
-  local s = {
-    state = KEYS[k + 1], leases = KEYS[k + 2], spend = KEYS[k + 3],
-    rpm = tonumber(ARGV[a + 1]), tpm = tonumber(ARGV[a + 2]), cc = tonumber(ARGV[a + 3]),
-    budget = tonumber(ARGV[a + 4]), reset = tonumber(ARGV[a + 5]),
-  }
-  local f = call('HMGET', s.state, 'rl', 'tl', 'ts', 'held', 'n', 'x')
-  local since = tonumber(f[3]) or now
-  s.ts = max(since, now)
-  s.rl = drained(f[1], since, s.rpm)
-  s.tl = drained(f[2], since, s.tpm)
-  s.held = tonumber(f[4]) or 0
-  s.inflight = tonumber(f[5]) or 0
-  s.renew = now - (tonumber(f[6]) or -math.huge) >= lease / 2
-  s.leased = s.cc > 0 or s.budget >= 0
-  if s.leased and s.renew then sweep(s) end
-  scopes[i + 1] = s
+local scopes
+
+-- Reads the n scopes whose keys follow KEYS[k] and whose limits follow ARGV[a].
+local function load(n, k, a)
+  scopes = {}
+  for i = 1, n do
+    local rpm, tpm, cc, budget = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+    local raw = call('GET', KEYS[k + 1])
+    local rl, tl, since, held, inflight, x = 0, 0, now, 0, 0, -math.huge
+    if raw then rl, tl, since, held, inflight, x = unpack_state(STATE, raw) end
+    local s = {
+      state = KEYS[k + 1], leases = KEYS[k + 2], spend = KEYS[k + 3],
+      rpm = rpm, tpm = tpm, cc = cc, budget = budget, reset = tonumber(ARGV[a + 5]),
+      ts = max(since, now), rl = drained(rl, since, rpm), tl = drained(tl, since, tpm),
+      held = held, inflight = inflight, x = x,
+      renew = now - x >= lease / 2, leased = cc > 0 or budget >= 0,
+      swept = false, dirty = false, spent = 0,
+    }
+    if s.leased and s.renew then sweep(s) end
+    scopes[i] = s
+    k, a = k + 3, a + 5
+  end
 end
 
 local function reply(allowed, dimension, retry, which)
-  local out = {allowed, dimension, retry, which}
+  local out, j = {allowed, dimension, retry, which}, 4
   for _, s in ipairs(scopes) do
     -- Left: what fits now; reset: when the bucket is empty again.
     local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
@@ -114,22 +118,18 @@ local function reply(allowed, dimension, retry, which)
       tpm_left = max(floor(s.tpm - s.tl + EPS), 0)
       tpm_reset = empty_in(s.tl, s.tpm)
     end
-    insert(out, rpm_left)
-    insert(out, rpm_reset)
-    insert(out, tpm_left)
-    insert(out, tpm_reset)
+    out[j + 1], out[j + 2], out[j + 3], out[j + 4] = rpm_left, rpm_reset, tpm_left, tpm_reset
+    j = j + 4
   end
   return out
 end
 
--- A budget's spend counter must exist: a missing one is rebuilt from the usage events
--- by the caller before anything is decided.
-for i, s in ipairs(scopes) do
-  if s.budget >= 0 then
-    local spent = call('GET', s.spend)
-    if not spent then return {0, 'unseeded', 0, i} end
-    s.spent = tonumber(spent)
+-- A refused request reserves nothing, but what a sweep found is kept.
+local function refuse(dimension, retry, which)
+  for _, s in ipairs(scopes) do
+    if s.dirty then save(s) end
   end
+  return reply(0, dimension, retry, which)
 end
 
 -- Why a scope refuses the request, if it does: dimension and retry-after ms (-1: never).
@@ -153,43 +153,56 @@ local function refusal(s)
   end
 end
 
-for i, s in ipairs(scopes) do
-  local dimension, retry = refusal(s)
-  if dimension == 'sweep' then
-    sweep(s)
-    dimension, retry = refusal(s)
+-- Decides one reservation with the scopes just loaded: refuses, or reserves in all.
+local function decide()
+  -- A budget's spend counter must exist: a missing one is rebuilt from the usage events
+  -- by the caller before anything is decided.
+  for i, s in ipairs(scopes) do
+    if s.budget >= 0 then
+      local spent = call('GET', s.spend)
+      if not spent then return refuse('unseeded', 0, i) end
+      s.spent = tonumber(spent)
+    end
   end
-  if dimension then return reply(0, dimension, retry, i) end
+  for i, s in ipairs(scopes) do
+    local dimension, retry = refusal(s)
+    if dimension == 'sweep' then
+      sweep(s)
+      dimension, retry = refusal(s)
+    end
+    if dimension then return refuse(dimension, retry, i) end
+  end
+  for _, s in ipairs(scopes) do
+    if s.rpm > 0 then s.rl = s.rl + 1 end
+    if s.tpm > 0 then s.tl = s.tl + tokens end
+    -- The maximum cost is held apart from the settled spend until the request ends.
+    if s.budget >= 0 then s.held = s.held + cost end
+    if s.leased then s.inflight = s.inflight + 1 end
+    -- The leases' expiry is renewed every half lease, not on every request: it lives two
+    -- leases, so a lease taken now ends before its set does.
+    if s.renew then s.x = now end
+    save(s)
+    if s.leased then
+      call('ZADD', s.leases, now + lease, s.budget >= 0 and member_with_cost or member_without)
+      -- An empty set was deleted: this one is new and has no expiry yet.
+      if s.renew or s.inflight == 1 then call('PEXPIRE', s.leases, 2 * lease) end
+    end
+  end
+  return reply(1, '', 0, 0)
 end
 
-for _, s in ipairs(scopes) do
-  local fields = {'ts', s.ts}
-  if s.rpm > 0 then
-    s.rl = s.rl + 1
-    insert(fields, 'rl'); insert(fields, s.rl)
-  end
-  if s.tpm > 0 then
-    s.tl = s.tl + tokens
-    insert(fields, 'tl'); insert(fields, s.tl)
-  end
-  if s.budget >= 0 then
-    -- The maximum cost is held apart from the settled spend until the request ends.
-    insert(fields, 'held'); insert(fields, s.held + cost)
-  end
-  if s.leased then
-    insert(fields, 'n'); insert(fields, s.inflight + 1)
-  end
-  -- Expiries are renewed every half lease, not on every request: each lives two leases,
-  -- so a lease taken now ends before its set does.
-  if s.renew then
-    insert(fields, 'x'); insert(fields, now)
-  end
-  call('HSET', s.state, unpack(fields))
-  if s.renew then call('PEXPIRE', s.state, window + 2 * lease) end
-  if s.leased then
-    call('ZADD', s.leases, now + lease, lease_member(s))
-    -- An empty set was deleted: this one is new and has no expiry yet.
-    if s.renew or s.inflight == 0 then call('PEXPIRE', s.leases, 2 * lease) end
-  end
+local replies, k, a = {}, 0, 1
+for r = 1, tonumber(ARGV[1]) do
+  now, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  tokens, cost, lease = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  -- The state outlives the leases it counts and the window it drains over.
+  state_ttl = window + 2 * lease
+  -- A lease names the cost it holds in its scope: none where the scope has no budget, so
+  -- a budget set later never releases a hold it did not count.
+  member_with_cost, member_without = ARGV[a + 3] .. ':' .. ARGV[a + 5], ARGV[a + 3] .. ':0'
+  local n = tonumber(ARGV[a + 7])
+  load(n, k, a + 7)
+  replies[r] = decide()
+  k, a = k + 3 * n, a + 7 + 5 * n
 end
-return reply(1, '', 0, 0)
+return replies

@@ -1,45 +1,53 @@
--- Settles a reservation to what the request really used, in every scope, and ends its
--- lease. Tokens count from the moment they were reserved, so the token level changes by
--- the difference alone; a request that outlived its lease keeps its tokens reserved.
--- KEYS: as reserve.lua (3 per scope). ARGV: 1 reservation id, 2 reserved
---   tokens, 3 used tokens, 4 reserved cost, 5 real cost, 6 number of scopes, then 3 per
---   scope (1/0): a token limit applies, the request holds a lease, a budget applies
+-- Settles reservations to what their requests really used, in every scope, and ends their
+-- leases. Many settle in one call: one request's settlement is the same steps as alone.
+-- Tokens count from the moment they were reserved, so the token level changes by the
+-- difference alone; a request that outlived its lease keeps its tokens reserved.
+-- KEYS: as reserve.lua (3 per scope), for every reservation in turn.
+-- ARGV: 1 number of reservations, then per reservation: id, reserved tokens, used
+--   tokens, reserved cost, real cost, number of scopes, then 3 per scope (1/0): a token
+--   limit applies, the request holds a lease, a budget applies
+-- Returns a 1 per reservation.
 -- Library functions as locals: a global look-up on every use costs measurably here.
-local tonumber, max, call, insert, unpack = tonumber, math.max, redis.call, table.insert, unpack
-local id = ARGV[1]
-local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
-local held = tonumber(ARGV[4])
-local real_cost = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-for i = 0, n - 1 do
-  local k = i * 3
-  local a = 6 + i * 3
-  if ARGV[a + 2] == '1' then
+local tonumber, max, call = tonumber, math.max, redis.call
+local pack, unpack_state = struct.pack, struct.unpack
+local STATE = '<dddddd'
+local a, k, done = 1, 0, {}
+for r = 1, tonumber(ARGV[1]) do
+  local id = ARGV[a + 1]
+  local delta = tonumber(ARGV[a + 3]) - tonumber(ARGV[a + 2])
+  local held_text, real_cost = ARGV[a + 4], ARGV[a + 5]
+  local held = tonumber(held_text)
+  local n = tonumber(ARGV[a + 6])
+  a = a + 6
+  for _ = 1, n do
+    local tpm, leased, budget = ARGV[a + 1] == '1', ARGV[a + 2] == '1', ARGV[a + 3] == '1'
+    local state = KEYS[k + 1]
     -- Only a lease still in place is released (an expired one was when it expired). Its
     -- member is the one reserve.lua wrote: the held cost where the scope has a budget, else 0.
-    local member = id .. ':' .. (ARGV[a + 3] == '1' and ARGV[4] or '0')
-    local f = call('ZREM', KEYS[k + 2], member) == 1
-      and call('HMGET', KEYS[k + 1], 'tl', 'held', 'n')
-    -- n is written with every lease: without it the state expired, and is not brought back
-    -- without its expiry.
-    if f and f[3] then
-      local fields = {'n', max((tonumber(f[3]) or 1) - 1, 0)}
-      if ARGV[a + 1] == '1' then
-        insert(fields, 'tl'); insert(fields, (tonumber(f[1]) or 0) + delta)
+    local raw
+    if leased then
+      if call('ZREM', KEYS[k + 2], id .. ':' .. (budget and held_text or '0')) == 1 then
+        raw = call('GET', state)
       end
-      if ARGV[a + 3] == '1' then
-        insert(fields, 'held'); insert(fields, max((tonumber(f[2]) or 0) - held, 0))
-      end
-      call('HSET', KEYS[k + 1], unpack(fields))
+    elseif tpm and delta ~= 0 then
+      raw = call('GET', state)
     end
-  elseif ARGV[a + 1] == '1' and delta ~= 0 then
     -- A state that is gone (expired) is not brought back without its expiry.
-    local tl = call('HGET', KEYS[k + 1], 'tl')
-    if tl then call('HSET', KEYS[k + 1], 'tl', tonumber(tl) + delta) end
+    if raw then
+      local rl, tl, ts, h, inflight, x = unpack_state(STATE, raw)
+      if tpm then tl = tl + delta end
+      if leased then
+        inflight = max(inflight - 1, 0)
+        if budget then h = max(h - held, 0) end
+      end
+      call('SET', state, pack(STATE, rl, tl, ts, h, inflight, x), 'KEEPTTL')
+    end
+    -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
+    if budget and call('EXISTS', KEYS[k + 3]) == 1 then
+      call('INCRBY', KEYS[k + 3], real_cost)
+    end
+    a, k = a + 3, k + 3
   end
-  -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
-  if ARGV[a + 3] == '1' and call('EXISTS', KEYS[k + 3]) == 1 then
-    call('INCRBY', KEYS[k + 3], real_cost)
-  end
+  done[r] = 1
 end
-return 1
+return done
