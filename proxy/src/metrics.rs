@@ -70,9 +70,9 @@ impl Metrics {
             )?,
             quota_check: register_histogram_vec!(
                 "tollgate_quota_check_seconds",
-                "Time to check and reserve a request's quotas, by store (shared: Redis; local: in-process)",
+                "Time to check and reserve a request's quotas (a rare rebuild of a spend counter included), by store (shared: Redis; local: in-process)",
                 &["store"],
-                exponential_buckets(0.000_025, 2.0, 14)?
+                exponential_buckets(0.000_025, 2.0, 16)?
             )?,
             usage_events: register_int_counter_vec!(
                 "tollgate_usage_events_total",

@@ -430,6 +430,55 @@ async fn concurrent_settlements_each_count_once() {
     }
 }
 
+/// A reservation whose state Redis cannot read fails alone: the requests checked in the
+/// same script call are decided, and a second try fails again instead of hanging.
+#[tokio::test]
+async fn a_corrupt_scope_fails_only_its_own_reservations() {
+    use fred::interfaces::KeysInterface;
+    let url =
+        std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = tollgate_proxy::redis::connect(&url).await.unwrap();
+    let prefix = format!("tgtest{}", fastrand::u64(..));
+    let store = Arc::new(RedisStore::new(
+        client.clone(),
+        tollgate_proxy::redis::connect(&url).await.unwrap(),
+        &prefix,
+        &tokio::runtime::Handle::current(),
+    ));
+    let _: () = client
+        .set(
+            format!("{prefix}:q:{{k:bad}}:levels"),
+            "not a packed state",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let limits = Limits {
+        rpm: Some(10),
+        ..Default::default()
+    };
+    // Queued together, so most share one script call.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let scope = if i % 2 == 0 { "k:bad" } else { "k:good" };
+            let r = reservation(scope, i, T0, &limits, 0, 0);
+            tokio::spawn(async move { (scope, store.reserve(&r).await) })
+        })
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            ("k:bad", Err(QuotaError::Unavailable(message))) => {
+                assert!(message.contains("quota script failed"), "{message}");
+            }
+            ("k:good", Ok(d)) => assert!(allowed(&d)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_scope_must_fit_and_all_are_reserved_together() {
     for (name, store) in stores().await {

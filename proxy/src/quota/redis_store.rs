@@ -13,7 +13,10 @@
 use std::{
     cell::RefCell,
     collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use async_trait::async_trait;
@@ -26,6 +29,8 @@ use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
 };
+
+use crate::redis::COMMAND_TIMEOUT;
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
@@ -55,7 +60,7 @@ pub struct RedisStore {
     client: Client,
     /// Prefix of every key, so tests (or tenants) can share one Redis.
     prefix: String,
-    settlements: Queue,
+    settler: Settler,
 }
 
 /// One request's part of a script call, waiting for its batch, and who waits for its reply.
@@ -66,7 +71,8 @@ struct Pending {
 }
 
 impl Pending {
-    /// Queues a call's part and waits for its reply.
+    /// Queues a call's part and waits for its reply, at most [`COMMAND_TIMEOUT`] (a part
+    /// whose caller gave up is not sent).
     async fn call(
         queue: impl FnOnce(Pending) -> bool,
         keys: Vec<String>,
@@ -77,7 +83,52 @@ impl Pending {
         if !queue(Pending { keys, args, done }) {
             return Err(ended());
         }
-        reply.await.unwrap_or_else(|_| Err(ended()))
+        match tokio::time::timeout(COMMAND_TIMEOUT, reply).await {
+            Ok(reply) => reply.unwrap_or_else(|_| Err(ended())),
+            Err(_) => Err(QuotaError::Unavailable(format!(
+                "no answer within {} ms",
+                COMMAND_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+}
+
+/// The settlement queue and how to start its task again should it end.
+struct Settler {
+    queue: Mutex<Queue>,
+    client: Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Settler {
+    fn start(client: Client, runtime: tokio::runtime::Handle) -> Self {
+        let queue = Mutex::new(Self::spawn(&client, &runtime));
+        Settler {
+            queue,
+            client,
+            runtime,
+        }
+    }
+
+    fn spawn(client: &Client, runtime: &tokio::runtime::Handle) -> Queue {
+        let (queue, batched) = mpsc::unbounded_channel();
+        runtime.spawn(batches(client.clone(), SETTLE, batched, MAX_SETTLE_BATCH));
+        queue
+    }
+
+    /// Queues a settlement; a task that ended is started again.
+    fn queue(&self, pending: Pending) -> bool {
+        let Ok(mut queue) = self.queue.lock() else {
+            return false;
+        };
+        match queue.send(pending) {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(pending)) => {
+                tracing::warn!("the quota settlement task ended; starting it again");
+                *queue = Self::spawn(&self.client, &self.runtime);
+                queue.send(pending).is_ok()
+            }
+        }
     }
 }
 
@@ -90,13 +141,11 @@ impl RedisStore {
         prefix: &str,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
-        let (settlements, queue) = mpsc::unbounded_channel();
-        runtime.spawn(batches(settle_client, SETTLE, queue, MAX_SETTLE_BATCH));
         RedisStore {
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
             client,
             prefix: prefix.to_string(),
-            settlements,
+            settler: Settler::start(settle_client, runtime.clone()),
         }
     }
 
@@ -132,9 +181,10 @@ impl RedisStore {
                 .budget
                 .as_ref()
                 .map_or("none", |b| b.period_id.as_str());
-            // Not `:state`: that held a hash in earlier versions, which GET cannot read.
+            // New names: earlier versions kept a hash under `:state` (which GET cannot read)
+            // and counted `:leases` in it; the two must not mix during an upgrade.
             keys.push(format!("{base}:levels"));
-            keys.push(format!("{base}:leases"));
+            keys.push(format!("{base}:running"));
             keys.push(format!("{base}:spend:{period}"));
         }
         keys
@@ -246,7 +296,7 @@ impl QuotaStore for RedisStore {
                     .map(|on| Value::from(i64::from(on))),
             );
         }
-        Pending::call(|p| self.settlements.send(p).is_ok(), self.keys(r), args).await?;
+        Pending::call(|p| self.settler.queue(p), self.keys(r), args).await?;
         Ok(())
     }
 }
@@ -262,6 +312,11 @@ async fn batches(
     let script = Script::from_lua(lua);
     let mut batch = Vec::with_capacity(max);
     while queue.recv_many(&mut batch, max).await > 0 {
+        // Callers that gave up (timed out) are not reserved or settled for.
+        batch.retain(|p| !p.done.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let mut keys = Vec::new();
         let mut args = vec![Value::from(batch.len() as i64)];
         for p in &mut batch {
@@ -287,7 +342,7 @@ async fn batches(
         match replies {
             Ok(replies) => {
                 for (p, reply) in batch.drain(..).zip(replies) {
-                    let _ = p.done.send(Ok(reply));
+                    let _ = p.done.send(part(reply));
                 }
             }
             Err(e) => {
@@ -296,5 +351,21 @@ async fn batches(
                 }
             }
         }
+    }
+}
+
+/// One part's reply, or the error the script answered in its place (`{-1, message}`).
+fn part(reply: Value) -> Result<Value, QuotaError> {
+    match &reply {
+        Value::Array(fields) if fields.first().and_then(Value::as_i64) == Some(-1) => {
+            let message = fields
+                .get(1)
+                .and_then(|m| m.as_str().map(|m| m.to_string()))
+                .unwrap_or_default();
+            Err(QuotaError::Unavailable(format!(
+                "the quota script failed: {message}"
+            )))
+        }
+        _ => Ok(reply),
     }
 }

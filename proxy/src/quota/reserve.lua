@@ -19,7 +19,7 @@
 --   tpm (0 = none), concurrency (0 = none), budget (-1 = none), ms until the budget resets
 -- Returns one reply per reservation: {allowed, dimension, retry_after_ms (-1: never),
 --   scope (1-based, 0 if allowed), then per scope: rpm_left, rpm_reset_ms, tpm_left,
---   tpm_reset_ms (-1 left = no limit)}
+--   tpm_reset_ms (-1 left = no limit)}, or {-1, error message} if it failed
 --
 -- The state is packed binary rather than a hash of decimal strings: converting numbers to
 -- and from text was a large part of this script's time.
@@ -34,9 +34,10 @@ local now, window, tokens, cost, lease, state_ttl, member_with_cost, member_with
 -- whole millisecond into two.
 local EPS = 1e-9
 
--- A level drained to now; a clock behind the last writer's drains nothing.
+-- A level drained to now; a clock behind the last writer's drains nothing. Without a
+-- limit the level is kept as it was (as the in-process store keeps it).
 local function drained(level, since, limit)
-  if limit <= 0 then return 0 end
+  if limit <= 0 then return level end
   local l = level - max(now - since, 0) * limit / window
   if l < 0 then return 0 end
   return l
@@ -191,6 +192,8 @@ local function decide()
   return reply(1, '', 0, 0)
 end
 
+-- One reservation's failure (a key holding something else) is its own: it answers an
+-- error in its place and the others are decided.
 local replies, k, a = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
   now, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
@@ -201,8 +204,11 @@ for r = 1, tonumber(ARGV[1]) do
   -- a budget set later never releases a hold it did not count.
   member_with_cost, member_without = ARGV[a + 3] .. ':' .. ARGV[a + 5], ARGV[a + 3] .. ':0'
   local n = tonumber(ARGV[a + 7])
-  load(n, k, a + 7)
-  replies[r] = decide()
+  local ok, reply = pcall(function()
+    load(n, k, a + 7)
+    return decide()
+  end)
+  replies[r] = ok and reply or {-1, tostring(type(reply) == 'table' and reply.err or reply)}
   k, a = k + 3 * n, a + 7 + 5 * n
 end
 return replies

@@ -6,13 +6,13 @@
 -- ARGV: 1 number of reservations, then per reservation: id, reserved tokens, used
 --   tokens, reserved cost, real cost, number of scopes, then 3 per scope (1/0): a token
 --   limit applies, the request holds a lease, a budget applies
--- Returns a 1 per reservation.
+-- Returns a 1 per reservation, or {-1, error message} if it failed.
 -- Library functions as locals: a global look-up on every use costs measurably here.
 local tonumber, max, call = tonumber, math.max, redis.call
 local pack, unpack_state = struct.pack, struct.unpack
 local STATE = '<dddddd'
-local a, k, done = 1, 0, {}
-for r = 1, tonumber(ARGV[1]) do
+-- Settles the reservation whose arguments follow ARGV[a] and whose keys follow KEYS[k].
+local function settle(a, k)
   local id = ARGV[a + 1]
   local delta = tonumber(ARGV[a + 3]) - tonumber(ARGV[a + 2])
   local held_text, real_cost = ARGV[a + 4], ARGV[a + 5]
@@ -48,6 +48,15 @@ for r = 1, tonumber(ARGV[1]) do
     end
     a, k = a + 3, k + 3
   end
-  done[r] = 1
+end
+
+-- One settlement's failure (a key holding something else) is its own: it answers an error
+-- in its place and the others are settled.
+local a, k, done = 1, 0, {}
+for r = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a + 6])
+  local ok, err = pcall(settle, a, k)
+  done[r] = ok and 1 or {-1, tostring(type(err) == 'table' and err.err or err)}
+  a, k = a + 6 + 3 * n, k + 3 * n
 end
 return done
