@@ -270,13 +270,10 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
 fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
     match &backend.redis {
         Some(client) => {
-            let runtime = backend.handle();
-            // Settlements get a connection of their own.
             let store = Arc::new(RedisStore::new(
                 client.clone(),
-                crate::redis::another_connection(client, runtime),
                 &crate::redis::prefix(),
-                runtime,
+                backend.handle(),
             ));
             Limiter::new(store, true, config.quota.clone(), backend.clone())
         }

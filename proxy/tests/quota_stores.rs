@@ -48,25 +48,28 @@ async fn settle_cost(store: &dyn QuotaStore, r: &Reservation, cost: i64) {
     store.settle(r, Usage { tokens: 0, cost }).await.unwrap();
 }
 
-async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
+/// A Redis store under a key prefix of its own, the client it uses, and the prefix.
+async fn redis_store() -> (Arc<RedisStore>, fred::clients::Client, String) {
     let url =
         std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let client = tollgate_proxy::redis::connect(&url).await.unwrap();
     let prefix = format!("tgtest{}", fastrand::u64(..));
+    let store = Arc::new(RedisStore::new(
+        client.clone(),
+        &prefix,
+        &tokio::runtime::Handle::current(),
+    ));
+    (store, client, prefix)
+}
+
+async fn stores() -> Vec<(&'static str, Arc<dyn QuotaStore>)> {
+    let (redis, _, _) = redis_store().await;
     vec![
         (
             "memory",
             Arc::new(MemoryStore::new()) as Arc<dyn QuotaStore>,
         ),
-        (
-            "redis",
-            Arc::new(RedisStore::new(
-                client.clone(),
-                tollgate_proxy::redis::connect(&url).await.unwrap(),
-                &prefix,
-                &tokio::runtime::Handle::current(),
-            )),
-        ),
+        ("redis", redis),
     ]
 }
 
@@ -435,16 +438,7 @@ async fn concurrent_settlements_each_count_once() {
 #[tokio::test]
 async fn a_corrupt_scope_fails_only_its_own_reservations() {
     use fred::interfaces::KeysInterface;
-    let url =
-        std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = tollgate_proxy::redis::connect(&url).await.unwrap();
-    let prefix = format!("tgtest{}", fastrand::u64(..));
-    let store = Arc::new(RedisStore::new(
-        client.clone(),
-        tollgate_proxy::redis::connect(&url).await.unwrap(),
-        &prefix,
-        &tokio::runtime::Handle::current(),
-    ));
+    let (store, client, prefix) = redis_store().await;
     let _: () = client
         .set(
             format!("{prefix}:q:{{k:bad}}:levels"),

@@ -22,7 +22,7 @@ use std::{
 use async_trait::async_trait;
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, KeysInterface},
+    interfaces::KeysInterface,
     types::{Expiration, SetOptions, Value, scripts::Script},
 };
 use tokio::{
@@ -30,7 +30,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::redis::COMMAND_TIMEOUT;
+use crate::redis::{COMMAND_TIMEOUT, another_connection};
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
@@ -133,19 +133,13 @@ impl Settler {
 }
 
 impl RedisStore {
-    /// `settle_client` is a second connection, for settlements alone; their batching task
-    /// runs on `runtime`.
-    pub fn new(
-        client: Client,
-        settle_client: Client,
-        prefix: &str,
-        runtime: &tokio::runtime::Handle,
-    ) -> Self {
+    /// Settlements get a connection of their own, and their batching task, on `runtime`.
+    pub fn new(client: Client, prefix: &str, runtime: &tokio::runtime::Handle) -> Self {
         RedisStore {
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
+            settler: Settler::start(another_connection(&client, runtime), runtime.clone()),
             client,
             prefix: prefix.to_string(),
-            settler: Settler::start(settle_client, runtime.clone()),
         }
     }
 
@@ -159,12 +153,10 @@ impl RedisStore {
             {
                 return queue.send(pending).is_ok();
             }
-            let client = self.client.clone_new();
+            let runtime = tokio::runtime::Handle::current();
+            let client = another_connection(&self.client, &runtime);
             let (queue, batched) = mpsc::unbounded_channel();
-            let task = tokio::spawn(async move {
-                let _connection = client.connect();
-                batches(client, RESERVE, batched, MAX_RESERVE_BATCH).await;
-            });
+            let task = runtime.spawn(batches(client, RESERVE, batched, MAX_RESERVE_BATCH));
             let sent = queue.send(pending).is_ok();
             near.insert(self.id, (queue, task));
             sent
