@@ -12,23 +12,29 @@
 --
 -- KEYS, 3 per scope of every reservation in turn: state (six doubles packed with struct,
 --   see STATE: request and token levels, when they were last drained, the cost held by
---   running requests, how many run, when expiries were last renewed), leases zset
---   (members "id:cost", score = lease expiry), settled spend of the budget period
--- ARGV: 1 number of reservations, then per reservation: now ms, window ms, reservation
---   id, tokens, cost, lease ms, number of scopes, then 5 per scope: rpm (0 = none),
---   tpm (0 = none), concurrency (0 = none), budget (-1 = none), ms until the budget resets
--- Returns one reply per reservation: {allowed, dimension, retry_after_ms (-1: never),
---   scope (1-based, 0 if allowed), then per scope: rpm_left, rpm_reset_ms, tpm_left,
---   tpm_reset_ms (-1 left = no limit)}, or {-1, error message} if it failed
+--   running requests, how many run, when the leases were last swept), leases zset
+--   (members "id:cost", score = lease expiry, and the member "~" at +inf that keeps the
+--   set and its expiry while no request runs), settled spend of the budget period
+-- ARGV: 1 number of reservations, then 6 per reservation:
+--   numbers, as little-endian doubles: now ms, window ms, tokens, cost, lease ms, number
+--     of scopes, then 5 per scope: rpm (0 = none), tpm (0 = none), concurrency (0 = none),
+--     budget (-1 = none), ms until the budget resets
+--   the lease member with the cost held, the member without, the lease expiry (ms), the
+--   state's time to live (ms), the leases' time to live (ms)
+-- Returns one reply per reservation: little-endian doubles {allowed, dimension (see
+--   DIMENSIONS, 0 if allowed), retry_after_ms (-1: never), scope (1-based, 0 if allowed),
+--   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)},
+--   or {-1, error message} if it failed
 --
--- The state is packed binary rather than a hash of decimal strings: converting numbers to
--- and from text was a large part of this script's time.
--- Library functions as locals: a global look-up on every use costs measurably here.
-local tonumber, max, min, floor, ceil, call = tonumber, math.max, math.min, math.floor, math.ceil, redis.call
-local pack, unpack_state = struct.pack, struct.unpack
+-- Numbers travel packed and the fewest commands run: at a moderate rate every call finds
+-- Redis cold, and converting text to numbers and back, and each command, cost it most.
+local max, min, floor, ceil, call, unpack = math.max, math.min, math.floor, math.ceil, redis.call, unpack
+local pack, unpack_packed = struct.pack, struct.unpack
 local STATE = '<dddddd'
--- The reservation being decided (set by `decide`).
-local now, window, tokens, cost, lease, state_ttl, member_with_cost, member_without
+local DIMENSIONS = {rate_limit_requests = 1, rate_limit_tokens = 2, concurrency_limit = 3,
+  budget_exceeded = 4, unseeded = 5}
+-- The reservation being decided (set per reservation below).
+local now, window, tokens, cost, lease, member_with_cost, member_without, expiry, state_ttl, leases_ttl
 
 -- Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
 -- whole millisecond into two.
@@ -74,7 +80,9 @@ local function sweep(s)
     end
     call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
   end
-  local inflight = call('ZCARD', s.leases)
+  -- The keeper member is counted out: it is (re)added here, so it is always there.
+  call('ZADD', s.leases, '+inf', '~')
+  local inflight = call('ZCARD', s.leases) - 1
   -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
   if inflight == 0 or held < 0 then held = 0 end
   if held ~= s.held or inflight ~= s.inflight then
@@ -84,30 +92,36 @@ end
 
 local scopes
 
--- Reads the n scopes whose keys follow KEYS[k] and whose limits follow ARGV[a].
-local function load(n, k, a)
+-- Reads the n scopes whose keys follow KEYS[k] and whose limits follow position `at` of
+-- the packed numbers: every state and spend counter in one command.
+local function load(n, k, numbers, at)
   scopes = {}
+  local names = {}
   for i = 1, n do
-    local rpm, tpm, cc, budget = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-    local raw = call('GET', KEYS[k + 1])
+    names[2 * i - 1], names[2 * i] = KEYS[k + 3 * i - 2], KEYS[k + 3 * i]
+  end
+  local read = call('MGET', unpack(names))
+  for i = 1, n do
+    local rpm, tpm, cc, budget, reset
+    rpm, tpm, cc, budget, reset, at = unpack_packed('<ddddd', numbers, at)
+    local raw = read[2 * i - 1]
     local rl, tl, since, held, inflight, x = 0, 0, now, 0, 0, -math.huge
-    if raw then rl, tl, since, held, inflight, x = unpack_state(STATE, raw) end
+    if raw then rl, tl, since, held, inflight, x = unpack_packed(STATE, raw) end
     local s = {
-      state = KEYS[k + 1], leases = KEYS[k + 2], spend = KEYS[k + 3],
-      rpm = rpm, tpm = tpm, cc = cc, budget = budget, reset = tonumber(ARGV[a + 5]),
+      state = names[2 * i - 1], leases = KEYS[k + 3 * i - 1],
+      rpm = rpm, tpm = tpm, cc = cc, budget = budget, reset = reset,
       ts = max(since, now), rl = drained(rl, since, rpm), tl = drained(tl, since, tpm),
       held = held, inflight = inflight, x = x,
       renew = now - x >= lease / 2, leased = cc > 0 or budget >= 0,
-      swept = false, dirty = false, spent = 0,
+      swept = false, dirty = false, spent = read[2 * i],
     }
     if s.leased and s.renew then sweep(s) end
     scopes[i] = s
-    k, a = k + 3, a + 5
   end
 end
 
 local function reply(allowed, dimension, retry, which)
-  local out, j = {allowed, dimension, retry, which}, 4
+  local out, j = {allowed, DIMENSIONS[dimension] or 0, retry, which}, 4
   for _, s in ipairs(scopes) do
     -- Left: what fits now; reset: when the bucket is empty again.
     local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
@@ -122,7 +136,7 @@ local function reply(allowed, dimension, retry, which)
     out[j + 1], out[j + 2], out[j + 3], out[j + 4] = rpm_left, rpm_reset, tpm_left, tpm_reset
     j = j + 4
   end
-  return out
+  return pack('<' .. string.rep('d', j), unpack(out))
 end
 
 -- A refused request reserves nothing, but what a sweep found is kept.
@@ -146,7 +160,7 @@ local function refusal(s)
     if not s.swept then return 'sweep' end
     local first = call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
     -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
-    return 'concurrency_limit', min(1000, tonumber(first[2] or now + 1000) - now)
+    return 'concurrency_limit', min(1000, (tonumber(first[2]) or now + 1000) - now)
   end
   if s.budget >= 0 and s.spent + s.held + cost > s.budget then
     if not s.swept then return 'sweep' end
@@ -160,9 +174,8 @@ local function decide()
   -- by the caller before anything is decided.
   for i, s in ipairs(scopes) do
     if s.budget >= 0 then
-      local spent = call('GET', s.spend)
-      if not spent then return refuse('unseeded', 0, i) end
-      s.spent = tonumber(spent)
+      if not s.spent then return refuse('unseeded', 0, i) end
+      s.spent = tonumber(s.spent)
     end
   end
   for i, s in ipairs(scopes) do
@@ -180,13 +193,13 @@ local function decide()
     if s.budget >= 0 then s.held = s.held + cost end
     if s.leased then s.inflight = s.inflight + 1 end
     -- The leases' expiry is renewed every half lease, not on every request: it lives two
-    -- leases, so a lease taken now ends before its set does.
+    -- leases, so a lease taken now ends before its set does; the keeper member keeps the
+    -- set (and its expiry) when the last request settles.
     if s.renew then s.x = now end
     save(s)
     if s.leased then
-      call('ZADD', s.leases, now + lease, s.budget >= 0 and member_with_cost or member_without)
-      -- An empty set was deleted: this one is new and has no expiry yet.
-      if s.renew or s.inflight == 1 then call('PEXPIRE', s.leases, 2 * lease) end
+      call('ZADD', s.leases, expiry, s.budget >= 0 and member_with_cost or member_without)
+      if s.renew then call('PEXPIRE', s.leases, leases_ttl) end
     end
   end
   return reply(1, '', 0, 0)
@@ -196,19 +209,15 @@ end
 -- error in its place and the others are decided.
 local replies, k, a = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
-  now, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  tokens, cost, lease = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
-  -- The state outlives the leases it counts and the window it drains over.
-  state_ttl = window + 2 * lease
-  -- A lease names the cost it holds in its scope: none where the scope has no budget, so
-  -- a budget set later never releases a hold it did not count.
-  member_with_cost, member_without = ARGV[a + 3] .. ':' .. ARGV[a + 5], ARGV[a + 3] .. ':0'
-  local n = tonumber(ARGV[a + 7])
+  local numbers, n, at = ARGV[a + 1]
+  now, window, tokens, cost, lease, n, at = unpack_packed('<dddddd', numbers)
+  member_with_cost, member_without, expiry, state_ttl, leases_ttl =
+    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local ok, reply = pcall(function()
-    load(n, k, a + 7)
+    load(n, k, numbers, at)
     return decide()
   end)
   replies[r] = ok and reply or {-1, tostring(type(reply) == 'table' and reply.err or reply)}
-  k, a = k + 3 * n, a + 7 + 5 * n
+  k, a = k + 3 * n, a + 6
 end
 return replies

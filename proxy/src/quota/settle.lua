@@ -3,60 +3,71 @@
 -- Tokens count from the moment they were reserved, so the token level changes by the
 -- difference alone; a request that outlived its lease keeps its tokens reserved.
 -- KEYS: as reserve.lua (3 per scope), for every reservation in turn.
--- ARGV: 1 number of reservations, then per reservation: id, reserved tokens, used
---   tokens, reserved cost, real cost, number of scopes, then 3 per scope (1/0): a token
---   limit applies, the request holds a lease, a budget applies
+-- ARGV: 1 number of reservations, then 4 per reservation:
+--   numbers, as little-endian doubles: reserved tokens, used tokens, reserved cost, number
+--     of scopes, then 3 per scope (1/0): a token limit applies, the request holds a lease,
+--     a budget applies
+--   its lease member with the cost held, the member without (as reserve.lua wrote them),
+--   and the real cost (micro-USD, as text: INCRBY takes it as it is)
 -- Returns a 1 per reservation, or {-1, error message} if it failed.
--- Library functions as locals: a global look-up on every use costs measurably here.
-local tonumber, max, call = tonumber, math.max, redis.call
-local pack, unpack_state = struct.pack, struct.unpack
+local max, call, unpack = math.max, redis.call, unpack
+local pack, unpack_packed = struct.pack, struct.unpack
 local STATE = '<dddddd'
--- Settles the reservation whose arguments follow ARGV[a] and whose keys follow KEYS[k].
-local function settle(a, k)
-  local id = ARGV[a + 1]
-  local delta = tonumber(ARGV[a + 3]) - tonumber(ARGV[a + 2])
-  local held_text, real_cost = ARGV[a + 4], ARGV[a + 5]
-  local held = tonumber(held_text)
-  local n = tonumber(ARGV[a + 6])
-  a = a + 6
-  for _ = 1, n do
-    local tpm, leased, budget = ARGV[a + 1] == '1', ARGV[a + 2] == '1', ARGV[a + 3] == '1'
-    local state = KEYS[k + 1]
-    -- Only a lease still in place is released (an expired one was when it expired). Its
-    -- member is the one reserve.lua wrote: the held cost where the scope has a budget, else 0.
-    local raw
+
+-- Settles the reservation whose keys follow KEYS[k].
+local function settle(k, n, numbers, at, delta, held, with_cost, without, real_cost)
+  local flags, names = {}, {}
+  for i = 1, n do
+    local tpm, leased, budget
+    tpm, leased, budget, at = unpack_packed('<ddd', numbers, at)
+    tpm, leased, budget = tpm == 1, leased == 1, budget == 1
+    -- Only a lease still in place is released (an expired one was when it expired).
+    local update = false
     if leased then
-      if call('ZREM', KEYS[k + 2], id .. ':' .. (budget and held_text or '0')) == 1 then
-        raw = call('GET', state)
-      end
+      update = call('ZREM', KEYS[k + 3 * i - 1], budget and with_cost or without) == 1
     elseif tpm and delta ~= 0 then
-      raw = call('GET', state)
+      update = true
     end
-    -- A state that is gone (expired) is not brought back without its expiry.
-    if raw then
-      local rl, tl, ts, h, inflight, x = unpack_state(STATE, raw)
-      if tpm then tl = tl + delta end
-      if leased then
-        inflight = max(inflight - 1, 0)
-        if budget then h = max(h - held, 0) end
+    flags[i] = {tpm, leased, budget, update}
+    if update then names[#names + 1] = KEYS[k + 3 * i - 2] end
+    if budget then names[#names + 1] = KEYS[k + 3 * i] end
+  end
+  if #names == 0 then return end
+  -- Every state to change and every spend counter in one command.
+  local read, j = call('MGET', unpack(names)), 0
+  for i = 1, n do
+    local tpm, leased, budget, update = unpack(flags[i])
+    if update then
+      j = j + 1
+      local raw = read[j]
+      -- A state that is gone (expired) is not brought back without its expiry.
+      if raw then
+        local rl, tl, ts, h, inflight, x = unpack_packed(STATE, raw)
+        if tpm then tl = tl + delta end
+        if leased then
+          inflight = max(inflight - 1, 0)
+          if budget then h = max(h - held, 0) end
+        end
+        call('SET', names[j], pack(STATE, rl, tl, ts, h, inflight, x), 'KEEPTTL')
       end
-      call('SET', state, pack(STATE, rl, tl, ts, h, inflight, x), 'KEEPTTL')
     end
-    -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
-    if budget and call('EXISTS', KEYS[k + 3]) == 1 then
-      call('INCRBY', KEYS[k + 3], real_cost)
+    if budget then
+      j = j + 1
+      -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
+      if read[j] then call('INCRBY', names[j], real_cost) end
     end
-    a, k = a + 3, k + 3
   end
 end
 
 -- One settlement's failure (a key holding something else) is its own: it answers an error
 -- in its place and the others are settled.
-local a, k, done = 1, 0, {}
+local k, a, done = 0, 1, {}
 for r = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a + 6])
-  local ok, err = pcall(settle, a, k)
+  local numbers = ARGV[a + 1]
+  local reserved, used, held, n, at = unpack_packed('<dddd', numbers)
+  local ok, err = pcall(settle, k, n, numbers, at, used - reserved, held,
+    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   done[r] = ok and 1 or {-1, tostring(type(err) == 'table' and err.err or err)}
-  a, k = a + 6 + 3 * n, k + 3 * n
+  k, a = k + 3 * n, a + 4
 end
 return done
