@@ -219,10 +219,11 @@ impl QuotaStore for RedisStore {
             ]);
         }
         let lease_ms = r.lease_ms.max(1);
+        let [with_cost, without] = lease_members(r);
         let args = vec![
             numbers.into_value(),
-            format!("{}:{}", r.id, r.cost).into(),
-            format!("{}:0", r.id).into(),
+            with_cost.into(),
+            without.into(),
             r.now_ms.saturating_add(lease_ms).to_string().into(),
             // The state outlives the leases it counts and the window it drains over.
             (WINDOW.as_millis() as u64 + 2 * lease_ms)
@@ -287,15 +288,22 @@ impl QuotaStore for RedisStore {
                 [l.tpm.is_some(), l.leased(), l.budget.is_some()].map(|on| f64::from(u8::from(on))),
             );
         }
+        let [with_cost, without] = lease_members(r);
         let args = vec![
             numbers.into_value(),
-            format!("{}:{}", r.id, r.cost).into(),
-            format!("{}:0", r.id).into(),
+            with_cost.into(),
+            without.into(),
             used.cost.to_string().into(),
         ];
         Pending::call(|p| self.settler.queue(p), self.keys(r), args).await?;
         Ok(())
     }
+}
+
+/// A reservation's lease members: with the cost it holds (in scopes with a budget) and
+/// without; settle removes the one reserve wrote.
+fn lease_members(r: &Reservation) -> [String; 2] {
+    [format!("{}:{}", r.id, r.cost), format!("{}:0", r.id)]
 }
 
 /// The scripts' numbers travel as little-endian doubles: Redis is spared converting text
