@@ -301,9 +301,22 @@ fn run_scenario(
                 );
             }
             let redis_before = redis.map(redis_stats::command_calls).transpose()?;
+            // At a fixed rate, the floor of a check: a bare round trip to the same Redis,
+            // timed now and then (not so often that it keeps Redis busier than the load).
+            let round_trips = match (redis, rate) {
+                (Some(addr), Some(_)) => Some(redis_stats::RoundTrips::start(
+                    addr,
+                    Duration::from_millis(20),
+                )?),
+                _ => None,
+            };
             let before = MockCounters::read(upstream)?;
             let stats = tool.run(&spec(args.duration), work)?;
             let after = MockCounters::read(upstream)?;
+            let redis_round_trip_ms = match round_trips {
+                Some(probe) => probe.finish()?,
+                None => None,
+            };
             let redis_commands = match (redis, redis_before) {
                 (Some(addr), Some(before)) => {
                     // The last answers' quota settlements land just after the load ends.
@@ -317,6 +330,7 @@ fn run_scenario(
                 upstream_requests: after.chat.saturating_sub(before.chat),
                 upstream_streams_aborted: after.aborted.saturating_sub(before.aborted),
                 redis_commands,
+                redis_round_trip_ms,
                 stats,
             };
             println!("  {}", progress_line(target.name, &run.stats));

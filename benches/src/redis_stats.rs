@@ -1,10 +1,14 @@
 //! Reads Redis's own per-command call counters (`INFO commandstats`) over a plain socket,
-//! so the harness can report how many Redis commands a governed request costs.
+//! so the harness can report how many Redis commands a governed request costs, and times
+//! bare round trips to Redis beside a governed run.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -44,8 +48,8 @@ impl RedisAddr {
     }
 }
 
-/// Calls per command since Redis started, e.g. `evalsha → 1234`.
-pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> {
+/// A logged-in connection to Redis, and a reader over it.
+fn connect(addr: &RedisAddr) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)> {
     let sock = addr
         .host_port
         .to_socket_addrs()?
@@ -54,6 +58,7 @@ pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> 
     let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
         .with_context(|| format!("connecting to Redis at {}", addr.host_port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     if let Some((user, password)) = &addr.auth {
         let mut args = vec!["AUTH"];
@@ -68,6 +73,12 @@ pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> 
             bail!("Redis refused AUTH: {}", line.trim_end());
         }
     }
+    Ok((stream, reader))
+}
+
+/// Calls per command since Redis started, e.g. `evalsha → 1234`.
+pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> {
+    let (mut stream, mut reader) = connect(addr)?;
     stream.write_all(&command(&["INFO", "commandstats"]))?;
     let mut header = String::new();
     reader.read_line(&mut header)?;
@@ -78,6 +89,52 @@ pub fn command_calls(addr: &RedisAddr) -> anyhow::Result<BTreeMap<String, u64>> 
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
     Ok(parse(&String::from_utf8_lossy(&body)))
+}
+
+/// Bare round trips to Redis (`PING` on a plain socket), timed at a steady pace beside a
+/// governed run: what any check made in Redis pays at least on this host under this load,
+/// so the governed figures can be read against it.
+pub struct RoundTrips {
+    stop: Arc<AtomicBool>,
+    probe: JoinHandle<anyhow::Result<Vec<Duration>>>,
+}
+
+impl RoundTrips {
+    /// Starts timing one `PING` every `every`.
+    pub fn start(addr: &RedisAddr, every: Duration) -> anyhow::Result<Self> {
+        let (mut stream, mut reader) = connect(addr)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let ping = command(&["PING"]);
+        let probe = std::thread::spawn(move || {
+            let mut times = Vec::new();
+            let mut line = String::new();
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(every);
+                let started = Instant::now();
+                stream.write_all(&ping)?;
+                line.clear();
+                reader.read_line(&mut line)?;
+                times.push(started.elapsed());
+                if line.trim_end() != "+PONG" {
+                    bail!("Redis answered PING with {}", line.trim_end());
+                }
+            }
+            Ok(times)
+        });
+        Ok(RoundTrips { stop, probe })
+    }
+
+    /// Stops and answers the median round trip in ms (`None` if none was timed).
+    pub fn finish(self) -> anyhow::Result<Option<f64>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut times = self
+            .probe
+            .join()
+            .map_err(|_| anyhow::anyhow!("the Redis round-trip probe panicked"))??;
+        times.sort();
+        Ok(times.get(times.len() / 2).map(|t| t.as_secs_f64() * 1000.0))
+    }
 }
 
 /// A command in RESP, Redis's wire format.

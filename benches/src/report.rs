@@ -69,6 +69,10 @@ pub struct TargetRun {
     /// before), recorded for the governed target.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub redis_commands: BTreeMap<String, u64>,
+    /// Median bare round trip to that Redis (`PING`, plain socket, every 20 ms) during a
+    /// fixed-rate governed run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_round_trip_ms: Option<f64>,
 }
 
 /// `target` against `baseline`: throughput ratio and added latency.
@@ -113,14 +117,25 @@ impl TargetResult {
         if total.is_empty() || ok == 0 {
             return None;
         }
-        // `info` is the harness's own reading; commands below 0.005 a request are stragglers.
+        // `info` and `ping` are the harness's own; commands below 0.005 a request are
+        // stragglers.
         let per_request = |n: u64| n as f64 / ok as f64;
         let parts: Vec<String> = total
             .iter()
-            .filter(|(cmd, n)| **cmd != "info" && per_request(**n) >= 0.005)
+            .filter(|(cmd, n)| !["info", "ping"].contains(cmd) && per_request(**n) >= 0.005)
             .map(|(cmd, n)| format!("{cmd} {:.2}", per_request(*n)))
             .collect();
         Some(parts.join(", "))
+    }
+
+    /// The median over the rounds of the bare Redis round trip timed beside them.
+    fn redis_round_trip_ms(&self) -> Option<f64> {
+        let times: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.redis_round_trip_ms)
+            .collect();
+        (!times.is_empty()).then(|| median(times))
     }
 }
 
@@ -229,6 +244,16 @@ impl ScenarioResult {
             .and_then(TargetResult::redis_per_request)
         {
             out.push(format!("governed: Redis commands per 2xx answer: {line}"));
+        }
+        if let Some(ms) = self
+            .targets
+            .iter()
+            .find(|t| t.target == "governed")
+            .and_then(TargetResult::redis_round_trip_ms)
+        {
+            out.push(format!(
+                "governed: a bare Redis round trip during its runs (PING, plain socket, every 20 ms): p50 {ms:.3} ms"
+            ));
         }
         out
     }
@@ -388,6 +413,7 @@ mod tests {
                 upstream_requests: 10,
                 upstream_streams_aborted: 0,
                 redis_commands: BTreeMap::new(),
+                redis_round_trip_ms: None,
             }],
         )
     }
@@ -396,6 +422,8 @@ mod tests {
     fn compares_against_direct_and_nginx() {
         let mut governed = target("governed", 250.0, 1.6, 3.5);
         governed.runs[0].redis_commands.insert("evalsha".into(), 20);
+        governed.runs[0].redis_commands.insert("ping".into(), 3);
+        governed.runs[0].redis_round_trip_ms = Some(0.125);
         let s = ScenarioResult::new(
             "throughput",
             "t".into(),
@@ -422,6 +450,10 @@ mod tests {
         );
         assert!(
             table.contains("Redis commands per 2xx answer: evalsha 2.00\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("(PING, plain socket, every 20 ms): p50 0.125 ms"),
             "{table}"
         );
         assert!(!table.contains("!!"), "{table}");

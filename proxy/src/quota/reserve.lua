@@ -21,203 +21,198 @@
 --     budget (-1 = none), ms until the budget resets
 --   the lease member with the cost held, the member without, the lease expiry (ms), the
 --   state's time to live (ms), the leases' time to live (ms)
--- Returns one reply per reservation: little-endian doubles {allowed, dimension (see
---   DIMENSIONS, 0 if allowed), retry_after_ms (-1: never), scope (1-based, 0 if allowed),
---   then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)},
---   or {-1, error message} if it failed
+-- Returns one reply per reservation: little-endian doubles {allowed, dimension (1 rate
+--   of requests, 2 of tokens, 3 concurrency, 4 budget, 5 a spend counter is missing; 0 if
+--   allowed), retry_after_ms (-1: never), scope (1-based, 0 if allowed), then per scope:
+--   rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}, or
+--   {-1, error message} if it failed
 --
--- Numbers travel packed and the fewest commands run: at a moderate rate every call finds
--- Redis cold, and converting text to numbers and back, and each command, cost it most.
-local max, min, floor, ceil, call, unpack = math.max, math.min, math.floor, math.ceil, redis.call, unpack
-local pack, unpack_packed = struct.pack, struct.unpack
+-- At a moderate rate every call finds Redis cold, and then what it costs follows how much
+-- the script does: numbers travel packed (no text conversions), the fewest commands run,
+-- and a scope is a plain array built once, not a table of named fields.
+local max, ceil, floor, call = math.max, math.ceil, math.floor, redis.call
+local pack, unpack_packed, unpack = struct.pack, struct.unpack, unpack
 local STATE = '<dddddd'
-local DIMENSIONS = {rate_limit_requests = 1, rate_limit_tokens = 2, concurrency_limit = 3,
-  budget_exceeded = 4, unseeded = 5}
--- The reservation being decided (set per reservation below).
-local now, window, tokens, cost, lease, member_with_cost, member_without, expiry, state_ttl, leases_ttl
-
 -- Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
 -- whole millisecond into two.
 local EPS = 1e-9
-
--- A level drained to now; a clock behind the last writer's drains nothing. Without a
--- limit the level is kept as it was (as the in-process store keeps it).
-local function drained(level, since, limit)
-  if limit <= 0 then return level end
-  local l = level - max(now - since, 0) * limit / window
-  if l < 0 then return 0 end
-  return l
-end
-
-local function over(level, need, limit)
-  return limit > 0 and level + need > limit + EPS
-end
-
--- Milliseconds until a level drains enough for `need` more to fit under `limit`.
-local function wait(level, need, limit)
-  return max(ceil((level + need - limit) * window / limit - 1e-6), 0)
-end
-
--- Milliseconds until a level has drained to nothing.
-local function empty_in(level, limit)
-  return max(ceil(level * window / limit - 1e-6), 0)
-end
-
-local function save(s)
-  call('SET', s.state, pack(STATE, s.rl, s.tl, s.ts, s.held, s.inflight, s.x), 'PX', state_ttl)
-end
+-- A scope's fields.
+local RL, TL, TS, HELD, INFLIGHT, X, RPM, TPM, CC, BUDGET, RESET, SPENT, RENEW, SWEPT,
+  DIRTY = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
 
 -- Ends the leases of requests that never settled (a crashed replica) and recounts what
 -- runs. Stale leases only matter to a check they would fail, so this runs when such a
 -- check fails and every half lease, not on every request.
-local function sweep(s)
-  s.swept = true
-  local expired = call('ZRANGEBYSCORE', s.leases, '-inf', now)
-  local held = s.held
+local function sweep(s, leases, now)
+  s[SWEPT] = true
+  local expired = call('ZRANGEBYSCORE', leases, '-inf', now)
+  local held = s[HELD]
   if #expired > 0 then
-    for _, member in ipairs(expired) do
-      held = held - tonumber(string.match(member, ':(%-?%d+)$'))
+    for i = 1, #expired do
+      held = held - tonumber(string.match(expired[i], ':(%-?%d+)$'))
     end
-    call('ZREMRANGEBYSCORE', s.leases, '-inf', now)
+    call('ZREMRANGEBYSCORE', leases, '-inf', now)
   end
   -- The keeper member is counted out: it is (re)added here, so it is always there.
-  call('ZADD', s.leases, '+inf', '~')
-  local inflight = call('ZCARD', s.leases) - 1
+  call('ZADD', leases, '+inf', '~')
+  local inflight = call('ZCARD', leases) - 1
   -- Nothing runs, so nothing is held (heals a sum left by a budget since removed).
   if inflight == 0 or held < 0 then held = 0 end
-  if held ~= s.held or inflight ~= s.inflight then
-    s.held, s.inflight, s.dirty = held, inflight, true
+  if held ~= s[HELD] or inflight ~= s[INFLIGHT] then
+    s[HELD], s[INFLIGHT], s[DIRTY] = held, inflight, true
   end
 end
 
-local scopes
+-- The expiry is set when the leases' is renewed (every half lease; a new state always is)
+-- and kept otherwise: setting it costs Redis more than the write itself.
+local function save(s, key, ttl)
+  local packed = pack(STATE, s[RL], s[TL], s[TS], s[HELD], s[INFLIGHT], s[X])
+  if s[RENEW] then
+    call('SET', key, packed, 'PX', ttl)
+  else
+    call('SET', key, packed, 'KEEPTTL')
+  end
+end
 
--- Reads the n scopes whose keys follow KEYS[k] and whose limits follow position `at` of
--- the packed numbers: every state and spend counter in one command.
-local function load(n, k, numbers, at)
-  scopes = {}
+-- Decides the reservation whose keys follow KEYS[k] and whose arguments follow ARGV[a]:
+-- refuses, or reserves in all its scopes. Answers the packed reply.
+local function reserve(k, a)
+  local numbers = ARGV[a + 1]
+  local now, window, tokens, cost, lease, n, at = unpack_packed('<dddddd', numbers)
+  local state_ttl = ARGV[a + 5]
+
+  -- Every state and spend counter in one command.
   local names = {}
   for i = 1, n do
     names[2 * i - 1], names[2 * i] = KEYS[k + 3 * i - 2], KEYS[k + 3 * i]
   end
   local read = call('MGET', unpack(names))
+
+  local scopes = {}
   for i = 1, n do
     local rpm, tpm, cc, budget, reset
     rpm, tpm, cc, budget, reset, at = unpack_packed('<ddddd', numbers, at)
-    local raw = read[2 * i - 1]
     local rl, tl, since, held, inflight, x = 0, 0, now, 0, 0, -math.huge
+    local raw = read[2 * i - 1]
     if raw then rl, tl, since, held, inflight, x = unpack_packed(STATE, raw) end
-    local s = {
-      state = names[2 * i - 1], leases = KEYS[k + 3 * i - 1],
-      rpm = rpm, tpm = tpm, cc = cc, budget = budget, reset = reset,
-      ts = max(since, now), rl = drained(rl, since, rpm), tl = drained(tl, since, tpm),
-      held = held, inflight = inflight, x = x,
-      renew = now - x >= lease / 2, leased = cc > 0 or budget >= 0,
-      swept = false, dirty = false, spent = read[2 * i],
-    }
-    if s.leased and s.renew then sweep(s) end
+    -- Levels drained to now; a clock behind the last writer's drains nothing. Without a
+    -- limit the level is kept as it was (as the in-process store keeps it).
+    local idle = max(now - since, 0)
+    if rpm > 0 then rl = max(rl - idle * rpm / window, 0) end
+    if tpm > 0 then tl = max(tl - idle * tpm / window, 0) end
+    local s = {rl, tl, max(since, now), held, inflight, x, rpm, tpm, cc, budget, reset,
+      read[2 * i], now - x >= lease / 2, false, false}
+    if (cc > 0 or budget >= 0) and s[RENEW] then sweep(s, KEYS[k + 3 * i - 1], now) end
     scopes[i] = s
   end
-end
 
-local function reply(allowed, dimension, retry, which)
-  local out, j = {allowed, DIMENSIONS[dimension] or 0, retry, which}, 4
-  for _, s in ipairs(scopes) do
-    -- Left: what fits now; reset: when the bucket is empty again.
-    local rpm_left, rpm_reset, tpm_left, tpm_reset = -1, 0, -1, 0
-    if s.rpm > 0 then
-      rpm_left = max(floor(s.rpm - s.rl + EPS), 0)
-      rpm_reset = empty_in(s.rl, s.rpm)
-    end
-    if s.tpm > 0 then
-      tpm_left = max(floor(s.tpm - s.tl + EPS), 0)
-      tpm_reset = empty_in(s.tl, s.tpm)
-    end
-    out[j + 1], out[j + 2], out[j + 3], out[j + 4] = rpm_left, rpm_reset, tpm_left, tpm_reset
-    j = j + 4
-  end
-  return pack('<' .. string.rep('d', j), unpack(out))
-end
-
--- A refused request reserves nothing, but what a sweep found is kept.
-local function refuse(dimension, retry, which)
-  for _, s in ipairs(scopes) do
-    if s.dirty then save(s) end
-  end
-  return reply(0, dimension, retry, which)
-end
-
--- Why a scope refuses the request, if it does: dimension and retry-after ms (-1: never).
-local function refusal(s)
-  if over(s.rl, 1, s.rpm) then
-    return 'rate_limit_requests', wait(s.rl, 1, s.rpm)
-  end
-  if over(s.tl, tokens, s.tpm) then
-    if tokens > s.tpm then return 'rate_limit_tokens', -1 end
-    return 'rate_limit_tokens', wait(s.tl, tokens, s.tpm)
-  end
-  if s.cc > 0 and s.inflight + 1 > s.cc then
-    if not s.swept then return 'sweep' end
-    local first = call('ZRANGE', s.leases, 0, 0, 'WITHSCORES')
-    -- Slots free when requests finish; the earliest lease expiry is only the latest bound.
-    return 'concurrency_limit', min(1000, (tonumber(first[2]) or now + 1000) - now)
-  end
-  if s.budget >= 0 and s.spent + s.held + cost > s.budget then
-    if not s.swept then return 'sweep' end
-    return 'budget_exceeded', s.reset
-  end
-end
-
--- Decides one reservation with the scopes just loaded: refuses, or reserves in all.
-local function decide()
+  -- Why the request is refused, if it is: dimension, retry-after ms (-1: never), scope.
+  local dimension, retry, which = 0, 0, 0
   -- A budget's spend counter must exist: a missing one is rebuilt from the usage events
   -- by the caller before anything is decided.
-  for i, s in ipairs(scopes) do
-    if s.budget >= 0 then
-      if not s.spent then return refuse('unseeded', 0, i) end
-      s.spent = tonumber(s.spent)
+  for i = 1, n do
+    local s = scopes[i]
+    if s[BUDGET] >= 0 then
+      if not s[SPENT] then
+        dimension, which = 5, i
+        break
+      end
+      s[SPENT] = tonumber(s[SPENT])
     end
   end
-  for i, s in ipairs(scopes) do
-    local dimension, retry = refusal(s)
-    if dimension == 'sweep' then
-      sweep(s)
-      dimension, retry = refusal(s)
+  if dimension == 0 then
+    for i = 1, n do
+      local s = scopes[i]
+      local rpm, tpm = s[RPM], s[TPM]
+      if rpm > 0 and s[RL] + 1 > rpm + EPS then
+        dimension, retry = 1, max(ceil((s[RL] + 1 - rpm) * window / rpm - 1e-6), 0)
+      elseif tpm > 0 and s[TL] + tokens > tpm + EPS then
+        dimension, retry = 2, -1
+        if tokens <= tpm then retry = max(ceil((s[TL] + tokens - tpm) * window / tpm - 1e-6), 0) end
+      else
+        -- Slots and budgets are checked again after a sweep, which only ever frees them.
+        for _ = 1, 2 do
+          if s[CC] > 0 and s[INFLIGHT] + 1 > s[CC] then
+            dimension = 3
+          elseif s[BUDGET] >= 0 and s[SPENT] + s[HELD] + cost > s[BUDGET] then
+            dimension = 4
+          else
+            dimension = 0
+          end
+          if dimension == 0 or s[SWEPT] then break end
+          sweep(s, KEYS[k + 3 * i - 1], now)
+        end
+        if dimension == 3 then
+          -- Slots free when requests finish; the earliest lease expiry is only the latest
+          -- bound.
+          local first = call('ZRANGE', KEYS[k + 3 * i - 1], 0, 0, 'WITHSCORES')
+          retry = math.min(1000, (tonumber(first[2]) or now + 1000) - now)
+        elseif dimension == 4 then
+          retry = s[RESET]
+        end
+      end
+      if dimension ~= 0 then
+        which = i
+        break
+      end
     end
-    if dimension then return refuse(dimension, retry, i) end
   end
-  for _, s in ipairs(scopes) do
-    if s.rpm > 0 then s.rl = s.rl + 1 end
-    if s.tpm > 0 then s.tl = s.tl + tokens end
-    -- The maximum cost is held apart from the settled spend until the request ends.
-    if s.budget >= 0 then s.held = s.held + cost end
-    if s.leased then s.inflight = s.inflight + 1 end
-    -- The leases' expiry is renewed every half lease, not on every request: it lives two
-    -- leases, so a lease taken now ends before its set does; the keeper member keeps the
-    -- set (and its expiry) when the last request settles.
-    if s.renew then s.x = now end
-    save(s)
-    if s.leased then
-      call('ZADD', s.leases, expiry, s.budget >= 0 and member_with_cost or member_without)
-      if s.renew then call('PEXPIRE', s.leases, leases_ttl) end
+
+  if dimension ~= 0 then
+    -- A refused request reserves nothing, but what a sweep found is kept.
+    for i = 1, n do
+      if scopes[i][DIRTY] then save(scopes[i], KEYS[k + 3 * i - 2], state_ttl) end
+    end
+  else
+    local expiry, leases_ttl = ARGV[a + 4], ARGV[a + 6]
+    for i = 1, n do
+      local s = scopes[i]
+      if s[RPM] > 0 then s[RL] = s[RL] + 1 end
+      if s[TPM] > 0 then s[TL] = s[TL] + tokens end
+      -- The maximum cost is held apart from the settled spend until the request ends.
+      local budget = s[BUDGET] >= 0
+      if budget then s[HELD] = s[HELD] + cost end
+      -- The leases' expiry is renewed every half lease, not on every request: it lives
+      -- two leases, so a lease taken now ends before its set does; the keeper member
+      -- keeps the set (and its expiry) when the last request settles.
+      if s[RENEW] then s[X] = now end
+      local leased = s[CC] > 0 or budget
+      if leased then s[INFLIGHT] = s[INFLIGHT] + 1 end
+      save(s, KEYS[k + 3 * i - 2], state_ttl)
+      if leased then
+        local leases = KEYS[k + 3 * i - 1]
+        call('ZADD', leases, expiry, budget and ARGV[a + 2] or ARGV[a + 3])
+        if s[RENEW] then call('PEXPIRE', leases, leases_ttl) end
+      end
     end
   end
-  return reply(1, '', 0, 0)
+
+  -- Per scope, what fits now and when the bucket is empty again.
+  local out = {dimension == 0 and 1 or 0, dimension, retry, which}
+  for i = 1, n do
+    local s = scopes[i]
+    local rpm, tpm, rl, tl = s[RPM], s[TPM], s[RL], s[TL]
+    local j = 4 * i
+    if rpm > 0 then
+      out[j + 1], out[j + 2] = max(floor(rpm - rl + EPS), 0), max(ceil(rl * window / rpm - 1e-6), 0)
+    else
+      out[j + 1], out[j + 2] = -1, 0
+    end
+    if tpm > 0 then
+      out[j + 3], out[j + 4] = max(floor(tpm - tl + EPS), 0), max(ceil(tl * window / tpm - 1e-6), 0)
+    else
+      out[j + 3], out[j + 4] = -1, 0
+    end
+  end
+  return pack('<' .. string.rep('dddd', n + 1), unpack(out))
 end
 
 -- One reservation's failure (a key holding something else) is its own: it answers an
 -- error in its place and the others are decided.
 local replies, k, a = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
-  local numbers, n, at = ARGV[a + 1]
-  now, window, tokens, cost, lease, n, at = unpack_packed('<dddddd', numbers)
-  member_with_cost, member_without, expiry, state_ttl, leases_ttl =
-    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-  local ok, reply = pcall(function()
-    load(n, k, numbers, at)
-    return decide()
-  end)
+  local ok, reply = pcall(reserve, k, a)
   replies[r] = ok and reply or {-1, tostring(type(reply) == 'table' and reply.err or reply)}
-  k, a = k + 3 * n, a + 6
+  k, a = k + 3 * struct.unpack('<d', ARGV[a + 1], 41), a + 6
 end
 return replies
