@@ -6,7 +6,9 @@
 //! it is back; inserts ignore event ids already stored, so a replay never counts twice.
 
 use std::{
+    collections::VecDeque,
     io::{BufRead, Write},
+    panic::AssertUnwindSafe,
     path::PathBuf,
     sync::Arc,
     time::Duration,
@@ -19,7 +21,7 @@ use sea_orm_migration::sea_orm::{
     ActiveValue::Set, DatabaseConnection, EntityTrait, sea_query::OnConflict,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinSet};
 use tollgate_core::{config::Pricing, store::entity::usage_event, usage::Usage};
 
 use crate::{
@@ -34,6 +36,10 @@ use crate::{
 const CHANNEL_CAPACITY: usize = 100_000;
 const BATCH_SIZE: usize = 500;
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Usage estimates worked out at once.
+const MAX_ESTIMATING: usize = 4;
+/// Events waiting for an estimate before the metering task takes no more from its channel.
+const MAX_WAITING_ESTIMATE: usize = 10_000;
 /// How often spilled events are offered to the database again.
 const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -94,7 +100,7 @@ pub struct EventRow {
 }
 
 /// Tokens and cost of a finished request.
-pub fn measure(f: &Finished) -> (u64, u64, bool, i64) {
+pub fn measure(f: &Finished) -> Measured {
     let (prompt, completion, estimated) = match f.usage {
         Some(u) => (u.prompt_tokens, u.completion_tokens, false),
         None if f.upstream_ok => (
@@ -131,6 +137,18 @@ impl Meter {
         spill: PathBuf,
         outcomes: IntCounterVec,
     ) -> Meter {
+        Self::start_with(backend, limiter, spill, outcomes, measure)
+    }
+
+    /// As [`Meter::start`], with the given way of working out a request's usage when its
+    /// upstream reported none.
+    fn start_with(
+        backend: Arc<Backend>,
+        limiter: Arc<Limiter>,
+        spill: PathBuf,
+        outcomes: IntCounterVec,
+        estimate: fn(&Finished) -> Measured,
+    ) -> Meter {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         // Events spilled before a restart are replayed first.
         let spilled = std::fs::metadata(&spill).is_ok_and(|m| m.len() > 0);
@@ -141,7 +159,9 @@ impl Meter {
             last_replay: None,
             outcomes: outcomes.clone(),
         };
-        backend.handle().spawn(run(rx, writer, limiter.clone()));
+        backend
+            .handle()
+            .spawn(run(rx, writer, limiter.clone(), estimate));
         Meter {
             tx,
             outcomes,
@@ -178,75 +198,167 @@ impl Meter {
     }
 }
 
+/// Tokens (prompt, completion), whether they were estimated, and cost.
+type Measured = (u64, u64, bool, i64);
+
 /// Batches finished requests for the writer. Quota settlement and the tokenizer never wait
-/// for the database: a slow or unreachable database delays only the writer task.
-async fn run(mut rx: mpsc::Receiver<Message>, writer: Writer, limiter: Arc<Limiter>) {
+/// for the database: a slow or unreachable database delays only the writer task. Estimates
+/// run apart, a few at once: a slow one (a multi-MiB prompt) holds back neither the others
+/// nor the events that need none.
+async fn run(
+    mut rx: mpsc::Receiver<Message>,
+    writer: Writer,
+    limiter: Arc<Limiter>,
+    estimate: fn(&Finished) -> Measured,
+) {
     let (batches, writer_rx) = mpsc::channel::<Batch>(64);
     tokio::spawn(write_batches(writer_rx, writer));
-    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    let mut rows = Rows {
+        batch: Vec::with_capacity(BATCH_SIZE),
+        batches,
+        limiter,
+    };
+    let mut estimates = Estimates {
+        waiting: VecDeque::new(),
+        running: JoinSet::new(),
+        estimate,
+    };
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
     loop {
         tokio::select! {
-            received = rx.recv() => {
-                let finished = match received {
-                    Some(Message::Finished(finished)) => finished,
-                    Some(Message::Flush(done)) => {
-                        let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: Some(done) }).await;
-                        continue;
-                    }
-                    None => {
-                        let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
-                        return;
-                    }
-                };
-                let needs_estimate = finished.usage.is_none() && finished.upstream_ok;
-                let (finished, (prompt, completion, estimated, cost)) = if needs_estimate {
-                    let settlements = finished.settlements.clone();
-                    // The tokenizer is CPU work: off the async workers.
-                    match tokio::task::spawn_blocking(move || {
-                        let measured = measure(&finished);
-                        (finished, measured)
-                    })
-                    .await
-                    {
-                        Ok(done) => done,
-                        Err(e) => {
-                            tracing::error!("estimating usage failed: {e}");
-                            // The quota is still released, as if all that was reserved was used.
-                            for s in settlements {
-                                let limiter = limiter.clone();
-                                tokio::spawn(async move { limiter.settle_reserved(&s).await });
-                            }
-                            continue;
-                        }
-                    }
-                } else {
-                    let measured = measure(&finished);
-                    (finished, measured)
-                };
-                for s in finished.settlements.iter().cloned() {
-                    let limiter = limiter.clone();
-                    let used = if s.used {
-                        QuotaUsage { tokens: prompt.saturating_add(completion), cost }
+            // A full waiting line leaves new events in the channel until estimates finish.
+            received = rx.recv(), if estimates.waiting.len() < MAX_WAITING_ESTIMATE => match received {
+                Some(Message::Finished(finished)) => {
+                    if finished.usage.is_none() && finished.upstream_ok {
+                        estimates.add(finished);
                     } else {
-                        QuotaUsage::default()
-                    };
-                    tokio::spawn(async move { limiter.settle(&s.admitted, used).await });
+                        let measured = measure(&finished);
+                        rows.push(&finished, measured).await;
+                    }
                 }
-                batch.push(row(&finished, prompt, completion, estimated, cost));
-                if batch.len() >= BATCH_SIZE {
-                    let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
+                // Everything received before the flush is written, estimates included.
+                Some(Message::Flush(done)) => {
+                    estimates.finish(&mut rows).await;
+                    rows.send(Some(done)).await;
                 }
+                None => {
+                    estimates.finish(&mut rows).await;
+                    rows.send(None).await;
+                    return;
+                }
+            },
+            Some(joined) = estimates.running.join_next() => {
+                estimates.done(joined, &mut rows).await;
             }
             _ = tick.tick() => {
-                if !batch.is_empty() {
-                    let _ = batches.send(Batch { rows: std::mem::take(&mut batch), done: None }).await;
+                if !rows.batch.is_empty() {
+                    rows.send(None).await;
                 } else {
                     // Lets the writer replay spilled events even when no traffic comes.
-                    let _ = batches.try_send(Batch { rows: Vec::new(), done: None });
+                    let _ = rows.batches.try_send(Batch { rows: Vec::new(), done: None });
                 }
             }
         }
+    }
+}
+
+/// Events waiting for a usage estimate, and those being estimated (each on a blocking
+/// thread: the tokenizer is CPU work).
+struct Estimates {
+    waiting: VecDeque<Box<Finished>>,
+    running: JoinSet<(Box<Finished>, Option<Measured>)>,
+    estimate: fn(&Finished) -> Measured,
+}
+
+impl Estimates {
+    fn add(&mut self, finished: Box<Finished>) {
+        self.waiting.push_back(finished);
+        self.start();
+    }
+
+    fn start(&mut self) {
+        while self.running.len() < MAX_ESTIMATING
+            && let Some(finished) = self.waiting.pop_front()
+        {
+            let estimate = self.estimate;
+            self.running.spawn_blocking(move || {
+                // A tokenizer panic must not lose the event (nor its quota release).
+                let measured =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| estimate(&finished))).ok();
+                (finished, measured)
+            });
+        }
+    }
+
+    async fn done(
+        &mut self,
+        joined: Result<(Box<Finished>, Option<Measured>), tokio::task::JoinError>,
+        rows: &mut Rows,
+    ) {
+        match joined {
+            Ok((finished, Some(measured))) => rows.push(&finished, measured).await,
+            Ok((finished, None)) => {
+                tracing::error!(
+                    request_id = %finished.request_id,
+                    "estimating usage failed; metering the request by its size instead"
+                );
+                let measured = by_size(&finished);
+                rows.push(&finished, measured).await;
+            }
+            // Only if the runtime is shutting down: the task was cancelled.
+            Err(e) => tracing::error!("estimating usage ended early: {e}"),
+        }
+        self.start();
+    }
+
+    /// Waits for every estimate, those waiting included.
+    async fn finish(&mut self, rows: &mut Rows) {
+        while let Some(joined) = self.running.join_next().await {
+            self.done(joined, rows).await;
+        }
+    }
+}
+
+/// The crude estimate when the tokenizer failed: a token per four bytes of prompt.
+fn by_size(f: &Finished) -> Measured {
+    let prompt = crate::limiter::estimate_prompt_tokens(f.request_body.len());
+    let completion = estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed);
+    let cost = f.pricing.map_or(0, |p| p.cost(prompt, completion));
+    (prompt, completion, true, cost)
+}
+
+/// The batch being gathered, where batches go, and the quotas to settle.
+struct Rows {
+    batch: Vec<EventRow>,
+    batches: mpsc::Sender<Batch>,
+    limiter: Arc<Limiter>,
+}
+
+impl Rows {
+    /// Settles the request's reservations to what it used and adds its event.
+    async fn push(&mut self, f: &Finished, (prompt, completion, estimated, cost): Measured) {
+        for s in f.settlements.iter().cloned() {
+            let limiter = self.limiter.clone();
+            let used = if s.used {
+                QuotaUsage {
+                    tokens: prompt.saturating_add(completion),
+                    cost,
+                }
+            } else {
+                QuotaUsage::default()
+            };
+            tokio::spawn(async move { limiter.settle(&s.admitted, used).await });
+        }
+        self.batch.push(row(f, prompt, completion, estimated, cost));
+        if self.batch.len() >= BATCH_SIZE {
+            self.send(None).await;
+        }
+    }
+
+    /// Hands the batch to the writer.
+    async fn send(&mut self, done: Option<tokio::sync::oneshot::Sender<()>>) {
+        let rows = std::mem::take(&mut self.batch);
+        let _ = self.batches.send(Batch { rows, done }).await;
     }
 }
 
@@ -470,4 +582,133 @@ fn read_spill(path: &PathBuf) -> std::io::Result<Vec<EventRow>> {
 /// A new event id.
 pub fn event_id() -> String {
     format!("ev_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+
+    use prometheus::Opts;
+    use sea_orm_migration::sea_orm::{EntityTrait, QueryOrder};
+    use tollgate_core::config::{OnStoreError, QuotaSettings};
+
+    use super::*;
+    use crate::quota::MemoryStore;
+
+    /// Opened by the test: until then the estimate of the request `slow` does not end.
+    static GATE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+    fn gated(f: &Finished) -> Measured {
+        if f.request_id == "slow" {
+            let (open, opened) = &GATE;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        }
+        if f.request_id == "broken" {
+            panic!("the tokenizer failed");
+        }
+        (1, 2, true, 0)
+    }
+
+    fn finished(request_id: &str, usage: Option<Usage>) -> Finished {
+        Finished {
+            event_id: event_id(),
+            request_id: request_id.into(),
+            occurred_at: Utc::now(),
+            key_id: None,
+            user_id: None,
+            team_id: None,
+            model: "m".into(),
+            deployment: "d".into(),
+            status: 200,
+            latency_ms: 1,
+            ttft_ms: None,
+            usage,
+            upstream_ok: true,
+            streamed: false,
+            endpoint: Endpoint::ChatCompletions,
+            request_body: Bytes::from_static(b"0123456789abcdef"),
+            content_events: 0,
+            response_bytes: 40,
+            pricing: None,
+            settlements: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_slow_estimate_holds_back_no_other_event_and_a_failed_one_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let backend = Arc::new(Backend::start(&url, None).unwrap());
+        let rt = backend.handle().clone();
+        rt.block_on(crate::store::migrate(&backend.db)).unwrap();
+        let settings = QuotaSettings {
+            on_store_error: OnStoreError::FailClosed,
+            default_max_tokens: 16,
+            slot_lease: Duration::from_secs(60),
+        };
+        let limiter = Limiter::new(
+            Arc::new(MemoryStore::new()),
+            false,
+            settings,
+            backend.clone(),
+        );
+        let outcomes = IntCounterVec::new(Opts::new("events", "events"), &["outcome"]).unwrap();
+        let meter = Meter::start_with(
+            backend.clone(),
+            limiter,
+            dir.path().join("spill.jsonl"),
+            outcomes,
+            gated,
+        );
+        let stored = |db: DatabaseConnection| async move {
+            usage_event::Entity::find()
+                .order_by_asc(usage_event::Column::Id)
+                .all(&db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.request_id)
+                .collect::<Vec<_>>()
+        };
+
+        meter.record(finished("slow", None));
+        meter.record(finished("estimated", None));
+        meter.record(finished("broken", None));
+        let usage = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 9,
+        };
+        meter.record(finished("reported", Some(usage)));
+        // Written at the next flush interval while `slow` is still being estimated.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let early = loop {
+            let ids = rt.block_on(stored(backend.db.clone()));
+            if ids.len() >= 3 || std::time::Instant::now() > deadline {
+                break ids;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut sorted = early.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["broken", "estimated", "reported"]);
+
+        *GATE.0.lock().unwrap() = true;
+        GATE.1.notify_all();
+        rt.block_on(meter.flush());
+        let all = rt
+            .block_on(usage_event::Entity::find().all(&backend.db))
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        let by_id = |id: &str| all.iter().find(|e| e.request_id == id).unwrap();
+        assert_eq!(by_id("slow").prompt_tokens, 1);
+        assert_eq!(by_id("reported").completion_tokens, 9);
+        assert!(!by_id("reported").estimated);
+        // The tokenizer's failure falls back to a token per four bytes of prompt.
+        let broken = by_id("broken");
+        assert!(broken.estimated);
+        assert_eq!(broken.prompt_tokens, 4);
+    }
 }

@@ -213,6 +213,6 @@ local replies, k, a = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
   local ok, reply = pcall(reserve, k, a)
   replies[r] = ok and reply or {-1, tostring(type(reply) == 'table' and reply.err or reply)}
-  k, a = k + 3 * struct.unpack('<d', ARGV[a + 1], 41), a + 6
+  k, a = k + 3 * unpack_packed('<d', ARGV[a + 1], 41), a + 6
 end
 return replies
