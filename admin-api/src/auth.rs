@@ -1,7 +1,8 @@
 //! Who is calling: an admin session token (a JWT signed with HS256 under a key derived from
 //! `TOLLGATE_SECRET_KEY`) or the operator's master key. The user behind a token is read
 //! from the store on every request, so disabling a user or changing a role takes effect at
-//! once, not when the token expires.
+//! once, not when the token expires; a token also carries a stamp of the user's password,
+//! so changing the password ends every session logged in with the old one.
 
 use std::{
     net::SocketAddr,
@@ -17,7 +18,7 @@ use josekit::{
     jwt::{self, JwtPayload, JwtPayloadValidator},
 };
 use tollgate_core::{
-    secrets::constant_time_eq,
+    secrets::{constant_time_eq, password_stamp},
     store::{
         Actor,
         entity::{
@@ -44,12 +45,11 @@ pub struct SessionToken {
 /// How long refreshing can extend a session past its login.
 pub const MAX_SESSION: Duration = Duration::from_secs(12 * 3600);
 
-/// Signs a session token for `user_id`, valid for `ttl` from now, for a login at `login`
+/// Signs a session token for `user`, valid for `ttl` from now, for a login at `login`
 /// (now, or the original login when refreshing).
 pub fn issue_token(
     key: &[u8; 32],
-    user_id: i64,
-    role: Role,
+    user: &user::Model,
     ttl: Duration,
     login: Option<SystemTime>,
 ) -> Result<SessionToken, ApiError> {
@@ -61,24 +61,22 @@ pub fn issue_token(
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         );
-    sign_session(key, user_id, role, now, now + ttl, login.unwrap_or(now))
+    sign_session(key, user, now, now + ttl, login.unwrap_or(now))
 }
 
 /// Signs a session token with explicit times (a login at `issued_at`).
 pub fn sign_token(
     key: &[u8; 32],
-    user_id: i64,
-    role: Role,
+    user: &user::Model,
     issued_at: SystemTime,
     expires_at: SystemTime,
 ) -> Result<SessionToken, ApiError> {
-    sign_session(key, user_id, role, issued_at, expires_at, issued_at)
+    sign_session(key, user, issued_at, expires_at, issued_at)
 }
 
 fn sign_session(
     key: &[u8; 32],
-    user_id: i64,
-    role: Role,
+    user: &user::Model,
     issued_at: SystemTime,
     expires_at: SystemTime,
     login: SystemTime,
@@ -90,11 +88,14 @@ fn sign_session(
         .map_err(|e| ApiError::Internal(format!("building the token: {e}")))?;
     payload.set_issuer(ISSUER);
     payload.set_audience(vec![AUDIENCE]);
-    payload.set_subject(user_id.to_string());
+    payload.set_subject(user.id.to_string());
     payload.set_issued_at(&issued_at);
     payload.set_expires_at(&expires_at);
     payload
-        .set_claim("role", Some(role.as_str().into()))
+        .set_claim("role", Some(user.role.as_str().into()))
+        .map_err(|e| ApiError::Internal(format!("building the token: {e}")))?;
+    payload
+        .set_claim("pwd", Some(password_stamp(key, &user.password_hash).into()))
         .map_err(|e| ApiError::Internal(format!("building the token: {e}")))?;
     let mut header = JwsHeader::new();
     header.set_token_type("JWT");
@@ -106,9 +107,18 @@ fn sign_session(
     Ok(SessionToken { token, expires_at })
 }
 
-/// Checks a session token's signature, algorithm, issuer, audience and lifetime; returns
-/// the user id it was issued to and when that session logged in.
-pub fn verify_token(key: &[u8; 32], token: &str) -> Result<(i64, SystemTime), ApiError> {
+/// What a verified session token says.
+#[derive(Debug)]
+pub struct Session {
+    pub user_id: i64,
+    /// When the session logged in.
+    pub login: SystemTime,
+    /// The stamp of the password it logged in with.
+    pub password_stamp: String,
+}
+
+/// Checks a session token's signature, algorithm, issuer, audience and lifetime.
+pub fn verify_token(key: &[u8; 32], token: &str) -> Result<Session, ApiError> {
     let invalid = || ApiError::Unauthenticated("invalid session token; log in again".into());
     let verifier = HS256
         .verifier_from_bytes(key)
@@ -136,7 +146,16 @@ pub fn verify_token(key: &[u8; 32], token: &str) -> Result<(i64, SystemTime), Ap
         .and_then(|v| v.as_u64())
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
         .ok_or_else(invalid)?;
-    Ok((user_id, login))
+    let password_stamp = payload
+        .claim("pwd")
+        .and_then(|v| v.as_str())
+        .ok_or_else(invalid)?
+        .to_string();
+    Ok(Session {
+        user_id,
+        login,
+        password_stamp,
+    })
 }
 
 /// Who is calling.
@@ -272,8 +291,9 @@ impl FromRequestParts<AdminState> for Caller {
                 login: None,
             });
         }
-        let (user_id, login) = verify_token(state.inner.secret.jwt_key(), token)?;
-        let user = match users::get_user(&state.inner.db, user_id).await {
+        let key = state.inner.secret.jwt_key();
+        let session = verify_token(key, token)?;
+        let user = match users::get_user(&state.inner.db, session.user_id).await {
             Ok(user) => user,
             Err(tollgate_core::store::StoreError::NotFound(_)) => {
                 return Err(ApiError::Unauthenticated(
@@ -285,10 +305,16 @@ impl FromRequestParts<AdminState> for Caller {
         if user.disabled {
             return Err(ApiError::Unauthenticated("this user is disabled".into()));
         }
+        let stamp = password_stamp(key, &user.password_hash);
+        if !constant_time_eq(stamp.as_bytes(), session.password_stamp.as_bytes()) {
+            return Err(ApiError::Unauthenticated(
+                "the password was changed after this session logged in; log in again".into(),
+            ));
+        }
         Ok(Caller {
             principal: Principal::User(user),
             ip,
-            login: Some(login),
+            login: Some(session.login),
         })
     }
 }
@@ -299,26 +325,44 @@ mod tests {
 
     const KEY: [u8; 32] = [7; 32];
 
+    fn user(id: i64, role: Role, password_hash: &str) -> user::Model {
+        user::Model {
+            id,
+            email: format!("u{id}@example.com"),
+            password_hash: password_hash.into(),
+            role,
+            disabled: false,
+            rpm_limit: None,
+            tpm_limit: None,
+            concurrency_limit: None,
+            budget_micro_usd: None,
+            budget_period: None,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
     #[test]
     fn tokens_round_trip() {
-        let t = issue_token(&KEY, 42, Role::Member, Duration::from_secs(60), None).unwrap();
-        assert_eq!(verify_token(&KEY, &t.token).unwrap().0, 42);
+        let member = user(42, Role::Member, "hash-1");
+        let t = issue_token(&KEY, &member, Duration::from_secs(60), None).unwrap();
+        let session = verify_token(&KEY, &t.token).unwrap();
+        assert_eq!(session.user_id, 42);
+        assert_eq!(session.password_stamp, password_stamp(&KEY, "hash-1"));
+        // Another password (hash), another stamp; the hash itself is not in the token.
+        assert_ne!(session.password_stamp, password_stamp(&KEY, "hash-2"));
+        assert!(!t.token.contains("hash-1"));
     }
 
     #[test]
     fn forged_expired_and_unsigned_tokens_fail() {
-        let t = issue_token(&KEY, 42, Role::Admin, Duration::from_secs(60), None).unwrap();
+        let admin = user(42, Role::Admin, "hash");
+        let t = issue_token(&KEY, &admin, Duration::from_secs(60), None).unwrap();
         assert!(verify_token(&[8; 32], &t.token).is_err());
 
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-        let expired = sign_token(
-            &KEY,
-            42,
-            Role::Admin,
-            hour_ago,
-            hour_ago + Duration::from_secs(60),
-        )
-        .unwrap();
+        let expired =
+            sign_token(&KEY, &admin, hour_ago, hour_ago + Duration::from_secs(60)).unwrap();
         let err = verify_token(&KEY, &expired.token).unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
 

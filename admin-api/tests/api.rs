@@ -655,19 +655,57 @@ both!(sessions_and_the_last_admin, |app: App| async move {
         )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.text);
+    // The new password ends the sessions logged in with the old one, this one included.
+    for path in ["/api/auth/me", "/api/auth/refresh"] {
+        let method = if path.ends_with("me") { "GET" } else { "POST" };
+        let ended = app.call(method, path, Some(&token), None).await;
+        assert_eq!(ended.status, 401, "{}", ended.text);
+        assert!(
+            ended.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("password was changed"),
+            "{}",
+            ended.text
+        );
+    }
+    let relogin = login("member@example.com", "a-brand-new-password").await;
+    assert_eq!(relogin.status, 200, "{}", relogin.text);
+    let token = relogin.body["token"].as_str().unwrap().to_string();
     assert_eq!(
-        login("member@example.com", "a-brand-new-password")
+        app.call("GET", "/api/auth/me", Some(&token), None)
             .await
             .status,
         200
     );
+    // An admin setting the password ends them as well.
+    let reset = app
+        .call(
+            "PATCH",
+            &own,
+            M,
+            Some(json!({ "password": "an-admin-set-password" })),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.text);
+    assert_eq!(
+        app.call("GET", "/api/auth/me", Some(&token), None)
+            .await
+            .status,
+        401
+    );
+    let relogin = login("member@example.com", "an-admin-set-password").await;
+    assert_eq!(relogin.status, 200, "{}", relogin.text);
+    let token = relogin.body["token"].as_str().unwrap().to_string();
 
     // Refreshing cannot stretch a session past 12 hours from its login.
+    let member = tollgate_core::store::users::get_user(&app.db, app.member.id)
+        .await
+        .unwrap();
     let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
     let old = tollgate_admin::auth::sign_token(
         app.secret.jwt_key(),
-        app.member.id,
-        Role::Member,
+        &member,
         day_ago,
         std::time::SystemTime::now() + std::time::Duration::from_secs(600),
     )

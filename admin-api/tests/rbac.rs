@@ -147,15 +147,23 @@ async fn fixture(app: &App) -> Fixture {
     }
 }
 
-fn token(app: &App, caller: Caller) -> Option<String> {
+/// A token of the caller's current password: a row may have changed it.
+async fn token(app: &App, caller: Caller) -> Option<String> {
+    let current = |user: &tollgate_core::store::entity::user::Model| {
+        let id = user.id;
+        async move {
+            tollgate_core::store::users::get_user(&app.db, id)
+                .await
+                .unwrap()
+        }
+    };
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     match caller {
         Caller::Anonymous => None,
         Caller::Expired => Some(
             sign_token(
                 app.secret.jwt_key(),
-                app.admin.id,
-                Role::Admin,
+                &app.admin,
                 hour_ago,
                 hour_ago + Duration::from_secs(600),
             )
@@ -165,8 +173,7 @@ fn token(app: &App, caller: Caller) -> Option<String> {
         Caller::Forged => Some(
             sign_token(
                 &[9; 32],
-                app.admin.id,
-                Role::Admin,
+                &app.admin,
                 SystemTime::now(),
                 SystemTime::now() + Duration::from_secs(600),
             )
@@ -182,9 +189,9 @@ fn token(app: &App, caller: Caller) -> Option<String> {
             payload.set_expires_at(&(SystemTime::now() + Duration::from_secs(600)));
             Some(jwt::encode_unsecured(&payload, &JwsHeader::new()).unwrap())
         }
-        Caller::Viewer => Some(app.token(&app.viewer)),
-        Caller::Member => Some(app.token(&app.member)),
-        Caller::Admin => Some(app.token(&app.admin)),
+        Caller::Viewer => Some(app.token(&current(&app.viewer).await)),
+        Caller::Member => Some(app.token(&current(&app.member).await)),
+        Caller::Admin => Some(app.token(&current(&app.admin).await)),
         Caller::Master => Some(common::MASTER_KEY.to_string()),
     }
 }
@@ -579,7 +586,7 @@ async fn walk(app: App) {
         for caller in CALLERS {
             let f = fixture(&app).await;
             let (path, body) = (row.request)(&f);
-            let token = token(&app, caller);
+            let token = token(&app, caller).await;
             let reply = app.call(row.method, &path, token.as_deref(), body).await;
             cells += 1;
             let want = expected(&row, caller);

@@ -81,8 +81,7 @@ pub async fn login(
     }
     let session = issue_token(
         state.secret().jwt_key(),
-        user.id,
-        user.role,
+        &user,
         state.settings().token_ttl,
         None,
     )?;
@@ -146,8 +145,7 @@ pub async fn refresh(
     }
     let session = issue_token(
         state.secret().jwt_key(),
-        user.id,
-        user.role,
+        &user,
         state.settings().token_ttl,
         Some(login),
     )?;

@@ -130,15 +130,9 @@ impl App {
 
     /// A session token for `user`.
     pub fn token(&self, user: &user::Model) -> String {
-        issue_token(
-            self.secret.jwt_key(),
-            user.id,
-            user.role,
-            Duration::from_secs(600),
-            None,
-        )
-        .unwrap()
-        .token
+        issue_token(self.secret.jwt_key(), user, Duration::from_secs(600), None)
+            .unwrap()
+            .token
     }
 
     pub async fn call(

@@ -131,6 +131,16 @@ impl ServerSecret {
     }
 }
 
+/// A stamp of a user's stored password for their session tokens, keyed with the token
+/// key (it reveals nothing of the hash): a password change makes every earlier stamp stale,
+/// which ends the sessions that carry one.
+pub fn password_stamp(key: &[u8; 32], password_hash: &str) -> String {
+    let mut mac = hmac_sha256(key);
+    mac.update(b"tollgate/v1/session-password:");
+    mac.update(password_hash.as_bytes());
+    hex(&mac.finalize().into_bytes()[..12])
+}
+
 /// Compares without an early exit, so timing does not reveal how much of a guess matched.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = a.len() ^ b.len();
