@@ -110,6 +110,11 @@ pub fn measure(f: &Finished) -> Measured {
         ),
         None => (0, 0, false),
     };
+    priced(f, prompt, completion, estimated)
+}
+
+/// The tokens with their cost from the route's price table.
+fn priced(f: &Finished, prompt: u64, completion: u64, estimated: bool) -> Measured {
     let cost = f.pricing.map_or(0, |p| p.cost(prompt, completion));
     (prompt, completion, estimated, cost)
 }
@@ -323,8 +328,7 @@ impl Estimates {
 fn by_size(f: &Finished) -> Measured {
     let prompt = crate::limiter::estimate_prompt_tokens(f.request_body.len());
     let completion = estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed);
-    let cost = f.pricing.map_or(0, |p| p.cost(prompt, completion));
-    (prompt, completion, true, cost)
+    priced(f, prompt, completion, true)
 }
 
 /// The batch being gathered, where batches go, and the quotas to settle.
