@@ -6,14 +6,14 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use tollgate_core::openai::error_body;
 
-use crate::quota::{Dimension, Limits, Snapshot};
+use crate::quota::{Dimension, Limits, Owner, Snapshot};
 
 /// A quota refusal: which limit, when to retry, and the state for the headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     pub dimension: Dimension,
-    /// Whose limit: "this API key", "your user account" or "your team".
-    pub owner: &'static str,
+    /// Whose limit refused.
+    pub owner: Owner,
     pub retry_after_ms: Option<u64>,
     pub snapshot: Snapshot,
     pub limits: Limits,
@@ -26,10 +26,10 @@ fn rate_limit_message(r: &RateLimit) -> String {
         r.retry_after_ms,
         &r.limits,
         r.resets_at.as_ref(),
-        r.owner,
+        r.owner.described(),
     );
     let wait = retry_after_ms.map_or(String::new(), |ms| {
-        format!(" Try again in {}.", crate::limiter::format_reset(ms))
+        format!(" Try again in {}.", crate::quota::headers::format_reset(ms))
     });
     match dimension {
         Dimension::Requests => format!(
@@ -251,7 +251,7 @@ impl GatewayError {
         let GatewayError::RateLimited(r) = self else {
             return Vec::new();
         };
-        let mut headers = crate::limiter::rate_limit_headers(&r.snapshot);
+        let mut headers = crate::quota::headers::rate_limit_headers(&r.snapshot);
         if let Some(ms) = r.retry_after_ms {
             headers.push(("retry-after", ms.div_ceil(1000).max(1).to_string()));
             headers.push(("retry-after-ms", ms.to_string()));

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, json_schema};
-use tollgate_proxy::{keys_cli, server, store, users_cli};
+use tollgate_proxy::{backend::database, cli, server};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -243,7 +243,7 @@ fn with_database<T>(
     ) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let config = Config::from_file(config).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    store::with_migrated(&config.server.data_dir, work)
+    database::with_migrated(&config.server.data_dir, work)
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -275,7 +275,7 @@ fn keys(config: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             expires_in,
         } => {
             let secret = server::load_secret(&data_dir, url)?;
-            let args = keys_cli::CreateArgs {
+            let args = cli::keys::CreateArgs {
                 name,
                 user,
                 team_id,
@@ -287,10 +287,10 @@ fn keys(config: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                 budget_period,
                 expires_in,
             };
-            keys_cli::create(db, &secret, args).await
+            cli::keys::create(db, &secret, args).await
         }
-        KeysCommand::List { user, all } => keys_cli::list(db, user, all).await,
-        KeysCommand::Revoke { id } => keys_cli::revoke(db, &id).await,
+        KeysCommand::List { user, all } => cli::keys::list(db, user, all).await,
+        KeysCommand::Revoke { id } => cli::keys::revoke(db, &id).await,
     })
 }
 
@@ -302,9 +302,9 @@ fn users(config: &std::path::Path, command: UsersCommand) -> anyhow::Result<()> 
             password_stdin,
         } => {
             let role = role.parse().map_err(anyhow::Error::msg)?;
-            users_cli::create(db, &email, role, password_stdin).await
+            cli::users::create(db, &email, role, password_stdin).await
         }
-        UsersCommand::List => users_cli::list(db).await,
+        UsersCommand::List => cli::users::list(db).await,
     })
 }
 
@@ -312,7 +312,7 @@ fn migrate(config: &std::path::Path) -> anyhow::Result<()> {
     with_database(config, async |url, _, applied| {
         println!(
             "{}: {} migrations applied",
-            store::redact(url),
+            database::redact(url),
             applied.len()
         );
         for name in applied {

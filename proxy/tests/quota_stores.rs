@@ -52,7 +52,7 @@ async fn settle_cost(store: &dyn QuotaStore, r: &Reservation, cost: i64) {
 async fn redis_store() -> (Arc<RedisStore>, fred::clients::Client, String) {
     let url =
         std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = tollgate_proxy::redis::connect(&url).await.unwrap();
+    let client = tollgate_proxy::backend::redis::connect(&url).await.unwrap();
     let prefix = format!("tgtest{}", fastrand::u64(..));
     let store = Arc::new(RedisStore::new(
         client.clone(),

@@ -1,11 +1,35 @@
-//! Sums over usage events, e.g. to rebuild a budget's spend counter the quota store lost.
+//! Usage events: the gateway's metering inserts them (idempotent by `event_id`), and
+//! sums over them, e.g. to rebuild a budget's spend counter the quota store lost.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, sea_query::Expr,
+    ActiveValue::NotSet,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, OnConflict},
 };
 
 use super::{StoreError, entity::usage_event};
+
+/// Inserts events in one statement; an event id already stored is skipped, so writing the
+/// same event twice (a replay) counts it once.
+pub async fn insert_events<C: ConnectionTrait>(
+    db: &C,
+    events: &[usage_event::Model],
+) -> Result<(), StoreError> {
+    let models = events.iter().map(|e| usage_event::ActiveModel {
+        id: NotSet,
+        ..e.clone().into()
+    });
+    usage_event::Entity::insert_many(models)
+        .on_conflict(
+            OnConflict::column(usage_event::Column::EventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
 
 /// Whose events to sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

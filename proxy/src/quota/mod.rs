@@ -3,6 +3,11 @@
 //! real usage afterwards. Two stores with the same semantics: Redis (shared by every
 //! replica, one Lua script per step) and an in-process store for the embedded mode.
 
+pub mod headers;
+pub mod holds;
+pub mod limiter;
+pub mod scopes;
+
 mod memory;
 mod redis_store;
 
@@ -173,6 +178,18 @@ pub enum Owner {
     Team(i64),
     /// An upstream deployment (no budget).
     Deployment,
+}
+
+impl Owner {
+    /// Whose limit this is, as a refusal's message names it.
+    pub fn described(self) -> &'static str {
+        match self {
+            Owner::Key(_) => "this API key",
+            Owner::User(_) => "your user account",
+            Owner::Team(_) => "your team",
+            Owner::Deployment => "the upstream deployments of this model",
+        }
+    }
 }
 
 /// One request's claim on every scope it counts against; all are checked and reserved

@@ -30,7 +30,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::redis::{COMMAND_TIMEOUT, another_connection};
+use crate::backend::redis::{COMMAND_TIMEOUT, another_connection};
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,

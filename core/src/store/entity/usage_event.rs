@@ -1,11 +1,15 @@
-//! `usage_events`: one row per finished request, idempotent by `event_id`.
+//! `usage_events`: one row per finished request, idempotent by `event_id`. The metering
+//! writes this row as it is (its serde form is the spill file's line, without `id`).
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "usage_events")]
 pub struct Model {
+    /// Assigned by the database; 0 in an event not yet stored.
     #[sea_orm(primary_key)]
+    #[serde(skip)]
     pub id: i64,
     #[sea_orm(unique)]
     pub event_id: String,

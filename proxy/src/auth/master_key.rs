@@ -1,22 +1,13 @@
-//! Client authentication, sent as `Authorization: Bearer <key>` or `x-api-key: <key>`: keys
-//! issued through the admin API (`tg_…`, see `client_keys`) and the operator's master key.
-//! The master key comes from `TOLLGATE_MASTER_KEY`; without it a random key is generated
-//! once and kept in the data directory, so the default setup is never open.
+//! The operator's master key: from `TOLLGATE_MASTER_KEY`, or else generated once and kept
+//! in the data directory, so the default setup is never open.
 
-use std::{fs, io::Write, path::Path};
+use std::{fs, path::Path};
 
 use anyhow::Context;
 use http::HeaderMap;
-
-use std::sync::Arc;
-
 use tollgate_core::secrets::constant_time_eq;
 
-use crate::{
-    client_keys::{ClientKey, ClientKeys},
-    error::GatewayError,
-    jwt_auth::{JwtAuth, Subject, looks_like_jwt},
-};
+use crate::{auth::secret_key::create_private_file, error::GatewayError};
 
 pub const MASTER_KEY_ENV: &str = "TOLLGATE_MASTER_KEY";
 const MASTER_KEY_FILE: &str = "master_key";
@@ -58,16 +49,8 @@ impl MasterKey {
                 Some(path),
             ));
         }
-        fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
         let key = format!("tg_master_{}", tollgate_core::secrets::base62(40)?);
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))?;
+        create_private_file(data_dir, &path, &key)?;
         Ok((MasterKey(key), Some(path)))
     }
 
@@ -79,45 +62,21 @@ impl MasterKey {
     /// Checks the request's credential.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
         let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;
-        if constant_time_eq(presented.as_bytes(), self.0.as_bytes()) {
+        if self.matches(presented) {
             Ok(())
         } else {
             Err(GatewayError::InvalidKey)
         }
     }
-}
 
-/// Who a request comes from.
-pub enum Principal {
-    /// The operator's master key.
-    Master,
-    Key(Arc<ClientKey>),
-    /// A JWT from a configured issuer, naming a user or team.
-    Jwt(Arc<Subject>),
-}
-
-/// Client authentication: the master key, or a key issued through the admin API.
-pub struct Auth {
-    pub master: MasterKey,
-    pub keys: Arc<ClientKeys>,
-    pub jwt: Arc<JwtAuth>,
-}
-
-impl Auth {
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, GatewayError> {
-        let presented = presented_key(headers).ok_or(GatewayError::MissingKey)?;
-        if constant_time_eq(presented.as_bytes(), self.master.0.as_bytes()) {
-            return Ok(Principal::Master);
-        }
-        if !self.jwt.is_empty() && looks_like_jwt(presented) {
-            return self.jwt.authenticate(presented).await.map(Principal::Jwt);
-        }
-        self.keys.authenticate(presented).await.map(Principal::Key)
+    /// Whether `presented` is this key (in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        constant_time_eq(presented.as_bytes(), self.0.as_bytes())
     }
 }
 
 /// The client's key from `Authorization: Bearer` or `x-api-key`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
         let (scheme, token) = value.trim().split_once(' ')?;

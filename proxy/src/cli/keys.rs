@@ -125,9 +125,9 @@ pub async fn revoke(db: &DatabaseConnection, public_id: &str) -> anyhow::Result<
     let key = keys::revoke_key(db, public_id, &Actor::system("cli")).await?;
     println!("revoked key {} ({})", key.public_id, key.name);
     // Running gateways cache keys: tell them, or they notice only when the entry expires.
-    match std::env::var(crate::redis::REDIS_URL_ENV) {
+    match std::env::var(crate::backend::redis::REDIS_URL_ENV) {
         Ok(url) if !url.is_empty() => {
-            crate::invalidation::publish_once(&url, &KeyChange::Key(key.public_id)).await?;
+            crate::auth::invalidation::publish_once(&url, &KeyChange::Key(key.public_id)).await?;
         }
         _ => eprintln!(
             "note: without TOLLGATE_REDIS_URL, running gateways refuse the key once their cache entry expires (within 60 s)"

@@ -14,7 +14,7 @@ use pingora::{http::RequestHeader, upstreams::peer::HttpPeer};
 use tollgate_core::config::{Provider, ProviderKind, Timeouts};
 use url::Url;
 
-use crate::endpoints::Endpoint;
+use crate::downstream::endpoints::Endpoint;
 
 /// How long a DNS answer is used before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -130,6 +130,20 @@ impl Upstream {
         options.write_timeout = Some(self.timeouts.idle);
         options.idle_timeout = Some(POOL_IDLE);
         Ok(Box::new(peer))
+    }
+
+    /// [`Upstream::peer`], failing as a Pingora error that is retried on another deployment
+    /// when `retry`.
+    pub async fn connect_to(&self, stream: bool, retry: bool) -> pingora::Result<Box<HttpPeer>> {
+        self.peer(stream).await.map_err(|e| {
+            let mut err = pingora::Error::because(
+                pingora::ErrorType::ConnectNoRoute,
+                format!("resolving the address of provider {}", self.name),
+                e,
+            );
+            err.set_retry(retry);
+            err
+        })
     }
 
     async fn resolve(&self) -> std::io::Result<SocketAddr> {

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::endpoints::Endpoint;
+use crate::downstream::endpoints::Endpoint;
 
 /// OpenAI's chat format: every message costs 3 tokens of framing, a `name` one more, and
 /// the reply's priming 3.

@@ -1,9 +1,11 @@
 //! Prometheus metrics of the proxy, and the listener that serves `/metrics`, `/healthz`
 //! and `/readyz`. Labels are model, provider, endpoint and status: never keys or users.
 
+mod request;
+
 use std::{net::SocketAddr, time::Duration};
 
-use crate::listeners::ListenerSlot;
+use crate::server::listeners::ListenerSlot;
 use async_trait::async_trait;
 use axum::{Router, http::StatusCode, routing::get};
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};

@@ -8,7 +8,7 @@ use pingora::{server::ShutdownWatch, services::background::BackgroundService};
 use tollgate_admin::{AdminSettings, AdminState, ChangeHook};
 use tollgate_core::secrets::ServerSecret;
 
-use crate::{listeners::ListenerSlot, store};
+use crate::{backend::database, server::listeners::ListenerSlot};
 
 pub struct AdminService {
     listener: ListenerSlot,
@@ -45,7 +45,7 @@ impl BackgroundService for AdminService {
         let Some(listener) = self.listener.take() else {
             return;
         };
-        let db = match store::connect(&self.database_url).await {
+        let db = match database::connect(&self.database_url).await {
             Ok(db) => db,
             Err(e) => {
                 tracing::error!("admin API not started: {e:#}");

@@ -3,12 +3,13 @@
 //! to the runtime that created them, so store work is spawned here and awaited from the
 //! request path through a join handle.
 
+pub mod database;
+pub mod redis;
+
 use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm_migration::sea_orm::DatabaseConnection;
-
-use crate::store;
 
 pub struct Backend {
     runtime: &'static tokio::runtime::Runtime,
@@ -28,9 +29,9 @@ impl Backend {
             .build()?;
         // Lives as long as the process: dropping a runtime inside another one panics.
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
-        let db = runtime.block_on(store::connect(database_url))?;
+        let db = runtime.block_on(database::connect(database_url))?;
         let redis = redis_url
-            .map(|url| runtime.block_on(crate::redis::connect(url)))
+            .map(|url| runtime.block_on(crate::backend::redis::connect(url)))
             .transpose()
             .context("connecting to Redis")?;
         Ok(Backend { runtime, db, redis })

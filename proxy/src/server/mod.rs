@@ -1,6 +1,10 @@
 //! Assembles the gateway process: binds the listeners, starts the in-process mock upstream
 //! when the config uses one, and runs the proxy, metrics and mock as Pingora services.
 
+pub mod admin_service;
+pub mod listeners;
+pub mod mock_upstream;
+
 use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
@@ -20,25 +24,25 @@ use tollgate_admin::AdminSettings;
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{
-    admin_service::AdminService,
+    auth::client_keys::ClientKeys,
+    auth::invalidation,
+    auth::jwt::JwtAuth,
+    auth::secret_key::{self, SecretSource},
     auth::{Auth, MasterKey},
     backend::Backend,
-    client_keys::ClientKeys,
+    backend::database,
+    cli::users,
+    downstream::models::ModelCatalog,
     gateway::Gateway,
-    invalidation,
-    jwt_auth::JwtAuth,
-    limiter::Limiter,
-    listeners::{bind, reserve},
     metering::Meter,
     metrics::{Metrics, MetricsService},
-    mock_upstream::MockUpstreamService,
-    models::ModelCatalog,
+    quota::limiter::Limiter,
     quota::{MemoryStore, RedisStore},
     routing::RouteTable,
-    secret_key::{self, SecretSource},
-    store,
+    server::admin_service::AdminService,
+    server::listeners::{bind, reserve},
+    server::mock_upstream::MockUpstreamService,
     upstream::Upstream,
-    users_cli,
 };
 
 /// Where the process ended up listening; printed as one JSON line on stdout at start-up so
@@ -52,14 +56,42 @@ struct Listening {
     mock_upstream: Option<SocketAddr>,
 }
 
-/// Runs the gateway until it is told to stop (SIGTERM: gracefully; SIGINT: at once).
-pub fn serve(config_path: &Path) -> anyhow::Result<()> {
+/// What both `serve` and `serve_admin` start from.
+struct Prepared {
+    config: Config,
+    master_key: MasterKey,
+    /// Where the master key was generated and kept, if it was.
+    key_file: Option<std::path::PathBuf>,
+    database_url: String,
+    secret: Arc<ServerSecret>,
+}
+
+/// Reads the config, the master key and the server secret, and migrates the database.
+fn prepare(config_path: &Path) -> anyhow::Result<Prepared> {
     let mut config =
         Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
     let (master_key, key_file) = MasterKey::load(&config.server.data_dir)?;
-    let database_url = store::database_url(&config.server.data_dir)?;
+    let database_url = database::database_url(&config.server.data_dir)?;
     let secret = load_secret(&config.server.data_dir, &database_url)?;
     prepare_database(&mut config, &secret)?;
+    Ok(Prepared {
+        config,
+        master_key,
+        key_file,
+        database_url,
+        secret,
+    })
+}
+
+/// Runs the gateway until it is told to stop (SIGTERM: gracefully; SIGINT: at once).
+pub fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let Prepared {
+        config,
+        master_key,
+        key_file,
+        database_url,
+        secret,
+    } = prepare(config_path)?;
     let redis_url = redis_url();
     let backend = Arc::new(Backend::start(&database_url, redis_url.as_deref())?);
     let client_keys = ClientKeys::new(secret.clone(), backend.clone());
@@ -204,15 +236,15 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 /// runtime: Pingora's services each start their own.
 fn prepare_database(config: &mut Config, secret: &ServerSecret) -> anyhow::Result<()> {
     let data_dir = config.server.data_dir.clone();
-    store::with_migrated(&data_dir, async |url, db, applied| {
+    database::with_migrated(&data_dir, async |url, db, applied| {
         if !applied.is_empty() {
             tracing::info!(
                 "applied {} database migrations to {}",
                 applied.len(),
-                store::redact(url)
+                database::redact(url)
             );
         }
-        users_cli::bootstrap_admin(db).await?;
+        users::bootstrap_admin(db).await?;
         resolve_credentials(config, db, secret).await
     })
 }
@@ -272,7 +304,7 @@ fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
         Some(client) => {
             let store = Arc::new(RedisStore::new(
                 client.clone(),
-                &crate::redis::prefix(),
+                &crate::backend::redis::prefix(),
                 backend.handle(),
             ));
             Limiter::new(store, true, config.quota.clone(), backend.clone())
@@ -289,7 +321,7 @@ fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
 /// `TOLLGATE_REDIS_URL`, if set: quotas, key-change messages and spend totals shared by
 /// every replica. Without it the embedded in-process store serves one process.
 fn redis_url() -> Option<String> {
-    std::env::var(crate::redis::REDIS_URL_ENV)
+    std::env::var(crate::backend::redis::REDIS_URL_ENV)
         .ok()
         .filter(|u| !u.is_empty())
 }
@@ -297,12 +329,13 @@ fn redis_url() -> Option<String> {
 /// `tollgate admin`: the admin API alone, for deployments that scale it apart from the
 /// proxy. Serves until SIGINT or SIGTERM.
 pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
-    let mut config =
-        Config::from_file(config_path).map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))?;
-    let (master_key, _) = MasterKey::load(&config.server.data_dir)?;
-    let database_url = store::database_url(&config.server.data_dir)?;
-    let secret = load_secret(&config.server.data_dir, &database_url)?;
-    prepare_database(&mut config, &secret)?;
+    let Prepared {
+        config,
+        master_key,
+        database_url,
+        secret,
+        ..
+    } = prepare(config_path)?;
     let listener = bind(config.server.admin_listen, "admin")?;
     let addr = listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -315,7 +348,7 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
         );
     }
     runtime.block_on(async {
-        let db = store::connect(&database_url).await?;
+        let db = database::connect(&database_url).await?;
         let state = tollgate_admin::AdminState::new(
             db,
             secret,

@@ -1,11 +1,19 @@
 //! The route table: model names and aliases to their deployments, and the weighted choice
 //! of which deployment serves a request (untried ones first, weight-0 ones as fallbacks).
+//! `attempts` follows one request's attempts; `choice` picks each attempt's deployment
+//! together with its quota.
+
+pub mod attempts;
+pub mod choice;
 
 use std::{collections::HashMap, sync::Arc};
 
 use tollgate_core::config::{Config, Pricing};
 
-use crate::upstream::Upstream;
+use crate::{
+    quota::{Limits, Owner, Scoped},
+    upstream::Upstream,
+};
 
 pub struct RouteTable {
     routes: HashMap<String, Arc<Route>>,
@@ -31,6 +39,19 @@ impl RouteDeployment {
     /// The quota scope of this deployment: the provider account and upstream model.
     pub fn scope(&self) -> String {
         format!("d:{}/{}", self.upstream.name, self.upstream_model)
+    }
+
+    /// This deployment's own limits as a quota scope, if it has any.
+    pub fn quota_scope(&self) -> Option<Scoped> {
+        (self.rpm.is_some() || self.tpm.is_some()).then(|| Scoped {
+            scope: self.scope(),
+            limits: Limits {
+                rpm: self.rpm,
+                tpm: self.tpm,
+                ..Default::default()
+            },
+            owner: Owner::Deployment,
+        })
     }
 }
 

@@ -45,23 +45,28 @@ pub fn load(data_dir: &Path, production: bool) -> anyhow::Result<(ServerSecret, 
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(_) => {
-            fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
             let generated = tollgate_core::secrets::base62(64)?;
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            writeln!(file, "{generated}").with_context(|| format!("writing {}", path.display()))?;
+            create_private_file(data_dir, &path, &generated)?;
             generated
         }
     };
     let secret = ServerSecret::new(text.trim(), &previous)
         .with_context(|| format!("the secret in {}", path.display()))?;
     Ok((secret, SecretSource::DevFile(path)))
+}
+
+/// Writes a newly generated secret to a file only its owner can read; fails if the file
+/// exists (another process made it first).
+pub(crate) fn create_private_file(data_dir: &Path, path: &Path, text: &str) -> anyhow::Result<()> {
+    fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{text}").with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -77,5 +77,5 @@ pub async fn subscriber(url: &str) -> anyhow::Result<SubscriberClient> {
 
 /// The URL with its password hidden, for messages.
 pub fn redact(url: &str) -> String {
-    crate::store::redact(url)
+    crate::backend::database::redact(url)
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
 use tollgate_mock::MockOptions;
 
-use crate::listeners::ListenerSlot;
+use crate::server::listeners::ListenerSlot;
 
 pub struct MockUpstreamService {
     listener: ListenerSlot,

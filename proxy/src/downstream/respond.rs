@@ -41,3 +41,39 @@ pub async fn error(
     extra.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
     json(session, err.status(), err.body(), request_id, &extra).await
 }
+
+/// The status of the final response sent to the client, if any: an interim
+/// `100 Continue` does not count.
+pub fn final_status(session: &Session) -> Option<u16> {
+    session
+        .response_written()
+        .filter(|r| !r.status.is_informational())
+        .map(|r| r.status.as_u16())
+}
+
+/// Answers a request that failed with `err`; returns the status the client got. Once a
+/// status was sent it cannot change, but a stream between events can still carry the
+/// error as an event.
+pub async fn failure(
+    session: &mut Session,
+    err: &GatewayError,
+    request_id: &str,
+    stream_between_events: bool,
+) -> u16 {
+    match final_status(session) {
+        None => {
+            if let Err(write) = error(session, err, request_id).await {
+                tracing::debug!("could not send the error response: {write}");
+            }
+            err.status().as_u16()
+        }
+        Some(status) => {
+            if stream_between_events {
+                let _ = session
+                    .write_response_body(Some(err.sse_event()), true)
+                    .await;
+            }
+            status
+        }
+    }
+}

@@ -8,10 +8,10 @@ use fred::prelude::*;
 use tollgate_admin::ChangeHook;
 use tollgate_core::store::keys::KeyChange;
 
-use crate::{backend::Backend, client_keys::ClientKeys, jwt_auth::JwtAuth};
+use crate::{auth::client_keys::ClientKeys, auth::jwt::JwtAuth, backend::Backend};
 
 fn channel() -> String {
-    format!("{}:key-changes", crate::redis::prefix())
+    format!("{}:key-changes", crate::backend::redis::prefix())
 }
 
 fn evict(keys: &ClientKeys, jwt: &JwtAuth, change: &KeyChange) {
@@ -45,7 +45,7 @@ pub fn hook(caches: Option<(Arc<ClientKeys>, Arc<JwtAuth>)>, backend: Arc<Backen
 pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, backend: &Backend) {
     let url = redis_url.to_string();
     backend.handle().spawn(async move {
-        let subscriber = match crate::redis::subscriber(&url).await {
+        let subscriber = match crate::backend::redis::subscriber(&url).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("key-change subscription not started: {e:#}");
@@ -91,7 +91,7 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, back
 
 /// Publishes one change from a short-lived process (the CLI) to every gateway replica.
 pub async fn publish_once(redis_url: &str, change: &KeyChange) -> anyhow::Result<()> {
-    let client = crate::redis::connect(redis_url).await?;
+    let client = crate::backend::redis::connect(redis_url).await?;
     let message = serde_json::to_string(change)?;
     let published: Result<(), _> = client.publish(channel(), message).await;
     let _ = client.quit().await;

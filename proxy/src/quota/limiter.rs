@@ -12,24 +12,18 @@ use std::{
 use chrono::Utc;
 use tollgate_core::{
     body::RequestProbe,
-    config::{OnStoreError, Pricing, QuotaSettings, SubjectKind},
-    store::{
-        entity::api_key::BudgetPeriod,
-        limits::QuotaLimits,
-        usage::{self, Spender},
-    },
+    config::{OnStoreError, Pricing, QuotaSettings},
+    store::usage::{self, Spender},
 };
 
 use crate::{
     backend::Backend,
-    client_keys::ClientKey,
     error::{GatewayError, RateLimit},
-    jwt_auth::Subject,
     metering::Meter,
     metrics::Metrics,
     quota::{
-        Budget, Decision, Limits, MemoryStore, Owner, Period, QuotaError, QuotaStore, Reservation,
-        Scoped, Snapshot, Usage, now_ms,
+        Decision, MemoryStore, Owner, QuotaError, QuotaStore, Reservation, Scoped, Snapshot, Usage,
+        now_ms, scopes::estimate_prompt_tokens,
     },
 };
 
@@ -98,110 +92,20 @@ pub struct Limiter {
     meter: std::sync::OnceLock<std::sync::Weak<Meter>>,
 }
 
+/// What a request claims in each scope it counts against, before it is sent.
+pub struct Claim<'a> {
+    pub request_id: &'a str,
+    /// Size of the body as sent upstream: the prompt estimate.
+    pub body_len: usize,
+    pub probe: &'a RequestProbe,
+    /// Whether the endpoint generates tokens (not embeddings).
+    pub completes: bool,
+    pub pricing: Option<&'a Pricing>,
+}
+
 /// Upper bounds on what one request may reserve, whatever it asks for.
 const MAX_COMPLETION_TOKENS: u64 = 10_000_000;
 const MAX_CHOICES: u64 = 128;
-
-/// A rough prompt size: about four bytes of JSON per token. Reservations need an upper
-/// estimate, not a count; settlement uses the upstream's real usage.
-pub fn estimate_prompt_tokens(body_len: usize) -> u64 {
-    (body_len as u64).div_ceil(4)
-}
-
-/// Quota limits as the store holds them, for the period containing `now`.
-pub fn limits(stored: &QuotaLimits, now: chrono::DateTime<Utc>) -> Limits {
-    let positive = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).filter(|v| *v > 0);
-    let budget = match (stored.budget_micro_usd, stored.budget_period) {
-        (Some(limit), Some(period)) => Some(Budget::new(
-            limit,
-            match period {
-                BudgetPeriod::Day => Period::Day,
-                BudgetPeriod::Month => Period::Month,
-                BudgetPeriod::Total => Period::Total,
-            },
-            now,
-        )),
-        _ => None,
-    };
-    Limits {
-        rpm: positive(stored.rpm_limit),
-        tpm: positive(stored.tpm_limit),
-        concurrency: positive(stored.concurrency_limit),
-        budget,
-    }
-}
-
-/// The scopes a key's requests count against: the key itself, its user and its team, each
-/// where it has limits.
-pub fn scopes(key: &ClientKey, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
-    let k = &key.record.key;
-    let own = QuotaLimits {
-        rpm_limit: k.rpm_limit,
-        tpm_limit: k.tpm_limit,
-        concurrency_limit: k.concurrency_limit,
-        budget_micro_usd: k.budget_micro_usd,
-        budget_period: k.budget_period,
-    };
-    let mut scopes = Vec::with_capacity(3);
-    let mut add = |scope: String, stored: &QuotaLimits, owner: Owner| {
-        let limits = limits(stored, now);
-        if !limits.is_unlimited() {
-            scopes.push(Scoped {
-                scope,
-                limits,
-                owner,
-            });
-        }
-    };
-    // The key's public id is random: its scope never collides across databases.
-    add(format!("k:{}", k.public_id), &own, Owner::Key(k.id));
-    if let Some(user) = k.user_id {
-        add(
-            format!("u:{user}"),
-            &key.record.user_limits,
-            Owner::User(user),
-        );
-    }
-    if let Some(team) = k.team_id {
-        add(
-            format!("t:{team}"),
-            &key.record.team_limits,
-            Owner::Team(team),
-        );
-    }
-    scopes
-}
-
-/// The scope of a user or team named by a JWT.
-pub fn subject_scopes(subject: &Subject, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
-    let (scope, owner) = match subject.kind {
-        SubjectKind::User => (format!("u:{}", subject.id), Owner::User(subject.id)),
-        SubjectKind::Team => (format!("t:{}", subject.id), Owner::Team(subject.id)),
-    };
-    let limits = limits(&subject.limits, now);
-    if limits.is_unlimited() {
-        Vec::new()
-    } else {
-        vec![Scoped {
-            scope,
-            limits,
-            owner,
-        }]
-    }
-}
-
-/// How messages name a deployment's own limit.
-pub const DEPLOYMENT_OWNER: &str = "the upstream deployments of this model";
-
-/// Whom a scope stands for, in messages.
-pub fn scope_owner(scope: &str) -> &'static str {
-    match scope.split(':').next() {
-        Some("u") => "your user account",
-        Some("t") => "your team",
-        Some("d") => DEPLOYMENT_OWNER,
-        _ => "this API key",
-    }
-}
 
 impl Limiter {
     pub fn new(
@@ -226,32 +130,25 @@ impl Limiter {
 
     /// Builds the reservation of one request counting against `scopes`; `None` when none
     /// of them has limits.
-    pub fn reservation(
-        &self,
-        scopes: Vec<Scoped>,
-        request_id: &str,
-        body_len: usize,
-        probe: &RequestProbe,
-        completes: bool,
-        pricing: Option<&Pricing>,
-    ) -> Option<Reservation> {
+    pub fn reservation(&self, scopes: Vec<Scoped>, claim: &Claim<'_>) -> Option<Reservation> {
         if scopes.is_empty() {
             return None;
         }
-        let prompt = estimate_prompt_tokens(body_len);
+        let prompt = estimate_prompt_tokens(claim.body_len);
         // Client-chosen numbers, bounded: no request generates more than this.
-        let completion = if completes {
-            probe
+        let completion = if claim.completes {
+            claim
+                .probe
                 .max_tokens
                 .unwrap_or(self.settings.default_max_tokens)
                 .min(MAX_COMPLETION_TOKENS)
-                .saturating_mul(probe.choices.clamp(1, MAX_CHOICES))
+                .saturating_mul(claim.probe.choices.clamp(1, MAX_CHOICES))
         } else {
             0
         };
-        let cost = pricing.map_or(0, |p| p.cost(prompt, completion));
+        let cost = claim.pricing.map_or(0, |p| p.cost(prompt, completion));
         Some(Reservation {
-            id: format!("{request_id}.{:08x}", fastrand::u32(..)),
+            id: format!("{}.{:08x}", claim.request_id, fastrand::u32(..)),
             now_ms: now_ms(),
             scopes,
             tokens: prompt.saturating_add(completion),
@@ -333,7 +230,7 @@ impl Limiter {
                     .and_then(|b| b.period.resets_at(Utc::now()));
                 Err(GatewayError::RateLimited(Box::new(RateLimit {
                     dimension,
-                    owner: scope_owner(&refused.scope),
+                    owner: refused.owner,
                     retry_after_ms,
                     snapshot,
                     limits: refused.limits,
@@ -472,63 +369,5 @@ impl Limiter {
         if let Some(local) = &self.fallback {
             local.clear();
         }
-    }
-}
-
-/// A reset time as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `1.5s`, `6m0s`.
-pub fn format_reset(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        let text = format!("{:.3}", ms as f64 / 1000.0);
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
-    } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
-}
-
-/// The `x-ratelimit-*` headers: the tightest request and token limits of the request's
-/// scopes.
-pub fn rate_limit_headers(s: &Snapshot) -> Vec<(&'static str, String)> {
-    let mut headers = Vec::new();
-    if let Some(rpm) = s.requests_limit {
-        headers.push(("x-ratelimit-limit-requests", rpm.to_string()));
-        headers.push((
-            "x-ratelimit-remaining-requests",
-            s.requests_remaining.to_string(),
-        ));
-        headers.push((
-            "x-ratelimit-reset-requests",
-            format_reset(s.requests_reset_ms),
-        ));
-    }
-    if let Some(tpm) = s.tokens_limit {
-        headers.push(("x-ratelimit-limit-tokens", tpm.to_string()));
-        headers.push((
-            "x-ratelimit-remaining-tokens",
-            s.tokens_remaining.to_string(),
-        ));
-        headers.push(("x-ratelimit-reset-tokens", format_reset(s.tokens_reset_ms)));
-    }
-    headers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resets_read_like_openai() {
-        assert_eq!(format_reset(250), "250ms");
-        assert_eq!(format_reset(1000), "1s");
-        assert_eq!(format_reset(1500), "1.5s");
-        assert_eq!(format_reset(360_000), "6m0s");
-        assert_eq!(format_reset(61_500), "1m1s");
-    }
-
-    #[test]
-    fn prompt_estimates_round_up() {
-        assert_eq!(estimate_prompt_tokens(0), 0);
-        assert_eq!(estimate_prompt_tokens(5), 2);
     }
 }

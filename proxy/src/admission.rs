@@ -1,0 +1,136 @@
+//! What `request_filter` decides: the endpoint, who is calling, the body and the model it
+//! names, the route, and the quota. A request is proxied, answered here (the model list),
+//! or refused with the error the client gets.
+
+use bytes::Bytes;
+use pingora::{http::RequestHeader, proxy::Session};
+use tollgate_core::body::{self, RequestProbe};
+
+use crate::{
+    auth::Principal,
+    context::RequestCtx,
+    downstream::{
+        endpoints::{self, Endpoint, Target},
+        request_body,
+    },
+    error::GatewayError,
+    gateway::Gateway,
+    quota::{limiter::Claim, scopes},
+    routing::choice,
+};
+
+pub enum Admission {
+    /// Proxy it.
+    Proceed,
+    /// Answer it with this JSON (the model list).
+    Answer(Bytes),
+    /// Refuse it with this error.
+    Refuse(GatewayError),
+}
+
+pub async fn admit(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<Admission> {
+    let endpoint = match authorize(gateway, session.req_header(), ctx).await {
+        Ok(Target::Proxy(endpoint)) => endpoint,
+        Ok(Target::ListModels) => return Ok(Admission::Answer(gateway.models.list())),
+        Ok(Target::GetModel(id)) => {
+            return Ok(match gateway.models.get(&id) {
+                Some(model) => Admission::Answer(model),
+                None => Admission::Refuse(GatewayError::UnknownModel(id)),
+            });
+        }
+        Err(e) => return Ok(Admission::Refuse(e)),
+    };
+    ctx.request.endpoint = Some(endpoint);
+    Ok(
+        match request_body::read_capped(session, gateway.max_body_bytes).await? {
+            Ok(body) => match route_and_reserve(gateway, ctx, endpoint, body).await {
+                Ok(()) => Admission::Proceed,
+                Err(e) => Admission::Refuse(e),
+            },
+            Err(e) => Admission::Refuse(e),
+        },
+    )
+}
+
+/// Which endpoint, and who calls it.
+async fn authorize(
+    gateway: &Gateway,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<Target, GatewayError> {
+    let target = endpoints::classify(&req.method, req.uri.path())?;
+    ctx.caller = Some(gateway.auth.authenticate(&req.headers).await?);
+    Ok(target)
+}
+
+/// Resolves the body's model to a route and reserves the request's quotas.
+async fn route_and_reserve(
+    gateway: &Gateway,
+    ctx: &mut RequestCtx,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Result<(), GatewayError> {
+    let probe = body::probe(&body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let model = probe.model.as_deref().ok_or(GatewayError::MissingModel)?;
+    let route = gateway
+        .routes
+        .get(model)
+        .ok_or_else(|| GatewayError::UnknownModel(model.to_string()))?;
+    let now = chrono::Utc::now();
+    let scopes = match &ctx.caller {
+        Some(Principal::Key(key)) => {
+            if !key.allows(model, &route.model) {
+                return Err(GatewayError::ModelNotAllowed(model.to_string()));
+            }
+            scopes::scopes(key, now)
+        }
+        Some(Principal::Jwt(subject)) => scopes::subject_scopes(subject, now),
+        Some(Principal::Master) | None => Vec::new(),
+    };
+    let claim = Claim {
+        request_id: &ctx.id,
+        body_len: body.len(),
+        probe: &probe,
+        completes: endpoint != Endpoint::Embeddings,
+        pricing: route.pricing.as_ref(),
+    };
+    ctx.route.preselected = choice::first(
+        &gateway.limiter,
+        &gateway.metrics,
+        route,
+        scopes,
+        &claim,
+        &mut ctx.holds,
+    )
+    .await?;
+    ctx.route.route = Some(route.clone());
+    let (body, probe) = ask_for_usage(ctx, endpoint, body, probe)?;
+    ctx.request.client_body = body;
+    ctx.request.probe = probe;
+    Ok(())
+}
+
+/// Streams must report their usage to be metered exactly: asks for it, and has the extra
+/// event taken out again for clients that did not (see `metering::scan`).
+fn ask_for_usage(
+    ctx: &mut RequestCtx,
+    endpoint: Endpoint,
+    body: Bytes,
+    probe: RequestProbe,
+) -> Result<(Bytes, RequestProbe), GatewayError> {
+    if !(probe.stream
+        && probe.include_usage != Some(true)
+        && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions))
+    {
+        return Ok((body, probe));
+    }
+    let body = body::with_include_usage(&body, &probe)
+        .map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let probe = body::probe(&body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    ctx.response.strip_usage = true;
+    Ok((body, probe))
+}

@@ -1,0 +1,5 @@
+//! Operator commands that work on the database directly: `tollgate keys …` and
+//! `tollgate users …`.
+
+pub mod keys;
+pub mod users;

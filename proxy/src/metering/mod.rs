@@ -1,0 +1,256 @@
+//! Usage metering: one event per finished request, built off the request path. `logging`
+//! hands a [`Finished`] record to a bounded channel; the metering task (on the store
+//! runtime) works out tokens — the upstream's usage, or an estimate marked as such — and
+//! cost, settles the quota reservation, and batches events into multi-row inserts. When the
+//! database is unreachable, batches go to an append-only spill file, replayed in order when
+//! it is back; inserts ignore event ids already stored, so a replay never counts twice.
+
+pub mod estimate;
+pub mod finished;
+pub mod pricing;
+pub mod scan;
+mod spill;
+mod task;
+mod writer;
+
+use std::{path::PathBuf, sync::Arc};
+
+use prometheus::IntCounterVec;
+use tokio::sync::mpsc;
+
+pub use finished::Finished;
+
+use crate::{
+    backend::Backend,
+    metering::{pricing::Measured, writer::Writer},
+    quota::limiter::Limiter,
+};
+
+/// Events waiting for the metering task; far more than a flush interval's worth.
+const CHANNEL_CAPACITY: usize = 100_000;
+
+/// What the metering task is sent.
+enum Message {
+    Finished(Box<Finished>),
+    /// Write everything received so far, then answer.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The sending side, held by the gateway.
+pub struct Meter {
+    tx: mpsc::Sender<Message>,
+    outcomes: IntCounterVec,
+    /// To release the quota of a request whose event could not be queued.
+    limiter: Arc<Limiter>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Meter {
+    pub fn start(
+        backend: Arc<Backend>,
+        limiter: Arc<Limiter>,
+        spill: PathBuf,
+        outcomes: IntCounterVec,
+    ) -> Meter {
+        Self::start_with(backend, limiter, spill, outcomes, pricing::measure)
+    }
+
+    /// As [`Meter::start`], with the given way of working out a request's usage when its
+    /// upstream reported none.
+    fn start_with(
+        backend: Arc<Backend>,
+        limiter: Arc<Limiter>,
+        spill: PathBuf,
+        outcomes: IntCounterVec,
+        estimate: fn(&Finished) -> Measured,
+    ) -> Meter {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        // Events spilled before a restart are replayed first.
+        let spilled = std::fs::metadata(&spill).is_ok_and(|m| m.len() > 0);
+        let writer = Writer {
+            db: backend.db.clone(),
+            spill,
+            spilled,
+            last_replay: None,
+            outcomes: outcomes.clone(),
+        };
+        backend
+            .handle()
+            .spawn(task::run(rx, writer, limiter.clone(), estimate));
+        Meter {
+            tx,
+            outcomes,
+            limiter,
+            runtime: backend.handle().clone(),
+        }
+    }
+
+    /// Hands a finished request over; never waits.
+    pub fn record(&self, finished: Finished) {
+        if let Err(e) = self.tx.try_send(Message::Finished(Box::new(finished))) {
+            // Only if the metering task is 100,000 events behind or gone.
+            self.outcomes.with_label_values(&["dropped"]).inc();
+            tracing::error!("usage event dropped: the metering queue is full or closed");
+            // The request's quota must still be released (its concurrency slot above all):
+            // settled as if it used all it reserved, which never undercounts.
+            if let Message::Finished(finished) = e.into_inner() {
+                for s in finished.settlements {
+                    let limiter = self.limiter.clone();
+                    self.runtime
+                        .spawn(async move { limiter.settle_reserved(&s).await });
+                }
+            }
+        }
+    }
+
+    /// Writes every event recorded so far (to the database or the spill file); for a
+    /// graceful shutdown.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Message::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// A new event id.
+pub fn event_id() -> String {
+    format!("ev_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+
+    use prometheus::Opts;
+    use sea_orm_migration::sea_orm::{EntityTrait, QueryOrder};
+    use tollgate_core::config::{OnStoreError, QuotaSettings};
+
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use chrono::Utc;
+    use sea_orm_migration::sea_orm::DatabaseConnection;
+    use tollgate_core::{store::entity::usage_event, usage::Usage};
+
+    use super::*;
+    use crate::{downstream::endpoints::Endpoint, quota::MemoryStore};
+
+    /// Opened by the test: until then the estimate of the request `slow` does not end.
+    static GATE: (Mutex<bool>, Condvar) = (Mutex::new(false), Condvar::new());
+
+    fn gated(f: &Finished) -> Measured {
+        if f.request_id == "slow" {
+            let (open, opened) = &GATE;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        }
+        if f.request_id == "broken" {
+            panic!("the tokenizer failed");
+        }
+        (1, 2, true, 0)
+    }
+
+    fn finished(request_id: &str, usage: Option<Usage>) -> Finished {
+        Finished {
+            event_id: event_id(),
+            request_id: request_id.into(),
+            occurred_at: Utc::now(),
+            key_id: None,
+            user_id: None,
+            team_id: None,
+            model: "m".into(),
+            deployment: "d".into(),
+            status: 200,
+            latency_ms: 1,
+            ttft_ms: None,
+            usage,
+            upstream_ok: true,
+            streamed: false,
+            endpoint: Endpoint::ChatCompletions,
+            request_body: Bytes::from_static(b"0123456789abcdef"),
+            content_events: 0,
+            response_bytes: 40,
+            pricing: None,
+            settlements: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_slow_estimate_holds_back_no_other_event_and_a_failed_one_loses_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let backend = Arc::new(Backend::start(&url, None).unwrap());
+        let rt = backend.handle().clone();
+        rt.block_on(crate::backend::database::migrate(&backend.db))
+            .unwrap();
+        let settings = QuotaSettings {
+            on_store_error: OnStoreError::FailClosed,
+            default_max_tokens: 16,
+            slot_lease: Duration::from_secs(60),
+        };
+        let limiter = Limiter::new(
+            Arc::new(MemoryStore::new()),
+            false,
+            settings,
+            backend.clone(),
+        );
+        let outcomes = IntCounterVec::new(Opts::new("events", "events"), &["outcome"]).unwrap();
+        let meter = Meter::start_with(
+            backend.clone(),
+            limiter,
+            dir.path().join("spill.jsonl"),
+            outcomes,
+            gated,
+        );
+        let stored = |db: DatabaseConnection| async move {
+            usage_event::Entity::find()
+                .order_by_asc(usage_event::Column::Id)
+                .all(&db)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.request_id)
+                .collect::<Vec<_>>()
+        };
+
+        meter.record(finished("slow", None));
+        meter.record(finished("estimated", None));
+        meter.record(finished("broken", None));
+        let usage = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 9,
+        };
+        meter.record(finished("reported", Some(usage)));
+        // Written at the next flush interval while `slow` is still being estimated.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let early = loop {
+            let ids = rt.block_on(stored(backend.db.clone()));
+            if ids.len() >= 3 || std::time::Instant::now() > deadline {
+                break ids;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut sorted = early.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["broken", "estimated", "reported"]);
+
+        *GATE.0.lock().unwrap() = true;
+        GATE.1.notify_all();
+        rt.block_on(meter.flush());
+        let all = rt
+            .block_on(usage_event::Entity::find().all(&backend.db))
+            .unwrap();
+        assert_eq!(all.len(), 4);
+        let by_id = |id: &str| all.iter().find(|e| e.request_id == id).unwrap();
+        assert_eq!(by_id("slow").prompt_tokens, 1);
+        assert_eq!(by_id("reported").completion_tokens, 9);
+        assert!(!by_id("reported").estimated);
+        // The tokenizer's failure falls back to a token per four bytes of prompt.
+        let broken = by_id("broken");
+        assert!(broken.estimated);
+        assert_eq!(broken.prompt_tokens, 4);
+    }
+}

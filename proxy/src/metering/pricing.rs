@@ -1,0 +1,37 @@
+//! Tokens and cost of a finished request: the upstream's usage, else an estimate marked as
+//! such, priced from the route's price table in micro-USD.
+
+use crate::{
+    metering::{estimate, finished::Finished},
+    quota::scopes::estimate_prompt_tokens,
+};
+
+/// Tokens (prompt, completion), whether they were estimated, and cost.
+pub type Measured = (u64, u64, bool, i64);
+
+/// Tokens and cost of a finished request.
+pub fn measure(f: &Finished) -> Measured {
+    let (prompt, completion, estimated) = match f.usage {
+        Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+        None if f.upstream_ok => (
+            estimate::prompt_tokens(f.endpoint, &f.request_body),
+            estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed),
+            true,
+        ),
+        None => (0, 0, false),
+    };
+    priced(f, prompt, completion, estimated)
+}
+
+/// The tokens with their cost from the route's price table.
+pub fn priced(f: &Finished, prompt: u64, completion: u64, estimated: bool) -> Measured {
+    let cost = f.pricing.map_or(0, |p| p.cost(prompt, completion));
+    (prompt, completion, estimated, cost)
+}
+
+/// The crude estimate when the tokenizer failed: a token per four bytes of prompt.
+pub fn by_size(f: &Finished) -> Measured {
+    let prompt = estimate_prompt_tokens(f.request_body.len());
+    let completion = estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed);
+    priced(f, prompt, completion, true)
+}

@@ -1,0 +1,173 @@
+//! The event writer: inserts batches of usage events; while the database is unreachable,
+//! appends them to the spill file and replays it, in order, once the database is back.
+
+use std::{path::PathBuf, time::Duration};
+
+use prometheus::IntCounterVec;
+use sea_orm_migration::sea_orm::DatabaseConnection;
+use tokio::sync::mpsc;
+use tollgate_core::store::{entity::usage_event, usage::insert_events};
+
+use crate::metering::{
+    finished::Finished,
+    spill::{append, read_spill},
+};
+
+/// Most events in one insert.
+pub const BATCH_SIZE: usize = 500;
+/// How often spilled events are offered to the database again.
+const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Rows for the writer, and who waits for them to be written (a shutdown flush).
+pub struct Batch {
+    pub rows: Vec<usage_event::Model>,
+    pub done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub async fn write_batches(mut batches: mpsc::Receiver<Batch>, mut writer: Writer) {
+    while let Some(batch) = batches.recv().await {
+        writer.write(batch.rows).await;
+        if let Some(done) = batch.done {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// The event of a finished request.
+pub fn event(
+    f: &Finished,
+    prompt: u64,
+    completion: u64,
+    estimated: bool,
+    cost: i64,
+) -> usage_event::Model {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    usage_event::Model {
+        id: 0,
+        event_id: f.event_id.clone(),
+        request_id: f.request_id.clone(),
+        occurred_at: f.occurred_at,
+        key_id: f.key_id,
+        user_id: f.user_id,
+        team_id: f.team_id,
+        model: f.model.chars().take(256).collect(),
+        deployment: f.deployment.chars().take(64).collect(),
+        prompt_tokens: clamp(prompt),
+        completion_tokens: clamp(completion),
+        cost_micro_usd: cost,
+        status: i32::from(f.status),
+        latency_ms: i32::try_from(f.latency_ms).unwrap_or(i32::MAX),
+        ttft_ms: f.ttft_ms.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
+        estimated,
+    }
+}
+
+pub struct Writer {
+    pub db: DatabaseConnection,
+    pub spill: PathBuf,
+    /// The spill file holds events not yet in the database: new ones queue behind them.
+    pub spilled: bool,
+    /// When a replay was last tried: while the database is away, new batches go straight
+    /// to the file instead of each waiting out a failed insert.
+    pub last_replay: Option<std::time::Instant>,
+    pub outcomes: IntCounterVec,
+}
+
+impl Writer {
+    pub async fn write(&mut self, batch: Vec<usage_event::Model>) {
+        let due = self
+            .last_replay
+            .is_none_or(|at| at.elapsed() >= REPLAY_INTERVAL);
+        if self.spilled && due {
+            self.last_replay = Some(std::time::Instant::now());
+            self.replay().await;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        if !self.spilled {
+            match insert(&self.db, &batch).await {
+                Ok(()) => {
+                    self.outcomes
+                        .with_label_values(&["written"])
+                        .inc_by(batch.len() as u64);
+                    return;
+                }
+                Err(e) => tracing::warn!(
+                    "writing {} usage events failed, spilling them to {}: {e}",
+                    batch.len(),
+                    self.spill.display()
+                ),
+            }
+        }
+        let (path, rows) = (self.spill.clone(), batch);
+        let appended = tokio::task::spawn_blocking(move || {
+            let result = append(&path, &rows);
+            (result, rows.len())
+        })
+        .await;
+        let (result, count) = match appended {
+            Ok(done) => done,
+            Err(e) => (Err(std::io::Error::other(e.to_string())), 0),
+        };
+        match result {
+            Ok(()) => {
+                self.spilled = true;
+                self.outcomes
+                    .with_label_values(&["spilled"])
+                    .inc_by(count as u64);
+            }
+            Err(e) => {
+                self.outcomes
+                    .with_label_values(&["dropped"])
+                    .inc_by(count as u64);
+                tracing::error!(
+                    "{count} usage events lost: spilling to {} failed: {e}",
+                    self.spill.display()
+                );
+            }
+        }
+    }
+
+    /// Inserts the spilled events in order; the file is emptied once all are stored.
+    async fn replay(&mut self) {
+        let path = self.spill.clone();
+        let read = tokio::task::spawn_blocking(move || read_spill(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!("reading {} failed: {e}", self.spill.display());
+                return;
+            }
+        };
+        for chunk in rows.chunks(BATCH_SIZE) {
+            if let Err(e) = insert(&self.db, chunk).await {
+                tracing::debug!("replaying spilled usage events: database still unavailable: {e}");
+                return;
+            }
+        }
+        if let Err(e) = std::fs::File::create(&self.spill) {
+            tracing::error!("emptying {} failed: {e}", self.spill.display());
+            return;
+        }
+        if !rows.is_empty() {
+            tracing::info!("replayed {} spilled usage events", rows.len());
+            self.outcomes
+                .with_label_values(&["replayed"])
+                .inc_by(rows.len() as u64);
+        }
+        self.spilled = false;
+    }
+}
+
+/// How long one insert may take before its batch goes to the spill file instead.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(3);
+
+async fn insert(db: &DatabaseConnection, rows: &[usage_event::Model]) -> Result<(), String> {
+    match tokio::time::timeout(INSERT_TIMEOUT, insert_events(db, rows)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {INSERT_TIMEOUT:?}")),
+    }
+}

@@ -1,0 +1,91 @@
+//! What one finished request adds to the metrics and the access log.
+
+use pingora::{Error, proxy::Session};
+
+use crate::{context::RequestCtx, error::GatewayError, metrics::Metrics};
+
+impl Metrics {
+    /// Counts a quota refusal the client got; a full deployment passed over for another is
+    /// not one.
+    pub fn count_refusal(&self, e: &GatewayError) {
+        if let GatewayError::RateLimited(r) = e {
+            self.quota_rejections
+                .with_label_values(&[r.dimension.code()])
+                .inc();
+        }
+    }
+
+    /// Counts an upstream failure of the current attempt.
+    pub fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+        self.upstream_errors
+            .with_label_values(&[ctx.route.provider_name(), e.etype().as_str()])
+            .inc();
+    }
+
+    /// Records a finished request (`status` 0: no response was sent) and writes its
+    /// access-log line.
+    pub fn finish(&self, session: &Session, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
+        if ctx.in_flight {
+            self.in_flight.dec();
+        }
+        let endpoint = ctx.request.endpoint.map_or("other", |e| e.as_str());
+        let (model, provider) = (ctx.route.model_name(), ctx.route.provider_name());
+        let elapsed = ctx.timing.started.elapsed();
+        self.requests
+            .with_label_values(&[endpoint, model, provider, status_label(status)])
+            .inc();
+        self.duration
+            .with_label_values(&[endpoint, model])
+            .observe(elapsed.as_secs_f64());
+        let usage = ctx.response.usage();
+        if let Some(usage) = usage {
+            self.tokens
+                .with_label_values(&[model, provider, "prompt"])
+                .inc_by(usage.prompt_tokens);
+            self.tokens
+                .with_label_values(&[model, provider, "completion"])
+                .inc_by(usage.completion_tokens);
+        }
+        let stream = ctx.response.is_streaming() || ctx.request.probe.stream;
+        let started = ctx.timing.started;
+        tracing::info!(
+            target: "tollgate::access",
+            request_id = %ctx.id,
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            status,
+            model,
+            provider,
+            stream,
+            attempts = ctx.route.count,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            ttfb_ms = ctx.timing.first_byte_at.map(|t| t.duration_since(started).as_secs_f64() * 1e3),
+            prompt_tokens = usage.map(|u| u.prompt_tokens),
+            completion_tokens = usage.map(|u| u.completion_tokens),
+            error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
+        );
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    // Static labels avoid formatting a string per request.
+    match status {
+        0 => "0",
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,113 @@
+//! The deployment of each attempt, chosen together with its quota. The first attempt's
+//! deployment is reserved on with the client's scopes in one call; one at its own limits
+//! is passed over for the next, and the client is refused only when every deployment is.
+//! A later attempt (a fallback) reserves on its deployment's limits alone.
+
+use std::sync::Arc;
+
+use pingora::{Error, ErrorType};
+
+use crate::{
+    error::GatewayError,
+    metrics::Metrics,
+    quota::{
+        Owner, Scoped,
+        holds::Holds,
+        limiter::{Claim, Limiter},
+    },
+    routing::{Route, Tried, attempts::Attempts},
+};
+
+/// Reserves the client's `scopes` and the first deployment's own limits; returns that
+/// deployment.
+pub async fn first(
+    limiter: &Arc<Limiter>,
+    metrics: &Metrics,
+    route: &Route,
+    scopes: Vec<Scoped>,
+    claim: &Claim<'_>,
+    holds: &mut Holds,
+) -> Result<Option<usize>, GatewayError> {
+    let mut passed_over = Tried::default();
+    loop {
+        let mut scoped = scopes.clone();
+        let pick = route.pick(passed_over);
+        let deployment_scope = pick.and_then(|i| route.deployments[i].quota_scope());
+        let limited = deployment_scope.is_some();
+        scoped.extend(deployment_scope);
+        let Some(reservation) = limiter.reservation(scoped, claim) else {
+            return Ok(pick);
+        };
+        match limiter.admit(reservation, metrics).await {
+            Ok(admitted) => {
+                holds.admitted = Some(admitted);
+                holds.reserved_deployment = pick.filter(|_| limited);
+                return Ok(pick);
+            }
+            Err(GatewayError::RateLimited(r))
+                if r.owner == Owner::Deployment
+                    && let Some(i) = pick
+                    && route.pick(passed_over.with(i)).is_some() =>
+            {
+                passed_over.mark(i);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The deployment of the next attempt: the one reserved on for the first, else an untried
+/// one. One with limits of its own is reserved on first (a second quota call, on the
+/// fallback path only); one at its limit is passed over like an unreachable one.
+pub async fn next(
+    limiter: &Arc<Limiter>,
+    metrics: &Metrics,
+    attempts: &mut Attempts,
+    holds: &mut Holds,
+    claim: &Claim<'_>,
+) -> pingora::Result<usize> {
+    if let Some(index) = attempts
+        .preselected
+        .take()
+        .filter(|i| !attempts.tried.contains(*i))
+    {
+        return Ok(index);
+    }
+    let route = attempts
+        .route
+        .clone()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
+    loop {
+        let Some(index) = route.pick(attempts.tried) else {
+            return Err(Error::explain(
+                ErrorType::ConnectError,
+                "every deployment of the model failed or is at its limit",
+            ));
+        };
+        let Some(scope) = route.deployments[index]
+            .quota_scope()
+            .filter(|_| !holds.holds_deployment(index))
+        else {
+            return Ok(index);
+        };
+        let Some(reservation) = limiter.reservation(vec![scope], claim) else {
+            return Ok(index);
+        };
+        match limiter.admit(reservation, metrics).await {
+            Ok(admitted) => {
+                holds.fallbacks.push((index, admitted));
+                return Ok(index);
+            }
+            // Answered as the 429 it is if no deployment is left (see fail_to_proxy).
+            Err(e @ GatewayError::RateLimited(_)) => {
+                attempts.tried.mark(index);
+                holds.fallback_refusal = Some(e);
+            }
+            // The client is admitted already; a store failure here does not undo that.
+            Err(e) => {
+                tracing::warn!("reserving on a fallback deployment failed: {e}");
+                return Ok(index);
+            }
+        }
+    }
+}
