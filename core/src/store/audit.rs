@@ -2,7 +2,9 @@
 //! transaction of the change itself, so a change and its record commit or fail together.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DbErr, Set, TransactionSession, TransactionTrait,
+};
 
 use super::entity::audit_log;
 
@@ -44,4 +46,48 @@ pub async fn record<C: ConnectionTrait>(
     .insert(db)
     .await
     .map(|_| ())
+}
+
+/// A change under way: its reads and writes and its audit row share one transaction, so
+/// they commit together or not at all (dropped without `commit`, nothing is written).
+pub struct AuditedChange<'a, T> {
+    txn: T,
+    actor: &'a Actor,
+}
+
+impl<'a, T: ConnectionTrait + TransactionSession> AuditedChange<'a, T> {
+    pub async fn begin<C: TransactionTrait<Transaction = T>>(
+        db: &C,
+        actor: &'a Actor,
+    ) -> Result<Self, DbErr> {
+        Ok(AuditedChange {
+            txn: db.begin().await?,
+            actor,
+        })
+    }
+
+    /// The change's transaction, for its reads and writes.
+    pub fn conn(&self) -> &T {
+        &self.txn
+    }
+
+    /// Writes the audit row and commits the change.
+    pub async fn commit(
+        self,
+        action: &str,
+        target_type: &str,
+        target_id: impl ToString,
+        summary: serde_json::Value,
+    ) -> Result<(), DbErr> {
+        record(
+            &self.txn,
+            self.actor,
+            action,
+            target_type,
+            target_id,
+            summary,
+        )
+        .await?;
+        self.txn.commit().await
+    }
 }

@@ -5,14 +5,15 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionSession, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use serde_json::json;
 
 use super::limits::QuotaLimits;
 use super::{
-    StoreError, audit,
+    StoreError,
     audit::Actor,
+    audit::AuditedChange,
     entity::{
         api_key::{self, BudgetPeriod},
         team, user,
@@ -151,8 +152,8 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
     let name = check_name(&new.name)?;
     check_limits(&new.limits, now)?;
     let issued = generate_api_key(secret)?;
-    let txn = db.begin().await?;
-    check_owner(&txn, new.user_id, new.team_id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    check_owner(txn.conn(), new.user_id, new.team_id).await?;
     let l = new.limits;
     let key = api_key::ActiveModel {
         public_id: Set(issued.public_id.clone()),
@@ -176,18 +177,15 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn.conn())
     .await?;
-    audit::record(
-        &txn,
-        actor,
+    txn.commit(
         "key.create",
         "key",
         &key.public_id,
         json!({ "after": summary(&key) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(IssuedKey {
         key,
         secret: issued.secret,
@@ -269,8 +267,8 @@ pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
     actor: &Actor,
 ) -> Result<api_key::Model, StoreError> {
     let now = Utc::now();
-    let txn = db.begin().await?;
-    let before = get_key(&txn, public_id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_key(txn.conn(), public_id).await?;
     let name = changes.name.as_deref().map(check_name).transpose()?;
     let limits = KeyLimits {
         allowed_models: changes
@@ -302,17 +300,14 @@ pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
         active.expires_at = Set(expires_at);
     }
     active.updated_at = Set(now);
-    let after = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    let after = active.update(txn.conn()).await?;
+    txn.commit(
         "key.update",
         "key",
         public_id,
         json!({ "before": summary(&before), "after": summary(&after) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 
@@ -322,8 +317,8 @@ pub async fn revoke_key<C: ConnectionTrait + TransactionTrait>(
     public_id: &str,
     actor: &Actor,
 ) -> Result<api_key::Model, StoreError> {
-    let txn = db.begin().await?;
-    let before = get_key(&txn, public_id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_key(txn.conn(), public_id).await?;
     if before.revoked_at.is_some() {
         return Ok(before);
     }
@@ -333,17 +328,14 @@ pub async fn revoke_key<C: ConnectionTrait + TransactionTrait>(
     active.previous_secret_hash = Set(None);
     active.previous_expires_at = Set(None);
     active.updated_at = Set(now);
-    let after = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    let after = active.update(txn.conn()).await?;
+    txn.commit(
         "key.revoke",
         "key",
         public_id,
         json!({ "before": summary(&before), "after": summary(&after) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 
@@ -362,8 +354,8 @@ pub async fn rotate_key<C: ConnectionTrait + TransactionTrait>(
             "must be between 0 and 30 days",
         ));
     }
-    let txn = db.begin().await?;
-    let before = get_key(&txn, public_id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_key(txn.conn(), public_id).await?;
     if before.revoked_at.is_some() {
         return Err(StoreError::conflict(
             "id",
@@ -378,10 +370,8 @@ pub async fn rotate_key<C: ConnectionTrait + TransactionTrait>(
     active.secret_hash = Set(secret.hash_api_key(&issued.secret));
     active.display_prefix = Set(issued.display_prefix.clone());
     active.updated_at = Set(now);
-    let key = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    let key = active.update(txn.conn()).await?;
+    txn.commit(
         "key.rotate",
         "key",
         public_id,
@@ -391,7 +381,6 @@ pub async fn rotate_key<C: ConnectionTrait + TransactionTrait>(
         }),
     )
     .await?;
-    txn.commit().await?;
     Ok(IssuedKey {
         key,
         secret: issued.secret,

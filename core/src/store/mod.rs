@@ -7,6 +7,7 @@ mod error;
 pub mod keys;
 pub mod limits;
 pub mod providers;
+pub mod teams;
 pub mod usage;
 pub mod users;
 

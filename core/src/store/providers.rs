@@ -5,11 +5,11 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryOrder, Set,
-    TransactionSession, TransactionTrait,
+    TransactionTrait,
 };
 use serde_json::json;
 
-use super::{StoreError, audit, audit::Actor, entity::provider_credential};
+use super::{StoreError, audit::Actor, audit::AuditedChange, entity::provider_credential};
 use crate::secrets::{Sealed, ServerSecret};
 
 pub const KINDS: [&str; 4] = ["openai", "openai-compatible", "azure-openai", "anthropic"];
@@ -126,7 +126,7 @@ pub async fn create_credential<C: ConnectionTrait + TransactionTrait>(
     let base_url = new.base_url.as_deref().map(check_base_url).transpose()?;
     check_secret(&new.secret)?;
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = AuditedChange::begin(db, actor).await?;
     // The row id is the ciphertext's associated data, so the row exists before the secret
     // is sealed into it (both inside this transaction).
     let row = provider_credential::ActiveModel {
@@ -141,7 +141,7 @@ pub async fn create_credential<C: ConnectionTrait + TransactionTrait>(
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn.conn())
     .await
     .map_err(|e| {
         StoreError::from_insert(e, "name", format!("a provider named {name} already exists"))
@@ -149,17 +149,14 @@ pub async fn create_credential<C: ConnectionTrait + TransactionTrait>(
     let id = row.id;
     let mut active = row.into_active_model();
     set_secret(&mut active, secret, id, &new.secret)?;
-    let created = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    let created = active.update(txn.conn()).await?;
+    txn.commit(
         "provider.create",
         "provider",
         id,
         json!({ "after": summary(&created) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(created)
 }
 
@@ -199,8 +196,8 @@ pub async fn update_credential<C: ConnectionTrait + TransactionTrait>(
     if let Some(s) = &changes.secret {
         check_secret(s)?;
     }
-    let txn = db.begin().await?;
-    let before = get_credential(&txn, id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_credential(txn.conn(), id).await?;
     let mut active = before.clone().into_active_model();
     if let Some(name) = name.clone() {
         active.name = Set(name);
@@ -215,7 +212,7 @@ pub async fn update_credential<C: ConnectionTrait + TransactionTrait>(
         set_secret(&mut active, secret, id, plaintext)?;
     }
     active.updated_at = Set(Utc::now());
-    let after = active.update(&txn).await.map_err(|e| {
+    let after = active.update(txn.conn()).await.map_err(|e| {
         StoreError::from_insert(
             e,
             "name",
@@ -225,16 +222,13 @@ pub async fn update_credential<C: ConnectionTrait + TransactionTrait>(
             ),
         )
     })?;
-    audit::record(
-        &txn,
-        actor,
+    txn.commit(
         "provider.update",
         "provider",
         id,
         json!({ "before": summary(&before), "after": summary(&after), "secret_changed": changes.secret.is_some() }),
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 
@@ -243,21 +237,18 @@ pub async fn delete_credential<C: ConnectionTrait + TransactionTrait>(
     id: i64,
     actor: &Actor,
 ) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
-    let before = get_credential(&txn, id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_credential(txn.conn(), id).await?;
     provider_credential::Entity::delete_by_id(id)
-        .exec(&txn)
+        .exec(txn.conn())
         .await?;
-    audit::record(
-        &txn,
-        actor,
+    txn.commit(
         "provider.delete",
         "provider",
         id,
         json!({ "before": summary(&before) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 

@@ -4,13 +4,14 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, Set, TransactionSession, TransactionTrait,
+    QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use serde_json::json;
 
 use super::{
-    StoreError, audit,
+    StoreError,
     audit::Actor,
+    audit::AuditedChange,
     entity::user::{self, Role},
     limits::LimitChanges,
 };
@@ -78,7 +79,7 @@ pub async fn create_user<C: ConnectionTrait + TransactionTrait>(
 ) -> Result<user::Model, StoreError> {
     let email = normalize_email(new.email)?;
     let now = Utc::now();
-    let txn = db.begin().await?;
+    let txn = AuditedChange::begin(db, actor).await?;
     let created = user::ActiveModel {
         email: Set(email.clone()),
         password_hash: Set(new.password_hash),
@@ -88,7 +89,7 @@ pub async fn create_user<C: ConnectionTrait + TransactionTrait>(
         updated_at: Set(now),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn.conn())
     .await
     .map_err(|e| {
         StoreError::from_insert(
@@ -97,16 +98,13 @@ pub async fn create_user<C: ConnectionTrait + TransactionTrait>(
             format!("a user with email {email} already exists"),
         )
     })?;
-    audit::record(
-        &txn,
-        actor,
+    txn.commit(
         "user.create",
         "user",
         created.id,
         json!({ "after": summary(&created) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(created)
 }
 
@@ -192,11 +190,11 @@ pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
     changes: UserChanges,
     actor: &Actor,
 ) -> Result<user::Model, StoreError> {
-    let txn = db.begin().await?;
-    let before = get_user(&txn, id).await?;
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_user(txn.conn(), id).await?;
     let loses_admin =
         changes.role.is_some_and(|r| r != Role::Admin) || changes.disabled == Some(true);
-    if loses_admin && is_last_admin(&txn, &before).await? {
+    if loses_admin && is_last_admin(txn.conn(), &before).await? {
         return Err(StoreError::conflict(
             "role",
             "this is the last active admin; make another admin first",
@@ -221,17 +219,14 @@ pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
         active.password_hash = Set(hash);
     }
     active.updated_at = Set(Utc::now());
-    let after = active.update(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    let after = active.update(txn.conn()).await?;
+    txn.commit(
         "user.update",
         "user",
         id,
         json!({ "before": summary(&before), "after": summary(&after), "password_changed": password_changed }),
     )
     .await?;
-    txn.commit().await?;
     Ok(after)
 }
 
@@ -241,9 +236,9 @@ pub async fn delete_user<C: ConnectionTrait + TransactionTrait>(
     id: i64,
     actor: &Actor,
 ) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
-    let before = get_user(&txn, id).await?;
-    if is_last_admin(&txn, &before).await? {
+    let txn = AuditedChange::begin(db, actor).await?;
+    let before = get_user(txn.conn(), id).await?;
+    if is_last_admin(txn.conn(), &before).await? {
         return Err(StoreError::conflict(
             "id",
             "this is the last active admin; make another admin first",
@@ -251,22 +246,19 @@ pub async fn delete_user<C: ConnectionTrait + TransactionTrait>(
     }
     // Explicit rather than relying on ON DELETE CASCADE: SQLite enforces it only with
     // foreign keys switched on.
-    super::keys::delete_owned_by_user(&txn, id).await?;
+    super::keys::delete_owned_by_user(txn.conn(), id).await?;
     super::entity::team_member::Entity::delete_many()
         .filter(super::entity::team_member::Column::UserId.eq(id))
-        .exec(&txn)
+        .exec(txn.conn())
         .await?;
-    user::Entity::delete_by_id(id).exec(&txn).await?;
-    audit::record(
-        &txn,
-        actor,
+    user::Entity::delete_by_id(id).exec(txn.conn()).await?;
+    txn.commit(
         "user.delete",
         "user",
         id,
         json!({ "before": summary(&before) }),
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 
