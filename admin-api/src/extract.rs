@@ -115,16 +115,6 @@ fn field_error(path: &str, message: &str) -> ApiError {
     ApiError::invalid(field, message)
 }
 
-/// For PATCH bodies: a missing field is `None` (keep), `null` is `Some(None)` (clear) and a
-/// value is `Some(Some(v))` (set). Use with `#[serde(default, deserialize_with = …)]`.
-pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de>,
-{
-    serde::Deserialize::deserialize(de).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

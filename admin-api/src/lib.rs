@@ -110,7 +110,8 @@ impl AdminState {
 /// The admin API's router, with the OpenAPI document and the docs page.
 pub fn router(state: AdminState) -> Router {
     let (api, spec) = routes::router().split_for_parts();
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs").url("/api/openapi.json", spec);
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .url("/api/openapi.json", openapi::finish(spec));
     api.with_state(state).merge(docs).fallback(
         |method: axum::http::Method, uri: axum::http::Uri| async move {
             error::ApiError::NotFound(format!("route {method} {}", uri.path()))

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod config;
+pub mod limits;
 pub mod openai;
 pub mod secrets;
 pub mod sse;

@@ -101,20 +101,8 @@ enum KeysCommand {
         /// Allowed models, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
-        /// Requests per minute.
-        #[arg(long)]
-        rpm: Option<i64>,
-        /// Tokens per minute.
-        #[arg(long)]
-        tpm: Option<i64>,
-        /// Concurrent requests.
-        #[arg(long)]
-        concurrency: Option<i64>,
-        /// Budget in micro-USD (1 USD = 1000000) per --budget-period.
-        #[arg(long)]
-        budget_micro_usd: Option<i64>,
-        #[arg(long, value_parser = ["day", "month", "total"])]
-        budget_period: Option<String>,
+        #[command(flatten)]
+        limits: cli::keys::LimitArgs,
         /// Expiry from now, e.g. `30d` or `12h`.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<std::time::Duration>,
@@ -267,11 +255,7 @@ fn keys(config: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
             user,
             team_id,
             models,
-            rpm,
-            tpm,
-            concurrency,
-            budget_micro_usd,
-            budget_period,
+            limits,
             expires_in,
         } => {
             let secret = server::load_secret(&data_dir, url)?;
@@ -280,11 +264,7 @@ fn keys(config: &std::path::Path, command: KeysCommand) -> anyhow::Result<()> {
                 user,
                 team_id,
                 models,
-                rpm,
-                tpm,
-                concurrency,
-                budget_micro_usd,
-                budget_period,
+                limits,
                 expires_in,
             };
             cli::keys::create(db, &secret, args).await

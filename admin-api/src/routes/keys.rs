@@ -4,18 +4,22 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tollgate_core::limits::{LimitChanges, QuotaLimits, double_option};
 use tollgate_core::store::{
-    entity::{api_key, user::Role},
+    entity::{
+        api_key::{self, BudgetPeriod},
+        user::Role,
+    },
     keys::{self, IssuedKey, KeyChange, KeyChanges, KeyFilter, KeyLimits, NewKey},
 };
 use utoipa::{IntoParams, ToSchema};
 
-use super::views::{KeyView, PeriodName};
+use super::views::KeyView;
 use crate::{
     AdminState,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{JsonBody, PathParam, QueryParams, double_option},
+    extract::{JsonBody, PathParam, QueryParams},
     page::{self, Page},
 };
 
@@ -72,7 +76,7 @@ pub struct CreateKey {
     pub concurrency_limit: Option<i64>,
     /// Spend limit in micro-USD (1 USD = 1,000,000) per `budget_period`.
     pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<PeriodName>,
+    pub budget_period: Option<BudgetPeriod>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -123,11 +127,13 @@ pub async fn create(
         team_id: req.team_id,
         limits: KeyLimits {
             allowed_models: req.allowed_models,
-            rpm_limit: req.rpm_limit,
-            tpm_limit: req.tpm_limit,
-            concurrency_limit: req.concurrency_limit,
-            budget_micro_usd: req.budget_micro_usd,
-            budget_period: req.budget_period.map(Into::into),
+            quota: QuotaLimits {
+                rpm_limit: req.rpm_limit,
+                tpm_limit: req.tpm_limit,
+                concurrency_limit: req.concurrency_limit,
+                budget_micro_usd: req.budget_micro_usd,
+                budget_period: req.budget_period,
+            },
             expires_at: req.expires_at,
         },
     };
@@ -179,8 +185,8 @@ pub struct UpdateKey {
     #[schema(value_type = Option<i64>)]
     pub budget_micro_usd: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<PeriodName>)]
-    pub budget_period: Option<Option<PeriodName>>,
+    #[schema(value_type = Option<BudgetPeriod>)]
+    pub budget_period: Option<Option<BudgetPeriod>>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
@@ -202,11 +208,13 @@ pub async fn update(
     let changes = KeyChanges {
         name: req.name,
         allowed_models: req.allowed_models,
-        rpm_limit: req.rpm_limit,
-        tpm_limit: req.tpm_limit,
-        concurrency_limit: req.concurrency_limit,
-        budget_micro_usd: req.budget_micro_usd,
-        budget_period: req.budget_period.map(|p| p.map(Into::into)),
+        limits: LimitChanges {
+            rpm_limit: req.rpm_limit,
+            tpm_limit: req.tpm_limit,
+            concurrency_limit: req.concurrency_limit,
+            budget_micro_usd: req.budget_micro_usd,
+            budget_period: req.budget_period,
+        },
         expires_at: req.expires_at,
     };
     // Limits are what an admin granted: members may rename a key or change its expiry.

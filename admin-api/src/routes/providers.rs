@@ -3,6 +3,7 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
+use tollgate_core::limits::double_option;
 use tollgate_core::store::providers::{self, CredentialChanges, NewCredential};
 use utoipa::ToSchema;
 
@@ -11,7 +12,7 @@ use crate::{
     AdminState,
     auth::Caller,
     error::{ApiResult, ErrorBody},
-    extract::{JsonBody, PathParam, double_option},
+    extract::{JsonBody, PathParam},
 };
 
 /// List provider credentials, secrets masked (admins and viewers).

@@ -8,7 +8,9 @@ use tollgate_core::store::{
 };
 use utoipa::ToSchema;
 
-use super::views::{LimitsPatch, TeamView, UserView};
+use tollgate_core::limits::LimitChanges;
+
+use super::views::{TeamView, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -82,7 +84,7 @@ pub async fn get(
 pub struct UpdateTeam {
     pub name: Option<String>,
     /// Quota limits shared by all the team's keys.
-    pub limits: Option<LimitsPatch>,
+    pub limits: Option<LimitChanges>,
 }
 
 /// Rename a team or change its limits (admins).
@@ -99,7 +101,7 @@ pub async fn update(
     caller.require_admin()?;
     let changes = TeamChanges {
         name: req.name.as_deref().map(teams::check_name).transpose()?,
-        limits: req.limits.map(Into::into).unwrap_or_default(),
+        limits: req.limits.unwrap_or_default(),
     };
     let after = teams::update_team(state.db(), id, changes, &caller.actor()).await?;
     state.changed(KeyChange::Team(id));

@@ -9,7 +9,9 @@ use tollgate_core::store::{
 };
 use utoipa::{IntoParams, ToSchema};
 
-use super::views::{LimitsPatch, RoleName, UserView};
+use tollgate_core::limits::LimitChanges;
+
+use super::views::{RoleName, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -151,7 +153,7 @@ pub struct UpdateUser {
     /// The current password: required to change one's own.
     pub current_password: Option<String>,
     /// Quota limits shared by all the user's keys (admins).
-    pub limits: Option<LimitsPatch>,
+    pub limits: Option<LimitChanges>,
 }
 
 /// Change a user's role, disabled flag, password or limits (admins; members their own
@@ -190,7 +192,7 @@ pub async fn update(
         role: req.role.map(Into::into),
         disabled: req.disabled,
         password_hash,
-        limits: req.limits.map(Into::into).unwrap_or_default(),
+        limits: req.limits.unwrap_or_default(),
     };
     let user = users::update_user(state.db(), id, changes, &caller.actor()).await?;
     state.changed(KeyChange::User(id));

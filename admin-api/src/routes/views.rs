@@ -2,15 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_core::store::entity::{
-    api_key::{self, BudgetPeriod},
-    provider_credential, team,
-    user::{self, Role},
+use tollgate_core::{
+    limits::QuotaLimits,
+    store::entity::{
+        api_key, provider_credential, team,
+        user::{self, Role},
+    },
 };
-use tollgate_core::store::limits::{LimitChanges, QuotaLimits};
 use utoipa::ToSchema;
-
-use crate::extract::double_option;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -40,99 +39,13 @@ impl From<Role> for RoleName {
     }
 }
 
-/// A budget period; budgets reset at 00:00 UTC (`day`), on the 1st at 00:00 UTC (`month`),
-/// or never (`total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PeriodName {
-    Day,
-    Month,
-    Total,
-}
-
-impl From<PeriodName> for BudgetPeriod {
-    fn from(p: PeriodName) -> BudgetPeriod {
-        match p {
-            PeriodName::Day => BudgetPeriod::Day,
-            PeriodName::Month => BudgetPeriod::Month,
-            PeriodName::Total => BudgetPeriod::Total,
-        }
-    }
-}
-
-impl From<BudgetPeriod> for PeriodName {
-    fn from(p: BudgetPeriod) -> PeriodName {
-        match p {
-            BudgetPeriod::Day => PeriodName::Day,
-            BudgetPeriod::Month => PeriodName::Month,
-            BudgetPeriod::Total => PeriodName::Total,
-        }
-    }
-}
-
-/// Quota limits of a user or team, shared by all their keys; `null` is unlimited.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LimitsView {
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    /// Micro-USD (1 USD = 1,000,000) per `budget_period`.
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<PeriodName>,
-}
-
-impl From<QuotaLimits> for LimitsView {
-    fn from(l: QuotaLimits) -> Self {
-        LimitsView {
-            rpm_limit: l.rpm_limit,
-            tpm_limit: l.tpm_limit,
-            concurrency_limit: l.concurrency_limit,
-            budget_micro_usd: l.budget_micro_usd,
-            budget_period: l.budget_period.map(Into::into),
-        }
-    }
-}
-
-/// Changes to a user's or team's limits: omit a field to keep it, `null` to remove it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsPatch {
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub concurrency_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub budget_micro_usd: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<PeriodName>)]
-    pub budget_period: Option<Option<PeriodName>>,
-}
-
-impl From<LimitsPatch> for LimitChanges {
-    fn from(p: LimitsPatch) -> Self {
-        LimitChanges {
-            rpm_limit: p.rpm_limit,
-            tpm_limit: p.tpm_limit,
-            concurrency_limit: p.concurrency_limit,
-            budget_micro_usd: p.budget_micro_usd,
-            budget_period: p.budget_period.map(|p| p.map(Into::into)),
-        }
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
     pub role: RoleName,
     pub disabled: bool,
-    pub limits: LimitsView,
+    pub limits: QuotaLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -140,7 +53,7 @@ pub struct UserView {
 impl From<user::Model> for UserView {
     fn from(u: user::Model) -> Self {
         UserView {
-            limits: u.limits().into(),
+            limits: u.limits(),
             id: u.id,
             email: u.email,
             role: u.role.into(),
@@ -155,7 +68,7 @@ impl From<user::Model> for UserView {
 pub struct TeamView {
     pub id: i64,
     pub name: String,
-    pub limits: LimitsView,
+    pub limits: QuotaLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -163,7 +76,7 @@ pub struct TeamView {
 impl From<team::Model> for TeamView {
     fn from(t: team::Model) -> Self {
         TeamView {
-            limits: t.limits().into(),
+            limits: t.limits(),
             id: t.id,
             name: t.name,
             created_at: t.created_at,
@@ -184,11 +97,9 @@ pub struct KeyView {
     pub team_id: Option<i64>,
     /// Models the key may use; `null` allows all.
     pub allowed_models: Option<Vec<String>>,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<PeriodName>,
+    /// Listed inline (the OpenAPI document shows them as the key's own fields).
+    #[serde(flatten)]
+    pub limits: QuotaLimits,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -202,16 +113,12 @@ impl From<api_key::Model> for KeyView {
     fn from(k: api_key::Model) -> Self {
         KeyView {
             allowed_models: k.allowed_models(),
+            limits: k.limits(),
             id: k.public_id,
             name: k.name,
             prefix: k.display_prefix,
             user_id: k.user_id,
             team_id: k.team_id,
-            rpm_limit: k.rpm_limit,
-            tpm_limit: k.tpm_limit,
-            concurrency_limit: k.concurrency_limit,
-            budget_micro_usd: k.budget_micro_usd,
-            budget_period: k.budget_period.map(Into::into),
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,
             last_used_at: k.last_used_at,

@@ -9,16 +9,13 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use super::limits::QuotaLimits;
 use super::{
     StoreError,
     audit::Actor,
     audit::AuditedChange,
-    entity::{
-        api_key::{self, BudgetPeriod},
-        team, user,
-    },
+    entity::{api_key, team, user},
 };
+use crate::limits::{LimitChanges, QuotaLimits};
 use crate::secrets::{ServerSecret, generate_api_key};
 
 pub const MAX_NAME_LEN: usize = 128;
@@ -28,11 +25,7 @@ pub const MAX_ALLOWED_MODELS: usize = 256;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyLimits {
     pub allowed_models: Option<Vec<String>>,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<BudgetPeriod>,
+    pub quota: QuotaLimits,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -69,14 +62,7 @@ fn check_name(name: &str) -> Result<String, StoreError> {
 }
 
 fn check_limits(limits: &KeyLimits, now: DateTime<Utc>) -> Result<(), StoreError> {
-    QuotaLimits {
-        rpm_limit: limits.rpm_limit,
-        tpm_limit: limits.tpm_limit,
-        concurrency_limit: limits.concurrency_limit,
-        budget_micro_usd: limits.budget_micro_usd,
-        budget_period: limits.budget_period,
-    }
-    .check()?;
+    limits.quota.check()?;
     if let Some(models) = &limits.allowed_models {
         if models.len() > MAX_ALLOWED_MODELS {
             return Err(StoreError::invalid(
@@ -117,20 +103,21 @@ async fn check_owner<C: ConnectionTrait>(
 
 /// What the audit log records of a key: never the secret or its hash.
 fn summary(k: &api_key::Model) -> serde_json::Value {
-    json!({
+    let mut summary = json!({
         "name": k.name,
         "prefix": k.display_prefix,
         "user_id": k.user_id,
         "team_id": k.team_id,
         "allowed_models": k.allowed_models(),
-        "rpm_limit": k.rpm_limit,
-        "tpm_limit": k.tpm_limit,
-        "concurrency_limit": k.concurrency_limit,
-        "budget_micro_usd": k.budget_micro_usd,
-        "budget_period": k.budget_period,
-        "expires_at": k.expires_at,
-        "revoked_at": k.revoked_at,
-    })
+    });
+    if let (Some(out), serde_json::Value::Object(limits)) =
+        (summary.as_object_mut(), k.limits().summary())
+    {
+        out.extend(limits);
+        out.insert("expires_at".into(), json!(k.expires_at));
+        out.insert("revoked_at".into(), json!(k.revoked_at));
+    }
+    summary
 }
 
 fn models_json(models: &Option<Vec<String>>) -> Option<String> {
@@ -155,7 +142,7 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
     let txn = AuditedChange::begin(db, actor).await?;
     check_owner(txn.conn(), new.user_id, new.team_id).await?;
     let l = new.limits;
-    let key = api_key::ActiveModel {
+    let mut key = api_key::ActiveModel {
         public_id: Set(issued.public_id.clone()),
         display_prefix: Set(issued.display_prefix.clone()),
         secret_hash: Set(secret.hash_api_key(&issued.secret)),
@@ -165,20 +152,15 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
         user_id: Set(new.user_id),
         team_id: Set(new.team_id),
         allowed_models: Set(models_json(&l.allowed_models)),
-        rpm_limit: Set(l.rpm_limit),
-        tpm_limit: Set(l.tpm_limit),
-        concurrency_limit: Set(l.concurrency_limit),
-        budget_micro_usd: Set(l.budget_micro_usd),
-        budget_period: Set(l.budget_period),
         expires_at: Set(l.expires_at),
         revoked_at: Set(None),
         last_used_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
-    }
-    .insert(txn.conn())
-    .await?;
+    };
+    key.set_limits(l.quota);
+    let key = key.insert(txn.conn()).await?;
     txn.commit(
         "key.create",
         "key",
@@ -240,23 +222,14 @@ pub async fn get_key<C: ConnectionTrait>(
 pub struct KeyChanges {
     pub name: Option<String>,
     pub allowed_models: Option<Option<Vec<String>>>,
-    pub rpm_limit: Option<Option<i64>>,
-    pub tpm_limit: Option<Option<i64>>,
-    pub concurrency_limit: Option<Option<i64>>,
-    pub budget_micro_usd: Option<Option<i64>>,
-    pub budget_period: Option<Option<BudgetPeriod>>,
+    pub limits: LimitChanges,
     pub expires_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl KeyChanges {
     /// Whether the change touches limits (as opposed to name and expiry only).
     pub fn touches_limits(&self) -> bool {
-        self.allowed_models.is_some()
-            || self.rpm_limit.is_some()
-            || self.tpm_limit.is_some()
-            || self.concurrency_limit.is_some()
-            || self.budget_micro_usd.is_some()
-            || self.budget_period.is_some()
+        self.allowed_models.is_some() || !self.limits.is_empty()
     }
 }
 
@@ -275,13 +248,7 @@ pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
             .allowed_models
             .clone()
             .unwrap_or_else(|| before.allowed_models()),
-        rpm_limit: changes.rpm_limit.unwrap_or(before.rpm_limit),
-        tpm_limit: changes.tpm_limit.unwrap_or(before.tpm_limit),
-        concurrency_limit: changes
-            .concurrency_limit
-            .unwrap_or(before.concurrency_limit),
-        budget_micro_usd: changes.budget_micro_usd.unwrap_or(before.budget_micro_usd),
-        budget_period: changes.budget_period.unwrap_or(before.budget_period),
+        quota: before.limits().apply(&changes.limits),
         // Only a new expiry must lie in the future; an unchanged one is left alone.
         expires_at: changes.expires_at.flatten(),
     };
@@ -291,11 +258,7 @@ pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
         active.name = Set(name);
     }
     active.allowed_models = Set(models_json(&limits.allowed_models));
-    active.rpm_limit = Set(limits.rpm_limit);
-    active.tpm_limit = Set(limits.tpm_limit);
-    active.concurrency_limit = Set(limits.concurrency_limit);
-    active.budget_micro_usd = Set(limits.budget_micro_usd);
-    active.budget_period = Set(limits.budget_period);
+    active.set_limits(limits.quota);
     if let Some(expires_at) = changes.expires_at {
         active.expires_at = Set(expires_at);
     }

@@ -5,7 +5,6 @@ pub mod audit;
 pub mod entity;
 mod error;
 pub mod keys;
-pub mod limits;
 pub mod providers;
 pub mod teams;
 pub mod usage;

@@ -7,11 +7,12 @@ use sea_orm::{
 };
 use serde_json::json;
 
+use crate::limits::LimitChanges;
+
 use super::{
     StoreError,
     audit::{Actor, AuditedChange},
     entity::{api_key, team, team_member, user},
-    limits::LimitChanges,
     users,
 };
 
@@ -114,11 +115,7 @@ pub async fn update_team<C: ConnectionTrait + TransactionTrait>(
     if let Some(name) = &changes.name {
         active.name = Set(name.clone());
     }
-    active.rpm_limit = Set(limits.rpm_limit);
-    active.tpm_limit = Set(limits.tpm_limit);
-    active.concurrency_limit = Set(limits.concurrency_limit);
-    active.budget_micro_usd = Set(limits.budget_micro_usd);
-    active.budget_period = Set(limits.budget_period);
+    active.set_limits(limits);
     active.updated_at = Set(Utc::now());
     let after = active
         .update(txn.conn())

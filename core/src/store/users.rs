@@ -8,12 +8,13 @@ use sea_orm::{
 };
 use serde_json::json;
 
+use crate::limits::LimitChanges;
+
 use super::{
     StoreError,
     audit::Actor,
     audit::AuditedChange,
     entity::user::{self, Role},
-    limits::LimitChanges,
 };
 use crate::secrets::hash_password;
 
@@ -203,11 +204,7 @@ pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
     let limits = before.limits().apply(&changes.limits);
     limits.check()?;
     let mut active = before.clone().into_active_model();
-    active.rpm_limit = Set(limits.rpm_limit);
-    active.tpm_limit = Set(limits.tpm_limit);
-    active.concurrency_limit = Set(limits.concurrency_limit);
-    active.budget_micro_usd = Set(limits.budget_micro_usd);
-    active.budget_period = Set(limits.budget_period);
+    active.set_limits(limits);
     if let Some(role) = changes.role {
         active.role = Set(role);
     }

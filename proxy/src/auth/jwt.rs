@@ -19,7 +19,8 @@ use josekit::{
 use sea_orm_migration::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tollgate_core::{
     config::{JwtIssuer, SubjectKind},
-    store::{entity::team, limits::QuotaLimits, users},
+    limits::QuotaLimits,
+    store::{entity::team, users},
 };
 
 use crate::{backend::Backend, error::GatewayError};

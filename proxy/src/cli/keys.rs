@@ -4,6 +4,7 @@
 use anyhow::Context;
 use sea_orm_migration::sea_orm::DatabaseConnection;
 use tollgate_core::{
+    limits::QuotaLimits,
     secrets::ServerSecret,
     store::{
         Actor,
@@ -19,12 +20,48 @@ pub struct CreateArgs {
     pub user: Option<String>,
     pub team_id: Option<i64>,
     pub models: Option<Vec<String>>,
-    pub rpm: Option<i64>,
-    pub tpm: Option<i64>,
-    pub concurrency: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<String>,
+    pub limits: LimitArgs,
     pub expires_in: Option<std::time::Duration>,
+}
+
+/// The limit flags of `tollgate keys create`, read into the key's quota limits.
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// Requests per minute.
+    #[arg(long)]
+    pub rpm: Option<i64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    pub tpm: Option<i64>,
+    /// Concurrent requests.
+    #[arg(long)]
+    pub concurrency: Option<i64>,
+    /// Budget in micro-USD (1 USD = 1000000) per --budget-period.
+    #[arg(long)]
+    pub budget_micro_usd: Option<i64>,
+    #[arg(long, value_parser = ["day", "month", "total"])]
+    pub budget_period: Option<String>,
+}
+
+impl LimitArgs {
+    fn into_limits(self) -> anyhow::Result<QuotaLimits> {
+        let budget_period = match self.budget_period.as_deref() {
+            None => None,
+            Some("day") => Some(BudgetPeriod::Day),
+            Some("month") => Some(BudgetPeriod::Month),
+            Some("total") => Some(BudgetPeriod::Total),
+            Some(other) => {
+                anyhow::bail!("--budget-period {other:?}: expected day, month or total")
+            }
+        };
+        Ok(QuotaLimits {
+            rpm_limit: self.rpm,
+            tpm_limit: self.tpm,
+            concurrency_limit: self.concurrency,
+            budget_micro_usd: self.budget_micro_usd,
+            budget_period,
+        })
+    }
 }
 
 async fn user_by_email(db: &DatabaseConnection, email: &str) -> anyhow::Result<user::Model> {
@@ -42,13 +79,6 @@ pub async fn create(
         Some(email) => Some(user_by_email(db, email).await?.id),
         None => None,
     };
-    let budget_period = match args.budget_period.as_deref() {
-        None => None,
-        Some("day") => Some(BudgetPeriod::Day),
-        Some("month") => Some(BudgetPeriod::Month),
-        Some("total") => Some(BudgetPeriod::Total),
-        Some(other) => anyhow::bail!("--budget-period {other:?}: expected day, month or total"),
-    };
     let expires_at = args
         .expires_in
         .map(chrono::Duration::from_std)
@@ -64,11 +94,7 @@ pub async fn create(
             team_id: args.team_id,
             limits: KeyLimits {
                 allowed_models: args.models,
-                rpm_limit: args.rpm,
-                tpm_limit: args.tpm,
-                concurrency_limit: args.concurrency,
-                budget_micro_usd: args.budget_micro_usd,
-                budget_period,
+                quota: args.limits.into_limits()?,
                 expires_at,
             },
         },

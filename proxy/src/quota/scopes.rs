@@ -3,7 +3,7 @@
 //! estimate.
 
 use chrono::Utc;
-use tollgate_core::store::{entity::api_key::BudgetPeriod, limits::QuotaLimits};
+use tollgate_core::{limits::QuotaLimits, store::entity::api_key::BudgetPeriod};
 
 use crate::{
     auth::{client_keys::ClientKey, jwt::Subject},
@@ -44,13 +44,7 @@ pub fn limits(stored: &QuotaLimits, now: chrono::DateTime<Utc>) -> Limits {
 /// where it has limits.
 pub fn scopes(key: &ClientKey, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
     let k = &key.record.key;
-    let own = QuotaLimits {
-        rpm_limit: k.rpm_limit,
-        tpm_limit: k.tpm_limit,
-        concurrency_limit: k.concurrency_limit,
-        budget_micro_usd: k.budget_micro_usd,
-        budget_period: k.budget_period,
-    };
+    let own = k.limits();
     let mut scopes = Vec::with_capacity(3);
     let mut add = |scope: String, stored: &QuotaLimits, owner: Owner| {
         let limits = limits(stored, now);

@@ -3,17 +3,28 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
+/// A budget period; budgets reset at 00:00 UTC (`day`), on the 1st at 00:00 UTC (`month`),
+/// or never (`total`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    EnumIter,
+    DeriveActiveEnum,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(8))")]
 #[serde(rename_all = "lowercase")]
+#[schema(as = PeriodName)]
 pub enum BudgetPeriod {
-    /// Resets at 00:00 UTC every day.
     #[sea_orm(string_value = "day")]
     Day,
-    /// Resets at 00:00 UTC on the first of every month.
     #[sea_orm(string_value = "month")]
     Month,
-    /// Never resets.
     #[sea_orm(string_value = "total")]
     Total,
 }

@@ -67,16 +67,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-impl Model {
-    /// The quota limits set on this owner.
-    pub fn limits(&self) -> crate::store::limits::QuotaLimits {
-        crate::store::limits::QuotaLimits {
-            rpm_limit: self.rpm_limit,
-            tpm_limit: self.tpm_limit,
-            concurrency_limit: self.concurrency_limit,
-            budget_micro_usd: self.budget_micro_usd,
-            budget_period: self.budget_period,
-        }
-    }
-}

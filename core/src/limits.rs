@@ -1,13 +1,20 @@
-//! Quota limits as stored on keys, users and teams, and their validation.
+//! Quota limits as keys, users and teams store them: the one type the entities, the
+//! admin API, the CLI and the gateway's quota scopes share, its validation, and the patch
+//! that changes it. Adding a dimension starts here (see `docs/ARCHITECTURE.md`).
 
-use super::{StoreError, entity::api_key::BudgetPeriod};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-/// Limits of one owner (key, user or team); `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+use crate::store::{StoreError, entity::api_key::BudgetPeriod};
+
+/// Quota limits of a key, a user or a team; `null` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = LimitsView)]
 pub struct QuotaLimits {
     pub rpm_limit: Option<i64>,
     pub tpm_limit: Option<i64>,
     pub concurrency_limit: Option<i64>,
+    /// Micro-USD (1 USD = 1,000,000) per `budget_period`.
     pub budget_micro_usd: Option<i64>,
     pub budget_period: Option<BudgetPeriod>,
 }
@@ -58,24 +65,31 @@ impl QuotaLimits {
         }
     }
 
+    /// The limits as the audit log records them.
     pub fn summary(&self) -> serde_json::Value {
-        serde_json::json!({
-            "rpm_limit": self.rpm_limit,
-            "tpm_limit": self.tpm_limit,
-            "concurrency_limit": self.concurrency_limit,
-            "budget_micro_usd": self.budget_micro_usd,
-            "budget_period": self.budget_period,
-        })
+        serde_json::to_value(self).unwrap_or_default()
     }
 }
 
-/// Changes to limits: `None` keeps a value, `Some(None)` clears it.
-#[derive(Debug, Clone, Copy, Default)]
+/// Changes to limits: omit a field to keep it, `null` to remove it.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = LimitsPatch)]
 pub struct LimitChanges {
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     pub rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     pub tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     pub concurrency_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
     pub budget_micro_usd: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<BudgetPeriod>)]
     pub budget_period: Option<Option<BudgetPeriod>>,
 }
 
@@ -87,4 +101,14 @@ impl LimitChanges {
             && self.budget_micro_usd.is_none()
             && self.budget_period.is_none()
     }
+}
+
+/// For PATCH bodies: a missing field is `None` (keep), `null` is `Some(None)` (clear) and a
+/// value is `Some(Some(v))` (set). Use with `#[serde(default, deserialize_with = …)]`.
+pub fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Deserialize::deserialize(de).map(Some)
 }
