@@ -65,8 +65,7 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        self.metrics.in_flight.inc();
-        ctx.in_flight = true;
+        self.metrics.start(ctx);
         ctx.id = request_id(session.req_header());
         match admission::admit(self, session, ctx).await? {
             Admission::Proceed => return Ok(false),
@@ -160,10 +159,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        self.metrics
-            .upstream_first_byte
-            .with_label_values(&[ctx.route.model_name(), ctx.route.provider_name()])
-            .observe(ctx.timing.started.elapsed().as_secs_f64());
+        self.metrics.upstream_answered(ctx);
         if let Some(upstream_id) = response.headers.get("x-request-id").cloned() {
             response.insert_header("x-upstream-request-id", upstream_id)?;
         }

@@ -5,6 +5,19 @@ use pingora::{Error, proxy::Session};
 use crate::{context::RequestCtx, error::GatewayError, metrics::Metrics};
 
 impl Metrics {
+    /// Counts the request as in flight until [`Metrics::finish`].
+    pub fn start(&self, ctx: &mut RequestCtx) {
+        self.in_flight.inc();
+        ctx.in_flight = true;
+    }
+
+    /// The upstream's response head arrived: the time to it since the request came in.
+    pub fn upstream_answered(&self, ctx: &RequestCtx) {
+        self.upstream_first_byte
+            .with_label_values(&[ctx.route.model_name(), ctx.route.provider_name()])
+            .observe(ctx.timing.started.elapsed().as_secs_f64());
+    }
+
     /// Counts a quota refusal the client got; a full deployment passed over for another is
     /// not one.
     pub fn count_refusal(&self, e: &GatewayError) {

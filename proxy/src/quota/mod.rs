@@ -9,6 +9,7 @@ pub mod limiter;
 pub mod scopes;
 
 mod memory;
+mod redis_batch;
 mod redis_store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

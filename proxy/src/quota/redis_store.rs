@@ -2,58 +2,28 @@
 //! settles. Scripts are loaded once and called by SHA (reloaded if Redis lost them). All
 //! keys of a scope share a hash tag; one call spans a request's scopes (key, user, team,
 //! deployment), so it needs a single Redis, not a Cluster.
-//!
-//! A connection runs one script at a time (a client must not pipeline them), so both steps
-//! are batched: while one call is under way, the next requests gather and go out together
-//! in one call, alone when traffic is light. Reserves, on the request path, go out on a
-//! connection of the calling thread's own runtime: handing each call to a connection driven
-//! by another runtime and back costs two thread wake-ups, about 0.1 ms per round trip on a
-//! quiet host. Settlements, off the request path, have a connection of their own.
+//! Both steps are batched (see `redis_batch`).
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::backend::redis::another_connection;
 use async_trait::async_trait;
 use fred::{
     clients::Client,
     interfaces::KeysInterface,
-    types::{Expiration, SetOptions, Value, scripts::Script},
+    types::{Expiration, SetOptions, Value},
 };
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinHandle,
-};
-
-use crate::backend::redis::{COMMAND_TIMEOUT, another_connection};
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
+    redis_batch::{Pending, Settler, queue_near, unavailable},
 };
 
 const RESERVE: &str = include_str!("reserve.lua");
 const SETTLE: &str = include_str!("settle.lua");
 
-/// Most reservations in one script call (each takes Redis some 30 µs): bounds how long a
-/// call keeps Redis busy and the wait of the first request in it.
-const MAX_RESERVE_BATCH: usize = 16;
-/// Most settlements in one script call.
-const MAX_SETTLE_BATCH: usize = 32;
-
 /// Tells stores apart (tests run several in one process).
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Per store, the queue of this thread's reserve batches and the task sending them.
-    static NEAR: RefCell<HashMap<u64, (Queue, JoinHandle<()>)>> = RefCell::new(HashMap::new());
-}
-
-type Queue = mpsc::UnboundedSender<Pending>;
 
 pub struct RedisStore {
     id: u64,
@@ -63,104 +33,24 @@ pub struct RedisStore {
     settler: Settler,
 }
 
-/// One request's part of a script call, waiting for its batch, and who waits for its reply.
-struct Pending {
-    keys: Vec<String>,
-    args: Vec<Value>,
-    done: oneshot::Sender<Result<Value, QuotaError>>,
-}
-
-impl Pending {
-    /// Queues a call's part and waits for its reply, at most [`COMMAND_TIMEOUT`] (a part
-    /// whose caller gave up is not sent).
-    async fn call(
-        queue: impl FnOnce(Pending) -> bool,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Value, QuotaError> {
-        let (done, reply) = oneshot::channel();
-        let ended = || QuotaError::Unavailable("the quota script task ended".into());
-        if !queue(Pending { keys, args, done }) {
-            return Err(ended());
-        }
-        match tokio::time::timeout(COMMAND_TIMEOUT, reply).await {
-            Ok(reply) => reply.unwrap_or_else(|_| Err(ended())),
-            Err(_) => Err(QuotaError::Unavailable(format!(
-                "no answer within {} ms",
-                COMMAND_TIMEOUT.as_millis()
-            ))),
-        }
-    }
-}
-
-/// The settlement queue and how to start its task again should it end.
-struct Settler {
-    queue: Mutex<Queue>,
-    client: Client,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Settler {
-    fn start(client: Client, runtime: tokio::runtime::Handle) -> Self {
-        let queue = Mutex::new(Self::spawn(&client, &runtime));
-        Settler {
-            queue,
-            client,
-            runtime,
-        }
-    }
-
-    fn spawn(client: &Client, runtime: &tokio::runtime::Handle) -> Queue {
-        let (queue, batched) = mpsc::unbounded_channel();
-        runtime.spawn(batches(client.clone(), SETTLE, batched, MAX_SETTLE_BATCH));
-        queue
-    }
-
-    /// Queues a settlement; a task that ended is started again.
-    fn queue(&self, pending: Pending) -> bool {
-        let Ok(mut queue) = self.queue.lock() else {
-            return false;
-        };
-        match queue.send(pending) {
-            Ok(()) => true,
-            Err(mpsc::error::SendError(pending)) => {
-                tracing::warn!("the quota settlement task ended; starting it again");
-                *queue = Self::spawn(&self.client, &self.runtime);
-                queue.send(pending).is_ok()
-            }
-        }
-    }
-}
-
 impl RedisStore {
     /// Settlements get a connection of their own, and their batching task, on `runtime`.
     pub fn new(client: Client, prefix: &str, runtime: &tokio::runtime::Handle) -> Self {
         RedisStore {
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
-            settler: Settler::start(another_connection(&client, runtime), runtime.clone()),
+            settler: Settler::start(
+                another_connection(&client, runtime),
+                runtime.clone(),
+                SETTLE,
+            ),
             client,
             prefix: prefix.to_string(),
         }
     }
 
-    /// Queues a reservation on the calling thread's reserve batches; their task and its
-    /// connection are made on first use, on the caller's runtime, and made again if the task
-    /// ended (its runtime shut down).
+    /// Queues a reservation on the calling thread's reserve batches.
     fn queue_near(&self, pending: Pending) -> bool {
-        NEAR.with_borrow_mut(|near| {
-            if let Some((queue, task)) = near.get(&self.id)
-                && !task.is_finished()
-            {
-                return queue.send(pending).is_ok();
-            }
-            let runtime = tokio::runtime::Handle::current();
-            let client = another_connection(&self.client, &runtime);
-            let (queue, batched) = mpsc::unbounded_channel();
-            let task = runtime.spawn(batches(client, RESERVE, batched, MAX_RESERVE_BATCH));
-            let sent = queue.send(pending).is_ok();
-            near.insert(self.id, (queue, task));
-            sent
-        })
+        queue_near(self.id, &self.client, RESERVE, pending)
     }
 
     /// Three keys per scope, in the scripts' order.
@@ -189,10 +79,6 @@ impl RedisStore {
             self.prefix, scope.scope, budget.period_id
         ))
     }
-}
-
-fn unavailable(e: fred::error::Error) -> QuotaError {
-    QuotaError::Unavailable(e.to_string())
 }
 
 #[async_trait]
@@ -351,72 +237,3 @@ const DIMENSIONS: [&str; 6] = [
     "budget_exceeded",
     "unseeded",
 ];
-
-/// Sends a script's queued calls, as many as wait (up to `max`) in one call, one call at a
-/// time: alone when traffic is light, batched when it is not. Each part gets its own reply.
-async fn batches(
-    client: Client,
-    lua: &'static str,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
-    max: usize,
-) {
-    let script = Script::from_lua(lua);
-    let mut batch = Vec::with_capacity(max);
-    while queue.recv_many(&mut batch, max).await > 0 {
-        // Callers that gave up (timed out) are not reserved or settled for.
-        batch.retain(|p| !p.done.is_closed());
-        if batch.is_empty() {
-            continue;
-        }
-        let mut keys = Vec::new();
-        let mut args = vec![Value::from(batch.len() as i64)];
-        for p in &mut batch {
-            keys.append(&mut p.keys);
-            args.append(&mut p.args);
-        }
-        let replies = script
-            .evalsha_with_reload::<Value, _, _>(&client, keys, args)
-            .await
-            .map_err(unavailable)
-            .map(Value::into_array)
-            .and_then(|replies| {
-                if replies.len() == batch.len() {
-                    Ok(replies)
-                } else {
-                    Err(QuotaError::Unavailable(format!(
-                        "the quota script answered {} parts for {}",
-                        replies.len(),
-                        batch.len()
-                    )))
-                }
-            });
-        match replies {
-            Ok(replies) => {
-                for (p, reply) in batch.drain(..).zip(replies) {
-                    let _ = p.done.send(part(reply));
-                }
-            }
-            Err(e) => {
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-}
-
-/// One part's reply, or the error the script answered in its place (`{-1, message}`).
-fn part(reply: Value) -> Result<Value, QuotaError> {
-    match &reply {
-        Value::Array(fields) if fields.first().and_then(Value::as_i64) == Some(-1) => {
-            let message = fields
-                .get(1)
-                .and_then(|m| m.as_str().map(|m| m.to_string()))
-                .unwrap_or_default();
-            Err(QuotaError::Unavailable(format!(
-                "the quota script failed: {message}"
-            )))
-        }
-        _ => Ok(reply),
-    }
-}
