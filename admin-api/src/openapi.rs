@@ -91,6 +91,9 @@ fn inline_limits(schema: &mut RefOr<Schema>, limits: &Object) {
             });
             if let (true, 2, Some(mut own)) = (flattens_limits, all_of.items.len(), own) {
                 own.properties.extend(limits.properties.clone());
+                if own.description.is_none() {
+                    own.description = all_of.description.clone();
+                }
                 *schema = RefOr::T(Schema::Object(own));
             } else {
                 all_of

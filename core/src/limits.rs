@@ -73,7 +73,7 @@ impl QuotaLimits {
 
 /// Changes to limits: omit a field to keep it, `null` to remove it.
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename = "LimitsPatch")]
 #[schema(as = LimitsPatch)]
 pub struct LimitChanges {
     #[serde(default, deserialize_with = "double_option")]

@@ -136,6 +136,7 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        ctx.route.started = Some(Instant::now());
         let (Some(deployment), Some(endpoint)) = (ctx.route.current(), ctx.request.endpoint) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
@@ -148,9 +149,7 @@ impl ProxyHttp for Gateway {
             &deployment.upstream_model,
             ctx.request.body.len(),
             &ctx.id,
-        )?;
-        ctx.route.started = Some(Instant::now());
-        Ok(())
+        )
     }
 
     async fn response_filter(
@@ -179,9 +178,10 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        if ctx.response.pass(body, end_of_stream) {
+        if body.as_ref().is_some_and(|chunk| !chunk.is_empty()) {
             ctx.timing.first_byte_at.get_or_insert_with(Instant::now);
         }
+        ctx.response.pass(body, end_of_stream);
         Ok(None)
     }
 

@@ -60,11 +60,9 @@ impl ResponseWatch {
         };
     }
 
-    /// Sees a chunk on its way to the client; returns whether it carried bytes.
-    pub fn pass(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) -> bool {
-        let mut carried = false;
+    /// Sees a chunk on its way to the client.
+    pub fn pass(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
         if let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) {
-            carried = true;
             self.bytes += chunk.len() as u64;
             match &mut self.scan {
                 ResponseScan::Stream(scanner) if self.strip_usage => {
@@ -89,7 +87,6 @@ impl ResponseWatch {
             self.content_events = self.scan_content_events();
             self.scan = ResponseScan::Done(self.usage());
         }
-        carried
     }
 
     /// Whether the answer is a stream still being scanned.

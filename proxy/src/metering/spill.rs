@@ -1,10 +1,12 @@
 //! The spill file: usage events the database could not take, one JSON line each, appended
 //! and synced before the batch counts as kept. Each line carries the format's version
-//! (`"v"`); lines without one were written before the version existed and read as 1.
+//! (`"v"`); lines without one were written before the version existed and read as 1. A
+//! line of a format this build does not know (a newer build's, after a downgrade) is not
+//! dropped: it is set aside in `<file>.unread`, for a build that reads it.
 
 use std::{
     io::{BufRead, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
@@ -55,29 +57,47 @@ pub fn append(path: &PathBuf, rows: &[usage_event::Model]) -> std::io::Result<()
     file.sync_data()
 }
 
-pub fn read_spill(path: &PathBuf) -> std::io::Result<Vec<usage_event::Model>> {
+/// What a spill file holds: the events this build reads, and the lines of other formats.
+#[derive(Default)]
+pub struct Spilled {
+    pub events: Vec<usage_event::Model>,
+    pub unread: Vec<String>,
+}
+
+pub fn read_spill(path: &PathBuf) -> std::io::Result<Spilled> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Spilled::default()),
         Err(e) => return Err(e),
     };
-    let mut rows = Vec::new();
+    let mut spilled = Spilled::default();
     for line in std::io::BufReader::new(file).lines() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<LineIn>(&line) {
-            Ok(line) if line.v == FORMAT => rows.push(line.event),
-            Ok(line) => tracing::error!(
-                "skipping a spilled usage event of format {} (this build reads {FORMAT})",
-                line.v
-            ),
+            Ok(parsed) if parsed.v == FORMAT => spilled.events.push(parsed.event),
+            Ok(_) => spilled.unread.push(line),
             // A line cut short by a crash mid-write: the rest of the file is still good.
             Err(e) => tracing::warn!("skipping a damaged spilled usage event: {e}"),
         }
     }
-    Ok(rows)
+    Ok(spilled)
+}
+
+/// Keeps lines of another format in `<file>.unread`, before the spill file is emptied.
+pub fn set_aside(path: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".unread");
+    let aside = PathBuf::from(aside);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&aside)?;
+    file.write_all((lines.join("\n") + "\n").as_bytes())?;
+    file.sync_data()?;
+    Ok(aside)
 }
 
 #[cfg(test)]
@@ -92,8 +112,15 @@ mod tests {
         let old = r#"{"event_id":"ev_1","request_id":"r1","occurred_at":"2026-12-01T00:00:00Z","key_id":3,"user_id":null,"team_id":null,"model":"m","deployment":"d","prompt_tokens":5,"completion_tokens":7,"cost_micro_usd":11,"status":200,"latency_ms":12,"ttft_ms":null,"estimated":false}"#;
         let newer = old.replace(r#""event_id":"ev_1""#, r#""v":2,"event_id":"ev_9""#);
         std::fs::write(&path, format!("{old}\n{newer}\n")).unwrap();
-        let mut rows = read_spill(&path).unwrap();
-        assert_eq!(rows.len(), 1, "a line of an unknown format is skipped");
+        let Spilled {
+            events: mut rows,
+            unread,
+        } = read_spill(&path).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(unread.len(), 1, "a line of an unknown format is kept");
+        assert_eq!(unread[0], newer);
+        let aside = set_aside(&path, &unread).unwrap();
+        assert_eq!(std::fs::read_to_string(aside).unwrap(), newer + "\n");
         assert_eq!(
             (rows[0].event_id.as_str(), rows[0].cost_micro_usd),
             ("ev_1", 11)
@@ -104,7 +131,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let last = text.lines().last().unwrap();
         assert!(last.starts_with(r#"{"v":1,"#) && !last.contains(r#""id""#));
-        let read = read_spill(&path).unwrap();
+        let read = read_spill(&path).unwrap().events;
         assert_eq!(read.len(), 2);
         assert_eq!(read[1], rows[0]);
     }

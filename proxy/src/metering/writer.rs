@@ -10,7 +10,7 @@ use tollgate_core::store::{entity::usage_event, usage::insert_events};
 
 use crate::metering::{
     finished::Finished,
-    spill::{append, read_spill},
+    spill::{Spilled, append, read_spill, set_aside},
 };
 
 /// Most events in one insert.
@@ -135,8 +135,11 @@ impl Writer {
         let read = tokio::task::spawn_blocking(move || read_spill(&path))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        let rows = match read {
-            Ok(rows) => rows,
+        let Spilled {
+            events: rows,
+            unread,
+        } = match read {
+            Ok(spilled) => spilled,
             Err(e) => {
                 tracing::error!("reading {} failed: {e}", self.spill.display());
                 return;
@@ -146,6 +149,19 @@ impl Writer {
             if let Err(e) = insert(&self.db, chunk).await {
                 tracing::debug!("replaying spilled usage events: database still unavailable: {e}");
                 return;
+            }
+        }
+        if !unread.is_empty() {
+            match set_aside(&self.spill, &unread) {
+                Ok(aside) => tracing::error!(
+                    "{} spilled usage events are of a format this build does not read; kept in {}",
+                    unread.len(),
+                    aside.display()
+                ),
+                Err(e) => {
+                    tracing::error!("setting aside spilled events of another format failed: {e}");
+                    return;
+                }
             }
         }
         if let Err(e) = std::fs::File::create(&self.spill) {
