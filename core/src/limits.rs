@@ -112,3 +112,142 @@ where
 {
     Deserialize::deserialize(de).map(Some)
 }
+
+/// Declares a struct with the quota limit fields appended to its own fields, for the few
+/// structs that must carry them as fields rather than nest or flatten [`QuotaLimits`]. Each
+/// form also gets its conversion, so a new dimension is added here and nowhere else:
+///
+/// - `request`: a request body's fields (serde's `flatten` would lose a field's name from
+///   validation errors), with `limits()`;
+/// - `columns`: a table's limit columns (sea-orm maps fields to columns), as `request` and
+///   with `ActiveModel::set_limits()`;
+/// - `patch`: a PATCH body's fields (omitted = keep, `null` = clear), with
+///   `limit_changes()`; used from crates that name this one `tollgate_core`;
+/// - `flags`: the CLI's `--rpm`, `--tpm`, `--concurrency`, `--budget-micro-usd` and
+///   `--budget-period`, with `limits()`.
+///
+/// `columns` and `request` name `BudgetPeriod` as the calling module imports it (sea-orm's
+/// derive reads field types as written). The limit fields come after the struct's own
+/// fields and before those of an optional `then { … }` group that follows the struct, so
+/// the fields keep their order on the wire and in messages. Every group ends with a comma.
+#[macro_export]
+macro_rules! with_quota_limits {
+    (columns $(#[$meta:meta])* $vis:vis struct $name:ident { $($own:tt)* } $(then { $($then:tt)* })?) => {
+        $crate::with_quota_limits! { request
+            $(#[$meta])* $vis struct $name { $($own)* } $(then { $($then)* })?
+        }
+
+        impl ActiveModel {
+            pub fn set_limits(&mut self, limits: $crate::limits::QuotaLimits) {
+                self.rpm_limit = sea_orm::Set(limits.rpm_limit);
+                self.tpm_limit = sea_orm::Set(limits.tpm_limit);
+                self.concurrency_limit = sea_orm::Set(limits.concurrency_limit);
+                self.budget_micro_usd = sea_orm::Set(limits.budget_micro_usd);
+                self.budget_period = sea_orm::Set(limits.budget_period);
+            }
+        }
+    };
+    (request $(#[$meta:meta])* $vis:vis struct $name:ident { $($own:tt)* } $(then { $($then:tt)* })?) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($own)*
+            /// Requests per minute.
+            pub rpm_limit: Option<i64>,
+            /// Tokens per minute.
+            pub tpm_limit: Option<i64>,
+            /// Concurrent requests.
+            pub concurrency_limit: Option<i64>,
+            /// Spend limit in micro-USD (1 USD = 1,000,000) per `budget_period`.
+            pub budget_micro_usd: Option<i64>,
+            pub budget_period: Option<BudgetPeriod>,
+            $($($then)*)?
+        }
+
+        impl $name {
+            /// The quota limits these fields hold.
+            pub fn limits(&self) -> $crate::limits::QuotaLimits {
+                $crate::limits::QuotaLimits {
+                    rpm_limit: self.rpm_limit,
+                    tpm_limit: self.tpm_limit,
+                    concurrency_limit: self.concurrency_limit,
+                    budget_micro_usd: self.budget_micro_usd,
+                    budget_period: self.budget_period,
+                }
+            }
+        }
+    };
+    (patch $(#[$meta:meta])* $vis:vis struct $name:ident { $($own:tt)* } $(then { $($then:tt)* })?) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($own)*
+            /// `null` removes the limit; omit to keep.
+            #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+            #[schema(value_type = Option<i64>)]
+            pub rpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+            #[schema(value_type = Option<i64>)]
+            pub tpm_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+            #[schema(value_type = Option<i64>)]
+            pub concurrency_limit: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+            #[schema(value_type = Option<i64>)]
+            pub budget_micro_usd: Option<Option<i64>>,
+            #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+            #[schema(value_type = Option<$crate::store::entity::api_key::BudgetPeriod>)]
+            pub budget_period: Option<Option<$crate::store::entity::api_key::BudgetPeriod>>,
+            $($($then)*)?
+        }
+
+        impl $name {
+            /// The changes to quota limits the body asks for.
+            pub fn limit_changes(&self) -> $crate::limits::LimitChanges {
+                $crate::limits::LimitChanges {
+                    rpm_limit: self.rpm_limit,
+                    tpm_limit: self.tpm_limit,
+                    concurrency_limit: self.concurrency_limit,
+                    budget_micro_usd: self.budget_micro_usd,
+                    budget_period: self.budget_period,
+                }
+            }
+        }
+    };
+    (flags $(#[$meta:meta])* $vis:vis struct $name:ident { $($own:tt)* } $(then { $($then:tt)* })?) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($own)*
+            /// Requests per minute.
+            #[arg(long)]
+            pub rpm: Option<i64>,
+            /// Tokens per minute.
+            #[arg(long)]
+            pub tpm: Option<i64>,
+            /// Concurrent requests.
+            #[arg(long)]
+            pub concurrency: Option<i64>,
+            /// Budget in micro-USD (1 USD = 1000000) per --budget-period.
+            #[arg(long)]
+            pub budget_micro_usd: Option<i64>,
+            #[arg(long, value_parser = ["day", "month", "total"])]
+            pub budget_period: Option<String>,
+            $($($then)*)?
+        }
+
+        impl $name {
+            /// The quota limits the flags ask for.
+            pub fn limits(&self) -> $crate::limits::QuotaLimits {
+                $crate::limits::QuotaLimits {
+                    rpm_limit: self.rpm,
+                    tpm_limit: self.tpm,
+                    concurrency_limit: self.concurrency,
+                    budget_micro_usd: self.budget_micro_usd,
+                    // The flag's parser admits only the periods' names.
+                    budget_period: self
+                        .budget_period
+                        .as_deref()
+                        .and_then($crate::store::entity::api_key::BudgetPeriod::from_name),
+                }
+            }
+        }
+    };
+}

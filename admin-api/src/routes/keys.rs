@@ -4,7 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_core::limits::{LimitChanges, QuotaLimits, double_option};
+use tollgate_core::limits::double_option;
 use tollgate_core::store::{
     entity::{
         api_key::{self, BudgetPeriod},
@@ -61,6 +61,7 @@ pub async fn list(
     Ok(Json(Page::of(items, page, per_page, total)))
 }
 
+tollgate_core::with_quota_limits! { request
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
@@ -71,13 +72,9 @@ pub struct CreateKey {
     pub team_id: Option<i64>,
     /// Models the key may use; omit or `null` for all.
     pub allowed_models: Option<Vec<String>>,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    /// Spend limit in micro-USD (1 USD = 1,000,000) per `budget_period`.
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<BudgetPeriod>,
+} then {
     pub expires_at: Option<DateTime<Utc>>,
+}
 }
 
 /// A key with its secret: returned by create and rotate only.
@@ -121,19 +118,14 @@ pub async fn create(
         }
         Role::Viewer => return Err(ApiError::forbidden("viewers cannot change anything")),
     };
+    let quota = req.limits();
     let new = NewKey {
         name: req.name,
         user_id,
         team_id: req.team_id,
         limits: KeyLimits {
             allowed_models: req.allowed_models,
-            quota: QuotaLimits {
-                rpm_limit: req.rpm_limit,
-                tpm_limit: req.tpm_limit,
-                concurrency_limit: req.concurrency_limit,
-                budget_micro_usd: req.budget_micro_usd,
-                budget_period: req.budget_period,
-            },
+            quota,
             expires_at: req.expires_at,
         },
     };
@@ -163,6 +155,7 @@ pub async fn get(
     Ok(Json(visible_key(&state, &caller, &id).await?.into()))
 }
 
+tollgate_core::with_quota_limits! { patch
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
@@ -171,25 +164,11 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<String>>)]
     pub allowed_models: Option<Option<Vec<String>>>,
-    /// `null` removes the limit; omit to keep.
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub rpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub tpm_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub concurrency_limit: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub budget_micro_usd: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<BudgetPeriod>)]
-    pub budget_period: Option<Option<BudgetPeriod>>,
+} then {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+}
 }
 
 /// Change a key's name, models, limits, budget or expiry.
@@ -205,16 +184,11 @@ pub async fn update(
 ) -> ApiResult<Json<KeyView>> {
     let key = visible_key(&state, &caller, &id).await?;
     caller.require_writer_of(&key)?;
+    let limits = req.limit_changes();
     let changes = KeyChanges {
         name: req.name,
         allowed_models: req.allowed_models,
-        limits: LimitChanges {
-            rpm_limit: req.rpm_limit,
-            tpm_limit: req.tpm_limit,
-            concurrency_limit: req.concurrency_limit,
-            budget_micro_usd: req.budget_micro_usd,
-            budget_period: req.budget_period,
-        },
+        limits,
         expires_at: req.expires_at,
     };
     // Limits are what an admin granted: members may rename a key or change its expiry.

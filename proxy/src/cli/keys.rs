@@ -4,11 +4,10 @@
 use anyhow::Context;
 use sea_orm_migration::sea_orm::DatabaseConnection;
 use tollgate_core::{
-    limits::QuotaLimits,
     secrets::ServerSecret,
     store::{
         Actor,
-        entity::{api_key::BudgetPeriod, user},
+        entity::user,
         keys::{self, KeyChange, KeyFilter, KeyLimits, NewKey},
         users,
     },
@@ -24,44 +23,10 @@ pub struct CreateArgs {
     pub expires_in: Option<std::time::Duration>,
 }
 
-/// The limit flags of `tollgate keys create`, read into the key's quota limits.
+tollgate_core::with_quota_limits! { flags
+/// The limit flags of `tollgate keys create`.
 #[derive(clap::Args)]
-pub struct LimitArgs {
-    /// Requests per minute.
-    #[arg(long)]
-    pub rpm: Option<i64>,
-    /// Tokens per minute.
-    #[arg(long)]
-    pub tpm: Option<i64>,
-    /// Concurrent requests.
-    #[arg(long)]
-    pub concurrency: Option<i64>,
-    /// Budget in micro-USD (1 USD = 1000000) per --budget-period.
-    #[arg(long)]
-    pub budget_micro_usd: Option<i64>,
-    #[arg(long, value_parser = ["day", "month", "total"])]
-    pub budget_period: Option<String>,
-}
-
-impl LimitArgs {
-    fn into_limits(self) -> anyhow::Result<QuotaLimits> {
-        let budget_period = match self.budget_period.as_deref() {
-            None => None,
-            Some("day") => Some(BudgetPeriod::Day),
-            Some("month") => Some(BudgetPeriod::Month),
-            Some("total") => Some(BudgetPeriod::Total),
-            Some(other) => {
-                anyhow::bail!("--budget-period {other:?}: expected day, month or total")
-            }
-        };
-        Ok(QuotaLimits {
-            rpm_limit: self.rpm,
-            tpm_limit: self.tpm,
-            concurrency_limit: self.concurrency,
-            budget_micro_usd: self.budget_micro_usd,
-            budget_period,
-        })
-    }
+pub struct LimitArgs {}
 }
 
 async fn user_by_email(db: &DatabaseConnection, email: &str) -> anyhow::Result<user::Model> {
@@ -94,7 +59,7 @@ pub async fn create(
             team_id: args.team_id,
             limits: KeyLimits {
                 allowed_models: args.models,
-                quota: args.limits.into_limits()?,
+                quota: args.limits.limits(),
                 expires_at,
             },
         },

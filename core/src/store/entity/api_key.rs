@@ -29,6 +29,19 @@ pub enum BudgetPeriod {
     Total,
 }
 
+impl BudgetPeriod {
+    /// The period named `day`, `month` or `total`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "day" => Some(BudgetPeriod::Day),
+            "month" => Some(BudgetPeriod::Month),
+            "total" => Some(BudgetPeriod::Total),
+            _ => None,
+        }
+    }
+}
+
+crate::with_quota_limits! { columns
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "api_keys")]
 pub struct Model {
@@ -46,16 +59,13 @@ pub struct Model {
     pub team_id: Option<i64>,
     /// JSON array of model names; `None` allows every model.
     pub allowed_models: Option<String>,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<BudgetPeriod>,
+} then {
     pub expires_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
     pub last_used_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+}
 }
 
 impl Model {

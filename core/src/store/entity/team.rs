@@ -4,6 +4,7 @@ use sea_orm::entity::prelude::*;
 
 use super::api_key::BudgetPeriod;
 
+crate::with_quota_limits! { columns
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "teams")]
 pub struct Model {
@@ -11,13 +12,10 @@ pub struct Model {
     pub id: i64,
     #[sea_orm(unique)]
     pub name: String,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<BudgetPeriod>,
+} then {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+}
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,9 +1,9 @@
 //! `users`: people who sign in to the admin API.
 
 use sea_orm::entity::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::api_key::BudgetPeriod;
-use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum, Serialize, Deserialize)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
@@ -44,6 +44,7 @@ impl std::str::FromStr for Role {
     }
 }
 
+crate::with_quota_limits! { columns
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "users")]
 pub struct Model {
@@ -54,13 +55,10 @@ pub struct Model {
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
-    pub rpm_limit: Option<i64>,
-    pub tpm_limit: Option<i64>,
-    pub concurrency_limit: Option<i64>,
-    pub budget_micro_usd: Option<i64>,
-    pub budget_period: Option<BudgetPeriod>,
+} then {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+}
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
