@@ -73,7 +73,8 @@ impl QuotaLimits {
 
 /// Changes to limits: omit a field to keep it, `null` to remove it.
 #[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename = "LimitsPatch")]
+// Named as the admin API's schema names it, in serde's messages too.
+#[serde(deny_unknown_fields, expecting = "struct LimitsPatch")]
 #[schema(as = LimitsPatch)]
 pub struct LimitChanges {
     #[serde(default, deserialize_with = "double_option")]
@@ -250,4 +251,35 @@ macro_rules! with_quota_limits {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_that_is_no_object_is_named_as_the_api_names_it() {
+        let err = serde_json::from_str::<LimitChanges>(r#""nope""#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected struct LimitsPatch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_patch_keeps_omitted_limits_and_clears_null_ones() {
+        let before = QuotaLimits {
+            rpm_limit: Some(5),
+            tpm_limit: Some(100),
+            ..Default::default()
+        };
+        let patch: LimitChanges = serde_json::from_str(r#"{"rpm_limit": null}"#).unwrap();
+        assert_eq!(
+            before.apply(&patch),
+            QuotaLimits {
+                tpm_limit: Some(100),
+                ..Default::default()
+            }
+        );
+    }
 }
