@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+mod guard;
 mod openapi;
 mod page;
 mod routes;
@@ -112,11 +113,14 @@ pub fn router(state: AdminState) -> Router {
     let (api, spec) = routes::router().split_for_parts();
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
         .url("/api/openapi.json", openapi::finish(spec));
-    api.with_state(state).merge(docs).fallback(
-        |method: axum::http::Method, uri: axum::http::Uri| async move {
-            error::ApiError::NotFound(format!("route {method} {}", uri.path()))
-        },
-    )
+    api.with_state(state)
+        .merge(docs)
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error::ApiError::NotFound(format!("route {method} {}", uri.path()))
+            },
+        )
+        .layer(axum::middleware::from_fn(guard::guard))
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.

@@ -6,6 +6,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ApiError;
 
 pub const MAX_PER_PAGE: u64 = 500;
+/// Highest page number: far past any real list, and low enough that the row offset it
+/// makes stays a valid SQL integer.
+pub const MAX_PAGE: u64 = 1_000_000_000;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -27,8 +30,11 @@ impl PageQuery {
 pub fn resolve(page: Option<u64>, per_page: Option<u64>) -> Result<(u64, u64), ApiError> {
     let page = page.unwrap_or(1);
     let per_page = per_page.unwrap_or(50);
-    if page == 0 {
-        return Err(ApiError::invalid("page", "must be at least 1"));
+    if page == 0 || page > MAX_PAGE {
+        return Err(ApiError::invalid(
+            "page",
+            format!("must be 1 to {MAX_PAGE}"),
+        ));
     }
     if per_page == 0 || per_page > MAX_PER_PAGE {
         return Err(ApiError::invalid(

@@ -1,0 +1,101 @@
+//! What every admin response gets whatever its handler did: security headers, no caching
+//! of API data (it carries tokens, secrets and private records), and a 500 in the error
+//! shape, with a request id to find it in the log, when a handler panicked.
+
+use std::panic::AssertUnwindSafe;
+
+use axum::{
+    extract::Request,
+    http::{HeaderName, HeaderValue, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use futures_util::FutureExt;
+
+use crate::error::ApiError;
+
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
+];
+
+pub async fn guard(req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => panicked(panic.as_ref()),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    if api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The answer to a request whose handler panicked; the panic is logged under an id the
+/// client gets in `x-request-id`.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
+    let id = format!("req_{:016x}", fastrand::u64(..));
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(request_id = %id, "an admin API handler panicked: {what}");
+    let mut response =
+        ApiError::Internal(format!("handler panicked (request {id})")).into_response();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, routing::get};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_500_in_the_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("boom")
+        }
+        let app = Router::new()
+            .route("/api/boom", get(boom))
+            .route("/api/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(guard));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+
+        let reply = http
+            .get(format!("http://{addr}/api/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 500);
+        assert!(reply.headers().contains_key("x-request-id"));
+        assert_eq!(reply.headers()["cache-control"], "no-store");
+        let body: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+
+        // The server goes on serving.
+        let reply = http
+            .get(format!("http://{addr}/api/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(reply.headers()["x-frame-options"], "DENY");
+    }
+}
