@@ -11,6 +11,7 @@ use crate::{
     context::RequestCtx,
     downstream::{
         endpoints::{self, Endpoint, Target},
+        models::Allows,
         request_body,
     },
     error::GatewayError,
@@ -35,9 +36,15 @@ pub async fn admit(
 ) -> pingora::Result<Admission> {
     let endpoint = match authorize(gateway, session.req_header(), ctx).await {
         Ok(Target::Proxy(endpoint)) => endpoint,
-        Ok(Target::ListModels) => return Ok(Admission::Answer(gateway.models.list())),
+        Ok(Target::ListModels) => {
+            let restriction = restriction(ctx);
+            let allows = restriction.as_ref().map(|r| r as Allows<'_>);
+            return Ok(Admission::Answer(gateway.models.list(allows)));
+        }
         Ok(Target::GetModel(id)) => {
-            return Ok(match gateway.models.get(&id) {
+            let restriction = restriction(ctx);
+            let allows = restriction.as_ref().map(|r| r as Allows<'_>);
+            return Ok(match gateway.models.get(&id, allows) {
                 Some(model) => Admission::Answer(model),
                 None => Admission::Refuse(GatewayError::UnknownModel(id)),
             });
@@ -54,6 +61,16 @@ pub async fn admit(
             Err(e) => Admission::Refuse(e),
         },
     )
+}
+
+/// The models a key restricted to some may use; `None` for every other caller.
+fn restriction(ctx: &RequestCtx) -> Option<impl Fn(&str, &str) -> bool + '_> {
+    match &ctx.caller {
+        Some(Principal::Key(key)) if key.allowed_models.is_some() => {
+            Some(|asked: &str, own: &str| key.allows(asked, own))
+        }
+        _ => None,
+    }
 }
 
 /// Which endpoint, and who calls it.

@@ -164,3 +164,63 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
     }
     assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 401);
 }
+
+/// A key restricted to some models sees only those in `/v1/models`, by their own name or
+/// an alias it was allowed; other callers see every model.
+#[tokio::test]
+async fn a_restricted_key_lists_only_its_models() {
+    let mock = Mock::spawn();
+    let route = mock_route(&mock).replace(
+        "models:\n",
+        "models:\n  - name: gpt-4o\n    deployments: [{provider: upstream}]\n",
+    );
+    let gateway = Gateway::spawn(&route).await;
+    let (mini, _) = issue(
+        &gateway,
+        json!({ "name": "mini only", "allowed_models": ["gpt-4o-mini"] }),
+    )
+    .await;
+    let (by_alias, _) = issue(
+        &gateway,
+        json!({ "name": "alias only", "allowed_models": ["mini"] }),
+    )
+    .await;
+    let (open, _) = issue(&gateway, json!({ "name": "every model" })).await;
+    let ids = |body: serde_json::Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let get = |key: String, path: &'static str| {
+        let url = gateway.url(path);
+        async move {
+            let resp = common::client()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+
+    for key in [&mini, &by_alias] {
+        let (status, body) = get(key.clone(), "/v1/models").await;
+        assert_eq!(status, 200);
+        assert_eq!(ids(body), ["gpt-4o-mini"]);
+        let (status, body) = get(key.clone(), "/v1/models/gpt-4o").await;
+        assert_eq!((status, code(&body)), (404, "model_not_found"), "{body}");
+    }
+    let (status, body) = get(mini.clone(), "/v1/models/mini").await;
+    assert_eq!((status, body["id"].as_str()), (200, Some("gpt-4o-mini")));
+    let (_, body) = get(open, "/v1/models").await;
+    assert_eq!(ids(body), ["gpt-4o", "gpt-4o-mini"]);
+    let (_, body) = get(common::MASTER_KEY.to_string(), "/v1/models").await;
+    assert_eq!(ids(body), ["gpt-4o", "gpt-4o-mini"]);
+}
