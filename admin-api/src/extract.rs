@@ -72,15 +72,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(QueryParams)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                field_error(&path, &err.into_inner().to_string())
-            })
+        parse_query(parts.uri.query().unwrap_or_default()).map(QueryParams)
     }
+}
+
+/// Parses a query string, naming the parameter that does not fit.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        field_error(&path, &err.into_inner().to_string())
+    })
 }
 
 /// A path parameter; one that does not parse (e.g. a non-numeric id) names nothing that
@@ -138,6 +140,35 @@ mod tests {
         match result {
             Err(ApiError::Invalid { field, .. }) => field,
             other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_body_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = parse_json::<Sample>(&bytes);
+            let _ = parse_json::<crate::routes::keys::CreateKey>(&bytes);
+            let _ = parse_json::<crate::routes::keys::UpdateKey>(&bytes);
+        }
+
+        #[test]
+        fn no_query_panics_and_every_page_it_admits_can_be_fetched(
+            query in "[a-z_=&%0-9.-]{0,80}",
+            page in "-?[0-9]{0,25}",
+            per_page in "-?[0-9]{0,25}",
+        ) {
+            for text in [query.clone(), format!("page={page}&per_page={per_page}&{query}")] {
+                let _ = parse_query::<crate::routes::keys::KeyQuery>(&text);
+                let _ = parse_query::<crate::routes::users::UserQuery>(&text);
+                let _ = parse_query::<crate::routes::audit::AuditQuery>(&text);
+                let _ = parse_query::<crate::routes::usage::UsageQuery>(&text);
+                if let Ok(q) = parse_query::<crate::page::PageQuery>(&text)
+                    && let Ok((page, per_page)) = q.resolve()
+                {
+                    // The paginator multiplies these: it must not overflow.
+                    proptest::prop_assert!((page - 1).checked_mul(per_page).is_some_and(|o| o <= i64::MAX as u64));
+                }
+            }
         }
     }
 

@@ -1,12 +1,12 @@
 //! The admin API's routes, each annotated for the OpenAPI document.
 
-mod audit;
-mod keys;
+pub(crate) mod audit;
+pub(crate) mod keys;
 mod providers;
 mod session;
 mod teams;
-mod usage;
-mod users;
+pub(crate) mod usage;
+pub(crate) mod users;
 mod views;
 
 use utoipa::OpenApi;
