@@ -129,6 +129,14 @@ impl JsonUsageWindow {
         if self.tail.is_empty() {
             return parse_usage(&self.head).or_else(|| find_usage(&self.head));
         }
+        if self.total == self.head.len() + self.tail.len() {
+            // Nothing was skipped: a `usage` across the seam of head and tail is whole only
+            // in the two together (a body of 16 to 32 KiB).
+            let mut body = Vec::with_capacity(self.total);
+            body.extend_from_slice(&self.head);
+            body.extend_from_slice(&self.tail);
+            return parse_usage(&body).or_else(|| find_usage(&body));
+        }
         find_usage(&self.tail).or_else(|| find_usage(&self.head))
     }
 }
@@ -136,6 +144,25 @@ impl JsonUsageWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_across_the_seam_of_head_and_tail_is_found() {
+        // A body of 16-32 KiB whose `usage` starts in the first 16 KiB and ends after it.
+        let usage =
+            r#""usage":{"prompt_tokens":100000,"completion_tokens":100000,"total_tokens":200000}}"#;
+        let padding = "x".repeat(WINDOW - 40);
+        let body = format!(r#"{{"choices":[{{"message":{{"content":"{padding}"}}}}],{usage}"#);
+        assert!(body.len() > WINDOW && body.len() < 2 * WINDOW);
+        let mut window = JsonUsageWindow::default();
+        window.feed(body.as_bytes());
+        assert_eq!(
+            window.usage(),
+            Some(Usage {
+                prompt_tokens: 100_000,
+                completion_tokens: 100_000
+            })
+        );
+    }
 
     #[test]
     fn finds_usage_in_fragments() {
