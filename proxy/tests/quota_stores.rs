@@ -561,3 +561,95 @@ fn budget_periods_reset_at_utc_boundaries() {
     // A negative budget allows nothing.
     assert_eq!(Budget::new(-5, Period::Day, at).limit_micro_usd, 0);
 }
+
+/// Waits until the store's recovery task has put right the reservations `ids`.
+async fn put_right(client: &fred::clients::Client, prefix: &str, ids: &[&str]) {
+    use fred::interfaces::KeysInterface;
+    for _ in 0..500 {
+        let mut done = 0;
+        for id in ids {
+            let exists: i64 = client
+                .exists(format!("{prefix}:q:released:{id}"))
+                .await
+                .unwrap();
+            done += exists;
+        }
+        if done == ids.len() as i64 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the reservations {ids:?} were never put right");
+}
+
+#[tokio::test]
+async fn reservations_given_up_on_are_put_right_once() {
+    let (store, client, prefix) = redis_store().await;
+    let limits = Limits {
+        rpm: Some(3),
+        tpm: Some(100),
+        concurrency: Some(2),
+        ..Limits::default()
+    };
+    let r = |n| reservation("k:1", n, T0, &limits, 10, 0);
+    let (a, b) = (r(1), r(2));
+    assert!(allowed(&store.reserve(&a).await.unwrap()));
+    assert!(allowed(&store.reserve(&b).await.unwrap()));
+    // `a` was applied but its answer lost, and the request refused: its slot, request and
+    // tokens are given back, once however often it is handed over.
+    store.abandoned(&a, None);
+    store.abandoned(&a, None);
+    // `c` never reached Redis but was served under the local limiter: it counts once.
+    let c = r(3);
+    store.abandoned(
+        &c,
+        Some(Usage {
+            tokens: 40,
+            cost: 0,
+        }),
+    );
+    // `e` was refused and never applied: nothing changes.
+    store.abandoned(&r(5), None);
+    put_right(&client, &prefix, &["r1", "r3", "r5"]).await;
+    // Requests: b and c count (2 of 3); tokens: 10 + 40 of 100; slots: only b runs.
+    let d = r(4);
+    let decision = store.reserve(&d).await.unwrap();
+    let Decision::Allowed(snapshot) = decision else {
+        panic!("{decision:?}");
+    };
+    assert_eq!(snapshot.requests_remaining, 0);
+    assert_eq!(snapshot.tokens_remaining, 100 - 10 - 40 - 10);
+    assert_eq!(
+        rejected_by(&store.reserve(&r(6)).await.unwrap()),
+        Some(Dimension::Requests)
+    );
+}
+
+#[tokio::test]
+async fn a_served_reservation_whose_answer_was_lost_counts_once_and_frees_its_slot() {
+    let (store, client, prefix) = redis_store().await;
+    let limits = Limits {
+        rpm: Some(10),
+        tpm: Some(1000),
+        concurrency: Some(1),
+        ..Limits::default()
+    };
+    let r = |n| reservation("k:2", n, T0, &limits, 100, 0);
+    let a = r(1);
+    assert!(allowed(&store.reserve(&a).await.unwrap()));
+    // Served under the local limiter though Redis had it: tokens settle to what it used,
+    // the request is not counted again, and the slot is free.
+    store.abandoned(
+        &a,
+        Some(Usage {
+            tokens: 30,
+            cost: 0,
+        }),
+    );
+    put_right(&client, &prefix, &["r1"]).await;
+    let Decision::Allowed(snapshot) = store.reserve(&r(2)).await.unwrap() else {
+        panic!("the slot was not freed");
+    };
+    assert_eq!(snapshot.requests_remaining, 10 - 2);
+    assert_eq!(snapshot.tokens_remaining, 1000 - 30 - 100);
+}

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Mock, PgDatabase, chat_body, client};
+use common::{
+    Gateway, Mock, PgDatabase, chat_body, client,
+    relay::{Flow, Relay},
+};
 use serde_json::{Value, json};
 
 const SECRET: &str = "quota-test-secret-0123456789-abcdefghijkl";
@@ -609,60 +612,11 @@ async fn spend(gateway: &Gateway, key: &str, n: usize) -> (bool, i64) {
     (true, cost)
 }
 
-/// A TCP relay to Redis that a test can cut and restore, to play a Redis outage.
-struct FlakyRedis {
-    addr: std::net::SocketAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl FlakyRedis {
-    async fn start(target: std::net::SocketAddr) -> FlakyRedis {
-        use std::sync::{Arc, Mutex, atomic::AtomicBool, atomic::Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (up_, links_) = (up.clone(), links.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up_.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                links_.lock().unwrap().push(link);
-            }
-        });
-        FlakyRedis { addr, up, links }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://{}", self.addr)
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
-        if !up {
-            for link in self.links.lock().unwrap().drain(..) {
-                link.abort();
-            }
-        }
-    }
-}
-
 // Multi-threaded: the relay must keep running while the test blocks on a child process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_never_lets_a_budget_be_overspent() {
     let target: std::net::SocketAddr = redis_url().trim_start_matches("redis://").parse().unwrap();
-    let redis = FlakyRedis::start(target).await;
+    let redis = Relay::start(target).await;
     let url = redis.url();
     let prefix = format!("tgtest{}", fastrand::u64(..));
     let envs = [
@@ -681,13 +635,13 @@ async fn a_redis_outage_never_lets_a_budget_be_overspent() {
     // Some spend through Redis, some while it is away (served under the local limiter)...
     let (_, mut spent) = spend(&gateway, &key, 4).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    redis.set_up(false);
+    redis.set(Flow::Cut);
     let (open, during) = spend(&gateway, &key, 4).await;
     assert!(open, "refused during the outage");
     spent += during;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // ...then Redis is back: the outage's spend must count against the budget.
-    redis.set_up(true);
+    redis.set(Flow::Up);
     spent += spend(&gateway, &key, 1).await.1;
     tokio::time::sleep(Duration::from_secs(4)).await;
     spent += spend(&gateway, &key, 1000).await.1;

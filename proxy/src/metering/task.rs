@@ -161,7 +161,7 @@ impl Rows {
             } else {
                 QuotaUsage::default()
             };
-            tokio::spawn(async move { limiter.settle(&s.admitted, used).await });
+            tokio::spawn(async move { limiter.settle(&s, used).await });
         }
         self.batch
             .push(event(f, prompt, completion, estimated, cost));

@@ -1,7 +1,9 @@
 //! Quotas on the request path: builds a key's reservation (estimated tokens and cost),
 //! asks the store, and settles afterwards. When Redis fails, `quota.on_store_error`
 //! decides: fail-open serves under a per-process limiter with the same limits and adds
-//! what it let through to the shared spend once Redis is back; fail-closed refuses.
+//! what it let through to the shared counts and spend once Redis is back; fail-closed
+//! refuses. Either way a reservation whose answer never came is handed back to the store,
+//! which frees it (or counts it as served) once Redis answers again.
 
 use std::{
     collections::HashMap,
@@ -179,31 +181,46 @@ impl Limiter {
                 (decision, Backing::Shared)
             }
             Err(ReserveError::Database) => return Err(GatewayError::KeyStoreUnavailable),
-            Err(ReserveError::Store(e)) => match (&self.fallback, self.settings.on_store_error) {
-                (Some(local), OnStoreError::FailOpen) => {
-                    metrics
-                        .quota_store_errors
-                        .with_label_values(&["fail_open"])
-                        .inc();
-                    tracing::warn!("quota store failed, serving under the local limiter: {e}");
-                    let decision = match self.reserve_seeded(local, &reservation).await {
-                        Ok(decision) => decision,
-                        Err(ReserveError::Database) => {
-                            return Err(GatewayError::KeyStoreUnavailable);
+            Err(ReserveError::Store(e)) => {
+                // A reserve that went out may still be applied; unless the request is served
+                // below, the store takes it back once it answers again.
+                let refused = || {
+                    if e.maybe_applied() {
+                        self.store.abandoned(&reservation, None);
+                    }
+                };
+                match (&self.fallback, self.settings.on_store_error) {
+                    (Some(local), OnStoreError::FailOpen) => {
+                        metrics
+                            .quota_store_errors
+                            .with_label_values(&["fail_open"])
+                            .inc();
+                        tracing::warn!("quota store failed, serving under the local limiter: {e}");
+                        let local = self.reserve_seeded(local, &reservation).await;
+                        if !matches!(local, Ok(Decision::Allowed(_))) {
+                            refused();
                         }
-                        Err(ReserveError::Store(_)) => return Err(GatewayError::QuotaUnavailable),
-                    };
-                    (decision, Backing::Local)
+                        match local {
+                            Ok(decision) => (decision, Backing::Local),
+                            Err(ReserveError::Database) => {
+                                return Err(GatewayError::KeyStoreUnavailable);
+                            }
+                            Err(ReserveError::Store(_)) => {
+                                return Err(GatewayError::QuotaUnavailable);
+                            }
+                        }
+                    }
+                    _ => {
+                        metrics
+                            .quota_store_errors
+                            .with_label_values(&["fail_closed"])
+                            .inc();
+                        tracing::error!("quota store failed, refusing: {e}");
+                        refused();
+                        return Err(GatewayError::QuotaUnavailable);
+                    }
                 }
-                _ => {
-                    metrics
-                        .quota_store_errors
-                        .with_label_values(&["fail_closed"])
-                        .inc();
-                    tracing::error!("quota store failed, refusing: {e}");
-                    return Err(GatewayError::QuotaUnavailable);
-                }
-            },
+            }
         };
         match decision {
             Decision::Unseeded(_) => Err(GatewayError::QuotaUnavailable),
@@ -308,10 +325,17 @@ impl Limiter {
         }
     }
 
-    /// Settles a reservation to what the request used and frees its slot.
-    pub async fn settle(&self, admitted: &Admitted, used: Usage) {
+    /// Settles a reservation to what the request used (nothing, where it was not served)
+    /// and frees its slot.
+    pub async fn settle(&self, s: &Settlement, used: Usage) {
+        let admitted = &s.admitted;
         let store: &dyn QuotaStore = match (admitted.backing, &self.fallback) {
-            (Backing::Local, Some(local)) => local,
+            (Backing::Local, Some(local)) => {
+                // The shared store counts it too, once it answers again.
+                self.store
+                    .abandoned(&admitted.reservation, s.used.then_some(used));
+                local
+            }
             _ => self.store.as_ref(),
         };
         if let Err(e) = store.settle(&admitted.reservation, used).await {
@@ -343,7 +367,7 @@ impl Limiter {
         } else {
             Usage::default()
         };
-        self.settle(&s.admitted, used).await;
+        self.settle(s, used).await;
     }
 
     /// Lets the limiter write queued usage events before it rebuilds spend from them.

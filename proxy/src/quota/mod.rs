@@ -10,6 +10,8 @@ pub mod scopes;
 
 mod memory;
 mod redis_batch;
+mod redis_clock;
+mod redis_recovery;
 mod redis_store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -247,8 +249,20 @@ pub struct Usage {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QuotaError {
+    /// The call did not reach the store: nothing was applied.
     #[error("quota store unavailable: {0}")]
     Unavailable(String),
+    /// The call was sent but its answer did not come in time: it may have been applied (or
+    /// still be, late).
+    #[error("quota store did not answer: {0}")]
+    Unanswered(String),
+}
+
+impl QuotaError {
+    /// Whether the call may have been applied although it failed.
+    pub fn maybe_applied(&self) -> bool {
+        matches!(self, QuotaError::Unanswered(_))
+    }
 }
 
 #[async_trait]
@@ -259,6 +273,11 @@ pub trait QuotaStore: Send + Sync {
     async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError>;
     /// Drops a scope's spend counter, so that it is rebuilt from usage events.
     async fn forget_spend(&self, scope: &Scoped) -> Result<(), QuotaError>;
+    /// A reservation the gateway gave up on when the store failed: served under the local
+    /// limiter (`Some`: what it used) or refused (`None`). The store makes it count as what
+    /// happened once it answers again: its slots freed, its requests and tokens counted if
+    /// served and not otherwise, whether or not the failed reserve was applied.
+    fn abandoned(&self, _r: &Reservation, _served: Option<Usage>) {}
 }
 
 pub fn now_ms() -> u64 {

@@ -5,7 +5,14 @@
 //! two thread wake-ups, about 0.1 ms per round trip on a quiet host); settlements, off the
 //! request path, have a connection of their own.
 
-use std::{cell::RefCell, collections::HashMap, sync::Mutex};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use fred::{
     clients::Client,
@@ -59,27 +66,44 @@ pub struct Pending {
     pub keys: Vec<String>,
     pub args: Vec<Value>,
     pub done: oneshot::Sender<Result<Value, QuotaError>>,
+    /// Set when the part goes out: from then on a failure may have been applied.
+    sent: Arc<AtomicBool>,
 }
 
 impl Pending {
     /// Queues a call's part and waits for its reply, at most [`COMMAND_TIMEOUT`] (a part
-    /// whose caller gave up is not sent).
+    /// whose caller gave up is not sent). A part that went out and got no answer is
+    /// [`QuotaError::Unanswered`]: Redis may run it yet.
     pub async fn call(
         queue: impl FnOnce(Pending) -> bool,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<Value, QuotaError> {
         let (done, reply) = oneshot::channel();
+        let sent = Arc::new(AtomicBool::new(false));
+        let pending = Pending {
+            keys,
+            args,
+            done,
+            sent: sent.clone(),
+        };
         let ended = || QuotaError::Unavailable("the quota script task ended".into());
-        if !queue(Pending { keys, args, done }) {
+        if !queue(pending) {
             return Err(ended());
         }
         match tokio::time::timeout(COMMAND_TIMEOUT, reply).await {
             Ok(reply) => reply.unwrap_or_else(|_| Err(ended())),
-            Err(_) => Err(QuotaError::Unavailable(format!(
-                "no answer within {} ms",
-                COMMAND_TIMEOUT.as_millis()
-            ))),
+            Err(_) => {
+                let message = format!("no answer within {} ms", COMMAND_TIMEOUT.as_millis());
+                // The flag is raised before a part's caller is checked for, so it is never
+                // down for a part that went out (it may be up for one dropped at that
+                // moment, which only makes the caller careful).
+                Err(if sent.load(Ordering::SeqCst) {
+                    QuotaError::Unanswered(message)
+                } else {
+                    QuotaError::Unavailable(message)
+                })
+            }
         }
     }
 }
@@ -137,7 +161,10 @@ async fn batches(
     let mut batch = Vec::with_capacity(max);
     while queue.recv_many(&mut batch, max).await > 0 {
         // Callers that gave up (timed out) are not reserved or settled for.
-        batch.retain(|p| !p.done.is_closed());
+        batch.retain(|p| {
+            p.sent.store(true, Ordering::SeqCst);
+            !p.done.is_closed()
+        });
         if batch.is_empty() {
             continue;
         }
@@ -150,7 +177,7 @@ async fn batches(
         let replies = script
             .evalsha_with_reload::<Value, _, _>(&client, keys, args)
             .await
-            .map_err(unavailable)
+            .map_err(|e| QuotaError::Unanswered(e.to_string()))
             .map(Value::into_array)
             .and_then(|replies| {
                 if replies.len() == batch.len() {
@@ -179,7 +206,7 @@ async fn batches(
 }
 
 /// One part's reply, or the error the script answered in its place (`{-1, message}`).
-fn part(reply: Value) -> Result<Value, QuotaError> {
+pub fn part(reply: Value) -> Result<Value, QuotaError> {
     match &reply {
         Value::Array(fields) if fields.first().and_then(Value::as_i64) == Some(-1) => {
             let message = fields

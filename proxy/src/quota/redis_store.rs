@@ -4,9 +4,12 @@
 //! deployment), so it needs a single Redis, not a Cluster.
 //! Both steps are batched (see `redis_batch`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
-use crate::backend::redis::another_connection;
+use crate::backend::redis::{COMMAND_TIMEOUT, another_connection};
 use async_trait::async_trait;
 use fred::{
     clients::Client,
@@ -16,11 +19,14 @@ use fred::{
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
+    now_ms,
     redis_batch::{Pending, Settler, queue_near, unavailable},
+    redis_clock::ClockOffset,
+    redis_recovery::{Lost, Recovery},
 };
 
 const RESERVE: &str = include_str!("reserve.lua");
-const SETTLE: &str = include_str!("settle.lua");
+pub(super) const SETTLE: &str = include_str!("settle.lua");
 
 /// Tells stores apart (tests run several in one process).
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
@@ -31,10 +37,15 @@ pub struct RedisStore {
     /// Prefix of every key, so tests (or tenants) can share one Redis.
     prefix: String,
     settler: Settler,
+    /// How far Redis's clock is ahead of ours, to give reservations a deadline on it.
+    clock: ClockOffset,
+    /// Reservations and settlements left to put right once Redis answers again.
+    recovery: Arc<Recovery>,
 }
 
 impl RedisStore {
-    /// Settlements get a connection of their own, and their batching task, on `runtime`.
+    /// Settlements get a connection of their own, and their batching task, on `runtime`;
+    /// so does the task that puts right what a stall left behind.
     pub fn new(client: Client, prefix: &str, runtime: &tokio::runtime::Handle) -> Self {
         RedisStore {
             id: NEXT_STORE.fetch_add(1, Ordering::Relaxed),
@@ -43,8 +54,10 @@ impl RedisStore {
                 runtime.clone(),
                 SETTLE,
             ),
+            recovery: Recovery::start(another_connection(&client, runtime), prefix, runtime),
             client,
             prefix: prefix.to_string(),
+            clock: ClockOffset::default(),
         }
     }
 
@@ -53,22 +66,9 @@ impl RedisStore {
         queue_near(self.id, &self.client, RESERVE, pending)
     }
 
-    /// Three keys per scope, in the scripts' order.
     fn keys(&self, r: &Reservation) -> Vec<String> {
         let mut keys = Vec::with_capacity(r.scopes.len() * 3);
-        for s in &r.scopes {
-            let base = format!("{}:q:{{{}}}", self.prefix, s.scope);
-            let period = s
-                .limits
-                .budget
-                .as_ref()
-                .map_or("none", |b| b.period_id.as_str());
-            // New names: earlier versions kept a hash under `:state` (which GET cannot read)
-            // and counted `:leases` in it; the two must not mix during an upgrade.
-            keys.push(format!("{base}:levels"));
-            keys.push(format!("{base}:running"));
-            keys.push(format!("{base}:spend:{period}"));
-        }
+        scope_keys(&self.prefix, r, &mut keys);
         keys
     }
 
@@ -84,7 +84,13 @@ impl RedisStore {
 #[async_trait]
 impl QuotaStore for RedisStore {
     async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
-        let mut numbers = Packed::with_capacity(6 + 5 * r.scopes.len());
+        // The caller gives up COMMAND_TIMEOUT from now; Redis refuses the reservation if it
+        // arrives later than that (by its clock, which the offset can only put later).
+        let queued = now_ms();
+        let deadline = self.clock.ahead_ms().map_or(0.0, |ahead| {
+            (queued + COMMAND_TIMEOUT.as_millis() as u64) as f64 + ahead
+        });
+        let mut numbers = Packed::with_capacity(7 + 5 * r.scopes.len());
         numbers.extend([
             r.now_ms as f64,
             WINDOW.as_millis() as f64,
@@ -92,6 +98,7 @@ impl QuotaStore for RedisStore {
             r.cost as f64,
             r.lease_ms as f64,
             r.scopes.len() as f64,
+            deadline,
         ]);
         for s in &r.scopes {
             let l = &s.limits;
@@ -111,15 +118,15 @@ impl QuotaStore for RedisStore {
             with_cost.into(),
             without.into(),
             r.now_ms.saturating_add(lease_ms).to_string().into(),
-            // The state outlives the leases it counts and the window it drains over.
-            (WINDOW.as_millis() as u64 + 2 * lease_ms)
-                .to_string()
-                .into(),
+            state_ttl_ms(lease_ms).to_string().into(),
             (2 * lease_ms).to_string().into(),
         ];
         let reply = Pending::call(|p| self.queue_near(p), self.keys(r), args).await?;
-        let reply = unpacked(&reply, 4 + 4 * r.scopes.len())?;
-        let states: Vec<ScopeState> = reply[4..]
+        let reply = unpacked(&reply, 5 + 4 * r.scopes.len())?;
+        if let Some(&clock) = reply.last() {
+            self.clock.observe(clock - queued as f64);
+        }
+        let states: Vec<ScopeState> = reply[4..reply.len() - 1]
             .chunks_exact(4)
             .map(|s| ScopeState {
                 requests_left: (s[0] >= 0.0).then_some(s[0] as u64),
@@ -129,6 +136,11 @@ impl QuotaStore for RedisStore {
             })
             .collect();
         let dimension = DIMENSIONS.get(reply[1] as usize).copied().unwrap_or("");
+        if dimension == "late" {
+            return Err(QuotaError::Unavailable(
+                "the reservation reached Redis after its deadline".into(),
+            ));
+        }
         let scope = (reply[3] as usize).saturating_sub(1);
         Ok(decision(
             r,
@@ -161,29 +173,104 @@ impl QuotaStore for RedisStore {
     }
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
-        let mut numbers = Packed::with_capacity(4 + 3 * r.scopes.len());
-        numbers.extend([
-            r.tokens as f64,
-            used.tokens as f64,
-            r.cost as f64,
-            r.scopes.len() as f64,
-        ]);
-        for s in &r.scopes {
-            let l = &s.limits;
-            numbers.extend(
-                [l.tpm.is_some(), l.leased(), l.budget.is_some()].map(|on| f64::from(u8::from(on))),
-            );
+        let args = settle_args(r, used, false);
+        let settled = Pending::call(|p| self.settler.queue(p), self.keys(r), args).await;
+        if let Err(e) = &settled {
+            // Retried once Redis answers: a settlement never lost leaves no slot taken.
+            self.recovery.push(Lost::Settle {
+                r: r.clone(),
+                used,
+                gated: e.maybe_applied(),
+            });
         }
-        let [with_cost, without] = lease_members(r);
-        let args = vec![
-            numbers.into_value(),
-            with_cost.into(),
-            without.into(),
-            used.cost.to_string().into(),
-        ];
-        Pending::call(|p| self.settler.queue(p), self.keys(r), args).await?;
-        Ok(())
+        settled.map(|_| ())
     }
+
+    fn abandoned(&self, r: &Reservation, served: Option<Usage>) {
+        self.recovery.push(Lost::Reserve {
+            r: r.clone(),
+            served,
+        });
+    }
+}
+
+/// The keys of a reservation's scopes, three per scope in the scripts' order.
+pub(super) fn scope_keys(prefix: &str, r: &Reservation, keys: &mut Vec<String>) {
+    for s in &r.scopes {
+        let base = format!("{prefix}:q:{{{}}}", s.scope);
+        let period = s
+            .limits
+            .budget
+            .as_ref()
+            .map_or("none", |b| b.period_id.as_str());
+        // New names: earlier versions kept a hash under `:state` (which GET cannot read)
+        // and counted `:leases` in it; the two must not mix during an upgrade.
+        keys.push(format!("{base}:levels"));
+        keys.push(format!("{base}:running"));
+        keys.push(format!("{base}:spend:{period}"));
+    }
+}
+
+/// A scope's state outlives the leases it counts and the window it drains over.
+fn state_ttl_ms(lease_ms: u64) -> u64 {
+    WINDOW.as_millis() as u64 + 2 * lease_ms
+}
+
+/// settle.lua's arguments for one reservation; `gated`: a retry that may have been applied.
+pub(super) fn settle_args(r: &Reservation, used: Usage, gated: bool) -> Vec<Value> {
+    let mut numbers = Packed::with_capacity(5 + 3 * r.scopes.len());
+    numbers.extend([
+        r.tokens as f64,
+        used.tokens as f64,
+        r.cost as f64,
+        r.scopes.len() as f64,
+        f64::from(u8::from(gated)),
+    ]);
+    for s in &r.scopes {
+        let l = &s.limits;
+        numbers.extend(
+            [l.tpm.is_some(), l.leased(), l.budget.is_some()].map(|on| f64::from(u8::from(on))),
+        );
+    }
+    let [with_cost, without] = lease_members(r);
+    vec![
+        numbers.into_value(),
+        with_cost.into(),
+        without.into(),
+        used.cost.to_string().into(),
+    ]
+}
+
+/// release.lua's arguments for one reservation given up on.
+pub(super) fn release_args(r: &Reservation, served: Option<Usage>) -> Vec<Value> {
+    let lease_ms = r.lease_ms.max(1);
+    let used = served.unwrap_or_default();
+    let mut numbers = Packed::with_capacity(8 + 4 * r.scopes.len());
+    numbers.extend([
+        r.tokens as f64,
+        used.tokens as f64,
+        r.cost as f64,
+        r.scopes.len() as f64,
+        f64::from(u8::from(served.is_some())),
+        now_ms() as f64,
+        state_ttl_ms(lease_ms) as f64,
+        // The marker outlives any retry of the same release.
+        (2 * WINDOW.as_millis()) as f64,
+    ]);
+    for s in &r.scopes {
+        let l = &s.limits;
+        numbers.extend(
+            [
+                l.rpm.is_some(),
+                l.tpm.is_some(),
+                l.leased(),
+                l.budget.is_some(),
+            ]
+            .map(|on| f64::from(u8::from(on))),
+        );
+    }
+    let [with_cost, without] = lease_members(r);
+    vec![numbers.into_value(), with_cost.into(), without.into()]
 }
 
 /// A reservation's lease members: with the cost it holds (in scopes with a budget) and
@@ -229,11 +316,12 @@ fn unpacked(reply: &Value, count: usize) -> Result<Vec<f64>, QuotaError> {
 }
 
 /// The refusals' codes as reserve.lua numbers them (0: none).
-const DIMENSIONS: [&str; 6] = [
+const DIMENSIONS: [&str; 7] = [
     "",
     "rate_limit_requests",
     "rate_limit_tokens",
     "concurrency_limit",
     "budget_exceeded",
     "unseeded",
+    "late",
 ];

@@ -17,15 +17,19 @@
 --   set and its expiry while no request runs), settled spend of the budget period
 -- ARGV: 1 number of reservations, then 6 per reservation:
 --   numbers, as little-endian doubles: now ms, window ms, tokens, cost, lease ms, number
---     of scopes, then 5 per scope: rpm (0 = none), tpm (0 = none), concurrency (0 = none),
+--     of scopes, deadline (ms on Redis's clock, 0: none), then 5 per scope: rpm (0 = none), tpm (0 = none), concurrency (0 = none),
 --     budget (-1 = none), ms until the budget resets
 --   the lease member with the cost held, the member without, the lease expiry (ms), the
 --   state's time to live (ms), the leases' time to live (ms)
 -- Returns one reply per reservation: little-endian doubles {allowed, dimension (1 rate
---   of requests, 2 of tokens, 3 concurrency, 4 budget, 5 a spend counter is missing; 0 if
---   allowed), retry_after_ms (-1: never), scope (1-based, 0 if allowed), then per scope:
---   rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left = no limit)}, or
---   {-1, error message} if it failed
+--   of requests, 2 of tokens, 3 concurrency, 4 budget, 5 a spend counter is missing, 6 it
+--   came after its deadline; 0 if allowed), retry_after_ms (-1: never), scope (1-based, 0
+--   if allowed), then per scope: rpm_left, rpm_reset_ms, tpm_left, tpm_reset_ms (-1 left =
+--   no limit), and last Redis's clock (ms)}, or {-1, error message} if it failed
+--
+-- A reservation that reaches Redis after its deadline is refused with nothing reserved:
+-- its caller has given up on it (it was held up on the way, by a stalled network) and
+-- served or refused the request without it, so it must not take a slot or count.
 --
 -- At a moderate rate every call finds Redis cold, and then what it costs follows how much
 -- the script does: numbers travel packed (no text conversions), the fewest commands run,
@@ -33,6 +37,9 @@
 local max, ceil, floor, call = math.max, math.ceil, math.floor, redis.call
 local pack, unpack_packed, unpack = struct.pack, struct.unpack, unpack
 local STATE = '<dddddd'
+-- Redis's clock (ms), for deadlines and to let the gateway learn how it differs from its own.
+local time = call('TIME')
+local clock = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
 -- Levels are fractions: a hair of float error must not turn a fit into a refusal, nor a
 -- whole millisecond into two.
 local EPS = 1e-9
@@ -78,7 +85,13 @@ end
 -- refuses, or reserves in all its scopes. Answers the packed reply.
 local function reserve(k, a)
   local numbers = ARGV[a + 1]
-  local now, window, tokens, cost, lease, n, at = unpack_packed('<dddddd', numbers)
+  local now, window, tokens, cost, lease, n, deadline, at = unpack_packed('<ddddddd', numbers)
+  if deadline > 0 and clock > deadline then
+    local late = {0, 6, -1, 0}
+    for i = 1, n do late[4 * i + 1], late[4 * i + 2], late[4 * i + 3], late[4 * i + 4] = -1, 0, -1, 0 end
+    late[4 * n + 5] = clock
+    return pack('<' .. string.rep('dddd', n + 1) .. 'd', unpack(late))
+  end
   local state_ttl = ARGV[a + 5]
 
   -- Every state and spend counter in one command.
@@ -204,7 +217,8 @@ local function reserve(k, a)
       out[j + 3], out[j + 4] = -1, 0
     end
   end
-  return pack('<' .. string.rep('dddd', n + 1), unpack(out))
+  out[4 * n + 5] = clock
+  return pack('<' .. string.rep('dddd', n + 1) .. 'd', unpack(out))
 end
 
 -- One reservation's failure (a key holding something else) is its own: it answers an

@@ -5,8 +5,9 @@
 -- KEYS: as reserve.lua (3 per scope), for every reservation in turn.
 -- ARGV: 1 number of reservations, then 4 per reservation:
 --   numbers, as little-endian doubles: reserved tokens, used tokens, reserved cost, number
---     of scopes, then 3 per scope (1/0): a token limit applies, the request holds a lease,
---     a budget applies
+--     of scopes, gated (1: a retry of a settlement that may have been applied already, so
+--     it applies only if it finds a lease of its own to end; 0: it applies), then 3 per
+--     scope (1/0): a token limit applies, the request holds a lease, a budget applies
 --   its lease member with the cost held, the member without (as reserve.lua wrote them),
 --   and the real cost (micro-USD, as text: INCRBY takes it as it is)
 -- Returns a 1 per reservation, or {-1, error message} if it failed.
@@ -15,8 +16,8 @@ local pack, unpack_packed = struct.pack, struct.unpack
 local STATE = '<dddddd'
 
 -- Settles the reservation whose keys follow KEYS[k].
-local function settle(k, n, numbers, at, delta, held, with_cost, without, real_cost)
-  local flags, names = {}, {}
+local function settle(k, n, numbers, at, delta, held, gated, with_cost, without, real_cost)
+  local flags, names, ended = {}, {}, false
   for i = 1, n do
     local tpm, leased, budget
     tpm, leased, budget, at = unpack_packed('<ddd', numbers, at)
@@ -25,6 +26,7 @@ local function settle(k, n, numbers, at, delta, held, with_cost, without, real_c
     local update = false
     if leased then
       update = call('ZREM', KEYS[k + 3 * i - 1], budget and with_cost or without) == 1
+      ended = ended or update
     elseif tpm and delta ~= 0 then
       update = true
     end
@@ -32,6 +34,9 @@ local function settle(k, n, numbers, at, delta, held, with_cost, without, real_c
     if update then names[#names + 1] = KEYS[k + 3 * i - 2] end
     if budget then names[#names + 1] = KEYS[k + 3 * i] end
   end
+  -- A retry that finds no lease of its own: the first attempt was applied (or there is
+  -- nothing to tell by, and the reserved tokens stand, which never undercounts).
+  if gated and not ended then return end
   if #names == 0 then return end
   -- Every state to change and every spend counter in one command.
   local read, j = call('MGET', unpack(names)), 0
@@ -64,8 +69,8 @@ end
 local k, a, done = 0, 1, {}
 for r = 1, tonumber(ARGV[1]) do
   local numbers = ARGV[a + 1]
-  local reserved, used, held, n, at = unpack_packed('<dddd', numbers)
-  local ok, err = pcall(settle, k, n, numbers, at, used - reserved, held,
+  local reserved, used, held, n, gated, at = unpack_packed('<ddddd', numbers)
+  local ok, err = pcall(settle, k, n, numbers, at, used - reserved, held, gated == 1,
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   done[r] = ok and 1 or {-1, tostring(type(err) == 'table' and err.err or err)}
   k, a = k + 3 * n, a + 4

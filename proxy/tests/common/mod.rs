@@ -3,6 +3,8 @@
 //! drop. Every test gets its own processes, so tests run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod relay;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

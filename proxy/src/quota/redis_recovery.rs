@@ -1,0 +1,183 @@
+//! What a stall between the gateway and Redis leaves behind, put right once Redis answers
+//! again: reservations the gateway gave up on (their slots freed, their requests counted
+//! once if they were served under the local limiter and not at all otherwise) and
+//! settlements that did not go through. A task of its own retries them, in batches, until
+//! Redis takes them; nothing of it is on the request path.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use fred::{
+    clients::Client,
+    types::{Value, scripts::Script},
+};
+use tokio::sync::Notify;
+
+use super::{
+    Reservation, Usage,
+    redis_batch::part,
+    redis_store::{SETTLE, release_args, scope_keys, settle_args},
+};
+
+const RELEASE: &str = include_str!("release.lua");
+
+/// Most entries kept: a long outage at full traffic is cut off here (and says so).
+const MAX_LOST: usize = 100_000;
+/// Most entries in one script call.
+const BATCH: usize = 32;
+/// Wait before trying again while Redis does not answer.
+const RETRY: Duration = Duration::from_millis(250);
+
+pub enum Lost {
+    /// A reservation given up on: served under the local limiter (what it used) or refused.
+    Reserve {
+        r: Reservation,
+        served: Option<Usage>,
+    },
+    /// A settlement that failed; `gated`: it may have been applied already.
+    Settle {
+        r: Reservation,
+        used: Usage,
+        gated: bool,
+    },
+}
+
+pub struct Recovery {
+    lost: Mutex<VecDeque<Lost>>,
+    wake: Notify,
+    overflowed: AtomicBool,
+}
+
+impl Recovery {
+    /// Starts the task that works the entries off, on `runtime`, with its own connection.
+    pub fn start(client: Client, prefix: &str, runtime: &tokio::runtime::Handle) -> Arc<Self> {
+        let recovery = Arc::new(Recovery {
+            lost: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            overflowed: AtomicBool::new(false),
+        });
+        runtime.spawn(work_off(
+            Arc::downgrade(&recovery),
+            client,
+            prefix.to_string(),
+        ));
+        recovery
+    }
+
+    pub fn push(&self, lost: Lost) {
+        let Ok(mut queue) = self.lost.lock() else {
+            return;
+        };
+        if queue.len() >= MAX_LOST {
+            if !self.overflowed.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    "more than {MAX_LOST} quota reservations wait for Redis to answer again; \
+                     later ones are not put right (their slots end with their leases)"
+                );
+            }
+            return;
+        }
+        queue.push_back(lost);
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Lost> {
+        let Ok(mut queue) = self.lost.lock() else {
+            return Vec::new();
+        };
+        let n = queue.len().min(BATCH);
+        queue.drain(..n).collect()
+    }
+
+    /// Puts back a batch that failed, to be tried first next time. A settlement that failed
+    /// again may have been applied by now.
+    fn put_back(&self, batch: Vec<Lost>) {
+        let Ok(mut queue) = self.lost.lock() else {
+            return;
+        };
+        for lost in batch.into_iter().rev() {
+            queue.push_front(match lost {
+                Lost::Settle { r, used, .. } => Lost::Settle {
+                    r,
+                    used,
+                    gated: true,
+                },
+                reserve => reserve,
+            });
+        }
+        if queue.len() < MAX_LOST {
+            self.overflowed.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
+    let release = Script::from_lua(RELEASE);
+    let settle = Script::from_lua(SETTLE);
+    loop {
+        let Some(rec) = recovery.upgrade() else {
+            return;
+        };
+        let batch = rec.take();
+        if batch.is_empty() {
+            // Woken by the next entry; the store's end is noticed within a few seconds.
+            let _ = tokio::time::timeout(Duration::from_secs(5), rec.wake.notified()).await;
+            continue;
+        }
+        let (reserves, settles): (Vec<Lost>, Vec<Lost>) = batch
+            .into_iter()
+            .partition(|l| matches!(l, Lost::Reserve { .. }));
+        let mut failed = Vec::new();
+        for (script, group) in [(&release, reserves), (&settle, settles)] {
+            if group.is_empty() {
+                continue;
+            }
+            if let Err(e) = run(&client, script, &prefix, &group).await {
+                tracing::debug!("putting quota reservations right after a stall failed: {e}");
+                failed.extend(group);
+            }
+        }
+        if !failed.is_empty() {
+            rec.put_back(failed);
+            drop(rec);
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+/// One script call for a batch of one kind.
+async fn run(client: &Client, script: &Script, prefix: &str, batch: &[Lost]) -> Result<(), String> {
+    let mut keys = Vec::new();
+    let mut args = vec![Value::from(batch.len() as i64)];
+    for lost in batch {
+        match lost {
+            Lost::Reserve { r, served } => {
+                keys.push(format!("{prefix}:q:released:{}", r.id));
+                scope_keys(prefix, r, &mut keys);
+                args.extend(release_args(r, *served));
+            }
+            Lost::Settle { r, used, gated } => {
+                scope_keys(prefix, r, &mut keys);
+                args.extend(settle_args(r, *used, *gated));
+            }
+        }
+    }
+    let replies = script
+        .evalsha_with_reload::<Value, _, _>(client, keys, args)
+        .await
+        .map_err(|e| e.to_string())?;
+    for reply in replies.into_array() {
+        // One entry's own failure (a key holding something else) is not retried.
+        if let Err(e) = part(reply) {
+            tracing::warn!("a quota reservation could not be put right after a stall: {e}");
+        }
+    }
+    Ok(())
+}
