@@ -28,6 +28,15 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{message}")]
     Conflict { field: String, message: String },
+    /// Too many attempts (logins): wait `retry_after` (429 with `retry-after`).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// Momentarily over capacity (the password-checking queue is full): 503, try again.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -43,7 +52,7 @@ pub struct ErrorDetail {
     /// What went wrong, for people.
     pub message: String,
     /// The class of error: `authentication_error`, `permission_error`, `not_found_error`,
-    /// `invalid_request_error`, `conflict_error` or `api_error`.
+    /// `invalid_request_error`, `conflict_error`, `rate_limit_error` or `api_error`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// A stable, machine-readable code.
@@ -94,6 +103,18 @@ impl ApiError {
                 "conflict",
                 Some(field.clone()),
             ),
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_attempts",
+                None,
+            ),
+            ApiError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "service_unavailable",
+                None,
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "api_error",
@@ -123,7 +144,18 @@ impl IntoResponse for ApiError {
                 param,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let wait = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            ApiError::Busy(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = wait {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 

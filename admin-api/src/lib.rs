@@ -7,15 +7,20 @@ pub mod auth;
 pub mod error;
 mod extract;
 mod guard;
+pub mod hashing;
 mod openapi;
 mod page;
 mod routes;
+pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::Router;
 use sea_orm::DatabaseConnection;
 use tollgate_core::{secrets::ServerSecret, store::keys::KeyChange};
+
+use hashing::Hasher;
+use throttle::{AttemptStore, LoginThrottle};
 
 pub use openapi::openapi;
 
@@ -26,6 +31,8 @@ pub struct AdminSettings {
     pub token_ttl: Duration,
     /// How long a rotated key's old secret keeps working unless the request says otherwise.
     pub rotation_grace: Duration,
+    /// Failed logins allowed per client address and per account each minute.
+    pub login_attempts: u32,
 }
 
 impl Default for AdminSettings {
@@ -33,6 +40,7 @@ impl Default for AdminSettings {
         AdminSettings {
             token_ttl: Duration::from_secs(3600),
             rotation_grace: Duration::from_secs(24 * 3600),
+            login_attempts: 10,
         }
     }
 }
@@ -49,6 +57,8 @@ struct Inner {
     master_key: Option<String>,
     settings: AdminSettings,
     on_change: ChangeHook,
+    hasher: Arc<Hasher>,
+    throttle: Arc<LoginThrottle>,
 }
 
 /// Told of every committed change that gateways caching keys must hear of (revocation,
@@ -67,27 +77,44 @@ impl AdminState {
                 db,
                 secret,
                 master_key,
+                throttle: Arc::new(LoginThrottle::new(settings.login_attempts, None)),
                 settings,
                 on_change: Arc::new(|_| {}),
+                hasher: Hasher::start(),
             }),
         }
     }
 
-    /// The same state, telling `hook` of key changes.
-    pub fn with_change_hook(self, hook: ChangeHook) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+    /// The same state with some parts changed (before it is shared).
+    fn rebuilt(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             db: shared.db.clone(),
             secret: shared.secret.clone(),
             master_key: shared.master_key.clone(),
             settings: shared.settings.clone(),
             on_change: shared.on_change.clone(),
+            hasher: shared.hasher.clone(),
+            throttle: shared.throttle.clone(),
         });
+        change(&mut inner);
         AdminState {
-            inner: Arc::new(Inner {
-                on_change: hook,
-                ..inner
-            }),
+            inner: Arc::new(inner),
         }
+    }
+
+    /// The same state, telling `hook` of key changes.
+    pub fn with_change_hook(self, hook: ChangeHook) -> Self {
+        self.rebuilt(|inner| inner.on_change = hook)
+    }
+
+    /// The same state, counting login attempts in `store` (shared by every replica).
+    pub fn with_attempt_store(self, store: Arc<dyn AttemptStore>) -> Self {
+        self.rebuilt(|inner| {
+            inner.throttle = Arc::new(LoginThrottle::new(
+                inner.settings.login_attempts,
+                Some(store),
+            ));
+        })
     }
 
     /// Tells gateways of a committed change.
@@ -105,6 +132,14 @@ impl AdminState {
 
     pub fn settings(&self) -> &AdminSettings {
         &self.inner.settings
+    }
+
+    pub(crate) fn hasher(&self) -> &Hasher {
+        &self.inner.hasher
+    }
+
+    pub(crate) fn throttle(&self) -> &LoginThrottle {
+        &self.inner.throttle
     }
 }
 

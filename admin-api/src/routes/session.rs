@@ -1,15 +1,15 @@
 //! Sessions: log in with email and password for a short-lived token; when it expires, log
 //! in again (or refresh it while it is still valid).
 
-use std::{sync::OnceLock, time::SystemTime};
+use std::{net::SocketAddr, time::SystemTime};
 
-use axum::{Json, extract::State};
+use axum::{
+    Extension, Json,
+    extract::{ConnectInfo, State},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tollgate_core::{
-    secrets::{hash_password, verify_password},
-    store::users,
-};
+use tollgate_core::{secrets::verify_password, store::users};
 use utoipa::ToSchema;
 
 use super::views::{RoleName, UserView};
@@ -18,6 +18,7 @@ use crate::{
     auth::{Caller, MAX_SESSION, Principal, SessionToken, issue_token},
     error::{ApiError, ApiResult, ErrorBody},
     extract::JsonBody,
+    hashing::decoy_hash,
 };
 
 #[derive(Deserialize, ToSchema)]
@@ -46,13 +47,6 @@ fn token_response(session: SessionToken, user: UserView) -> TokenResponse {
     }
 }
 
-/// A hash to check wrong emails against, so a login takes as long whether or not the
-/// email exists.
-fn decoy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| hash_password("tollgate-decoy-password").unwrap_or_default())
-}
-
 /// Log in: exchange email and password for a session token.
 #[utoipa::path(post, operation_id = "session_login", path = "/api/auth/login", tag = "auth", security(()),
     request_body = LoginRequest,
@@ -60,22 +54,30 @@ fn decoy_hash() -> &'static str {
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Wrong email or password, or a disabled user", body = ErrorBody),
         (status = 422, description = "A field is missing or malformed", body = ErrorBody),
+        (status = 429, description = "Too many failed logins from this address or for this account; see `retry-after`", body = ErrorBody),
+        (status = 503, description = "Too many logins at once; try again in a moment", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AdminState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    let addr = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let attempt = state.throttle().attempt(addr, &req.email).await?;
     let user = users::find_by_email(state.db(), &req.email).await?;
-    let stored = user
-        .as_ref()
-        .map_or_else(|| decoy_hash().to_string(), |u| u.password_hash.clone());
+    // An unknown email is checked against a decoy hash: the answer takes as long.
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
     let password = req.password;
-    let matches =
-        tokio::task::spawn_blocking(move || verify_password(&password, &stored).unwrap_or(false))
-            .await
-            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    let matches = state
+        .hasher()
+        .run(move || {
+            let stored = stored.as_deref().unwrap_or_else(|| decoy_hash());
+            verify_password(&password, stored).unwrap_or(false)
+        })
+        .await?;
     let wrong = || ApiError::Unauthenticated("wrong email or password".into());
     let user = user.filter(|_| matches).ok_or_else(wrong)?;
+    state.throttle().succeeded(attempt).await;
     if user.disabled {
         return Err(ApiError::Unauthenticated("this user is disabled".into()));
     }

@@ -60,10 +60,11 @@ pub struct CreateUser {
     pub role: RoleName,
 }
 
-async fn hash(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || users::hash_new_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
+async fn hash(state: &AdminState, password: String) -> ApiResult<String> {
+    state
+        .hasher()
+        .run(move || users::hash_new_password(&password))
+        .await?
         .map_err(Into::into)
 }
 
@@ -82,7 +83,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
     caller.require_admin()?;
     users::normalize_email(&req.email)?;
-    let password_hash = hash(req.password).await?;
+    let password_hash = hash(&state, req.password).await?;
     let user = users::create_user(
         state.db(),
         NewUser {
@@ -110,11 +111,10 @@ async fn check_current_password(
         ));
     };
     let stored = users::get_user(state.db(), id).await?.password_hash;
-    let matches = tokio::task::spawn_blocking(move || {
-        tollgate_core::secrets::verify_password(&current, &stored).unwrap_or(false)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    let matches = state
+        .hasher()
+        .run(move || tollgate_core::secrets::verify_password(&current, &stored).unwrap_or(false))
+        .await?;
     if matches {
         Ok(())
     } else {
@@ -185,7 +185,7 @@ pub async fn update(
         check_current_password(&state, id, req.current_password.clone()).await?;
     }
     let password_hash = match req.password {
-        Some(p) => Some(hash(p).await?),
+        Some(p) => Some(hash(&state, p).await?),
         None => None,
     };
     let changes = UserChanges {

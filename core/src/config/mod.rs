@@ -71,6 +71,7 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     pub admin_token_ttl: Duration,
     pub key_rotation_grace: Duration,
+    pub admin_login_attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -119,6 +119,9 @@ pub struct RawServer {
     /// How long a rotated API key's old secret keeps working unless the rotation says
     /// otherwise (default `24h`).
     pub key_rotation_grace: Option<DurationText>,
+    /// Failed admin logins allowed per client address and per account each minute before
+    /// logins are refused with 429 until the minute ends (default 10).
+    pub admin_login_attempts: Option<u32>,
 }
 
 /// The protocol a provider speaks.

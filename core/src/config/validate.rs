@@ -284,6 +284,13 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
             "must be between 1m and 7d",
         ));
     }
+    let admin_login_attempts = raw.admin_login_attempts.unwrap_or(10);
+    if !(1..=10_000).contains(&admin_login_attempts) {
+        problems.push(Problem::at(
+            "server.admin_login_attempts",
+            "must be between 1 and 10000",
+        ));
+    }
     let key_rotation_grace = raw
         .key_rotation_grace
         .as_ref()
@@ -304,6 +311,7 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
         admin_token_ttl,
         key_rotation_grace,
+        admin_login_attempts,
     }
 }
 

@@ -4,6 +4,7 @@
 //! request path through a join handle.
 
 pub mod database;
+pub mod login_attempts;
 pub mod redis;
 
 use std::time::Duration;

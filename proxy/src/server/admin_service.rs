@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
-use tollgate_admin::{AdminSettings, AdminState, ChangeHook};
+use tollgate_admin::{AdminSettings, AdminState, ChangeHook, throttle::AttemptStore};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{backend::database, server::listeners::ListenerSlot};
@@ -17,6 +17,8 @@ pub struct AdminService {
     master_key: String,
     settings: AdminSettings,
     on_change: ChangeHook,
+    /// Where login attempts are counted across replicas (Redis), if anywhere.
+    attempts: Option<Arc<dyn AttemptStore>>,
 }
 
 impl AdminService {
@@ -27,6 +29,7 @@ impl AdminService {
         master_key: String,
         settings: AdminSettings,
         on_change: ChangeHook,
+        attempts: Option<Arc<dyn AttemptStore>>,
     ) -> Self {
         AdminService {
             listener: ListenerSlot::new("admin", listener),
@@ -35,6 +38,7 @@ impl AdminService {
             master_key,
             settings,
             on_change,
+            attempts,
         }
     }
 }
@@ -59,6 +63,10 @@ impl BackgroundService for AdminService {
             self.settings.clone(),
         )
         .with_change_hook(self.on_change.clone());
+        let state = match &self.attempts {
+            Some(store) => state.with_attempt_store(store.clone()),
+            None => state,
+        };
         let stop = async move {
             let _ = shutdown.changed().await;
         };

@@ -20,7 +20,7 @@ use pingora::{
 use tollgate_core::config::{Config, ProviderKind};
 use url::Url;
 
-use tollgate_admin::AdminSettings;
+use tollgate_admin::{AdminSettings, throttle::AttemptStore};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{
@@ -31,6 +31,7 @@ use crate::{
     auth::{Auth, MasterKey},
     backend::Backend,
     backend::database,
+    backend::login_attempts::RedisAttempts,
     cli::users,
     downstream::models::ModelCatalog,
     gateway::Gateway,
@@ -152,6 +153,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         master_key.expose().to_string(),
         admin_settings(&config),
         invalidation::hook(Some((client_keys.clone(), jwt.clone())), backend.clone()),
+        login_attempts(&backend),
     );
     let metrics = Metrics::register()?;
     let limiter = limiter(&backend, &config);
@@ -291,10 +293,18 @@ pub fn load_secret(data_dir: &Path, database_url: &str) -> anyhow::Result<Arc<Se
     Ok(Arc::new(secret))
 }
 
+/// Admin login attempts are counted in Redis when there is one.
+fn login_attempts(backend: &Backend) -> Option<Arc<dyn AttemptStore>> {
+    let client = backend.redis.clone()?;
+    let store = RedisAttempts::new(client, &crate::backend::redis::prefix());
+    Some(Arc::new(store))
+}
+
 pub fn admin_settings(config: &Config) -> AdminSettings {
     AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
+        login_attempts: config.server.admin_login_attempts,
     }
 }
 
@@ -356,6 +366,10 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             admin_settings(&config),
         )
         .with_change_hook(invalidation::hook(None, backend.clone()));
+        let state = match login_attempts(&backend) {
+            Some(store) => state.with_attempt_store(store),
+            None => state,
+        };
         println!("{}", serde_json::json!({ "admin": addr }));
         tracing::info!("tollgate admin API listening on http://{addr}/api");
         let listener = tokio::net::TcpListener::from_std(listener)?;
