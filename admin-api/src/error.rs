@@ -34,6 +34,9 @@ pub enum ApiError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The request did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Momentarily over capacity (the password-checking queue is full): 503, try again.
     #[error("{0}")]
     Busy(String),
@@ -107,6 +110,12 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 "too_many_attempts",
+                None,
+            ),
+            ApiError::RequestTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
                 None,
             ),
             ApiError::Busy(_) => (

@@ -8,7 +8,10 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, serve::BodyTimeout};
+
+/// The body deadline when the server did not set one (a router served by other means).
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest admin request body; the admin API takes small JSON documents only.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -34,8 +37,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be JSON with `Content-Type: application/json`".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state)
+        let deadline = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .copied()
+            .unwrap_or(BodyTimeout(DEFAULT_BODY_TIMEOUT));
+        let bytes = tokio::time::timeout(deadline.0, Bytes::from_request(req, state))
             .await
+            .map_err(|_| ApiError::from(deadline))?
             .map_err(|e| ApiError::BadRequest(format!("reading the body failed: {e}")))?;
         if bytes.len() > MAX_BODY_BYTES {
             return Err(ApiError::BadRequest(format!(

@@ -23,6 +23,7 @@ const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
 
 pub async fn guard(req: Request, next: Next) -> Response {
     let api = req.uri().path().starts_with("/api/");
+    let id = request_id(&req);
     let mut response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => panicked(panic.as_ref()),
@@ -36,13 +37,36 @@ pub async fn guard(req: Request, next: Next) -> Response {
     if api {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    if !headers.contains_key("x-request-id")
+        && let Ok(value) = HeaderValue::from_str(&id)
+    {
+        headers.insert("x-request-id", value);
+    }
     response
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(new_request_id, str::to_string)
+}
+
+pub fn new_request_id() -> String {
+    format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
 }
 
 /// The answer to a request whose handler panicked; the panic is logged under an id the
 /// client gets in `x-request-id`.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Response {
-    let id = format!("req_{:016x}", fastrand::u64(..));
+    let id = new_request_id();
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

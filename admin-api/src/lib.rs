@@ -11,13 +11,14 @@ pub mod hashing;
 mod openapi;
 mod page;
 mod routes;
+mod serve;
 pub mod throttle;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::Router;
 use sea_orm::DatabaseConnection;
-use tollgate_core::{secrets::ServerSecret, store::keys::KeyChange};
+use tollgate_core::{config::ConnectionSettings, secrets::ServerSecret, store::keys::KeyChange};
 
 use hashing::Hasher;
 use throttle::{AttemptStore, LoginThrottle};
@@ -33,6 +34,8 @@ pub struct AdminSettings {
     pub rotation_grace: Duration,
     /// Failed logins allowed per client address and per account each minute.
     pub login_attempts: u32,
+    /// Deadlines and caps on the listener's connections.
+    pub connections: ConnectionSettings,
 }
 
 impl Default for AdminSettings {
@@ -41,6 +44,7 @@ impl Default for AdminSettings {
             token_ttl: Duration::from_secs(3600),
             rotation_grace: Duration::from_secs(24 * 3600),
             login_attempts: 10,
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -164,10 +168,6 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = state.settings().connections;
+    serve::serve(listener, router(state), limits, shutdown).await
 }

@@ -53,7 +53,9 @@ pub async fn admit(
     };
     ctx.request.endpoint = Some(endpoint);
     Ok(
-        match request_body::read_capped(session, gateway.max_body_bytes).await? {
+        match request_body::read_capped(session, gateway.max_body_bytes, gateway.body_timeout)
+            .await?
+        {
             Ok(body) => match route_and_reserve(gateway, ctx, endpoint, body).await {
                 Ok(()) => Admission::Proceed,
                 Err(e) => Admission::Refuse(e),

@@ -149,6 +149,25 @@ pub enum GatewayError {
     #[error("Malformed HTTP request: {0}.")]
     BadRequest(String),
     #[error(
+        "The request {part} did not arrive within {} s (server.{part}_timeout); send the whole request promptly.",
+        limit.as_secs_f64()
+    )]
+    RequestTimeout {
+        /// `header` or `body`.
+        part: &'static str,
+        limit: std::time::Duration,
+    },
+    #[error(
+        "The request headers are larger than the {limit}-byte limit of this gateway (server.max_header_size)."
+    )]
+    HeaderTooLarge { limit: usize },
+    #[error("The request has more than {limit} header fields.")]
+    TooManyHeaders { limit: usize },
+    #[error(
+        "The gateway has as many open connections as it accepts (server.max_connections); try again shortly."
+    )]
+    Overloaded,
+    #[error(
         "The gateway had an internal error while processing your request; the x-request-id response header identifies it in the gateway's logs."
     )]
     Internal,
@@ -167,6 +186,11 @@ impl GatewayError {
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             LengthRequired => StatusCode::LENGTH_REQUIRED,
+            RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            HeaderTooLarge { .. } | TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -183,6 +207,7 @@ impl GatewayError {
             | UpstreamFailed { .. }
             | KeyStoreUnavailable
             | QuotaUnavailable
+            | Overloaded
             | Internal => "server_error",
             ModelNotAllowed(_) => "permission_error",
             RateLimited(r) if r.dimension == Dimension::Budget => "insufficient_quota",
@@ -209,6 +234,9 @@ impl GatewayError {
             RateLimited(r) => Some(r.dimension.code()),
             BodyTooLarge { .. } => Some("request_too_large"),
             LengthRequired => Some("length_required"),
+            RequestTimeout { .. } => Some("request_timeout"),
+            HeaderTooLarge { .. } | TooManyHeaders { .. } => Some("request_header_too_large"),
+            Overloaded => Some("server_overloaded"),
             InvalidBody(_) => Some("invalid_json"),
             MissingModel => Some("missing_model"),
             UnknownModel(_) => Some("model_not_found"),
@@ -238,6 +266,7 @@ impl GatewayError {
                 | GatewayError::UpstreamFailed { .. }
                 | GatewayError::KeyStoreUnavailable
                 | GatewayError::QuotaUnavailable
+                | GatewayError::Overloaded
                 | GatewayError::Internal
         ) || matches!(
             self,
@@ -248,8 +277,10 @@ impl GatewayError {
 
     /// Headers that go with the error: `retry-after` and the rate-limit state of a 429.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let GatewayError::RateLimited(r) = self else {
-            return Vec::new();
+        let r = match self {
+            GatewayError::RateLimited(r) => r,
+            GatewayError::Overloaded => return vec![("retry-after", "1".to_string())],
+            _ => return Vec::new(),
         };
         let mut headers = crate::quota::headers::rate_limit_headers(&r.snapshot);
         if let Some(ms) = r.retry_after_ms {

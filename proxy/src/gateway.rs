@@ -41,6 +41,8 @@ pub struct Gateway {
     pub auth: Auth,
     pub models: ModelCatalog,
     pub max_body_bytes: usize,
+    /// How long a client has to send a request body.
+    pub body_timeout: std::time::Duration,
     pub metrics: Metrics,
     pub limiter: Arc<Limiter>,
     pub meter: Arc<Meter>,

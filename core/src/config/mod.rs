@@ -72,6 +72,29 @@ pub struct ServerSettings {
     pub admin_token_ttl: Duration,
     pub key_rotation_grace: Duration,
     pub admin_login_attempts: u32,
+    pub connections: ConnectionSettings,
+}
+
+/// Deadlines and caps on client connections, for both the proxy and admin listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,6 +122,19 @@ pub struct RawServer {
     /// Failed admin logins allowed per client address and per account each minute before
     /// logins are refused with 429 until the minute ends (default 10).
     pub admin_login_attempts: Option<u32>,
+    /// How long a client has to send a request's headers, from the connection's start or a
+    /// kept-alive request's first byte (default `10s`); later, 408.
+    pub header_timeout: Option<DurationText>,
+    /// How long a client has to send a request's body once its headers arrived (default
+    /// `30s`); later, 408.
+    pub body_timeout: Option<DurationText>,
+    /// How long a connection may idle between requests before it is closed (default `60s`).
+    pub keepalive_timeout: Option<DurationText>,
+    /// Open connections accepted per listener (proxy, admin); beyond, 503 at once (default
+    /// 10000, and at most half the process's file-descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Largest request head (request line and headers), e.g. `64KiB` (default); larger, 431.
+    pub max_header_size: Option<ByteSize>,
 }
 
 /// The protocol a provider speaks.

@@ -7,12 +7,13 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, Deployment, JwtIssuer, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind,
-    QuotaSettings, Secret, ServerSettings, SubjectKind, Timeouts,
+    Config, ConnectionSettings, Deployment, JwtIssuer, Model, OnStoreError, Pricing, Problem,
+    Provider, ProviderKind, QuotaSettings, Secret, ServerSettings, SubjectKind, Timeouts,
     raw::{
         RawConfig, RawJwtIssuer, RawModel, RawOnStoreError, RawProvider, RawProviderKind, RawQuota,
         RawServer, RawSubjectKind,
     },
+    units::DurationText,
 };
 
 const DEFAULT_MAX_BODY: u64 = 8 << 20;
@@ -312,6 +313,55 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
         admin_token_ttl,
         key_rotation_grace,
         admin_login_attempts,
+        connections: connections(raw, problems),
+    }
+}
+
+fn connections(raw: &RawServer, problems: &mut Vec<Problem>) -> ConnectionSettings {
+    let defaults = ConnectionSettings::default();
+    let mut duration = |field: &str, value: &Option<DurationText>, default: Duration| {
+        let d = value.as_ref().map_or(default, |d| d.0);
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+            problems.push(Problem::at(
+                format!("server.{field}"),
+                "must be between 100ms and 1h",
+            ));
+        }
+        d
+    };
+    let header_timeout = duration(
+        "header_timeout",
+        &raw.header_timeout,
+        defaults.header_timeout,
+    );
+    let body_timeout = duration("body_timeout", &raw.body_timeout, defaults.body_timeout);
+    let keepalive_timeout = duration(
+        "keepalive_timeout",
+        &raw.keepalive_timeout,
+        defaults.keepalive_timeout,
+    );
+    let max_connections = raw.max_connections.unwrap_or(defaults.max_connections);
+    if !(1..=1_000_000).contains(&max_connections) {
+        problems.push(Problem::at(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    let max_header = raw
+        .max_header_size
+        .map_or(defaults.max_header_bytes as u64, |s| s.0);
+    if !(1024..=(1 << 20)).contains(&max_header) {
+        problems.push(Problem::at(
+            "server.max_header_size",
+            format!("must be between 1KiB and 1MiB, got {max_header} bytes"),
+        ));
+    }
+    ConnectionSettings {
+        header_timeout,
+        body_timeout,
+        keepalive_timeout,
+        max_connections,
+        max_header_bytes: usize::try_from(max_header).unwrap_or(usize::MAX),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The client's side of a request: which OpenAI endpoint it calls, its body read under a
-//! cap, the model list answered from the config, and the responses the gateway writes
-//! itself.
+//! The client's side of a request: its connection (deadlines, caps, malformed heads), which
+//! OpenAI endpoint it calls, its body read under a cap, the model list answered from the
+//! config, and the responses the gateway writes itself.
 
+pub mod connection;
 pub mod endpoints;
 pub mod models;
 pub mod request_body;

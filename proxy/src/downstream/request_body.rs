@@ -2,6 +2,8 @@
 //! read this early, so the retry buffer is armed for the last ≤ 64 KiB: Pingora then replays
 //! that buffer through `request_body_filter`, where the gateway substitutes the whole body.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
@@ -10,11 +12,37 @@ use crate::error::GatewayError;
 /// Pingora's retry buffer holds at most this much (`BODY_BUF_LIMIT`).
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 
-/// The whole body, or the error to answer with. Connection errors propagate as `Err`.
+/// The whole body, or the error to answer with: too large, not all there within `deadline`
+/// (408), or malformed (a bad chunk: 400). A client that is gone propagates as `Err`.
 pub async fn read_capped(
     session: &mut Session,
     limit: usize,
+    deadline: Duration,
 ) -> pingora::Result<Result<Bytes, GatewayError>> {
+    let late = GatewayError::RequestTimeout {
+        part: "body",
+        limit: deadline,
+    };
+    // Each read also waits no longer than the whole body may take.
+    session.set_read_timeout(Some(deadline));
+    match tokio::time::timeout(deadline, read(session, limit)).await {
+        Ok(Err(e)) => match e.etype().as_str() {
+            "ReadTimedout" => Ok(Err(late)),
+            // Pingora's names for a malformed chunked body.
+            "InvalidChunk" | "InvalidTrailerEnd" => Ok(Err(GatewayError::BadRequest(format!(
+                "the chunked body is malformed ({})",
+                e.context
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string)
+            )))),
+            _ => Err(e),
+        },
+        Ok(read) => read,
+        Err(_) => Ok(Err(late)),
+    }
+}
+
+async fn read(session: &mut Session, limit: usize) -> pingora::Result<Result<Bytes, GatewayError>> {
     let declared = session
         .req_header()
         .headers

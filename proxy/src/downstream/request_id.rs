@@ -15,5 +15,10 @@ pub fn request_id(req: &RequestHeader) -> String {
     {
         return id.to_string();
     }
+    new_request_id()
+}
+
+/// A fresh request id.
+pub fn new_request_id() -> String {
     format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..))
 }

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use super::{
     Reservation, Usage,
     redis_batch::part,
-    redis_store::{SETTLE, release_args, scope_keys, settle_args},
+    redis_store::{SETTLE, landed_key, release_args, scope_keys, settle_args},
 };
 
 const RELEASE: &str = include_str!("release.lua");
@@ -35,10 +35,12 @@ const BATCH: usize = 32;
 const RETRY: Duration = Duration::from_millis(250);
 
 pub enum Lost {
-    /// A reservation given up on: served under the local limiter (what it used) or refused.
+    /// A reservation given up on: served under the local limiter (what it used) or refused;
+    /// put right once Redis's clock passed `not_before` (its reserves' latest deadline).
     Reserve {
         r: Reservation,
         served: Option<Usage>,
+        not_before: f64,
     },
     /// A settlement that failed; `gated`: it may have been applied already.
     Settle {
@@ -139,9 +141,17 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
             if group.is_empty() {
                 continue;
             }
-            if let Err(e) = run(&client, script, &prefix, &group).await {
-                tracing::debug!("putting quota reservations right after a stall failed: {e}");
-                failed.extend(group);
+            match run(&client, script, &prefix, &group).await {
+                Ok(early) => failed.extend(
+                    group
+                        .into_iter()
+                        .zip(early)
+                        .filter_map(|(lost, early)| early.then_some(lost)),
+                ),
+                Err(e) => {
+                    tracing::debug!("putting quota reservations right after a stall failed: {e}");
+                    failed.extend(group);
+                }
             }
         }
         if !failed.is_empty() {
@@ -152,16 +162,27 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
     }
 }
 
-/// One script call for a batch of one kind.
-async fn run(client: &Client, script: &Script, prefix: &str, batch: &[Lost]) -> Result<(), String> {
+/// One script call for a batch of one kind; answers, per entry, whether it came too early
+/// (to try again).
+async fn run(
+    client: &Client,
+    script: &Script,
+    prefix: &str,
+    batch: &[Lost],
+) -> Result<Vec<bool>, String> {
     let mut keys = Vec::new();
     let mut args = vec![Value::from(batch.len() as i64)];
     for lost in batch {
         match lost {
-            Lost::Reserve { r, served } => {
+            Lost::Reserve {
+                r,
+                served,
+                not_before,
+            } => {
                 keys.push(format!("{prefix}:q:released:{}", r.id));
+                keys.push(landed_key(prefix, r));
                 scope_keys(prefix, r, &mut keys);
-                args.extend(release_args(r, *served));
+                args.extend(release_args(r, *served, *not_before));
             }
             Lost::Settle { r, used, gated } => {
                 scope_keys(prefix, r, &mut keys);
@@ -173,11 +194,16 @@ async fn run(client: &Client, script: &Script, prefix: &str, batch: &[Lost]) -> 
         .evalsha_with_reload::<Value, _, _>(client, keys, args)
         .await
         .map_err(|e| e.to_string())?;
-    for reply in replies.into_array() {
-        // One entry's own failure (a key holding something else) is not retried.
-        if let Err(e) = part(reply) {
-            tracing::warn!("a quota reservation could not be put right after a stall: {e}");
-        }
-    }
-    Ok(())
+    Ok(replies
+        .into_array()
+        .into_iter()
+        .map(|reply| match part(reply) {
+            Ok(done) => done.as_i64() == Some(2),
+            // One entry's own failure (a key holding something else) is not retried.
+            Err(e) => {
+                tracing::warn!("a quota reservation could not be put right after a stall: {e}");
+                false
+            }
+        })
+        .collect())
 }

@@ -72,6 +72,14 @@ impl RedisStore {
         keys
     }
 
+    /// reserve.lua's keys: the reservation's "landed" marker, then its scopes'.
+    fn reserve_keys(&self, r: &Reservation) -> Vec<String> {
+        let mut keys = Vec::with_capacity(1 + r.scopes.len() * 3);
+        keys.push(landed_key(&self.prefix, r));
+        scope_keys(&self.prefix, r, &mut keys);
+        keys
+    }
+
     fn spend_key(&self, scope: &Scoped) -> Option<String> {
         let budget = scope.limits.budget.as_ref()?;
         Some(format!(
@@ -90,7 +98,14 @@ impl QuotaStore for RedisStore {
         let deadline = self.clock.ahead_ms().map_or(0.0, |ahead| {
             (queued + COMMAND_TIMEOUT.as_millis() as u64) as f64 + ahead
         });
-        let mut numbers = Packed::with_capacity(7 + 5 * r.scopes.len());
+        // Reserved this close to the deadline, the caller may have given up already (the
+        // deadline errs late by the offset's error): the reservation leaves a marker.
+        let mark_after = if deadline > 0.0 {
+            deadline - (COMMAND_TIMEOUT.as_millis() / 2) as f64
+        } else {
+            0.0
+        };
+        let mut numbers = Packed::with_capacity(8 + 5 * r.scopes.len());
         numbers.extend([
             r.now_ms as f64,
             WINDOW.as_millis() as f64,
@@ -99,6 +114,7 @@ impl QuotaStore for RedisStore {
             r.lease_ms as f64,
             r.scopes.len() as f64,
             deadline,
+            mark_after,
         ]);
         for s in &r.scopes {
             let l = &s.limits;
@@ -121,7 +137,7 @@ impl QuotaStore for RedisStore {
             state_ttl_ms(lease_ms).to_string().into(),
             (2 * lease_ms).to_string().into(),
         ];
-        let reply = Pending::call(|p| self.queue_near(p), self.keys(r), args).await?;
+        let reply = Pending::call(|p| self.queue_near(p), self.reserve_keys(r), args).await?;
         let reply = unpacked(&reply, 5 + 4 * r.scopes.len())?;
         if let Some(&clock) = reply.last() {
             self.clock.observe(clock - queued as f64);
@@ -187,11 +203,23 @@ impl QuotaStore for RedisStore {
     }
 
     fn abandoned(&self, r: &Reservation, served: Option<Usage>) {
+        // Every reserve of `r` was queued before now, so its deadline is at most now plus
+        // the clock offset (without one, reserves had no deadline: wait a while).
+        let not_before = match self.clock.ahead_ms() {
+            Some(ahead) => now_ms() as f64 + ahead,
+            None => (now_ms() + 2_000) as f64,
+        };
         self.recovery.push(Lost::Reserve {
             r: r.clone(),
             served,
+            not_before,
         });
     }
+}
+
+/// The marker reserve.lua leaves when it reserves close to the reservation's deadline.
+pub(super) fn landed_key(prefix: &str, r: &Reservation) -> String {
+    format!("{prefix}:q:landed:{}", r.id)
 }
 
 /// The keys of a reservation's scopes, three per scope in the scripts' order.
@@ -241,11 +269,12 @@ pub(super) fn settle_args(r: &Reservation, used: Usage, gated: bool) -> Vec<Valu
     ]
 }
 
-/// release.lua's arguments for one reservation given up on.
-pub(super) fn release_args(r: &Reservation, served: Option<Usage>) -> Vec<Value> {
+/// release.lua's arguments for one reservation given up on, to apply once Redis's clock has
+/// passed `not_before`.
+pub(super) fn release_args(r: &Reservation, served: Option<Usage>, not_before: f64) -> Vec<Value> {
     let lease_ms = r.lease_ms.max(1);
     let used = served.unwrap_or_default();
-    let mut numbers = Packed::with_capacity(8 + 4 * r.scopes.len());
+    let mut numbers = Packed::with_capacity(9 + 4 * r.scopes.len());
     numbers.extend([
         r.tokens as f64,
         used.tokens as f64,
@@ -256,6 +285,7 @@ pub(super) fn release_args(r: &Reservation, served: Option<Usage>) -> Vec<Value>
         state_ttl_ms(lease_ms) as f64,
         // The marker outlives any retry of the same release.
         (2 * WINDOW.as_millis()) as f64,
+        not_before,
     ]);
     for s in &r.scopes {
         let l = &s.limits;

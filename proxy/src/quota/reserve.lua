@@ -10,15 +10,17 @@
 -- Several reservations are decided in one call, one after the other, each exactly as if
 -- alone: the gateway batches the requests that arrive while a call is under way.
 --
--- KEYS, 3 per scope of every reservation in turn: state (six doubles packed with struct,
+-- KEYS, for every reservation in turn: its "landed" marker, then 3 per scope: state (six
+--   doubles packed with struct,
 --   see STATE: request and token levels, when they were last drained, the cost held by
 --   running requests, how many run, when the leases were last swept), leases zset
 --   (members "id:cost", score = lease expiry, and the member "~" at +inf that keeps the
 --   set and its expiry while no request runs), settled spend of the budget period
 -- ARGV: 1 number of reservations, then 6 per reservation:
 --   numbers, as little-endian doubles: now ms, window ms, tokens, cost, lease ms, number
---     of scopes, deadline (ms on Redis's clock, 0: none), then 5 per scope: rpm (0 = none), tpm (0 = none), concurrency (0 = none),
---     budget (-1 = none), ms until the budget resets
+--     of scopes, deadline (ms on Redis's clock, 0: none), mark after (ms on Redis's
+--     clock, 0: never), then 5 per scope: rpm (0 = none), tpm (0 = none), concurrency (0 =
+--     none), budget (-1 = none), ms until the budget resets
 --   the lease member with the cost held, the member without, the lease expiry (ms), the
 --   state's time to live (ms), the leases' time to live (ms)
 -- Returns one reply per reservation: little-endian doubles {allowed, dimension (1 rate
@@ -29,7 +31,10 @@
 --
 -- A reservation that reaches Redis after its deadline is refused with nothing reserved:
 -- its caller has given up on it (it was held up on the way, by a stalled network) and
--- served or refused the request without it, so it must not take a slot or count.
+-- served or refused the request without it, so it must not take a slot or count. One
+-- reserved close to its deadline ("mark after") leaves its "landed" marker: its caller may
+-- have given up on it already (the deadline can only err late), and the gateway, putting
+-- such a reservation right, must know it was applied (release.lua).
 --
 -- At a moderate rate every call finds Redis cold, and then what it costs follows how much
 -- the script does: numbers travel packed (no text conversions), the fewest commands run,
@@ -83,9 +88,10 @@ end
 
 -- Decides the reservation whose keys follow KEYS[k] and whose arguments follow ARGV[a]:
 -- refuses, or reserves in all its scopes. Answers the packed reply.
-local function reserve(k, a)
+local function reserve(k, a, landed)
   local numbers = ARGV[a + 1]
-  local now, window, tokens, cost, lease, n, deadline, at = unpack_packed('<ddddddd', numbers)
+  local now, window, tokens, cost, lease, n, deadline, mark_after, at =
+    unpack_packed('<dddddddd', numbers)
   if deadline > 0 and clock > deadline then
     local late = {0, 6, -1, 0}
     for i = 1, n do late[4 * i + 1], late[4 * i + 2], late[4 * i + 3], late[4 * i + 4] = -1, 0, -1, 0 end
@@ -198,6 +204,9 @@ local function reserve(k, a)
         if s[RENEW] then call('PEXPIRE', leases, leases_ttl) end
       end
     end
+    if mark_after > 0 and clock > mark_after then
+      call('SET', landed, '1', 'PX', state_ttl)
+    end
   end
 
   -- Per scope, what fits now and when the bucket is empty again.
@@ -225,8 +234,8 @@ end
 -- error in its place and the others are decided.
 local replies, k, a = {}, 0, 1
 for r = 1, tonumber(ARGV[1]) do
-  local ok, reply = pcall(reserve, k, a)
+  local ok, reply = pcall(reserve, k + 1, a, KEYS[k + 1])
   replies[r] = ok and reply or {-1, tostring(type(reply) == 'table' and reply.err or reply)}
-  k, a = k + 3 * unpack_packed('<d', ARGV[a + 1], 41), a + 6
+  k, a = k + 1 + 3 * unpack_packed('<d', ARGV[a + 1], 41), a + 6
 end
 return replies

@@ -7,6 +7,9 @@ use std::{
 };
 
 use anyhow::Context;
+use tollgate_core::config::ConnectionSettings;
+
+use crate::downstream::connection::Limits;
 
 /// Binds a non-blocking listener, ready to be moved onto a tokio runtime.
 pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -46,4 +49,44 @@ impl ListenerSlot {
             .inspect_err(|e| tracing::error!("{} listener: {e}", self.what))
             .ok()
     }
+}
+
+/// A listener's connection limits: the configured ones, with the cap on open connections
+/// kept under the file descriptors the process may open (first raised to the hard limit),
+/// so that beyond the cap a connection is answered 503 rather than failing to be accepted.
+/// A third each for the two listeners and the upstream connections of proxied requests.
+pub fn connection_limits(settings: &ConnectionSettings) -> Limits {
+    let descriptors = raise_descriptor_limit();
+    let cap = usize::try_from(descriptors / 3)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if cap < settings.max_connections {
+        tracing::info!(
+            "server.max_connections is {}, but the process may open only {descriptors} files: \
+             accepting at most {cap} connections per listener",
+            settings.max_connections
+        );
+    }
+    Limits {
+        header_timeout: settings.header_timeout,
+        keepalive_timeout: settings.keepalive_timeout,
+        max_header_bytes: settings.max_header_bytes,
+        max_connections: settings.max_connections.min(cap),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one; answers the limit in effect.
+fn raise_descriptor_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum || (limit.maximum.is_none() && limit.current.is_some()) {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum.unwrap_or(u64::MAX);
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
 }

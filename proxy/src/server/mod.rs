@@ -13,11 +13,13 @@ use std::{
 };
 
 use pingora::{
+    listeners::ListenerConfig,
     prelude::Opt,
+    protocols::l4::stream::L4BufferSettings,
     server::{Server, configuration::ServerConf},
-    services::background::background_service,
+    services::{background::background_service, listening::Service},
 };
-use tollgate_core::config::{Config, ProviderKind};
+use tollgate_core::config::{Config, ConnectionSettings, ProviderKind};
 use url::Url;
 
 use tollgate_admin::{AdminSettings, throttle::AttemptStore};
@@ -33,7 +35,7 @@ use crate::{
     backend::database,
     backend::login_attempts::RedisAttempts,
     cli::users,
-    downstream::models::ModelCatalog,
+    downstream::{connection::Front, models::ModelCatalog},
     gateway::Gateway,
     metering::Meter,
     metrics::{Metrics, MetricsService},
@@ -41,7 +43,7 @@ use crate::{
     quota::{MemoryStore, RedisStore},
     routing::RouteTable,
     server::admin_service::AdminService,
-    server::listeners::{bind, reserve},
+    server::listeners::{bind, connection_limits, reserve},
     server::mock_upstream::MockUpstreamService,
     upstream::Upstream,
 };
@@ -174,6 +176,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         },
         models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,
+        body_timeout: config.server.connections.body_timeout,
         metrics,
         limiter,
         meter,
@@ -189,12 +192,17 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "tollgate proxy",
+    let connections = connection_limits(&config.server.connections);
+    let front = Front::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        connections,
     );
-    proxy.add_tcp(&proxy_addr.to_string());
+    let mut proxy = Service::new("tollgate proxy".to_string(), front);
+    // Requests are read into the gateway's own buffers: a 64 KiB read buffer per connection
+    // (Pingora's default) would only be copied through, and idle connections would hold it.
+    proxy.add_listener(
+        ListenerConfig::tcp(proxy_addr.to_string()).l4_buffer(L4BufferSettings::new(0, 1460)),
+    );
     server.add_service(proxy);
 
     server.add_service(background_service("admin API", admin));
@@ -305,6 +313,10 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
         login_attempts: config.server.admin_login_attempts,
+        connections: ConnectionSettings {
+            max_connections: connection_limits(&config.server.connections).max_connections,
+            ..config.server.connections
+        },
     }
 }
 
