@@ -337,6 +337,8 @@ mod tests {
             concurrency_limit: None,
             budget_micro_usd: None,
             budget_period: None,
+            allowed_models: None,
+            key_limits: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }

@@ -911,3 +911,96 @@ both!(usage_reports_group_and_export, |app: App| async move {
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(csv.contains("member@example.com"), "{csv}");
 });
+
+both!(
+    a_members_keys_are_bounded_by_their_owner,
+    |app: App| async move {
+        let admin = app.token(&app.admin);
+        let member = app.token(&app.member);
+        // Before any policy, a key an admin limited does not stop the member: their owner's
+        // own limits bound the keys they make.
+        let limited = app
+        .call(
+            "PATCH",
+            &format!("/api/users/{}", app.member.id),
+            Some(&admin),
+            Some(json!({
+                "limits": { "tpm_limit": 5000 },
+                "key_policy": {
+                    "allowed_models": ["gpt-4o-mini"],
+                    "key_limits": { "rpm_limit": 20, "budget_micro_usd": 1000000, "budget_period": "day" },
+                },
+            })),
+        )
+        .await;
+        assert_eq!(limited.status, 200, "{}", limited.text);
+        assert_eq!(
+            limited.body["key_policy"]["allowed_models"],
+            json!(["gpt-4o-mini"])
+        );
+        assert_eq!(limited.body["key_policy"]["key_limits"]["rpm_limit"], 20);
+        // The member's bare key gets every ceiling, the owner's own tpm included.
+        let escape = app
+            .call(
+                "POST",
+                "/api/keys",
+                Some(&member),
+                Some(json!({ "name": "escape" })),
+            )
+            .await;
+        assert_eq!(escape.status, 201, "{}", escape.text);
+        assert_eq!(escape.body["allowed_models"], json!(["gpt-4o-mini"]));
+        assert_eq!(escape.body["rpm_limit"], 20);
+        assert_eq!(escape.body["tpm_limit"], 5000);
+        assert_eq!(escape.body["budget_micro_usd"], 1000000);
+        assert_eq!(escape.body["budget_period"], "day");
+        // Anything beyond is refused, naming the field.
+        for (body, field) in [
+            (json!({ "name": "x", "rpm_limit": 21 }), "rpm_limit"),
+            (json!({ "name": "x", "tpm_limit": 5001 }), "tpm_limit"),
+            (
+                json!({ "name": "x", "allowed_models": ["gpt-4o"] }),
+                "allowed_models",
+            ),
+            (
+                json!({ "name": "x", "budget_micro_usd": 10, "budget_period": "month" }),
+                "budget_period",
+            ),
+        ] {
+            let refused = app
+                .call("POST", "/api/keys", Some(&member), Some(body))
+                .await;
+            assert_eq!(refused.status, 403, "{}", refused.text);
+            assert!(
+                refused.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(field),
+                "{}",
+                refused.text
+            );
+        }
+        // And what a create refuses, a change refuses too.
+        let id = escape.body["id"].as_str().unwrap();
+        let widen = app
+            .call(
+                "PATCH",
+                &format!("/api/keys/{id}"),
+                Some(&member),
+                Some(json!({ "rpm_limit": null })),
+            )
+            .await;
+        assert_eq!(widen.status, 403, "{}", widen.text);
+        // Admins are not bound.
+        let admins = app
+            .call(
+                "POST",
+                "/api/keys",
+                Some(&admin),
+                Some(json!({ "name": "any", "user_id": app.member.id })),
+            )
+            .await;
+        assert_eq!(admins.status, 201);
+        assert_eq!(admins.body["allowed_models"], serde_json::Value::Null);
+    }
+);

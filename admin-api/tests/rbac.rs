@@ -16,9 +16,11 @@ use common::App;
 use josekit::{jws::JwsHeader, jwt};
 use serde_json::{Value, json};
 use tollgate_admin::auth::sign_token;
+use tollgate_core::limits::LimitChanges;
 use tollgate_core::store::{
     Actor,
     entity::user::Role,
+    key_policy::PolicyChanges,
     keys::{self, KeyLimits, NewKey},
     providers::{self, NewCredential},
     users::{self, UserChanges},
@@ -64,12 +66,20 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 async fn fixture(app: &App) -> Fixture {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let actor = Actor::system("fixture");
-    // A cell may have promoted the member (admins can): start each cell from a member.
+    // A cell may have promoted the member (admins can): start each cell from a member,
+    // whose own keys may have one model and at most 100 requests a minute.
     users::update_user(
         &app.db,
         app.member.id,
         UserChanges {
             role: Some(Role::Member),
+            key_policy: PolicyChanges {
+                allowed_models: Some(Some(vec!["gpt-4o-mini".into()])),
+                key_limits: LimitChanges {
+                    rpm_limit: Some(Some(100)),
+                    ..Default::default()
+                },
+            },
             ..Default::default()
         },
         &actor,
@@ -405,6 +415,42 @@ fn rows() -> Vec<Row> {
             },
             [403, 403, 201, 201],
         ),
+        // A member's own key: within what an admin allows their keys, never beyond.
+        row(
+            "POST",
+            "/api/keys",
+            |_| {
+                (
+                    "/api/keys".into(),
+                    Some(
+                        json!({ "name": "within", "rpm_limit": 10, "allowed_models": ["gpt-4o-mini"] }),
+                    ),
+                )
+            },
+            [403, 201, 201, 201],
+        ),
+        row(
+            "POST",
+            "/api/keys",
+            |_| {
+                (
+                    "/api/keys".into(),
+                    Some(json!({ "name": "over", "rpm_limit": 1000 })),
+                )
+            },
+            [403, 403, 201, 201],
+        ),
+        row(
+            "POST",
+            "/api/keys",
+            |_| {
+                (
+                    "/api/keys".into(),
+                    Some(json!({ "name": "elsewhere", "allowed_models": ["gpt-4o"] })),
+                )
+            },
+            [403, 403, 201, 201],
+        ),
         row(
             "POST",
             "/api/keys",
@@ -447,6 +493,63 @@ fn rows() -> Vec<Row> {
                 (
                     format!("/api/keys/{}", f.own_key),
                     Some(json!({ "rpm_limit": null })),
+                )
+            },
+            [403, 403, 200, 200],
+        ),
+        // Tightening within the policy is the member's to do; loosening is not.
+        row(
+            "PATCH",
+            "/api/keys/{id}",
+            |f| {
+                (
+                    format!("/api/keys/{}", f.own_key),
+                    Some(json!({ "rpm_limit": 50, "allowed_models": ["gpt-4o-mini"] })),
+                )
+            },
+            [403, 200, 200, 200],
+        ),
+        row(
+            "PATCH",
+            "/api/keys/{id}",
+            |f| {
+                (
+                    format!("/api/keys/{}", f.own_key),
+                    Some(json!({ "rpm_limit": 500 })),
+                )
+            },
+            [403, 403, 200, 200],
+        ),
+        row(
+            "PATCH",
+            "/api/keys/{id}",
+            |f| {
+                (
+                    format!("/api/keys/{}", f.own_key),
+                    Some(json!({ "allowed_models": ["gpt-4o"] })),
+                )
+            },
+            [403, 403, 200, 200],
+        ),
+        // What members' keys may have is the admin's to set, on users and teams.
+        row(
+            "PATCH",
+            "/api/users/{id}",
+            |f| {
+                (
+                    format!("/api/users/{}", f.member),
+                    Some(json!({ "key_policy": { "key_limits": { "rpm_limit": 1000 } } })),
+                )
+            },
+            [403, 403, 200, 200],
+        ),
+        row(
+            "PATCH",
+            "/api/teams/{id}",
+            |f| {
+                (
+                    format!("/api/teams/{}", f.team),
+                    Some(json!({ "key_policy": { "allowed_models": null } })),
                 )
             },
             [403, 403, 200, 200],

@@ -6,6 +6,7 @@
 mod http;
 mod load;
 mod machine;
+mod probes;
 mod procs;
 mod redis_stats;
 mod report;
@@ -74,6 +75,17 @@ struct Args {
     /// Write the results as Markdown, for benches/RESULTS.md.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Also measure the passthrough Tollgate's memory with this many idle client
+    /// connections open (each sent half a request head).
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+    /// Also measure the passthrough Tollgate's latency while this many threads log in to
+    /// its admin API back to back.
+    #[arg(long, default_value_t = 0)]
+    login_flood: usize,
+    /// How long each latency measurement of the login-flood probe runs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    probe_duration: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,6 +234,29 @@ fn main() -> anyhow::Result<()> {
         })?;
         print!("{}", report::terminal_table(&result));
         results.push(result);
+    }
+
+    let passthrough = targets.iter().find(|t| t.name == "passthrough");
+    if let Some(t) = passthrough.filter(|_| args.idle_connections > 0) {
+        println!(
+            "\nprobe: {}",
+            probes::idle_connections(t.pid(), t.addr, args.idle_connections)?
+        );
+    }
+    if let Some((t, admin)) = passthrough
+        .and_then(|t| Some((t, t.admin?)))
+        .filter(|_| args.login_flood > 0)
+    {
+        println!(
+            "\nprobe: {}",
+            probes::login_flood(
+                t.addr,
+                admin,
+                &t.auth,
+                args.login_flood,
+                args.probe_duration
+            )?
+        );
     }
 
     let report = Report {

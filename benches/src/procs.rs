@@ -52,6 +52,10 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn spawn(name: &str, cmd: &mut Command) -> anyhow::Result<Self> {
         let child = cmd
             .spawn()

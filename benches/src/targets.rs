@@ -32,10 +32,16 @@ pub struct Target {
     pub log: PathBuf,
     /// The `authorization` header its requests carry.
     pub auth: String,
+    /// Tollgate's admin listener.
+    pub admin: Option<SocketAddr>,
     guard: ChildGuard,
 }
 
 impl Target {
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -72,6 +78,7 @@ pub fn start_mock(bin_dir: &Path, work: &Path) -> anyhow::Result<Target> {
         addr: listening,
         log,
         auth: format!("Bearer {MASTER_KEY}"),
+        admin: None,
         guard,
     })
 }
@@ -162,6 +169,7 @@ pub fn start_tollgate(
         addr: proxy,
         log: log.to_path_buf(),
         auth,
+        admin: Some(admin),
         guard,
     })
 }
@@ -264,6 +272,7 @@ pub fn start_nginx(
         addr,
         log,
         auth: format!("Bearer {MASTER_KEY}"),
+        admin: None,
         guard,
     })
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::store::{StoreError, entity::api_key::BudgetPeriod};
 
 /// Quota limits of a key, a user or a team; `null` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(as = LimitsView)]
 pub struct QuotaLimits {
     pub rpm_limit: Option<i64>,

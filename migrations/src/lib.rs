@@ -12,6 +12,7 @@ mod m20261126_000005_usage;
 mod m20261126_000006_audit_log;
 mod m20261126_000007_owner_limits;
 mod m20261126_000008_usage_owner_indexes;
+mod m20261206_000009_key_policy;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000006_audit_log::Migration),
             Box::new(m20261126_000007_owner_limits::Migration),
             Box::new(m20261126_000008_usage_owner_indexes::Migration),
+            Box::new(m20261206_000009_key_policy::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ use tollgate_core::store::{
         api_key::{self, BudgetPeriod},
         user::Role,
     },
+    key_policy::{self, Exceeds},
     keys::{self, IssuedKey, KeyChange, KeyChanges, KeyFilter, KeyLimits, NewKey},
 };
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::views::KeyView;
 use crate::{
     AdminState,
-    auth::Caller,
+    auth::{Caller, Principal},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, PathParam, QueryParams},
     page::{self, Page},
@@ -118,19 +119,38 @@ pub async fn create(
         }
         Role::Viewer => return Err(ApiError::forbidden("viewers cannot change anything")),
     };
-    let quota = req.limits();
+    let mut quota = req.limits();
+    let mut allowed_models = req.allowed_models;
+    // A member's key gets at most what an admin allows their keys; where it asks for
+    // nothing, it gets that.
+    if caller.role() == Role::Member
+        && let Principal::User(member) = &caller.principal
+    {
+        let policy = key_policy::for_member(state.db(), member).await?;
+        (allowed_models, quota) = policy
+            .fit_new(allowed_models, quota)
+            .map_err(beyond_policy)?;
+    }
     let new = NewKey {
         name: req.name,
         user_id,
         team_id: req.team_id,
         limits: KeyLimits {
-            allowed_models: req.allowed_models,
+            allowed_models,
             quota,
             expires_at: req.expires_at,
         },
     };
     let issued = keys::create_key(state.db(), state.secret(), new, &caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
+}
+
+/// A member's key beyond what an admin allows their keys.
+fn beyond_policy(e: Exceeds) -> ApiError {
+    ApiError::forbidden(format!(
+        "{}: {} (admins set what members' keys may have: the user's and team's key_policy)",
+        e.field, e.message
+    ))
 }
 
 /// The key `id`, if the caller may see it: members see only their own (others are 404,
@@ -191,11 +211,21 @@ pub async fn update(
         limits,
         expires_at: req.expires_at,
     };
-    // Limits are what an admin granted: members may rename a key or change its expiry.
+    // Limits are what an admin granted: members may only tighten them, within what an
+    // admin allows their keys.
     if caller.role() != Role::Admin && changes.touches_limits() {
-        return Err(ApiError::forbidden(
-            "only admins change a key's models, limits or budget",
-        ));
+        let Principal::User(member) = &caller.principal else {
+            return Err(ApiError::forbidden("only admins change a key's limits"));
+        };
+        key_policy::for_member(state.db(), member)
+            .await?
+            .check_change(
+                key.allowed_models(),
+                &key.limits(),
+                changes.allowed_models.clone(),
+                &changes.limits,
+            )
+            .map_err(beyond_policy)?;
     }
     let key = keys::update_key(state.db(), &id, changes, &caller.actor()).await?;
     state.changed(KeyChange::Key(id));

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use tollgate_core::limits::LimitChanges;
 
-use super::views::{TeamView, UserView};
+use super::views::{KeyPolicyPatch, TeamView, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -85,6 +85,8 @@ pub struct UpdateTeam {
     pub name: Option<String>,
     /// Quota limits shared by all the team's keys.
     pub limits: Option<LimitChanges>,
+    /// What the keys its members create for themselves may have at most.
+    pub key_policy: Option<KeyPolicyPatch>,
 }
 
 /// Rename a team or change its limits (admins).
@@ -102,6 +104,7 @@ pub async fn update(
     let changes = TeamChanges {
         name: req.name.as_deref().map(teams::check_name).transpose()?,
         limits: req.limits.unwrap_or_default(),
+        key_policy: req.key_policy.map(Into::into).unwrap_or_default(),
     };
     let after = teams::update_team(state.db(), id, changes, &caller.actor()).await?;
     state.changed(KeyChange::Team(id));

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use tollgate_core::limits::LimitChanges;
 
-use super::views::{RoleName, UserView};
+use super::views::{KeyPolicyPatch, RoleName, UserView};
 use crate::{
     AdminState,
     auth::Caller,
@@ -154,6 +154,8 @@ pub struct UpdateUser {
     pub current_password: Option<String>,
     /// Quota limits shared by all the user's keys (admins).
     pub limits: Option<LimitChanges>,
+    /// What the keys the user creates may have at most (admins).
+    pub key_policy: Option<KeyPolicyPatch>,
 }
 
 /// Change a user's role, disabled flag, password or limits (admins; members their own
@@ -177,6 +179,7 @@ pub async fn update(
         && req.role.is_none()
         && req.disabled.is_none()
         && req.limits.is_none()
+        && req.key_policy.is_none()
         && req.password.is_some();
     if !(own_password_only && caller.role() == tollgate_core::store::entity::user::Role::Member) {
         caller.require_admin()?;
@@ -193,6 +196,7 @@ pub async fn update(
         disabled: req.disabled,
         password_hash,
         limits: req.limits.unwrap_or_default(),
+        key_policy: req.key_policy.map(Into::into).unwrap_or_default(),
     };
     let user = users::update_user(state.db(), id, changes, &caller.actor()).await?;
     state.changed(KeyChange::User(id));

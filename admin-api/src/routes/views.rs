@@ -3,10 +3,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tollgate_core::{
-    limits::QuotaLimits,
-    store::entity::{
-        api_key, provider_credential, team,
-        user::{self, Role},
+    limits::{LimitChanges, QuotaLimits},
+    store::{
+        entity::{
+            api_key, provider_credential, team,
+            user::{self, Role},
+        },
+        key_policy::{KeyPolicy, PolicyChanges},
     },
 };
 use utoipa::ToSchema;
@@ -46,6 +49,7 @@ pub struct UserView {
     pub role: RoleName,
     pub disabled: bool,
     pub limits: QuotaLimits,
+    pub key_policy: KeyPolicyView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -54,6 +58,7 @@ impl From<user::Model> for UserView {
     fn from(u: user::Model) -> Self {
         UserView {
             limits: u.limits(),
+            key_policy: u.key_policy().into(),
             id: u.id,
             email: u.email,
             role: u.role.into(),
@@ -69,6 +74,7 @@ pub struct TeamView {
     pub id: i64,
     pub name: String,
     pub limits: QuotaLimits,
+    pub key_policy: KeyPolicyView,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -77,10 +83,49 @@ impl From<team::Model> for TeamView {
     fn from(t: team::Model) -> Self {
         TeamView {
             limits: t.limits(),
+            key_policy: t.key_policy().into(),
             id: t.id,
             name: t.name,
             created_at: t.created_at,
             updated_at: t.updated_at,
+        }
+    }
+}
+
+/// What the keys a member creates for themselves may have at most (set by admins on users
+/// and teams): a key takes these where it asks for nothing, and may not go above them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyPolicyView {
+    /// The models such a key may allow; `null`: any.
+    pub allowed_models: Option<Vec<String>>,
+    /// The most each such key may have; a limit left `null` falls back to the owner's own.
+    pub key_limits: QuotaLimits,
+}
+
+impl From<KeyPolicy> for KeyPolicyView {
+    fn from(p: KeyPolicy) -> Self {
+        KeyPolicyView {
+            allowed_models: p.allowed_models,
+            key_limits: p.key_limits,
+        }
+    }
+}
+
+/// Changes to a key policy: omit a field to keep it, `null` to clear it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicyPatch {
+    #[serde(default, deserialize_with = "tollgate_core::limits::double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_models: Option<Option<Vec<String>>>,
+    pub key_limits: Option<LimitChanges>,
+}
+
+impl From<KeyPolicyPatch> for PolicyChanges {
+    fn from(p: KeyPolicyPatch) -> Self {
+        PolicyChanges {
+            allowed_models: p.allowed_models,
+            key_limits: p.key_limits.unwrap_or_default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod entity;
 mod error;
+pub mod key_policy;
 pub mod keys;
 pub mod providers;
 pub mod teams;

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::limits::LimitChanges;
+use crate::{limits::LimitChanges, store::key_policy::PolicyChanges};
 
 use super::{
     StoreError,
@@ -99,6 +99,8 @@ pub struct TeamChanges {
     pub name: Option<String>,
     /// Quota limits shared by all the team's keys.
     pub limits: LimitChanges,
+    /// What its members' own keys may have at most.
+    pub key_policy: PolicyChanges,
 }
 
 pub async fn update_team<C: ConnectionTrait + TransactionTrait>(
@@ -111,11 +113,15 @@ pub async fn update_team<C: ConnectionTrait + TransactionTrait>(
     let before = get_team(txn.conn(), id).await?;
     let limits = before.limits().apply(&changes.limits);
     limits.check()?;
+    let policy = before.key_policy().apply(&changes.key_policy)?;
     let mut active = before.clone().into_active_model();
     if let Some(name) = &changes.name {
         active.name = Set(name.clone());
     }
     active.set_limits(limits);
+    let (allowed_models, key_limits) = policy.to_columns();
+    active.allowed_models = Set(allowed_models);
+    active.key_limits = Set(key_limits);
     active.updated_at = Set(Utc::now());
     let after = active
         .update(txn.conn())
@@ -126,8 +132,8 @@ pub async fn update_team<C: ConnectionTrait + TransactionTrait>(
         "team",
         id,
         json!({
-            "before": { "name": before.name, "limits": before.limits().summary() },
-            "after": { "name": after.name, "limits": after.limits().summary() },
+            "before": { "name": before.name, "limits": before.limits().summary(), "key_policy": before.key_policy().summary() },
+            "after": { "name": after.name, "limits": after.limits().summary(), "key_policy": after.key_policy().summary() },
         }),
     )
     .await?;

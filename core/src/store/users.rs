@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::limits::LimitChanges;
+use crate::{limits::LimitChanges, store::key_policy::PolicyChanges};
 
 use super::{
     StoreError,
@@ -69,7 +69,7 @@ pub fn normalize_email(email: &str) -> Result<String, StoreError> {
 }
 
 fn summary(u: &user::Model) -> serde_json::Value {
-    json!({ "email": u.email, "role": u.role.as_str(), "disabled": u.disabled, "limits": u.limits().summary() })
+    json!({ "email": u.email, "role": u.role.as_str(), "disabled": u.disabled, "limits": u.limits().summary(), "key_policy": u.key_policy().summary() })
 }
 
 /// Creates a user and its audit row in one transaction.
@@ -178,6 +178,8 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
     /// Quota limits shared by all the user's keys.
     pub limits: LimitChanges,
+    /// What the user's own keys may have at most.
+    pub key_policy: PolicyChanges,
 }
 
 /// Whether removing `user`'s admin rights would leave no active admin.
@@ -203,8 +205,12 @@ pub async fn update_user<C: ConnectionTrait + TransactionTrait>(
     }
     let limits = before.limits().apply(&changes.limits);
     limits.check()?;
+    let policy = before.key_policy().apply(&changes.key_policy)?;
     let mut active = before.clone().into_active_model();
     active.set_limits(limits);
+    let (allowed_models, key_limits) = policy.to_columns();
+    active.allowed_models = Set(allowed_models);
+    active.key_limits = Set(key_limits);
     if let Some(role) = changes.role {
         active.role = Set(role);
     }

@@ -56,6 +56,10 @@ pub struct Model {
     pub role: Role,
     pub disabled: bool,
 } then {
+    /// JSON array: the models its members' own keys may allow; `None`: any.
+    pub allowed_models: Option<String>,
+    /// JSON limits: the most each of its members' own keys may have.
+    pub key_limits: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
@@ -65,3 +69,13 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// What the owner's members' own keys may have at most.
+    pub fn key_policy(&self) -> crate::store::key_policy::KeyPolicy {
+        crate::store::key_policy::KeyPolicy::from_columns(
+            self.allowed_models.as_deref(),
+            self.key_limits.as_deref(),
+        )
+    }
+}
