@@ -52,8 +52,9 @@ pub fn idle_connections(pid: u32, addr: SocketAddr, n: usize) -> anyhow::Result<
     ))
 }
 
-/// The proxy's latency, sequential requests at about `rate` per second for `duration`,
-/// alone and then while `flooders` threads log in to the admin API back to back.
+/// The proxy's latency, sequential requests 5 ms apart for `duration`, alone and then while
+/// `flooders` threads log in to the admin API back to back with the right password (the
+/// harness's gateways allow 10000 logins a minute per address, so every one is hashed).
 pub fn login_flood(
     proxy: SocketAddr,
     admin: SocketAddr,

@@ -120,7 +120,7 @@ pub fn start_tollgate(
         &config,
         format!(
             "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  \
-             threads: {threads}\n  data_dir: '{}'\n\
+             threads: {threads}\n  data_dir: '{}'\n  admin_login_attempts: 10000\n\
              providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
              models:\n  - {{name: gpt-4o-mini{pricing}, deployments: [{{provider: upstream{limits}}}]}}\n",
             data_dir.display()
