@@ -1,14 +1,18 @@
 //! Per-request state carried through the Pingora phases, in parts named for what they
 //! hold; each part belongs to the module that fills it.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use tollgate_core::body::RequestProbe;
 
 use crate::{
-    auth::Principal, downstream::endpoints::Endpoint, error::GatewayError,
-    metering::scan::ResponseWatch, quota::holds::Holds, routing::attempts::Attempts,
+    auth::Principal,
+    downstream::endpoints::Endpoint,
+    error::GatewayError,
+    metering::{Finished, Meter, scan::ResponseWatch},
+    quota::holds::Holds,
+    routing::attempts::Attempts,
 };
 
 pub struct RequestCtx {
@@ -29,6 +33,9 @@ pub struct RequestCtx {
     pub in_flight: bool,
     /// An error the gateway answered itself.
     pub error: Option<GatewayError>,
+    /// Where the request's usage goes; taken once it is recorded, so a request dropped
+    /// before `logging` (cut at the end of the shutdown grace period) is recorded then.
+    pub meter: Option<Arc<Meter>>,
 }
 
 /// The request as read in `request_filter`.
@@ -76,6 +83,30 @@ impl RequestCtx {
             },
             in_flight: false,
             error: None,
+            meter: None,
+        }
+    }
+
+    /// Records the request's usage event (once) if it was an authenticated proxy request.
+    pub fn meter(&mut self, status: u16) {
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
+        if let (Some(_), Some(endpoint)) = (&self.caller, self.request.endpoint) {
+            meter.record(Finished::of(self, endpoint, status));
+        }
+    }
+}
+
+impl Drop for RequestCtx {
+    /// A request that never reached `logging` — its task dropped when the shutdown grace
+    /// period ended, say — is metered now, as far as it got: billed by what the upstream
+    /// sent (estimated where its usage never came).
+    fn drop(&mut self) {
+        if self.meter.is_some() {
+            tracing::debug!(request_id = %self.id, "metering a request cut off before it ended");
+            let status = self.response.status;
+            self.meter(status);
         }
     }
 }

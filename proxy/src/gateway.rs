@@ -27,7 +27,7 @@ use crate::{
         respond::{self, final_status},
     },
     error::GatewayError,
-    metering::{Finished, Meter},
+    metering::Meter,
     metrics::Metrics,
     quota::{
         headers::replace_rate_limit_headers,
@@ -53,7 +53,9 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        let mut ctx = RequestCtx::new();
+        ctx.meter = Some(self.meter.clone());
+        ctx
     }
 
     /// No downstream modules: responses pass through as the upstream encoded them, and the
@@ -262,9 +264,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = final_status(session).unwrap_or(0);
-        if let (Some(_), Some(endpoint)) = (&ctx.caller, ctx.request.endpoint) {
-            self.meter.record(Finished::of(ctx, endpoint, status));
-        }
+        ctx.meter(status);
         self.metrics.finish(session, ctx, status, e);
     }
 }

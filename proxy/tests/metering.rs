@@ -363,3 +363,52 @@ async fn a_graceful_shutdown_writes_the_last_events() {
     let count = usage_event::Entity::find().count(&db).await.unwrap();
     assert_eq!(count, 5);
 }
+
+/// A stream still running when the shutdown grace period ends is cut, and metered as far as
+/// it got (its usage never came, so estimated from what passed) before the gateway exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_at_the_end_of_the_grace_period_is_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let mut gateway =
+        Gateway::spawn_in(dir.path(), &mock_route(&mock), "  shutdown_grace: 1s\n").await;
+    let key = issue(&gateway).await;
+    let mut stream = post(
+        &gateway,
+        &key,
+        "/v1/chat/completions",
+        chat_body("gpt-4o-mini", true),
+        "tokens=200,itl=100ms",
+    )
+    .await;
+    assert_eq!(stream.status(), 200);
+    // Some tokens have passed when the gateway is told to stop.
+    let mut seen = 0;
+    while seen < 3 {
+        let chunk = stream
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended early");
+        seen += String::from_utf8_lossy(&chunk).matches("data: ").count();
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.proc.terminate();
+        drop(gateway);
+        status
+    })
+    .await
+    .unwrap();
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    let db = sqlite(dir.path()).await;
+    let events = usage_event::Entity::find().all(&db).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let cut = &events[0];
+    assert_eq!(cut.status, 200);
+    assert!(cut.estimated);
+    assert!(
+        (3..200).contains(&cut.completion_tokens),
+        "{} completion tokens",
+        cut.completion_tokens
+    );
+}

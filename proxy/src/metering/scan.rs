@@ -22,6 +22,8 @@ pub struct ResponseWatch {
     pub streamed: bool,
     /// The upstream answered with a success status.
     pub upstream_ok: bool,
+    /// The upstream's status, as passed to the client (0 before it answered).
+    pub status: u16,
     /// Stream events with generated text, kept when the scan ends.
     content_events: u64,
 }
@@ -41,6 +43,7 @@ impl ResponseWatch {
     /// Chooses how to watch the body from the upstream's response head.
     pub fn start(&mut self, response: &mut ResponseHeader) {
         self.upstream_ok = response.status.is_success();
+        self.status = response.status.as_u16();
         let content_type = response
             .headers
             .get(http::header::CONTENT_TYPE)
