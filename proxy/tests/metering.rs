@@ -362,6 +362,9 @@ async fn a_graceful_shutdown_writes_the_last_events() {
     let db = sqlite(dir.path()).await;
     let count = usage_event::Entity::find().count(&db).await.unwrap();
     assert_eq!(count, 5);
+    // Everything is in the database: the journal is left empty for the next start.
+    let journal = std::fs::read_dir(dir.path().join("data/usage-journal")).unwrap();
+    assert_eq!(journal.count(), 0);
 }
 
 /// A stream still running when the shutdown grace period ends is cut, and metered as far as
@@ -411,4 +414,85 @@ async fn a_stream_cut_at_the_end_of_the_grace_period_is_metered() {
         "{} completion tokens",
         cut.completion_tokens
     );
+}
+
+/// Completed requests survive a SIGKILL: each event is journaled (synced every 10 ms)
+/// before it waits for its batch, and the next start replays what the journal holds. Only
+/// requests completed within a moment of the kill may be missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_requests_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn_in(dir.path(), &mock_route(&mock), "").await;
+    let key = issue(&gateway).await;
+    let completed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let until = Instant::now() + Duration::from_millis(1500);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (url, key, completed) = (
+                gateway.url("/v1/chat/completions"),
+                key.clone(),
+                completed.clone(),
+            );
+            tokio::spawn(async move {
+                let mut i = 0;
+                while Instant::now() < until {
+                    let id = format!("kill-{w}-{i}");
+                    i += 1;
+                    let resp = client()
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("x-request-id", &id)
+                        .json(&chat_body("gpt-4o-mini", false))
+                        .send()
+                        .await
+                        .unwrap();
+                    if resp.status() == 200 && resp.bytes().await.is_ok() {
+                        completed.lock().unwrap().push((id, Instant::now()));
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let killed_at = Instant::now();
+    drop(gateway); // SIGKILL
+    let completed = std::mem::take(&mut *completed.lock().unwrap());
+    assert!(
+        completed.len() > 20,
+        "only {} requests completed",
+        completed.len()
+    );
+    // The next start replays what the journal held.
+    let _gateway = Gateway::spawn_in(dir.path(), &mock_route(&mock), "").await;
+    let db = sqlite(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored: std::collections::HashSet<String> = usage_event::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect();
+        let missing: Vec<&String> = completed
+            .iter()
+            .filter(|(id, at)| {
+                killed_at.duration_since(*at) > Duration::from_millis(100) && !stored.contains(id)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} completed requests have no usage event: {missing:?}",
+            missing.len(),
+            completed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -4,9 +4,12 @@
 //! cost, settles the quota reservation, and batches events into multi-row inserts. When the
 //! database is unreachable, batches go to an append-only spill file, replayed in order when
 //! it is back; inserts ignore event ids already stored, so a replay never counts twice.
+//! Each event is journaled to a local file first, synced every few milliseconds, so a crash
+//! loses only the last moment's (see `journal`).
 
 pub mod estimate;
 pub mod finished;
+mod journal;
 pub mod pricing;
 pub mod scan;
 mod spill;
@@ -65,7 +68,16 @@ impl Meter {
         estimate: fn(&Finished) -> Measured,
     ) -> Meter {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        // Events spilled before a restart are replayed first.
+        // Events journaled before a crash join the spilled ones, replayed first.
+        let journal_dir = spill.with_file_name("usage-journal");
+        match journal::recover(&journal_dir, &spill) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("{n} usage events from the journal of the last run"),
+            Err(e) => tracing::error!("recovering the usage journal: {e}"),
+        }
+        let journal = journal::Journal::start(journal_dir)
+            .inspect_err(|e| tracing::error!("no usage journal: {e}"))
+            .ok();
         let spilled = std::fs::metadata(&spill).is_ok_and(|m| m.len() > 0);
         let writer = Writer {
             db: backend.db.clone(),
@@ -76,7 +88,7 @@ impl Meter {
         };
         backend
             .handle()
-            .spawn(task::run(rx, writer, limiter.clone(), estimate));
+            .spawn(task::run(rx, writer, limiter.clone(), estimate, journal));
         Meter {
             tx,
             outcomes,

@@ -34,7 +34,33 @@ fn first_format() -> u32 {
     1
 }
 
+/// An event as one line of the format this build writes, newline included.
+pub fn line(row: &usage_event::Model) -> serde_json::Result<Vec<u8>> {
+    let mut text = serde_json::to_vec(&LineOut {
+        v: FORMAT,
+        event: row,
+    })?;
+    text.push(b'\n');
+    Ok(text)
+}
+
 pub fn append(path: &PathBuf, rows: &[usage_event::Model]) -> std::io::Result<()> {
+    let mut text = Vec::new();
+    for row in rows {
+        text.extend(line(row)?);
+    }
+    append_bytes(path, &text)
+}
+
+/// Appends lines as they are (from the usage journal), synced.
+pub fn append_lines(path: &PathBuf, lines: &[String]) -> std::io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    append_bytes(path, (lines.join("\n") + "\n").as_bytes())
+}
+
+fn append_bytes(path: &PathBuf, text: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -42,18 +68,7 @@ pub fn append(path: &PathBuf, rows: &[usage_event::Model]) -> std::io::Result<()
         .create(true)
         .append(true)
         .open(path)?;
-    let mut text = Vec::new();
-    for row in rows {
-        serde_json::to_writer(
-            &mut text,
-            &LineOut {
-                v: FORMAT,
-                event: row,
-            },
-        )?;
-        text.push(b'\n');
-    }
-    file.write_all(&text)?;
+    file.write_all(text)?;
     file.sync_data()
 }
 

@@ -11,6 +11,7 @@ use crate::{
     metering::{
         Message,
         finished::Finished,
+        journal::Journal,
         pricing::{Measured, by_size, measure},
         writer::{BATCH_SIZE, Batch, Writer, event, write_batches},
     },
@@ -32,13 +33,20 @@ pub(super) async fn run(
     writer: Writer,
     limiter: Arc<Limiter>,
     estimate: fn(&Finished) -> Measured,
+    journal: Option<Journal>,
 ) {
     let (batches, writer_rx) = mpsc::channel::<Batch>(64);
-    tokio::spawn(write_batches(writer_rx, writer));
+    tokio::spawn(write_batches(
+        writer_rx,
+        writer,
+        journal.as_ref().map(Journal::keeper),
+    ));
     let mut rows = Rows {
         batch: Vec::with_capacity(BATCH_SIZE),
         batches,
         limiter,
+        journal,
+        journaled: 0,
     };
     let mut estimates = Estimates {
         waiting: VecDeque::new(),
@@ -77,7 +85,7 @@ pub(super) async fn run(
                     rows.send(None).await;
                 } else {
                     // Lets the writer replay spilled events even when no traffic comes.
-                    let _ = rows.batches.try_send(Batch { rows: Vec::new(), done: None });
+                    let _ = rows.batches.try_send(Batch { rows: Vec::new(), done: None, journaled: 0 });
                 }
             }
         }
@@ -141,11 +149,14 @@ impl Estimates {
     }
 }
 
-/// The batch being gathered, where batches go, and the quotas to settle.
+/// The batch being gathered, where batches go, the quotas to settle, and the journal.
 struct Rows {
     batch: Vec<usage_event::Model>,
     batches: mpsc::Sender<Batch>,
     limiter: Arc<Limiter>,
+    journal: Option<Journal>,
+    /// The journal's sequence number of the batch's last event.
+    journaled: u64,
 }
 
 impl Rows {
@@ -163,8 +174,11 @@ impl Rows {
             };
             tokio::spawn(async move { limiter.settle(&s, used).await });
         }
-        self.batch
-            .push(event(f, prompt, completion, estimated, cost));
+        let row = event(f, prompt, completion, estimated, cost);
+        if let Some(journal) = &mut self.journal {
+            self.journaled = journal.append(&row);
+        }
+        self.batch.push(row);
         if self.batch.len() >= BATCH_SIZE {
             self.send(None).await;
         }
@@ -173,6 +187,14 @@ impl Rows {
     /// Hands the batch to the writer.
     async fn send(&mut self, done: Option<tokio::sync::oneshot::Sender<()>>) {
         let rows = std::mem::take(&mut self.batch);
-        let _ = self.batches.send(Batch { rows, done }).await;
+        let journaled = self.journaled;
+        let _ = self
+            .batches
+            .send(Batch {
+                rows,
+                done,
+                journaled,
+            })
+            .await;
     }
 }

@@ -10,6 +10,7 @@ use tollgate_core::store::{entity::usage_event, usage::insert_events};
 
 use crate::metering::{
     finished::Finished,
+    journal::Keeper,
     spill::{Spilled, append, read_spill, set_aside},
 };
 
@@ -22,12 +23,26 @@ const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
 pub struct Batch {
     pub rows: Vec<usage_event::Model>,
     pub done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The journal's sequence number of the last row (0: none).
+    pub journaled: u64,
 }
 
-pub async fn write_batches(mut batches: mpsc::Receiver<Batch>, mut writer: Writer) {
+/// Writes batches in order, and tells the journal which events are kept once written.
+pub async fn write_batches(
+    mut batches: mpsc::Receiver<Batch>,
+    mut writer: Writer,
+    journal: Option<Keeper>,
+) {
     while let Some(batch) = batches.recv().await {
         writer.write(batch.rows).await;
+        if let (Some(journal), true) = (&journal, batch.journaled > 0) {
+            journal.kept(batch.journaled);
+        }
         if let Some(done) = batch.done {
+            // A flush (at shutdown) leaves no journal behind for the next start.
+            if let Some(journal) = &journal {
+                journal.settled().await;
+            }
             let _ = done.send(());
         }
     }
