@@ -496,3 +496,62 @@ async fn completed_requests_survive_a_sigkill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Ten streams of 60 tokens, 10 ms apart, each left by its client after 5 tokens; the
+/// events' completion tokens, how many are estimates, and the upstream's own count.
+async fn abort_ledger(metering: &str) -> (i64, usize, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let route = format!("{}{metering}", mock_route(&mock));
+    let gateway = Gateway::spawn_in(dir.path(), &route, "").await;
+    let key = issue(&gateway).await;
+    mock.reset().await;
+    for _ in 0..10 {
+        let resp = post(
+            &gateway,
+            &key,
+            "/v1/chat/completions",
+            chat_body("gpt-4o-mini", true),
+            "tokens=60,itl=10ms",
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        read_tokens_then_leave(resp, 5).await;
+    }
+    let db = sqlite(dir.path()).await;
+    let rows = events(&db, 10).await;
+    assert_eq!(rows.len(), 10);
+    let stats = mock.stats().await;
+    (
+        rows.iter().map(|r| r.completion_tokens).sum(),
+        rows.iter().filter(|r| r.estimated).count(),
+        stats["completion_tokens"].as_i64().unwrap(),
+    )
+}
+
+/// `cancel` (the default): the upstream is closed when the client leaves, and the bill is
+/// what the gateway had read by then, a lower bound of what the upstream generated.
+#[tokio::test]
+async fn a_client_abort_cancels_and_bills_a_lower_bound() {
+    let (billed, estimated, generated) = abort_ledger("").await;
+    assert_eq!(estimated, 10);
+    assert!(
+        billed >= 50 && billed <= generated,
+        "{billed} of {generated}"
+    );
+    assert!(
+        generated < 600,
+        "the upstream went on to the end: {generated}"
+    );
+}
+
+/// `drain`: the gateway goes on reading each stream to its end without the client, so the
+/// bill is the upstream's own count, exactly.
+#[tokio::test]
+async fn a_client_abort_drains_and_bills_what_the_upstream_generated() {
+    let (billed, estimated, generated) =
+        abort_ledger("metering:\n  on_client_abort: drain\n  drain_timeout: 10s\n").await;
+    assert_eq!(generated, 600);
+    assert_eq!(billed, generated);
+    assert_eq!(estimated, 0, "the streams' own usage was read");
+}

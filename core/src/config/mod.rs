@@ -23,6 +23,15 @@ pub struct Config {
     pub models: Vec<Model>,
     pub quota: QuotaSettings,
     pub jwt_issuers: Vec<JwtIssuer>,
+    pub metering: MeteringSettings,
+}
+
+/// How usage is metered at the edges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeteringSettings {
+    /// When a client leaves mid-request, how long to go on reading the upstream to its
+    /// final usage (`metering.on_client_abort: drain`); `None`: close it at once.
+    pub drain: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,6 +28,29 @@ pub struct RawConfig {
     /// Client authentication besides API keys.
     #[serde(default)]
     pub auth: RawAuth,
+    /// How usage is metered at the edges.
+    #[serde(default)]
+    pub metering: RawMetering,
+}
+
+/// What happens to the upstream when a client leaves in the middle of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawOnClientAbort {
+    /// Close the upstream at once; billed for what had been read (a lower bound).
+    Cancel,
+    /// Keep reading the upstream to its end (for up to `drain_timeout`) without sending it
+    /// anywhere, so the bill is the upstream's own final usage.
+    Drain,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetering {
+    /// `cancel` (default) or `drain`.
+    pub on_client_abort: Option<RawOnClientAbort>,
+    /// How long `drain` goes on reading after the client left (default `60s`).
+    pub drain_timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

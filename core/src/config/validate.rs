@@ -7,11 +7,12 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, ConnectionSettings, Deployment, JwtIssuer, Model, OnStoreError, Pricing, Problem,
-    Provider, ProviderKind, QuotaSettings, Secret, ServerSettings, SubjectKind, Timeouts,
+    Config, ConnectionSettings, Deployment, JwtIssuer, MeteringSettings, Model, OnStoreError,
+    Pricing, Problem, Provider, ProviderKind, QuotaSettings, Secret, ServerSettings, SubjectKind,
+    Timeouts,
     raw::{
-        RawConfig, RawJwtIssuer, RawModel, RawOnStoreError, RawProvider, RawProviderKind, RawQuota,
-        RawServer, RawSubjectKind,
+        RawConfig, RawJwtIssuer, RawMetering, RawModel, RawOnClientAbort, RawOnStoreError,
+        RawProvider, RawProviderKind, RawQuota, RawServer, RawSubjectKind,
     },
     units::DurationText,
 };
@@ -131,6 +132,23 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         models,
         quota,
         jwt_issuers,
+        metering: metering(&raw.metering, problems),
+    }
+}
+
+fn metering(raw: &RawMetering, problems: &mut Vec<Problem>) -> MeteringSettings {
+    let timeout = raw
+        .drain_timeout
+        .as_ref()
+        .map_or(Duration::from_secs(60), |d| d.0);
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&timeout) {
+        problems.push(Problem::at(
+            "metering.drain_timeout",
+            "must be between 1s and 1h",
+        ));
+    }
+    MeteringSettings {
+        drain: (raw.on_client_abort == Some(RawOnClientAbort::Drain)).then_some(timeout),
     }
 }
 

@@ -26,7 +26,10 @@ use tokio::{
     time::{Instant, timeout, timeout_at},
 };
 
-use crate::{downstream::request_id::new_request_id, error::GatewayError};
+use crate::{
+    downstream::{draining::Draining, request_id::new_request_id},
+    error::GatewayError,
+};
 
 /// Header fields a request may have (as many as Pingora parses).
 const MAX_HEADERS: usize = 256;
@@ -44,14 +47,17 @@ pub struct Front<A> {
     app: Arc<A>,
     limits: Limits,
     open: Arc<Semaphore>,
+    /// `metering.on_client_abort: drain`: how long a response goes on after its client left.
+    drain: Option<Duration>,
 }
 
 impl<A> Front<A> {
-    pub fn new(app: A, limits: Limits) -> Self {
+    pub fn new(app: A, limits: Limits, drain: Option<Duration>) -> Self {
         Front {
             app: Arc::new(app),
             open: Arc::new(Semaphore::new(limits.max_connections)),
             limits,
+            drain,
         }
     }
 }
@@ -72,7 +78,7 @@ where
 {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let Ok(_open) = self.open.clone().try_acquire_owned() else {
@@ -80,6 +86,13 @@ where
             return None;
         };
         let keepalive = self.limits.keepalive_timeout.as_secs().max(1);
+        let (mut stream, drain) = match self.drain {
+            Some(limit) => {
+                let (stream, state) = Draining::wrap(stream, limit);
+                (stream, Some(state))
+            }
+            None => (stream, None),
+        };
         let mut reused = false;
         let mut persisted = None;
         loop {
@@ -108,11 +121,17 @@ where
             // Pipelining is off, so no bytes of a next request were carried over: the
             // session parses the head read here (and any body bytes read with it).
             session.set_pipelined_prefix(head);
-            let (next, settings) = self
-                .app
-                .process_new_http(session, shutdown)
-                .await?
-                .consume();
+            if let Some(drain) = &drain {
+                drain.set_busy(true);
+            }
+            let reusable = self.app.process_new_http(session, shutdown).await;
+            if let Some(drain) = &drain {
+                drain.set_busy(false);
+                if drain.gone() {
+                    return None;
+                }
+            }
+            let (next, settings) = reusable?.consume();
             stream = next;
             persisted = settings;
             reused = true;

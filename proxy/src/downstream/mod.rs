@@ -3,6 +3,7 @@
 //! config, and the responses the gateway writes itself.
 
 pub mod connection;
+pub mod draining;
 pub mod endpoints;
 pub mod models;
 pub mod request_body;

@@ -196,6 +196,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let front = Front::new(
         pingora::proxy::http_proxy(&server.configuration, gateway),
         connections,
+        config.metering.drain,
     );
     let mut proxy = Service::new("tollgate proxy".to_string(), front);
     // Requests are read into the gateway's own buffers: a 64 KiB read buffer per connection
