@@ -13,10 +13,11 @@ mod page;
 mod routes;
 mod serve;
 pub mod throttle;
+mod ui;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{Router, response::IntoResponse};
 use sea_orm::DatabaseConnection;
 use tollgate_core::{config::ConnectionSettings, secrets::ServerSecret, store::keys::KeyChange};
 
@@ -156,7 +157,13 @@ pub fn router(state: AdminState) -> Router {
         .merge(docs)
         .fallback(
             |method: axum::http::Method, uri: axum::http::Uri| async move {
-                error::ApiError::NotFound(format!("route {method} {}", uri.path()))
+                // Outside the API, the web UI answers (GET and HEAD only).
+                let api = uri.path() == "/api" || uri.path().starts_with("/api/");
+                if !api && (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+                {
+                    return ui::serve(uri).await;
+                }
+                error::ApiError::NotFound(format!("route {method} {}", uri.path())).into_response()
             },
         )
         .layer(axum::middleware::from_fn(guard::guard))
