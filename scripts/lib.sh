@@ -29,6 +29,20 @@ ensure_build_deps() {
   apt_install cmake pkg-config libssl-dev build-essential
 }
 
+# The web UI's static export (web-admin/out), embedded into `tollgate` when it is built:
+# node and npm from Debian's packages if missing, packages from the committed lockfile.
+ensure_web_ui() {
+  command -v npm >/dev/null || apt_install nodejs npm
+  local ui="$ROOT/web-admin"
+  if [ ! -d "$ui/node_modules" ] || ! cmp -s "$ui/package-lock.json" "$ui/node_modules/.package-lock.json.copy"; then
+    log "installing the web UI's packages"
+    (cd "$ui" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    cp "$ui/package-lock.json" "$ui/node_modules/.package-lock.json.copy"
+  fi
+  log "building the web UI"
+  (cd "$ui" && npm run --silent build >/dev/null)
+}
+
 # A virtualenv with the official openai package and pytest, for the SDK suite.
 ensure_python_venv() {
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
