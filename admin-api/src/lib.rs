@@ -25,6 +25,7 @@ use hashing::Hasher;
 use throttle::{AttemptStore, LoginThrottle};
 
 pub use openapi::openapi;
+pub use routes::routing::{DeploymentRoute, ModelRoute};
 
 /// Settings of the admin API.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct AdminSettings {
     pub login_attempts: u32,
     /// Deadlines and caps on the listener's connections.
     pub connections: ConnectionSettings,
+    /// The models the gateway serves, as configured (shown at `/api/routes`).
+    pub routes: Arc<[ModelRoute]>,
 }
 
 impl Default for AdminSettings {
@@ -46,6 +49,7 @@ impl Default for AdminSettings {
             rotation_grace: Duration::from_secs(24 * 3600),
             login_attempts: 10,
             connections: ConnectionSettings::default(),
+            routes: Arc::from(Vec::new()),
         }
     }
 }

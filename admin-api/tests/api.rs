@@ -1004,3 +1004,190 @@ both!(
         assert_eq!(admins.body["allowed_models"], serde_json::Value::Null);
     }
 );
+
+both!(
+    outcomes_count_refusals_by_code_and_list_the_latest,
+    |app: App| async move {
+        let key = app
+            .call(
+                "POST",
+                "/api/keys",
+                M,
+                Some(json!({ "name": "refused", "user_id": app.member.id })),
+            )
+            .await;
+        let public = key.body["id"].as_str().unwrap().to_string();
+        let key_row = keys::get_key(&app.db, &public).await.unwrap();
+        let base = Utc::now() - Duration::minutes(30);
+        // (minutes, key, user, status, code)
+        type Event<'a> = (i64, Option<i64>, Option<i64>, i32, Option<&'a str>);
+        let events: [Event; 5] = [
+            (0, Some(key_row.id), Some(app.member.id), 200, None),
+            (
+                1,
+                Some(key_row.id),
+                Some(app.member.id),
+                429,
+                Some("rate_limit_requests"),
+            ),
+            (
+                2,
+                Some(key_row.id),
+                Some(app.member.id),
+                429,
+                Some("rate_limit_requests"),
+            ),
+            (3, None, Some(app.admin.id), 429, Some("rate_limit_tokens")),
+            (4, None, Some(app.admin.id), 502, None),
+        ];
+        for (i, (minute, key_id, user_id, status, code)) in events.into_iter().enumerate() {
+            usage_event::ActiveModel {
+                event_id: Set(format!("out-{i}")),
+                request_id: Set(format!("req-out-{i}")),
+                occurred_at: Set(base + Duration::minutes(minute)),
+                key_id: Set(key_id),
+                user_id: Set(user_id),
+                team_id: Set(None),
+                model: Set("gpt-4o".into()),
+                deployment: Set("mock".into()),
+                prompt_tokens: Set(0),
+                completion_tokens: Set(0),
+                cost_micro_usd: Set(0),
+                status: Set(status),
+                latency_ms: Set(1),
+                ttft_ms: Set(None),
+                estimated: Set(false),
+                error_code: Set(code.map(str::to_string)),
+                error_message: Set(code.map(|c| format!("refused: {c}"))),
+                ..Default::default()
+            }
+            .insert(&app.db)
+            .await
+            .unwrap();
+        }
+        let all = app.call("GET", "/api/usage/outcomes", M, None).await;
+        assert_eq!(all.status, 200, "{}", all.text);
+        assert_eq!(all.body["requests"], 5);
+        assert_eq!(all.body["errors"], 4);
+        assert_eq!(
+            all.body["by_status"],
+            json!([{"status": 200, "requests": 1}, {"status": 429, "requests": 3}, {"status": 502, "requests": 1}])
+        );
+        assert_eq!(
+            all.body["by_code"],
+            json!([{"code": "rate_limit_requests", "requests": 2}, {"code": "rate_limit_tokens", "requests": 1}])
+        );
+        // Newest first, with the key's id and name and the message the client got.
+        let recent = all.body["recent"].as_array().unwrap();
+        assert_eq!(recent.len(), 4);
+        assert_eq!(recent[0]["status"], 502);
+        assert_eq!(recent[2]["key_id"], public.as_str());
+        assert_eq!(recent[2]["key_name"], "refused");
+        assert_eq!(recent[2]["message"], "refused: rate_limit_requests");
+
+        // One key's refusals, and at most `limit` of them.
+        let one = app
+            .call(
+                "GET",
+                &format!("/api/usage/outcomes?key_id={public}&limit=1"),
+                M,
+                None,
+            )
+            .await;
+        assert_eq!(one.body["requests"], 3, "{}", one.text);
+        assert_eq!(one.body["recent"].as_array().unwrap().len(), 1);
+        assert_eq!(one.body["recent"][0]["code"], "rate_limit_requests");
+
+        // A member sees only their own; a limit over the cap names the field.
+        let member = app.token(&app.member);
+        let own = app
+            .call("GET", "/api/usage/outcomes", Some(&member), None)
+            .await;
+        assert_eq!(own.body["requests"], 3, "{}", own.text);
+        let too_many = app
+            .call("GET", "/api/usage/outcomes?limit=1000", M, None)
+            .await;
+        assert_eq!(too_many.status, 422);
+        assert_eq!(too_many.body["error"]["param"], "limit");
+    }
+);
+
+both!(
+    keys_are_searched_and_filtered_by_status,
+    |app: App| async move {
+        for name in ["billing-batch", "Billing_Live", "search 100%"] {
+            let made = app
+                .call("POST", "/api/keys", M, Some(json!({ "name": name })))
+                .await;
+            assert_eq!(made.status, 201, "{}", made.text);
+        }
+        // A key past its expiry (the API accepts only future expiries, so it is set in place).
+        let expired = app
+            .call("POST", "/api/keys", M, Some(json!({ "name": "old" })))
+            .await;
+        let mut old = keys::get_key(&app.db, expired.body["id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .into_active_model();
+        old.expires_at = Set(Some(Utc::now() - Duration::hours(1)));
+        old.update(&app.db).await.unwrap();
+        let revoked = app
+            .call("POST", "/api/keys", M, Some(json!({ "name": "gone" })))
+            .await;
+        let revoked_id = revoked.body["id"].as_str().unwrap();
+        app.call("POST", &format!("/api/keys/{revoked_id}/revoke"), M, None)
+            .await;
+        let names = |reply: &common::Reply| -> Vec<String> {
+            reply.body["data"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}", reply.text))
+                .iter()
+                .map(|k| k["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let billing = app.call("GET", "/api/keys?search=BILLING", M, None).await;
+        assert_eq!(names(&billing), ["billing-batch", "Billing_Live"]);
+        // `%` and `_` are matched as themselves, not as wildcards.
+        let percent = app.call("GET", "/api/keys?search=100%25", M, None).await;
+        assert_eq!(names(&percent), ["search 100%"]);
+        let underscore = app.call("GET", "/api/keys?search=g_l", M, None).await;
+        assert_eq!(names(&underscore), ["Billing_Live"]);
+        let by_prefix = app
+            .call(
+                "GET",
+                &format!(
+                    "/api/keys?include_revoked=true&search={}",
+                    &revoked.body["prefix"].as_str().unwrap()
+                ),
+                M,
+                None,
+            )
+            .await;
+        assert_eq!(names(&by_prefix), ["gone"]);
+
+        let active = app.call("GET", "/api/keys?status=active", M, None).await;
+        assert_eq!(names(&active).len(), 3, "{}", active.text);
+        let exp = app.call("GET", "/api/keys?status=expired", M, None).await;
+        assert_eq!(names(&exp), ["old"], "{}", expired.text);
+        let rev = app.call("GET", "/api/keys?status=revoked", M, None).await;
+        assert_eq!(names(&rev), ["gone"]);
+        let bad = app.call("GET", "/api/keys?status=lost", M, None).await;
+        assert_eq!(bad.status, 422, "{}", bad.text);
+    }
+);
+
+both!(
+    routes_show_models_to_all_and_deployments_to_readers,
+    |app: App| async move {
+        // The test app has no routes configured; the shape and the role rule still hold.
+        let admin = app.call("GET", "/api/routes", M, None).await;
+        assert_eq!(admin.status, 200, "{}", admin.text);
+        assert_eq!(admin.body["models"], json!([]));
+        assert_eq!(admin.body["health_window_minutes"], 15);
+        let member = app.token(&app.member);
+        let seen = app.call("GET", "/api/routes", Some(&member), None).await;
+        assert_eq!(seen.status, 200, "{}", seen.text);
+        let anonymous = app.call("GET", "/api/routes", None, None).await;
+        assert_eq!(anonymous.status, 401);
+    }
+);

@@ -13,6 +13,7 @@ mod m20261126_000006_audit_log;
 mod m20261126_000007_owner_limits;
 mod m20261126_000008_usage_owner_indexes;
 mod m20261206_000009_key_policy;
+mod m20261206_000010_usage_errors;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_owner_limits::Migration),
             Box::new(m20261126_000008_usage_owner_indexes::Migration),
             Box::new(m20261206_000009_key_policy::Migration),
+            Box::new(m20261206_000010_usage_errors::Migration),
         ]
     }
 }

@@ -213,6 +213,23 @@ async fn event_totals_equal_the_upstream_counters() {
             .all(|r| r.prompt_tokens == 0)
     );
     assert!(rows.iter().all(|r| r.key_id.is_some()));
+    // The gateway's own refusal says why; the upstream's errors and successes carry no code.
+    let refused: Vec<_> = rows.iter().filter(|r| r.status == 404).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].error_code.as_deref(), Some("model_not_found"));
+    assert!(
+        refused[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("gpt-9")),
+        "{:?}",
+        refused[0].error_message
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.status != 404)
+            .all(|r| r.error_code.is_none())
+    );
     let ids: std::collections::HashSet<_> = rows.iter().map(|r| &r.event_id).collect();
     assert_eq!(ids.len(), rows.len());
 }

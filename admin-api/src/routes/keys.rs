@@ -11,7 +11,7 @@ use tollgate_core::store::{
         user::Role,
     },
     key_policy::{self, Exceeds},
-    keys::{self, IssuedKey, KeyChange, KeyChanges, KeyFilter, KeyLimits, NewKey},
+    keys::{self, IssuedKey, KeyChange, KeyChanges, KeyFilter, KeyLimits, KeyStatus, NewKey},
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -34,8 +34,30 @@ pub struct KeyQuery {
     pub user_id: Option<i64>,
     /// Keys owned by this team.
     pub team_id: Option<i64>,
-    /// Include revoked keys (default false).
+    /// Include revoked keys (default false; ignored when `status` is given).
     pub include_revoked: Option<bool>,
+    /// Only keys that are `active`, `expired` or `revoked`.
+    pub status: Option<KeyStatusName>,
+    /// Only keys whose name, id or prefix contains this text (case-insensitive).
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatusName {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl From<KeyStatusName> for KeyStatus {
+    fn from(s: KeyStatusName) -> KeyStatus {
+        match s {
+            KeyStatusName::Active => KeyStatus::Active,
+            KeyStatusName::Expired => KeyStatus::Expired,
+            KeyStatusName::Revoked => KeyStatus::Revoked,
+        }
+    }
 }
 
 /// List keys, never with their secrets (admins and viewers: all; members: their own).
@@ -51,6 +73,8 @@ pub async fn list(
         user_id: q.user_id,
         team_id: q.team_id,
         include_revoked: q.include_revoked.unwrap_or(false),
+        status: q.status.map(Into::into),
+        search: q.search,
     };
     if caller.role() == Role::Member {
         if q.team_id.is_some() || q.user_id.is_some_and(|id| Some(id) != caller.user_id()) {

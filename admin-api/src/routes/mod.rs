@@ -2,7 +2,9 @@
 
 pub(crate) mod audit;
 pub(crate) mod keys;
+mod outcomes;
 mod providers;
+pub(crate) mod routing;
 mod session;
 mod teams;
 pub(crate) mod usage;
@@ -37,5 +39,7 @@ pub fn router() -> OpenApiRouter<AdminState> {
         .routes(routes!(usage::totals))
         .routes(routes!(usage::series))
         .routes(routes!(usage::export))
+        .routes(routes!(outcomes::outcomes))
+        .routes(routes!(routing::list))
         .routes(routes!(audit::list))
 }

@@ -11,7 +11,7 @@ use axum::{
 };
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
     sea_query::{Alias, Expr, Order, Query, SelectStatement},
 };
 use serde::{Deserialize, Serialize};
@@ -115,7 +115,7 @@ pub struct UsageSeries {
 }
 
 /// The checked range and filters of a query.
-struct Scope {
+pub(crate) struct Scope {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     group_by: GroupBy,
@@ -126,7 +126,34 @@ struct Scope {
     model: Option<String>,
 }
 
-async fn scope(state: &AdminState, caller: &Caller, q: UsageQuery) -> ApiResult<Scope> {
+impl Scope {
+    /// The events in range that pass the filters.
+    pub(crate) fn condition(&self) -> Condition {
+        use usage_event::Column as C;
+        let mut c = Condition::all()
+            .add(C::OccurredAt.gte(self.from))
+            .add(C::OccurredAt.lt(self.to));
+        if let Some(id) = self.user_id {
+            c = c.add(C::UserId.eq(id));
+        }
+        if let Some(id) = self.team_id {
+            c = c.add(C::TeamId.eq(id));
+        }
+        if let Some(id) = self.key_row {
+            c = c.add(C::KeyId.eq(id));
+        }
+        if let Some(model) = &self.model {
+            c = c.add(C::Model.eq(model.as_str()));
+        }
+        c
+    }
+
+    pub(crate) fn range(&self) -> (DateTime<Utc>, DateTime<Utc>) {
+        (self.from, self.to)
+    }
+}
+
+pub(crate) async fn scope(state: &AdminState, caller: &Caller, q: UsageQuery) -> ApiResult<Scope> {
     let to = q.to.unwrap_or_else(Utc::now);
     let from = q.from.unwrap_or(to - Duration::days(30));
     if from >= to {
@@ -170,7 +197,6 @@ async fn scope(state: &AdminState, caller: &Caller, q: UsageQuery) -> ApiResult<
 
 /// `SELECT grp, [bucket,] COUNT(*), SUM(…) … GROUP BY …` over the scope.
 fn aggregate(scope: &Scope, backend: DatabaseBackend, series: bool) -> SelectStatement {
-    use usage_event::Column as C;
     let group = match scope.group_by {
         GroupBy::Key => "CAST(key_id AS TEXT)",
         GroupBy::User => "CAST(user_id AS TEXT)",
@@ -193,20 +219,7 @@ fn aggregate(scope: &Scope, backend: DatabaseBackend, series: bool) -> SelectSta
             Expr::cust("CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)"),
             Alias::new("cost_micro_usd"),
         )
-        .and_where(C::OccurredAt.gte(scope.from))
-        .and_where(C::OccurredAt.lt(scope.to));
-    if let Some(id) = scope.user_id {
-        q.and_where(C::UserId.eq(id));
-    }
-    if let Some(id) = scope.team_id {
-        q.and_where(C::TeamId.eq(id));
-    }
-    if let Some(id) = scope.key_row {
-        q.and_where(C::KeyId.eq(id));
-    }
-    if let Some(model) = &scope.model {
-        q.and_where(C::Model.eq(model.as_str()));
-    }
+        .cond_where(scope.condition());
     if series {
         let bucket = match (backend, scope.bucket) {
             (DatabaseBackend::Postgres, Bucket::Day) => {

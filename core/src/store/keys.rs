@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr},
 };
 use serde_json::json;
 
@@ -180,6 +181,18 @@ pub struct KeyFilter {
     pub user_id: Option<i64>,
     pub team_id: Option<i64>,
     pub include_revoked: bool,
+    /// Only keys in this state (overrides `include_revoked`).
+    pub status: Option<KeyStatus>,
+    /// Only keys whose name, public id or prefix contains this (case-insensitive).
+    pub search: Option<String>,
+}
+
+/// A key's state at a moment: usable, past its expiry, or revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
 }
 
 /// One page of keys (1-based) and the total number matching.
@@ -196,8 +209,45 @@ pub async fn list_keys<C: ConnectionTrait>(
     if let Some(id) = filter.team_id {
         query = query.filter(api_key::Column::TeamId.eq(id));
     }
-    if !filter.include_revoked {
-        query = query.filter(api_key::Column::RevokedAt.is_null());
+    let now = Utc::now();
+    query = match filter.status {
+        Some(KeyStatus::Active) => query.filter(api_key::Column::RevokedAt.is_null()).filter(
+            Condition::any()
+                .add(api_key::Column::ExpiresAt.is_null())
+                .add(api_key::Column::ExpiresAt.gt(now)),
+        ),
+        Some(KeyStatus::Expired) => query
+            .filter(api_key::Column::RevokedAt.is_null())
+            .filter(api_key::Column::ExpiresAt.lte(now)),
+        Some(KeyStatus::Revoked) => query.filter(api_key::Column::RevokedAt.is_not_null()),
+        None if !filter.include_revoked => query.filter(api_key::Column::RevokedAt.is_null()),
+        None => query,
+    };
+    if let Some(text) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        // LOWER(…) LIKE: case-insensitive on SQLite and PostgreSQL alike; `%` and `_` in
+        // the text are matched literally.
+        let pattern = format!(
+            "%{}%",
+            text.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let like = |column: api_key::Column| {
+            Expr::expr(Func::lower(Expr::col(column)))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        query = query.filter(
+            Condition::any()
+                .add(like(api_key::Column::Name))
+                .add(like(api_key::Column::PublicId))
+                .add(like(api_key::Column::DisplayPrefix)),
+        );
     }
     let paginator = query.paginate(db, per_page);
     let total = paginator.num_items().await?;

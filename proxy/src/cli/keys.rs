@@ -84,6 +84,7 @@ pub async fn list(
         user_id,
         team_id: None,
         include_revoked,
+        ..KeyFilter::default()
     };
     let (all, _) = keys::list_keys(db, &filter, 1, 1_000_000).await?;
     println!(

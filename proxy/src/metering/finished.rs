@@ -38,6 +38,8 @@ pub struct Finished {
     pub pricing: Option<Pricing>,
     /// Quota reservations to settle once the usage is known.
     pub settlements: Vec<Settlement>,
+    /// The error the gateway answered with, if it answered with one: code and message.
+    pub error: Option<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Finished {
@@ -91,6 +93,10 @@ impl Finished {
             response_bytes: ctx.response.bytes,
             pricing: ctx.route.route.as_ref().and_then(|r| r.pricing),
             settlements: ctx.holds.settlements(ctx.route.deployment),
+            error: ctx
+                .error
+                .as_ref()
+                .map(|e| (e.code().unwrap_or("error"), e.to_string())),
         }
     }
 }

@@ -265,6 +265,8 @@ mod tests {
             latency_ms: 4,
             ttft_ms: None,
             estimated: false,
+            error_code: None,
+            error_message: None,
         }
     }
 

@@ -187,6 +187,7 @@ mod tests {
             response_bytes: 40,
             pricing: None,
             settlements: Vec::new(),
+            error: None,
         }
     }
 

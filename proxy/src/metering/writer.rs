@@ -74,6 +74,11 @@ pub fn event(
         latency_ms: i32::try_from(f.latency_ms).unwrap_or(i32::MAX),
         ttft_ms: f.ttft_ms.map(|t| i32::try_from(t).unwrap_or(i32::MAX)),
         estimated,
+        error_code: f.error.as_ref().map(|(code, _)| (*code).to_string()),
+        error_message: f
+            .error
+            .as_ref()
+            .map(|(_, message)| message.chars().take(512).collect()),
     }
 }
 

@@ -22,7 +22,7 @@ use pingora::{
 use tollgate_core::config::{Config, ConnectionSettings, ProviderKind};
 use url::Url;
 
-use tollgate_admin::{AdminSettings, throttle::AttemptStore};
+use tollgate_admin::{AdminSettings, DeploymentRoute, ModelRoute, throttle::AttemptStore};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{
@@ -318,7 +318,38 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
             max_connections: connection_limits(&config.server.connections).max_connections,
             ..config.server.connections
         },
+        routes: routes(config),
     }
+}
+
+/// The configured models as the admin API shows them: never a provider's key.
+fn routes(config: &Config) -> Arc<[ModelRoute]> {
+    config
+        .models
+        .iter()
+        .map(|m| ModelRoute {
+            name: m.name.clone(),
+            aliases: m.aliases.clone(),
+            input_micro_usd_per_million: m.pricing.map(|p| p.input_micro_usd_per_million),
+            output_micro_usd_per_million: m.pricing.map(|p| p.output_micro_usd_per_million),
+            deployments: m
+                .deployments
+                .iter()
+                .filter_map(|d| {
+                    let provider = config.providers.get(d.provider)?;
+                    Some(DeploymentRoute {
+                        provider: provider.name.clone(),
+                        kind: provider.kind.as_str().to_string(),
+                        base_url: provider.base_url.as_ref().map(Url::to_string),
+                        upstream_model: d.upstream_model.clone(),
+                        weight: d.weight,
+                        rpm: d.rpm,
+                        tpm: d.tpm,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The quota limiter: Redis-backed when `TOLLGATE_REDIS_URL` is set, else in-process.

@@ -27,6 +27,13 @@ pub struct Model {
     pub latency_ms: i32,
     pub ttft_ms: Option<i32>,
     pub estimated: bool,
+    /// The OpenAI error `code` the gateway answered with (a refusal or a failure); events
+    /// spilled before this field existed read as `None`.
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// That error's message, as the client got it.
+    #[serde(default)]
+    pub error_message: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
