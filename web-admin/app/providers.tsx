@@ -4,8 +4,10 @@ import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { useState, type ReactNode } from "react";
 
 import { ApiError } from "@/lib/api";
+import { useApplyTheme } from "@/lib/theme";
 
 export function Providers({ children }: { children: ReactNode }) {
+  useApplyTheme();
   const [client] = useState(
     () =>
       new QueryClient({

@@ -28,28 +28,6 @@ export class ApiError extends Error {
   }
 }
 
-export const Role = z.enum(["admin", "member", "viewer"]);
-
-export const User = z.object({
-  id: z.number(),
-  email: z.string(),
-  role: Role,
-  disabled: z.boolean(),
-});
-
-export const TokenResponse = z.object({
-  token: z.string(),
-  token_type: z.literal("Bearer"),
-  expires_at: z.string(),
-  user: User,
-});
-
-export const Me = z.object({
-  principal: z.enum(["user", "master_key"]),
-  role: Role,
-  user: User.nullable(),
-});
-
 export const http = axios.create({ baseURL: "/", timeout: 30_000 });
 
 http.interceptors.request.use((config) => {
@@ -92,4 +70,14 @@ export async function call<T>(
     throw new ApiError(`The server's answer to ${method} ${url} has an unexpected shape: ${parsed.error.message}`, 200);
   }
   return parsed.data;
+}
+
+/** A query string from the set values of `params` (`?a=1&b=x`, or "" when none is set). */
+export function query(params: Record<string, string | number | boolean | null | undefined>): string {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
 }

@@ -5,7 +5,8 @@ import { useState, type FormEvent } from "react";
 import { z } from "zod";
 
 import { TextField } from "@/components/TextField";
-import { ApiError, TokenResponse, call } from "@/lib/api";
+import { ApiError, call } from "@/lib/api";
+import { TokenResponse } from "@/lib/schemas";
 import { useSession } from "@/lib/session";
 
 const Credentials = z.object({
