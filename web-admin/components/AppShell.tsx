@@ -4,7 +4,7 @@
 
 import Link from "next/link";
 import { usePathname, useRouter } from "next/navigation";
-import { useEffect, useState, type ReactNode } from "react";
+import { useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
 
 import { readsAll, useRole } from "@/lib/role";
 import type { Role } from "@/lib/schemas";
@@ -30,13 +30,12 @@ function isCurrent(pathname: string, href: string): boolean {
 function useRequireSession(): boolean {
   const router = useRouter();
   const token = useSession((s) => s.token);
-  const [hydrated, setHydrated] = useState(false);
-  useEffect(() => {
-    // sessionStorage is read after the first render; wait for it before deciding.
-    const done = useSession.persist.onFinishHydration(() => setHydrated(true));
-    if (useSession.persist.hasHydrated()) setHydrated(true);
-    return done;
-  }, []);
+  // sessionStorage is read after the first render; wait for it before deciding.
+  const hydrated = useSyncExternalStore(
+    (done) => useSession.persist.onFinishHydration(done),
+    () => useSession.persist.hasHydrated(),
+    () => false,
+  );
   useEffect(() => {
     if (hydrated && token === null) {
       const here = `${window.location.pathname}${window.location.search}`;
@@ -57,8 +56,6 @@ export function AppShell({ children }: { children: ReactNode }) {
   const setTheme = useTheme((s) => s.setChoice);
   const [menuOpen, setMenuOpen] = useState(false);
 
-  useEffect(() => setMenuOpen(false), [pathname]);
-
   if (!ready) {
     return (
       <p role="status" className="p-6 text-sm text-slate-500">
@@ -70,7 +67,10 @@ export function AppShell({ children }: { children: ReactNode }) {
   const links = NAV.filter((item) => item.show(role));
   return (
     <div className="min-h-screen bg-slate-50 dark:bg-slate-950">
-      <a href="#main" className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 focus:rounded focus:bg-white focus:p-2 dark:focus:bg-slate-900">
+      <a
+        href="#main"
+        className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 focus:rounded focus:bg-white focus:p-2 dark:focus:bg-slate-900"
+      >
         Skip to content
       </a>
       <header className="sticky top-0 z-30 border-b border-slate-200 bg-white/90 backdrop-blur dark:border-slate-800 dark:bg-slate-900/90">
@@ -88,13 +88,19 @@ export function AppShell({ children }: { children: ReactNode }) {
             </svg>
           </button>
           <Link href="/" className="flex items-center gap-2 font-semibold">
-            <span aria-hidden="true" className="grid h-7 w-7 place-items-center rounded-md bg-indigo-600 text-sm text-white">
+            <span
+              aria-hidden="true"
+              className="grid h-7 w-7 place-items-center rounded-md bg-indigo-600 text-sm text-white"
+            >
               T
             </span>
             Tollgate
           </Link>
           <div className="ml-auto flex items-center gap-2 text-sm">
-            <span className="hidden max-w-[16rem] truncate text-slate-600 sm:inline dark:text-slate-300" title={user?.email}>
+            <span
+              className="hidden max-w-[16rem] truncate text-slate-600 sm:inline dark:text-slate-300"
+              title={user?.email}
+            >
               {user?.email}
             </span>
             <span className="rounded bg-slate-100 px-1.5 py-0.5 text-xs font-medium dark:bg-slate-800">{role}</span>
@@ -138,6 +144,7 @@ export function AppShell({ children }: { children: ReactNode }) {
                   <Link
                     href={item.href}
                     aria-current={current ? "page" : undefined}
+                    onClick={() => setMenuOpen(false)}
                     className={`block rounded-md px-3 py-2 text-sm font-medium ${
                       current
                         ? "bg-indigo-50 text-indigo-800 dark:bg-indigo-950 dark:text-indigo-200"

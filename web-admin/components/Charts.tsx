@@ -44,7 +44,14 @@ export function TimeBars({
           const y = (height - bottom) * (1 - t / max);
           return (
             <g key={t}>
-              <line x1={left} x2={width} y1={y} y2={y} className="stroke-slate-200 dark:stroke-slate-800" strokeWidth={1} />
+              <line
+                x1={left}
+                x2={width}
+                y1={y}
+                y2={y}
+                className="stroke-slate-200 dark:stroke-slate-800"
+                strokeWidth={1}
+              />
               <text x={left - 6} y={y + 4} textAnchor="end" className="fill-slate-500 text-[10px]">
                 {formatCompact(t)}
               </text>

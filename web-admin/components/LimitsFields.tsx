@@ -19,7 +19,13 @@ export interface LimitInputs {
   budget_period: string;
 }
 
-export const LIMIT_FIELDS = ["rpm_limit", "tpm_limit", "concurrency_limit", "budget_micro_usd", "budget_period"] as const;
+export const LIMIT_FIELDS = [
+  "rpm_limit",
+  "tpm_limit",
+  "concurrency_limit",
+  "budget_micro_usd",
+  "budget_period",
+] as const;
 
 export function inputsOf(limits?: Limits | null): LimitInputs {
   const text = (n: number | null | undefined) => (n === null || n === undefined ? "" : String(n));
@@ -86,8 +92,22 @@ export function LimitsFields({
   return (
     <fieldset className="grid grid-cols-1 gap-3 sm:grid-cols-2" disabled={disabled}>
       <legend className="mb-1 text-sm font-semibold">Limits (empty: no limit)</legend>
-      <TextField id={`${idPrefix}-rpm`} label="Requests per minute" inputMode="numeric" value={inputs.rpm_limit} onChange={set("rpm_limit")} error={errors.rpm_limit} />
-      <TextField id={`${idPrefix}-tpm`} label="Tokens per minute" inputMode="numeric" value={inputs.tpm_limit} onChange={set("tpm_limit")} error={errors.tpm_limit} />
+      <TextField
+        id={`${idPrefix}-rpm`}
+        label="Requests per minute"
+        inputMode="numeric"
+        value={inputs.rpm_limit}
+        onChange={set("rpm_limit")}
+        error={errors.rpm_limit}
+      />
+      <TextField
+        id={`${idPrefix}-tpm`}
+        label="Tokens per minute"
+        inputMode="numeric"
+        value={inputs.tpm_limit}
+        onChange={set("tpm_limit")}
+        error={errors.tpm_limit}
+      />
       <TextField
         id={`${idPrefix}-concurrency`}
         label="Concurrent requests"
@@ -120,4 +140,16 @@ export function LimitsFields({
       </div>
     </fieldset>
   );
+}
+
+export type LimitsPatch = Partial<LimitValues>;
+
+/** Only the limits that differ from `before`, so a save never rewrites what it did not touch. */
+export function changedLimits(before: Limits, after: LimitValues): LimitsPatch | undefined {
+  const patch: LimitsPatch = {};
+  const copy = <K extends keyof LimitValues>(field: K) => {
+    if ((before[field] ?? null) !== after[field]) patch[field] = after[field];
+  };
+  LIMIT_FIELDS.forEach(copy);
+  return Object.keys(patch).length ? patch : undefined;
 }

@@ -28,8 +28,18 @@ export function Th({ children, right = false }: { children?: ReactNode; right?: 
   );
 }
 
-export function Td({ children, right = false, className = "" }: { children?: ReactNode; right?: boolean; className?: string }) {
-  return <td className={`whitespace-nowrap px-3 py-2 ${right ? "text-right tabular-nums" : ""} ${className}`}>{children}</td>;
+export function Td({
+  children,
+  right = false,
+  className = "",
+}: {
+  children?: ReactNode;
+  right?: boolean;
+  className?: string;
+}) {
+  return (
+    <td className={`whitespace-nowrap px-3 py-2 ${right ? "text-right tabular-nums" : ""} ${className}`}>{children}</td>
+  );
 }
 
 export function Pagination({
@@ -50,9 +60,7 @@ export function Pagination({
   const last = Math.min(total, page * perPage);
   return (
     <nav aria-label={label} className="mt-3 flex items-center justify-between gap-2 text-sm">
-      <p className="text-slate-600 dark:text-slate-400">
-        {total === 0 ? "None" : `${first}–${last} of ${total}`}
-      </p>
+      <p className="text-slate-600 dark:text-slate-400">{total === 0 ? "None" : `${first}–${last} of ${total}`}</p>
       <div className="flex items-center gap-2">
         <Button small disabled={page <= 1} onClick={() => onPage(page - 1)}>
           Previous

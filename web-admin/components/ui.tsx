@@ -52,7 +52,17 @@ export function PageHeader({
   );
 }
 
-export function Card({ title, children, actions, className = "" }: { title?: string; children: ReactNode; actions?: ReactNode; className?: string }) {
+export function Card({
+  title,
+  children,
+  actions,
+  className = "",
+}: {
+  title?: string;
+  children: ReactNode;
+  actions?: ReactNode;
+  className?: string;
+}) {
   return (
     <section
       aria-label={title}
@@ -75,14 +85,26 @@ export function Loading({ label = "Loading…", rows = 3 }: { label?: string; ro
     <div role="status" aria-live="polite" className="space-y-2">
       <span className="sr-only">{label}</span>
       {Array.from({ length: rows }, (_, i) => (
-        <div key={i} className="h-4 animate-pulse rounded bg-slate-200 dark:bg-slate-800" style={{ width: `${90 - i * 12}%` }} />
+        <div
+          key={i}
+          className="h-4 animate-pulse rounded bg-slate-200 dark:bg-slate-800"
+          style={{ width: `${90 - i * 12}%` }}
+        />
       ))}
     </div>
   );
 }
 
 /** A failed load or action: what went wrong, and a way to try again. */
-export function ErrorPanel({ error, onRetry, title = "Something went wrong" }: { error: unknown; onRetry?: () => void; title?: string }) {
+export function ErrorPanel({
+  error,
+  onRetry,
+  title = "Something went wrong",
+}: {
+  error: unknown;
+  onRetry?: () => void;
+  title?: string;
+}) {
   const message = error instanceof Error ? error.message : String(error);
   return (
     <div
@@ -119,7 +141,11 @@ const badgeTones: Record<BadgeTone, string> = {
 };
 
 export function Badge({ tone = "slate", children }: { tone?: BadgeTone; children: ReactNode }) {
-  return <span className={`inline-flex items-center rounded px-1.5 py-0.5 text-xs font-medium ${badgeTones[tone]}`}>{children}</span>;
+  return (
+    <span className={`inline-flex items-center rounded px-1.5 py-0.5 text-xs font-medium ${badgeTones[tone]}`}>
+      {children}
+    </span>
+  );
 }
 
 /** One figure with its name, for the tops of dashboards. */
@@ -136,8 +162,22 @@ export function Stat({ label, value, hint }: { label: string; value: ReactNode; 
 /** A notice that something worked, announced politely. */
 export function Notice({ children }: { children: ReactNode }) {
   return (
-    <p role="status" className="rounded-md border border-emerald-300 bg-emerald-50 p-3 text-sm text-emerald-900 dark:border-emerald-800 dark:bg-emerald-950 dark:text-emerald-100">
+    <p
+      role="status"
+      className="rounded-md border border-emerald-300 bg-emerald-50 p-3 text-sm text-emerald-900 dark:border-emerald-800 dark:bg-emerald-950 dark:text-emerald-100"
+    >
       {children}
     </p>
+  );
+}
+
+/** A titled group of form fields with a line saying what they are for. */
+export function Section({ title, description, children }: { title: string; description: string; children: ReactNode }) {
+  return (
+    <fieldset className="rounded-md border border-slate-200 p-3 dark:border-slate-700">
+      <legend className="px-1 text-sm font-semibold">{title}</legend>
+      <p className="mb-3 text-xs text-slate-600 dark:text-slate-400">{description}</p>
+      {children}
+    </fieldset>
   );
 }

@@ -107,7 +107,8 @@ export const AuditEntry = z.object({
   action: z.string(),
   target_type: z.string(),
   target_id: z.string().nullable().optional(),
-  summary: z.record(z.string(), z.unknown()),
+  // `null` when a stored summary could not be read back.
+  summary: z.record(z.string(), z.unknown()).nullable(),
   request_ip: z.string().nullable().optional(),
 });
 export type AuditEntry = z.infer<typeof AuditEntry>;

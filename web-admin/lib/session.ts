@@ -32,7 +32,9 @@ export const useSession = create<Session>()(
       expired: false,
       signIn: (token, user, expiresAt) => set({ token, user, expiresAt, expired: false }),
       signOut: () => set({ token: null, user: null, expiresAt: null, expired: false }),
-      expire: () => set((s) => ({ token: null, user: null, expiresAt: null, expired: s.token !== null })),
+      // Several calls may fail with 401 at once: the first one ends the session, the others
+      // must not clear the note that it ended.
+      expire: () => set((s) => ({ token: null, user: null, expiresAt: null, expired: s.expired || s.token !== null })),
     }),
     {
       name: "tollgate-session",

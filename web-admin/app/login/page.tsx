@@ -5,6 +5,7 @@ import { useState, type FormEvent } from "react";
 import { z } from "zod";
 
 import { TextField } from "@/components/TextField";
+import { Button } from "@/components/ui";
 import { ApiError, call } from "@/lib/api";
 import { TokenResponse } from "@/lib/schemas";
 import { useSession } from "@/lib/session";
@@ -65,45 +66,57 @@ export default function LoginPage() {
   }
 
   return (
-    <main className="mx-auto flex min-h-screen max-w-sm flex-col justify-center px-6">
-      <h1 className="mb-6 text-2xl font-semibold">Sign in to Tollgate</h1>
-      {expired && (
-        <p role="status" className="mb-4 rounded border border-amber-400 bg-amber-50 p-3 text-sm text-amber-900 dark:bg-amber-950 dark:text-amber-100">
-          Your session has ended. Sign in again to go on.
-        </p>
-      )}
-      <form onSubmit={submit} noValidate className="space-y-4" aria-label="Sign in">
-        <TextField
-          id="email"
-          label="Email"
-          type="email"
-          autoComplete="username"
-          value={email}
-          onChange={setEmail}
-          error={errors.email}
-        />
-        <TextField
-          id="password"
-          label="Password"
-          type="password"
-          autoComplete="current-password"
-          value={password}
-          onChange={setPassword}
-          error={errors.password}
-        />
-        {failure && (
-          <p role="alert" className="rounded border border-red-400 bg-red-50 p-3 text-sm text-red-800 dark:bg-red-950 dark:text-red-100">
-            {failure}
+    <main className="flex min-h-screen items-center justify-center bg-slate-50 px-4 dark:bg-slate-950">
+      <div className="w-full max-w-sm rounded-lg border border-slate-200 bg-white p-6 shadow-sm dark:border-slate-800 dark:bg-slate-900">
+        <div className="mb-6 flex items-center gap-2">
+          <span
+            aria-hidden="true"
+            className="grid h-8 w-8 place-items-center rounded-md bg-indigo-600 font-semibold text-white"
+          >
+            T
+          </span>
+          <h1 className="text-xl font-semibold">Sign in to Tollgate</h1>
+        </div>
+        {expired && (
+          <p
+            role="status"
+            className="mb-4 rounded border border-amber-400 bg-amber-50 p-3 text-sm text-amber-900 dark:bg-amber-950 dark:text-amber-100"
+          >
+            Your session has ended. Sign in again to go on.
           </p>
         )}
-        <button
-          type="submit"
-          disabled={busy}
-          className="w-full rounded bg-slate-900 px-4 py-2 font-medium text-white disabled:opacity-60 dark:bg-slate-100 dark:text-slate-900"
-        >
-          {busy ? "Signing in…" : "Sign in"}
-        </button>
-      </form>
+        <form onSubmit={submit} noValidate className="space-y-4" aria-label="Sign in">
+          <TextField
+            id="email"
+            label="Email"
+            type="email"
+            autoComplete="username"
+            value={email}
+            onChange={setEmail}
+            error={errors.email}
+          />
+          <TextField
+            id="password"
+            label="Password"
+            type="password"
+            autoComplete="current-password"
+            value={password}
+            onChange={setPassword}
+            error={errors.password}
+          />
+          {failure && (
+            <p
+              role="alert"
+              className="rounded border border-red-400 bg-red-50 p-3 text-sm text-red-800 dark:bg-red-950 dark:text-red-100"
+            >
+              {failure}
+            </p>
+          )}
+          <Button tone="primary" type="submit" disabled={busy} className="w-full">
+            {busy ? "Signing in…" : "Sign in"}
+          </Button>
+        </form>
+      </div>
     </main>
   );
 }
