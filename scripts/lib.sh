@@ -43,6 +43,12 @@ ensure_web_ui() {
   (cd "$ui" && npm run --silent build >/dev/null)
 }
 
+# Debian's Chromium for the web UI's end-to-end suite (Playwright drives it; its own
+# browser download cannot work offline).
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 # A virtualenv with the official openai package and pytest, for the SDK suite.
 ensure_python_venv() {
   if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then

@@ -103,7 +103,9 @@ export function AppShell({ children }: { children: ReactNode }) {
             >
               {user?.email}
             </span>
-            <span className="rounded bg-slate-100 px-1.5 py-0.5 text-xs font-medium dark:bg-slate-800">{role}</span>
+            <span className="hidden rounded bg-slate-100 px-1.5 py-0.5 text-xs font-medium sm:inline dark:bg-slate-800">
+              {role}
+            </span>
             <label className="sr-only" htmlFor="theme">
               Theme
             </label>
@@ -113,7 +115,7 @@ export function AppShell({ children }: { children: ReactNode }) {
               onChange={(e) => setTheme(e.target.value as ThemeChoice)}
               className="rounded-md border border-slate-300 bg-white px-1.5 py-1 text-xs dark:border-slate-600 dark:bg-slate-900"
             >
-              <option value="system">System theme</option>
+              <option value="system">Auto theme</option>
               <option value="light">Light</option>
               <option value="dark">Dark</option>
             </select>
@@ -123,7 +125,7 @@ export function AppShell({ children }: { children: ReactNode }) {
                 signOut();
                 router.replace("/login");
               }}
-              className="rounded-md border border-slate-300 px-2.5 py-1 hover:bg-slate-50 dark:border-slate-600 dark:hover:bg-slate-800"
+              className="whitespace-nowrap rounded-md border border-slate-300 px-2.5 py-1 hover:bg-slate-50 dark:border-slate-600 dark:hover:bg-slate-800"
             >
               Sign out
             </button>

@@ -3,6 +3,7 @@
 "use client";
 
 import Link from "next/link";
+import { useEffect, useRef, useState } from "react";
 
 import { formatCompact } from "@/lib/format";
 
@@ -10,17 +11,33 @@ export function TimeBars({
   label,
   data,
   format,
+  axisFormat,
   bucket,
 }: {
   label: string;
   data: readonly { bucket: string; value: number }[];
   format: (n: number) => string;
+  /** How the vertical axis writes its values (default: compact numbers, 1.2k). */
+  axisFormat?: (n: number) => string;
   bucket: "hour" | "day";
 }) {
-  const width = 640;
+  // Drawn at the width it is shown at, so text keeps its size on a phone and a wide screen.
+  const box = useRef<HTMLElement>(null);
+  const [width, setWidth] = useState(640);
+  useEffect(() => {
+    const node = box.current;
+    if (!node || typeof ResizeObserver === "undefined") return;
+    const observer = new ResizeObserver(
+      ([entry]) => entry && setWidth(Math.max(240, Math.round(entry.contentRect.width))),
+    );
+    observer.observe(node);
+    return () => observer.disconnect();
+  }, []);
   const height = 180;
-  const left = 44;
+  const left = 60;
   const bottom = 22;
+  const top = 10;
+  const plot = height - bottom - top;
   const max = Math.max(1, ...data.map((d) => d.value));
   const slot = data.length ? (width - left) / data.length : 0;
   const bar = Math.max(1, slot * 0.75);
@@ -30,18 +47,20 @@ export function TimeBars({
       ? new Date(iso).toLocaleString("en-US", { month: "short", day: "numeric", hour: "2-digit" })
       : new Date(iso).toLocaleDateString("en-US", { month: "short", day: "numeric" });
   const ticks = [0, 0.5, 1].map((f) => f * max);
-  const labelEvery = Math.max(1, Math.ceil(data.length / 6));
+  const axis = axisFormat ?? formatCompact;
+  const labelEvery = Math.max(1, Math.ceil(data.length / Math.max(2, Math.floor(width / 110))));
   return (
-    <figure>
+    <figure ref={box}>
       <svg
         role="img"
         aria-label={`${label}: ${format(total)} in total over ${data.length} ${bucket === "hour" ? "hours" : "days"}`}
         viewBox={`0 0 ${width} ${height}`}
-        className="h-44 w-full text-indigo-500"
-        preserveAspectRatio="none"
+        width={width}
+        height={height}
+        className="block max-w-full text-indigo-500"
       >
         {ticks.map((t) => {
-          const y = (height - bottom) * (1 - t / max);
+          const y = top + plot * (1 - t / max);
           return (
             <g key={t}>
               <line
@@ -52,14 +71,14 @@ export function TimeBars({
                 className="stroke-slate-200 dark:stroke-slate-800"
                 strokeWidth={1}
               />
-              <text x={left - 6} y={y + 4} textAnchor="end" className="fill-slate-500 text-[10px]">
-                {formatCompact(t)}
+              <text x={left - 6} y={y + 4} textAnchor="end" className="fill-slate-500 text-[11px]">
+                {axis(t)}
               </text>
             </g>
           );
         })}
         {data.map((d, i) => {
-          const h = ((height - bottom) * d.value) / max;
+          const h = (plot * d.value) / max;
           const x = left + i * slot + (slot - bar) / 2;
           return (
             <g key={d.bucket}>
@@ -67,7 +86,13 @@ export function TimeBars({
                 <title>{`${when(d.bucket)}: ${format(d.value)}`}</title>
               </rect>
               {i % labelEvery === 0 && (
-                <text x={x + bar / 2} y={height - 6} textAnchor="middle" className="fill-slate-500 text-[10px]">
+                <text
+                  x={x + bar / 2}
+                  y={height - 6}
+                  // The last labels would run past the right edge: end them at their bar.
+                  textAnchor={x + bar / 2 > width - 60 ? "end" : "middle"}
+                  className="fill-slate-500 text-[11px]"
+                >
                   {when(d.bucket)}
                 </text>
               )}

@@ -67,7 +67,18 @@ export function useOutcomes(scope: Scope, range: RangeName, limit = 20) {
 }
 
 /** Requests, tokens and spend as tiles, and one of them as a chart over the range. */
-export function UsageOverTime({ scope, range, title = "Usage" }: { scope: Scope; range: RangeName; title?: string }) {
+export function UsageOverTime({
+  scope,
+  range,
+  title = "Usage",
+  tiles = true,
+}: {
+  scope: Scope;
+  range: RangeName;
+  title?: string;
+  /** Whether to show the totals as tiles above the chart (the dashboard has its own). */
+  tiles?: boolean;
+}) {
   const series = useSeries(scope, range);
   const [metric, setMetric] = useState<Metric>("requests");
   if (series.isPending)
@@ -116,11 +127,13 @@ export function UsageOverTime({ scope, range, title = "Usage" }: { scope: Scope;
         </div>
       }
     >
-      <dl className="mb-4 grid grid-cols-1 gap-3 sm:grid-cols-3">
-        <Stat label="Requests" value={formatCount(totals.requests)} />
-        <Stat label="Tokens" value={formatCount(totals.tokens)} />
-        <Stat label="Spend" value={formatUsd(totals.cost)} />
-      </dl>
+      {tiles && (
+        <dl className="mb-4 grid grid-cols-3 gap-2 sm:gap-3">
+          <Stat label="Requests" value={formatCount(totals.requests)} />
+          <Stat label="Tokens" value={formatCount(totals.tokens)} />
+          <Stat label="Spend" value={formatUsd(totals.cost)} />
+        </dl>
+      )}
       {totals.requests === 0 ? (
         <Empty title="No requests in this range" />
       ) : (

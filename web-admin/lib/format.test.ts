@@ -12,6 +12,11 @@ describe("formatUsd", () => {
     expect(formatUsd(500_000)).toBe("$0.5000");
   });
 
+  it("says that there was spend too small for four digits", () => {
+    expect(formatUsd(99)).toBe("<$0.0001");
+    expect(formatUsd(100)).toBe("$0.0001");
+  });
+
   it("shows zero with cents", () => {
     expect(formatUsd(0)).toBe("$0.00");
   });

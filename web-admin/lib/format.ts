@@ -15,6 +15,8 @@ export function formatCompact(n: number): string {
 /** Micro-USD as dollars: cents for amounts of a dollar or more, more digits below. */
 export function formatUsd(microUsd: number): string {
   const dollars = microUsd / 1_000_000;
+  // Cheap requests cost fractions of a cent: say that there was spend, not "$0.0000".
+  if (microUsd > 0 && microUsd < 100) return "<$0.0001";
   const digits = microUsd !== 0 && Math.abs(dollars) < 1 ? 4 : 2;
   return `$${dollars.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })}`;
 }

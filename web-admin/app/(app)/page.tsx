@@ -41,7 +41,8 @@ function TopBySpend({ title, groupBy, range }: { title: string; groupBy: GroupBy
       </Card>
     );
   const rows = totals.data.groups
-    .filter((g) => g.group != null)
+    // Requests refused before their model was read have no model: not a group to rank.
+    .filter((g) => g.group)
     .sort((a, b) => b.cost_micro_usd - a.cost_micro_usd || b.requests - a.requests)
     .slice(0, 5)
     .map((g) => ({
@@ -70,7 +71,7 @@ function Headline({ range }: { range: RangeName }) {
   const o = outcomes.data;
   const refused = o.by_code.filter((c) => DIMENSIONS.includes(c.code)).reduce((n, c) => n + c.requests, 0);
   return (
-    <dl className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-4">
+    <dl className="grid grid-cols-2 gap-3 lg:grid-cols-4">
       <Stat label="Requests" value={formatCount(t.requests)} />
       <Stat
         label="Spend"
@@ -133,7 +134,7 @@ export default function Dashboard() {
       />
       <div className="space-y-6">
         <Headline range={range} />
-        <UsageOverTime scope={{}} range={range} title="Over time" />
+        <UsageOverTime scope={{}} range={range} title="Over time" tiles={false} />
         <div className="grid grid-cols-1 gap-6 lg:grid-cols-3">
           <TopBySpend title="Top keys by spend" groupBy="key" range={range} />
           <TopBySpend title="Top models by spend" groupBy="model" range={range} />

@@ -187,6 +187,7 @@ export default function UsagePage() {
               label={`${metric === "cost" ? "Spend" : metric === "requests" ? "Requests" : "Tokens"} per ${series.data.bucket}`}
               data={fillBuckets(series.data.points, series.data.from, series.data.to, series.data.bucket, metric)}
               format={formatMetric}
+              axisFormat={metric === "cost" ? formatUsd : undefined}
               bucket={series.data.bucket}
             />
           )}

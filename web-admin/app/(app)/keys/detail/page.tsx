@@ -92,7 +92,7 @@ function KeyDetail() {
       />
       <div className="space-y-6">
         <Card title="Settings">
-          <dl className="grid grid-cols-1 gap-4 sm:grid-cols-2 lg:grid-cols-4">
+          <dl className="grid grid-cols-2 gap-4 lg:grid-cols-4">
             <Fact label="Owner">{owner}</Fact>
             <Fact label="Team">{team}</Fact>
             <Fact label="Allowed models">{k.allowed_models?.join(", ") ?? "all"}</Fact>
