@@ -160,12 +160,12 @@ pub fn router(state: AdminState) -> Router {
     api.with_state(state)
         .merge(docs)
         .fallback(
-            |method: axum::http::Method, uri: axum::http::Uri| async move {
+            |method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap| async move {
                 // Outside the API, the web UI answers (GET and HEAD only).
                 let api = uri.path() == "/api" || uri.path().starts_with("/api/");
                 if !api && (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
                 {
-                    return ui::serve(uri).await;
+                    return ui::serve(uri, &headers).await;
                 }
                 error::ApiError::NotFound(format!("route {method} {}", uri.path())).into_response()
             },

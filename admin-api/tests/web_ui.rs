@@ -32,3 +32,79 @@ async fn pages_outside_the_api_are_the_web_ui() {
     let post = app.call("POST", "/keys", None, None).await;
     assert_eq!(post.status, 404);
 }
+
+/// The UI's scripts go out gzipped to a client that takes it (and as they are otherwise),
+/// so the first load transfers a fraction of the export's size.
+#[tokio::test]
+async fn text_assets_are_gzipped_for_clients_that_take_it() {
+    let app = App::spawn(Backend::Sqlite).await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let page = raw
+        .get(format!("{}/", app.base))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.headers().get("content-encoding").cloned();
+    let body = page.bytes().await.unwrap();
+    if html.is_none() {
+        // A build without the UI: the short "how to build it" page, not worth compressing.
+        assert!(String::from_utf8_lossy(&body).contains("not built"));
+        return;
+    }
+    assert_eq!(html.unwrap(), "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+    let script = text
+        .split("src=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .find(|s| s.starts_with("/_next/static/") && s.ends_with(".js"))
+        .expect("the page loads a script")
+        .to_string();
+    let plain = raw
+        .get(format!("{}{script}", app.base))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["vary"], "accept-encoding");
+    let plain = plain.bytes().await.unwrap();
+    let packed = raw
+        .get(format!("{}{script}", app.base))
+        .header("accept-encoding", "gzip;q=1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(packed.headers()["content-encoding"], "gzip");
+    assert!(
+        packed.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let packed = packed.bytes().await.unwrap();
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&packed[..]),
+        &mut unpacked,
+    )
+    .unwrap();
+    assert_eq!(unpacked, plain);
+    assert!(
+        packed.len() * 2 < plain.len(),
+        "{} vs {}",
+        packed.len(),
+        plain.len()
+    );
+    // A client that refuses gzip gets it plain.
+    let refused = raw
+        .get(format!("{}{script}", app.base))
+        .header("accept-encoding", "gzip;q=0")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+}
