@@ -1005,6 +1005,28 @@ both!(
     }
 );
 
+/// A request for `gpt-4o` served by `mock` at `at` with `status`, without key, user or tokens.
+fn answered(id: &str, at: chrono::DateTime<Utc>, status: i32) -> usage_event::ActiveModel {
+    usage_event::ActiveModel {
+        event_id: Set(id.to_string()),
+        request_id: Set(format!("req-{id}")),
+        occurred_at: Set(at),
+        key_id: Set(None),
+        user_id: Set(None),
+        team_id: Set(None),
+        model: Set("gpt-4o".into()),
+        deployment: Set("mock".into()),
+        prompt_tokens: Set(0),
+        completion_tokens: Set(0),
+        cost_micro_usd: Set(0),
+        status: Set(status),
+        latency_ms: Set(1),
+        ttft_ms: Set(None),
+        estimated: Set(false),
+        ..Default::default()
+    }
+}
+
 both!(
     outcomes_count_refusals_by_code_and_list_the_latest,
     |app: App| async move {
@@ -1042,24 +1064,15 @@ both!(
         ];
         for (i, (minute, key_id, user_id, status, code)) in events.into_iter().enumerate() {
             usage_event::ActiveModel {
-                event_id: Set(format!("out-{i}")),
-                request_id: Set(format!("req-out-{i}")),
-                occurred_at: Set(base + Duration::minutes(minute)),
                 key_id: Set(key_id),
                 user_id: Set(user_id),
-                team_id: Set(None),
-                model: Set("gpt-4o".into()),
-                deployment: Set("mock".into()),
-                prompt_tokens: Set(0),
-                completion_tokens: Set(0),
-                cost_micro_usd: Set(0),
-                status: Set(status),
-                latency_ms: Set(1),
-                ttft_ms: Set(None),
-                estimated: Set(false),
                 error_code: Set(code.map(str::to_string)),
                 error_message: Set(code.map(|c| format!("refused: {c}"))),
-                ..Default::default()
+                ..answered(
+                    &format!("out-{i}"),
+                    base + Duration::minutes(minute),
+                    status,
+                )
             }
             .insert(&app.db)
             .await
@@ -1179,14 +1192,55 @@ both!(
 both!(
     routes_show_models_to_all_and_deployments_to_readers,
     |app: App| async move {
-        // The test app has no routes configured; the shape and the role rule still hold.
+        // Two answers from the provider in the window, one a 502; one an hour ago (outside).
+        for (i, (minutes_ago, status)) in [(1, 200), (2, 502), (60, 500)].into_iter().enumerate() {
+            usage_event::ActiveModel {
+                event_id: Set(format!("route-{i}")),
+                request_id: Set(format!("req-route-{i}")),
+                occurred_at: Set(Utc::now() - Duration::minutes(minutes_ago)),
+                key_id: Set(None),
+                user_id: Set(None),
+                team_id: Set(None),
+                model: Set("gpt-4o".into()),
+                deployment: Set("mock".into()),
+                prompt_tokens: Set(0),
+                completion_tokens: Set(0),
+                cost_micro_usd: Set(0),
+                status: Set(status),
+                latency_ms: Set(10 * (i as i32 + 1)),
+                ttft_ms: Set(None),
+                estimated: Set(false),
+                ..Default::default()
+            }
+            .insert(&app.db)
+            .await
+            .unwrap();
+        }
         let admin = app.call("GET", "/api/routes", M, None).await;
         assert_eq!(admin.status, 200, "{}", admin.text);
-        assert_eq!(admin.body["models"], json!([]));
+        assert_eq!(admin.body["models"][0]["name"], "gpt-4o");
+        assert_eq!(admin.body["models"][0]["aliases"], json!(["smart"]));
+        let deployment = &admin.body["models"][0]["deployments"][0];
+        assert_eq!(deployment["upstream_model"], "gpt-4o-2024-08-06");
+        assert_eq!(deployment["weight"], 3);
+        assert_eq!(deployment["rpm"], 100);
         assert_eq!(admin.body["health_window_minutes"], 15);
+        assert_eq!(
+            admin.body["health"],
+            json!([{ "provider": "mock", "requests": 2, "failures": 1, "mean_latency_ms": 15 }])
+        );
+        assert!(!admin.text.contains("api_key"), "{}", admin.text);
+
+        let viewer = app.token(&app.viewer);
+        let seen = app.call("GET", "/api/routes", Some(&viewer), None).await;
+        assert_eq!(seen.body["models"][0]["deployments"][0]["provider"], "mock");
+        // A member learns the model names and prices, not where they are served.
         let member = app.token(&app.member);
-        let seen = app.call("GET", "/api/routes", Some(&member), None).await;
-        assert_eq!(seen.status, 200, "{}", seen.text);
+        let names = app.call("GET", "/api/routes", Some(&member), None).await;
+        assert_eq!(names.status, 200, "{}", names.text);
+        assert_eq!(names.body["models"][0]["name"], "gpt-4o");
+        assert_eq!(names.body["models"][0]["deployments"], json!([]));
+        assert_eq!(names.body["health"], json!([]));
         let anonymous = app.call("GET", "/api/routes", None, None).await;
         assert_eq!(anonymous.status, 401);
     }

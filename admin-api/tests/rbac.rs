@@ -664,6 +664,19 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "GET",
+            "/api/usage/outcomes",
+            |_| ("/api/usage/outcomes?limit=5".into(), None),
+            [200, 200, 200, 200],
+        ),
+        // Everyone signed in; members see model names only (checked in api.rs).
+        row(
+            "GET",
+            "/api/routes",
+            |_| ("/api/routes".into(), None),
+            [200, 200, 200, 200],
+        ),
+        row(
+            "GET",
             "/api/audit",
             |_| ("/api/audit".into(), None),
             [200, 403, 200, 200],

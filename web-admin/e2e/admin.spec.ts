@@ -74,6 +74,7 @@ async function eventually(page: Page, check: () => Promise<void>) {
 
 let keySecret = "";
 let keyPage = "";
+let serviceSecret = "";
 
 test("the bootstrap admin signs in; a wrong password is refused inline", async ({ page }) => {
   await page.goto(`${adminUrl()}/login`);
@@ -100,6 +101,7 @@ test("some traffic for the charts: two service keys used through the proxy", asy
     expect(made.status()).toBe(201);
     const { secret } = (await made.json()) as { secret: string };
     expect(openai(secret, n, model).every((s) => s === 200)).toBe(true);
+    if (name === "support-bot") serviceSecret = secret;
   }
 });
 
@@ -207,6 +209,43 @@ test("a revoked key is refused by the proxy", async ({ page }) => {
   await expect(page.getByText("revoked", { exact: true })).toBeVisible();
   await expect(page.getByRole("button", { name: "Revoke" })).toHaveCount(0);
   expect(openai(keySecret, 1)).toEqual([401]);
+});
+
+test("an admin edits a key's limits and rotates it, with the keyboard", async ({ page }) => {
+  await signIn(page, ADMIN_EMAIL, ADMIN_PASSWORD);
+  await page.getByRole("link", { name: "Keys" }).click();
+  await page.getByRole("link", { name: "support-bot" }).click();
+  await expect(page.getByRole("heading", { name: "support-bot" })).toBeVisible();
+
+  // Keyboard: the dialog takes focus, Escape closes it and gives focus back.
+  await page.getByRole("button", { name: "Edit key" }).focus();
+  await page.keyboard.press("Enter");
+  const edit = page.getByRole("dialog", { name: "Edit support-bot" });
+  await expect(edit.getByLabel("Name")).toBeFocused();
+  await page.keyboard.press("Escape");
+  await expect(edit).toHaveCount(0);
+  await expect(page.getByRole("button", { name: "Edit key" })).toBeFocused();
+
+  await page.keyboard.press("Enter");
+  await edit.getByLabel("Requests per minute").fill("120");
+  await edit.getByLabel("Budget (USD)").fill("25");
+  await edit.getByRole("button", { name: "Save changes" }).click();
+  await expect(edit).toHaveCount(0);
+  const settings = page.getByRole("region", { name: "Settings" });
+  await expect(settings).toContainText("120");
+  await expect(settings).toContainText("$25.00 per month");
+
+  await page.getByRole("button", { name: "Rotate" }).click();
+  const rotate = page.getByRole("dialog", { name: "Rotate support-bot" });
+  await rotate.getByLabel("Old secret keeps working for").selectOption("0");
+  await rotate.getByRole("button", { name: "Rotate key" }).click();
+  const reveal = page.getByRole("dialog", { name: /New secret/ });
+  const fresh = await reveal.getByLabel("Secret").inputValue();
+  expect(fresh).not.toBe(serviceSecret);
+  await reveal.getByRole("button", { name: "I have stored it" }).click();
+  // The old secret ended at once; the new one works.
+  expect(openai(serviceSecret, 1)).toEqual([401]);
+  expect(openai(fresh, 1)).toEqual([200]);
 });
 
 test("the other pages, with their screenshots", async ({ page }) => {

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sea_orm::{Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
-use tollgate_admin::{AdminSettings, AdminState, auth::issue_token};
+use tollgate_admin::{AdminSettings, AdminState, DeploymentRoute, ModelRoute, auth::issue_token};
 use tollgate_core::{
     secrets::ServerSecret,
     store::{
@@ -95,7 +95,24 @@ impl App {
             db.clone(),
             secret.clone(),
             Some(MASTER_KEY.to_string()),
-            AdminSettings::default(),
+            AdminSettings {
+                routes: Arc::from(vec![ModelRoute {
+                    name: "gpt-4o".into(),
+                    aliases: vec!["smart".into()],
+                    input_micro_usd_per_million: Some(2_500_000),
+                    output_micro_usd_per_million: Some(10_000_000),
+                    deployments: vec![DeploymentRoute {
+                        provider: "mock".into(),
+                        kind: "mock".into(),
+                        base_url: None,
+                        upstream_model: "gpt-4o-2024-08-06".into(),
+                        weight: 3,
+                        rpm: Some(100),
+                        tpm: None,
+                    }],
+                }]),
+                ..AdminSettings::default()
+            },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
