@@ -50,7 +50,7 @@ export function TimeBars({
   const axis = axisFormat ?? formatCompact;
   const labelEvery = Math.max(1, Math.ceil(data.length / Math.max(2, Math.floor(width / 110))));
   return (
-    <figure ref={box}>
+    <figure ref={box} className="relative">
       <svg
         role="img"
         aria-label={`${label}: ${format(total)} in total over ${data.length} ${bucket === "hour" ? "hours" : "days"}`}
