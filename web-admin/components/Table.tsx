@@ -10,7 +10,13 @@ export function Table({ caption, head, children }: { caption: string; head: Reac
   return (
     // `relative`: screen-reader-only text (absolutely positioned) stays inside the scrolling box
     // instead of widening the page.
-    <div className="relative overflow-x-auto rounded-lg border border-slate-200 dark:border-slate-800">
+    // Focusable, so a keyboard can scroll a table wider than the screen.
+    <div
+      role="group"
+      aria-label={caption}
+      tabIndex={0}
+      className="relative overflow-x-auto rounded-lg border border-slate-200 dark:border-slate-800"
+    >
       <table className="min-w-full divide-y divide-slate-200 text-sm dark:divide-slate-800">
         <caption className="sr-only">{caption}</caption>
         <thead className="bg-slate-50 text-left text-xs font-semibold uppercase tracking-wide text-slate-600 dark:bg-slate-900 dark:text-slate-400">

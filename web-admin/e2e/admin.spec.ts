@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 
+import AxeBuilder from "@axe-core/playwright";
 import { expect, test, type Page } from "@playwright/test";
 
 import { ADMIN_EMAIL, ADMIN_PASSWORD, MASTER_KEY } from "./global-setup";
@@ -54,10 +55,16 @@ async function signOut(page: Page) {
   await expect(page.getByRole("heading", { name: "Sign in to Tollgate" })).toBeVisible();
 }
 
-/** A full-page screenshot at desktop width and one at phone width. */
+/** A full-page screenshot at desktop width and one at phone width, after an accessibility
+ *  check of the page (axe: WCAG 2 A and AA rules; serious and critical findings fail). */
 async function shoot(page: Page, name: string) {
   mkdirSync(SHOTS, { recursive: true });
   await expect(page.getByRole("status").filter({ hasText: /Loading/ })).toHaveCount(0);
+  const audit = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa"]).analyze();
+  const serious = audit.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  expect(serious, `accessibility of ${name}`).toEqual([]);
   await page.screenshot({ path: join(SHOTS, `${name}-desktop.png`), fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
   // Nothing may widen the page past a phone's width (wide tables scroll inside their box).

@@ -65,7 +65,7 @@ function KeyDetail() {
   return (
     <>
       <nav aria-label="Breadcrumb" className="mb-2 text-sm">
-        <Link href="/keys" className="text-indigo-700 hover:underline dark:text-indigo-300">
+        <Link href="/keys" className="text-indigo-700 underline dark:text-indigo-300">
           Keys
         </Link>{" "}
         / {k.name}
