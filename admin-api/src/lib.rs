@@ -25,7 +25,7 @@ use hashing::Hasher;
 use throttle::{AttemptStore, LoginThrottle};
 
 pub use openapi::openapi;
-pub use routes::routing::{DeploymentRoute, ModelRoute};
+pub use routes::routing::{DeploymentRoute, ModelRoute, RouteSource};
 
 /// Settings of the admin API.
 #[derive(Debug, Clone)]
@@ -38,8 +38,8 @@ pub struct AdminSettings {
     pub login_attempts: u32,
     /// Deadlines and caps on the listener's connections.
     pub connections: ConnectionSettings,
-    /// The models the gateway serves, as configured (shown at `/api/routes`).
-    pub routes: Arc<[ModelRoute]>,
+    /// The models the gateway serves, with their live state (shown at `/api/routes`).
+    pub routes: RouteSource,
 }
 
 impl Default for AdminSettings {
@@ -49,7 +49,7 @@ impl Default for AdminSettings {
             rotation_grace: Duration::from_secs(24 * 3600),
             login_attempts: 10,
             connections: ConnectionSettings::default(),
-            routes: Arc::from(Vec::new()),
+            routes: RouteSource::default(),
         }
     }
 }

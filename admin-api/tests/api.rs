@@ -1224,6 +1224,11 @@ both!(
         assert_eq!(deployment["upstream_model"], "gpt-4o-2024-08-06");
         assert_eq!(deployment["weight"], 3);
         assert_eq!(deployment["rpm"], 100);
+        assert_eq!(deployment["state"], "cooling_down");
+        assert_eq!(deployment["in_flight"], 2);
+        assert_eq!(deployment["last_error"], "status 503");
+        assert_eq!(admin.body["models"][0]["strategy"], "latency");
+        assert_eq!(admin.body["models"][0]["fallbacks"], json!(["gpt-4o-mini"]));
         assert_eq!(admin.body["health_window_minutes"], 15);
         assert_eq!(
             admin.body["health"],

@@ -229,3 +229,70 @@ fn committed_json_schema_is_current() {
         path.display()
     );
 }
+
+#[test]
+fn routing_defaults_and_per_model_settings() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.routing.retries, 2);
+    assert_eq!(config.routing.deadline, std::time::Duration::from_secs(60));
+    assert_eq!(config.routing.retry_on, vec![429, 500, 502, 503, 504]);
+    assert_eq!(config.routing.cooldown.failures, 5);
+    assert_eq!(config.models[0].retries, 2);
+    assert_eq!(
+        config.models[0].strategy,
+        tollgate_core::config::Strategy::Weighted
+    );
+
+    let tuned = format!(
+        "routing:\n  retries: 1\n  retry_on: [429, 503]\n  cooldown: {{failures: 3, window: 10s, duration: 5s}}\n{GOOD}  - name: big\n    strategy: least-inflight\n    retries: 4\n    fallbacks: [mini]\n    deployments: [{{provider: mock}}]\n"
+    );
+    let config = load(&tuned).unwrap();
+    assert_eq!(config.routing.retry_on, vec![429, 503]);
+    assert_eq!(config.models[0].retries, 1);
+    let big = &config.models[1];
+    assert_eq!(big.retries, 4);
+    assert_eq!(big.strategy, tollgate_core::config::Strategy::LeastInflight);
+    // An alias resolves to the model's own name.
+    assert_eq!(big.fallbacks, vec!["gpt-4o-mini".to_string()]);
+}
+
+#[test]
+fn bad_routing_is_rejected_naming_the_field() {
+    let with_model = |extra: &str| {
+        format!("{GOOD}  - name: big\n{extra}    deployments: [{{provider: mock}}]\n")
+    };
+    let e = error(&with_model("    fallbacks: [gpt-5]\n"));
+    assert!(
+        e.contains("models[1].fallbacks[0]: unknown model \"gpt-5\""),
+        "{e}"
+    );
+    let e = error(&with_model("    fallbacks: [big]\n"));
+    assert!(
+        e.contains("models[1].fallbacks[0]: a model cannot fall back to itself"),
+        "{e}"
+    );
+    let e = error(&with_model("    fallbacks: [mini, gpt-4o-mini]\n"));
+    assert!(
+        e.contains("models[1].fallbacks[1]: \"gpt-4o-mini\" is listed twice"),
+        "{e}"
+    );
+    let e = error(&with_model("    strategy: fastest\n"));
+    assert!(e.contains("strategy"), "{e}");
+    let e = error(&format!("routing:\n  retry_on: [429, 404]\n{GOOD}"));
+    assert!(
+        e.contains("routing.retry_on[1]: 404 says the request itself is wrong"),
+        "{e}"
+    );
+    let e = error(&format!("routing:\n  retry_on: [200]\n{GOOD}"));
+    assert!(
+        e.contains("routing.retry_on[0]: 200 is not an error status"),
+        "{e}"
+    );
+    let e = error(&format!("routing:\n  retries: 11\n{GOOD}"));
+    assert!(e.contains("routing.retries: must be at most 10"), "{e}");
+    let e = error(&format!("routing:\n  cooldown: {{window: 0s}}\n{GOOD}"));
+    assert!(
+        e.contains("routing.cooldown.window: must be between 1s and 1h"),
+        "{e}"
+    );
+}

@@ -1,12 +1,17 @@
 //! State shared by every request: options, counters, the request log, id generator and the
-//! pre-serialised models list. Read-only or atomic, so handlers never contend on a lock.
+//! pre-serialised models list. Read-only or atomic, so handlers never contend on a lock (the
+//! directive sequences excepted: a short lock, taken only by requests that name one).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
 use crate::MockOptions;
+use crate::behavior::Behavior;
 use crate::errors::ApiError;
 use crate::ids::Ids;
 use crate::models;
@@ -20,6 +25,8 @@ pub(crate) struct App {
     pub log: RequestLog,
     pub ids: Ids,
     pub models_list: Bytes,
+    /// Requests seen per directive sequence (`first=N,seq=name`).
+    pub sequences: Mutex<HashMap<String, u32>>,
 }
 
 impl App {
@@ -31,6 +38,25 @@ impl App {
             log: RequestLog::new(true),
             ids: Ids::new(),
             models_list: models::list_body(),
+            sequences: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts this request in its sequence; past the sequence's `first` requests, the
+    /// failure directives no longer apply. `list` names the sequence when `seq` does not.
+    pub fn sequence(&self, behavior: &mut Behavior, list: &str) {
+        let Some(first) = behavior.first else {
+            return;
+        };
+        let name = behavior.seq.clone().unwrap_or_else(|| list.to_owned());
+        let seen = {
+            let mut seen = self.sequences.lock().unwrap_or_else(|e| e.into_inner());
+            let n = seen.entry(name).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        if seen > first {
+            behavior.recovered();
         }
     }
 

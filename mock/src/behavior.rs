@@ -36,6 +36,11 @@ pub struct Behavior {
     pub html: bool,
     /// 200 whose body is the request body, byte for byte (checks what a proxy forwarded).
     pub echo: bool,
+    /// The failure directives apply only to the first this-many requests of the sequence
+    /// (`seq`); later ones answer normally ("503 twice, then 200").
+    pub first: Option<u32>,
+    /// Names the sequence `first` counts in (default: the whole directive list).
+    pub seq: Option<String>,
 }
 
 /// Upper bounds keep a typo from tying up the server for hours or allocating gigabytes.
@@ -51,6 +56,18 @@ pub fn split_model(model: &str) -> (&str, Option<&str>) {
 }
 
 impl Behavior {
+    /// Drops the failure directives (errors, hangs, resets), keeping delays and shape:
+    /// what a request past its sequence's `first` gets.
+    pub fn recovered(&mut self) {
+        self.status = None;
+        self.retry_after = None;
+        self.hang = false;
+        self.reset = false;
+        self.reset_after = None;
+        self.stall_after = None;
+        self.html = false;
+    }
+
     /// Completion length and whether the client's limit cut it (finish_reason "length"):
     /// the client's max if below the target, else `tokens=` or the server default.
     pub fn completion_len(&self, default: u32, client_max: Option<u32>) -> (u32, bool) {
@@ -95,6 +112,8 @@ impl Behavior {
                 self.status = Some(code as u16);
             }
             "retry_after" => self.retry_after = Some(number(key, need()?, 86_400)?),
+            "first" => self.first = Some(number(key, need()?, u32::MAX)?),
+            "seq" => self.seq = Some(need()?.to_owned()),
             "reset_after" => self.reset_after = Some(number(key, need()?, MAX_TOKENS)?),
             "stall_after" => self.stall_after = Some(number(key, need()?, MAX_TOKENS)?),
             "content_type" => {
@@ -115,7 +134,8 @@ impl Behavior {
             _ => {
                 return Err(format!(
                     "unknown mock directive `{key}`; known: latency, ttft, itl, tokens, status, \
-                     retry_after, hang, reset, reset_after, stall_after, content_type, html, echo"
+                     retry_after, hang, reset, reset_after, stall_after, content_type, html, echo, \
+                     first, seq"
                 ));
             }
         }
@@ -185,6 +205,19 @@ mod tests {
         );
         assert!(b.html && b.reset && b.echo);
         assert_eq!(b.latency, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn sequences_recover() {
+        let mut b = Behavior::default();
+        b.apply("status=503,retry_after=2,first=2,seq=a,latency=5ms")
+            .unwrap();
+        assert_eq!((b.first, b.seq.as_deref()), (Some(2), Some("a")));
+        b.recovered();
+        assert_eq!((b.status, b.retry_after), (None, None));
+        assert_eq!(b.latency, Duration::from_millis(5));
+        assert!(Behavior::default().apply("first").is_err());
+        assert!(Behavior::default().apply("first=x").is_err());
     }
 
     #[test]

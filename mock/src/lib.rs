@@ -11,7 +11,9 @@
 //!   text (or token ids) alone.
 //! - Directives (header `x-mock` and/or a `model@…` suffix, comma-separated, suffix wins):
 //!   `latency=`, `ttft=`, `itl=`, `tokens=`, `status=`, `retry_after=`, `hang`, `reset`,
-//!   `reset_after=`, `stall_after=`, `content_type=`, `html`, `echo`. See `behavior.rs`.
+//!   `reset_after=`, `stall_after=`, `content_type=`, `html`, `echo`, and `first=N` (with
+//!   `seq=name`): the failure directives hold for the first N requests of that sequence
+//!   only, then it answers normally ("503 twice, then 200"). See `behavior.rs`.
 //! - The request log (last 64) is on by default so tests need no setup; benchmarks switch it
 //!   off with `--no-record` / [`MockServer::set_recording`].
 

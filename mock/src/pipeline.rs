@@ -88,10 +88,17 @@ pub(crate) async fn post<E: Endpoint>(
         return reject(app, ctx, Rejection::BadRequest, &ApiError::missing("model"));
     };
     let (model, suffix) = split_model(raw_model);
-    let behavior = match directives(&parts.headers, suffix) {
+    let mut behavior = match directives(&parts.headers, suffix) {
         Ok(b) => b,
         Err(e) => return reject(app, ctx, Rejection::BadRequest, &e),
     };
+    let header = parts.headers.get("x-mock").and_then(|v| v.to_str().ok());
+    let list = format!(
+        "{}@{}",
+        header.unwrap_or_default(),
+        suffix.unwrap_or_default()
+    );
+    app.sequence(&mut behavior, &list);
     let stream = req.stream().unwrap_or(false);
     if let Some(r) = inject(app, ctx, &behavior, model, stream).await {
         return r;
@@ -116,10 +123,12 @@ pub(crate) async fn get_models(app: &App, ctx: &Ctx, parts: &Parts, id: Option<&
     if let Err(e) = app.authorize(&parts.headers, false) {
         return reject(app, ctx, Rejection::Unauthorized, &e);
     }
-    let behavior = match directives(&parts.headers, None) {
+    let mut behavior = match directives(&parts.headers, None) {
         Ok(b) => b,
         Err(e) => return reject(app, ctx, Rejection::BadRequest, &e),
     };
+    let list = parts.headers.get("x-mock").and_then(|v| v.to_str().ok());
+    app.sequence(&mut behavior, list.unwrap_or_default());
     if let Some(r) = inject(app, ctx, &behavior, id.unwrap_or("models"), false).await {
         return r;
     }

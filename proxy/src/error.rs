@@ -168,6 +168,14 @@ pub enum GatewayError {
     )]
     Overloaded,
     #[error(
+        "Every deployment of the model `{model}` is cooling down after failures; try again in {} s.",
+        retry_after.as_secs().max(1)
+    )]
+    NoHealthyDeployment {
+        model: String,
+        retry_after: std::time::Duration,
+    },
+    #[error(
         "The gateway had an internal error while processing your request; the x-request-id response header identifies it in the gateway's logs."
     )]
     Internal,
@@ -190,7 +198,7 @@ impl GatewayError {
             HeaderTooLarge { .. } | TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | NoHealthyDeployment { .. } => StatusCode::SERVICE_UNAVAILABLE,
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -208,6 +216,7 @@ impl GatewayError {
             | KeyStoreUnavailable
             | QuotaUnavailable
             | Overloaded
+            | NoHealthyDeployment { .. }
             | Internal => "server_error",
             ModelNotAllowed(_) => "permission_error",
             RateLimited(r) if r.dimension == Dimension::Budget => "insufficient_quota",
@@ -237,6 +246,7 @@ impl GatewayError {
             RequestTimeout { .. } => Some("request_timeout"),
             HeaderTooLarge { .. } | TooManyHeaders { .. } => Some("request_header_too_large"),
             Overloaded => Some("server_overloaded"),
+            NoHealthyDeployment { .. } => Some("no_healthy_deployment"),
             InvalidBody(_) => Some("invalid_json"),
             MissingModel => Some("missing_model"),
             UnknownModel(_) => Some("model_not_found"),
@@ -267,6 +277,7 @@ impl GatewayError {
                 | GatewayError::KeyStoreUnavailable
                 | GatewayError::QuotaUnavailable
                 | GatewayError::Overloaded
+                | GatewayError::NoHealthyDeployment { .. }
                 | GatewayError::Internal
         ) || matches!(
             self,
@@ -280,6 +291,15 @@ impl GatewayError {
         let r = match self {
             GatewayError::RateLimited(r) => r,
             GatewayError::Overloaded => return vec![("retry-after", "1".to_string())],
+            GatewayError::NoHealthyDeployment { retry_after, .. } => {
+                let ms = u64::try_from(retry_after.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                return vec![
+                    ("retry-after", ms.div_ceil(1000).to_string()),
+                    ("retry-after-ms", ms.to_string()),
+                ];
+            }
             _ => return Vec::new(),
         };
         let mut headers = crate::quota::headers::rate_limit_headers(&r.snapshot);

@@ -33,11 +33,11 @@ use crate::{
         headers::replace_rate_limit_headers,
         limiter::{Claim, Limiter},
     },
-    routing::{RouteTable, choice},
+    routing::{RouteTable, choice, failover},
 };
 
 pub struct Gateway {
-    pub routes: RouteTable,
+    pub routes: Arc<RouteTable>,
     pub auth: Auth,
     pub models: ModelCatalog,
     pub max_body_bytes: usize,
@@ -103,6 +103,7 @@ impl ProxyHttp for Gateway {
         let index = choice::next(
             &self.limiter,
             &self.metrics,
+            &self.routes,
             &mut ctx.route,
             &mut ctx.holds,
             &claim,
@@ -156,6 +157,16 @@ impl ProxyHttp for Gateway {
         )
     }
 
+    /// A retryable status with an attempt left goes to the next deployment instead.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        failover::judge_answer(&self.routes, ctx, response)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -163,6 +174,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         self.metrics.upstream_answered(ctx);
+        response.insert_header("x-tollgate-attempts", ctx.route.count.to_string())?;
+        if let Some(label) = ctx.route.deployment_label() {
+            response.insert_header("x-tollgate-deployment", label)?;
+        }
         if let Some(upstream_id) = response.headers.get("x-request-id").cloned() {
             response.insert_header("x-upstream-request-id", upstream_id)?;
         }
@@ -207,10 +222,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.metrics.count_upstream_error(ctx, &e);
-        // Nothing was sent yet: another deployment can take the request.
-        if ctx.route.any_left() {
-            e.set_retry(true);
-        }
+        failover::judge_connect_failure(&self.routes, ctx, &mut e);
         e
     }
 
@@ -225,7 +237,7 @@ impl ProxyHttp for Gateway {
         self.metrics.count_upstream_error(ctx, &e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let answered = final_status(session).is_some();
-        ctx.route.decide_replay(&mut e, answered, client_reused);
+        failover::judge_failure(&self.routes, ctx, &mut e, answered, client_reused);
         e
     }
 

@@ -379,6 +379,18 @@ async fn upstream_failures_map_to_502_and_504() {
 async fn upstream_errors_pass_through_unchanged() {
     let mock = Mock::spawn();
     let gw = Gateway::spawn(&mock_route(&mock)).await;
+    // One failure does not cool a deployment down (five in 30 s do).
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("x-mock", "status=500")
+        .json(&chat_body("gpt-4o-mini", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "server_error");
+
     let direct = client()
         .post(format!("{}/chat/completions", mock.url()))
         .header("x-mock", "status=429,retry_after=7")
@@ -401,16 +413,18 @@ async fn upstream_errors_pass_through_unchanged() {
     let strip = |s: &str| s.split("req_").next().unwrap_or(s).to_string();
     assert_eq!(strip(&body), strip(&direct_body));
 
+    // The upstream asked for 7 s: the only deployment cools down for that long.
     let resp = gw
         .post("/v1/chat/completions")
-        .header("x-mock", "status=500")
         .json(&chat_body("gpt-4o-mini", false))
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 500);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["type"], "server_error");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "no_healthy_deployment"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,10 @@ models:
     deployments: [{{provider: mock}}]
   - name: text-embedding-3-small
     deployments: [{{provider: mock}}]
+  # An upstream that throttles: its 429 (and retry-after) reaches the client unchanged, and
+  # cools only this deployment down.
+  - name: throttled
+    deployments: [{{provider: mock, model: "gpt-4o-mini@status=429,retry_after=1"}}]
 """
 
 

@@ -52,7 +52,7 @@ def test_embeddings(client):
 
 def test_models_list(client):
     ids = [m.id for m in client.models.list()]
-    assert ids == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert ids == ["gpt-4o-mini", "text-embedding-3-small", "throttled"]
     assert client.models.retrieve("demo").id == "gpt-4o-mini"
 
 
@@ -85,9 +85,7 @@ def test_malformed_body_is_a_bad_request(client):
 
 def test_upstream_rate_limit_reaches_the_sdk(client):
     with pytest.raises(openai.RateLimitError) as err:
-        client.chat.completions.create(
-            model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-mock": "status=429,retry_after=1"}
-        )
+        client.chat.completions.create(model="throttled", messages=MESSAGES)
     assert err.value.response.headers["retry-after"] == "1"
 
 

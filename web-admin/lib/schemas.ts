@@ -190,11 +190,19 @@ export const DeploymentRoute = z.object({
   weight: count,
   rpm: optionalCount,
   tpm: optionalCount,
+  /** On the replica that answered: healthy, cooling_down or probing; null when not known. */
+  state: z.string().nullable().optional(),
+  in_flight: optionalCount,
+  ttfb_ms: z.number().nullable().optional(),
+  last_error: z.string().nullable().optional(),
 });
 
 export const ModelRoute = z.object({
   name: z.string(),
   aliases: z.array(z.string()),
+  strategy: z.string(),
+  retries: count,
+  fallbacks: z.array(z.string()),
   input_micro_usd_per_million: optionalCount,
   output_micro_usd_per_million: optionalCount,
   deployments: z.array(DeploymentRoute),

@@ -37,6 +37,7 @@ pub struct KeyQuery {
     /// Include revoked keys (default false; ignored when `status` is given).
     pub include_revoked: Option<bool>,
     /// Only keys that are `active`, `expired` or `revoked`.
+    #[param(inline)]
     pub status: Option<KeyStatusName>,
     /// Only keys whose name, id or prefix contains this text (case-insensitive).
     pub search: Option<String>,

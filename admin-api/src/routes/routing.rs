@@ -2,7 +2,7 @@
 //! weights, and each provider's health over the last minutes as seen in the usage events.
 //! Never a provider's key.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{Json, extract::State};
 use chrono::{Duration, Utc};
@@ -23,11 +23,47 @@ use crate::{
 /// How far back a provider's health looks.
 const HEALTH_WINDOW_MINUTES: i64 = 15;
 
+/// Where the routes come from: the running gateway's table (live health), or a fixed list.
+#[derive(Clone)]
+pub struct RouteSource(Arc<dyn Fn() -> Vec<ModelRoute> + Send + Sync>);
+
+impl RouteSource {
+    pub fn new(read: impl Fn() -> Vec<ModelRoute> + Send + Sync + 'static) -> Self {
+        RouteSource(Arc::new(read))
+    }
+
+    pub fn fixed(routes: Vec<ModelRoute>) -> Self {
+        RouteSource::new(move || routes.clone())
+    }
+
+    pub fn read(&self) -> Vec<ModelRoute> {
+        (self.0)()
+    }
+}
+
+impl Default for RouteSource {
+    fn default() -> Self {
+        RouteSource::fixed(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for RouteSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteSource")
+    }
+}
+
 /// A model clients may ask for.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelRoute {
     pub name: String,
     pub aliases: Vec<String>,
+    /// `weighted`, `least-inflight` or `latency`.
+    pub strategy: String,
+    /// Further attempts after the first when one fails before answering.
+    pub retries: u32,
+    /// Models that take the request, in order, when every deployment of this one failed.
+    pub fallbacks: Vec<String>,
     /// Micro-USD per million prompt tokens, when priced.
     pub input_micro_usd_per_million: Option<u64>,
     /// Micro-USD per million completion tokens, when priced.
@@ -50,6 +86,15 @@ pub struct DeploymentRoute {
     pub weight: u32,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// On this gateway replica: `healthy`, `cooling_down` (no traffic after failures) or
+    /// `probing` (one request is testing it); `null` when not known here.
+    pub state: Option<String>,
+    /// Requests in flight to it on this replica.
+    pub in_flight: Option<u64>,
+    /// Moving average of the time to first byte, in milliseconds; `null` until measured.
+    pub ttfb_ms: Option<f64>,
+    /// The last failure seen, e.g. `status 503` or `ReadTimedout`.
+    pub last_error: Option<String>,
 }
 
 /// A provider's recent answers.
@@ -81,14 +126,13 @@ pub async fn list(State(state): State<AdminState>, caller: Caller) -> ApiResult<
     let models = state
         .settings()
         .routes
-        .iter()
-        .map(|m| ModelRoute {
-            deployments: if member {
-                Vec::new()
-            } else {
-                m.deployments.clone()
-            },
-            ..m.clone()
+        .read()
+        .into_iter()
+        .map(|mut m| {
+            if member {
+                m.deployments.clear();
+            }
+            m
         })
         .collect();
     let health = if member {

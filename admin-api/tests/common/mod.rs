@@ -7,7 +7,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use sea_orm::{Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
 use serde_json::Value;
-use tollgate_admin::{AdminSettings, AdminState, DeploymentRoute, ModelRoute, auth::issue_token};
+use tollgate_admin::{
+    AdminSettings, AdminState, DeploymentRoute, ModelRoute, RouteSource, auth::issue_token,
+};
 use tollgate_core::{
     secrets::ServerSecret,
     store::{
@@ -96,9 +98,12 @@ impl App {
             secret.clone(),
             Some(MASTER_KEY.to_string()),
             AdminSettings {
-                routes: Arc::from(vec![ModelRoute {
+                routes: RouteSource::fixed(vec![ModelRoute {
                     name: "gpt-4o".into(),
                     aliases: vec!["smart".into()],
+                    strategy: "latency".into(),
+                    retries: 2,
+                    fallbacks: vec!["gpt-4o-mini".into()],
                     input_micro_usd_per_million: Some(2_500_000),
                     output_micro_usd_per_million: Some(10_000_000),
                     deployments: vec![DeploymentRoute {
@@ -109,6 +114,10 @@ impl App {
                         weight: 3,
                         rpm: Some(100),
                         tpm: None,
+                        state: Some("cooling_down".into()),
+                        in_flight: Some(2),
+                        ttfb_ms: Some(12.5),
+                        last_error: Some("status 503".into()),
                     }],
                 }]),
                 ..AdminSettings::default()

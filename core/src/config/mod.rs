@@ -22,6 +22,7 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
     pub quota: QuotaSettings,
+    pub routing: RoutingSettings,
     pub jwt_issuers: Vec<JwtIssuer>,
     pub metering: MeteringSettings,
 }
@@ -163,6 +164,49 @@ pub struct Model {
     pub deployments: Vec<Deployment>,
     pub pricing: Option<Pricing>,
     pub owned_by: String,
+    /// Further attempts after the first.
+    pub retries: u32,
+    pub strategy: Strategy,
+    /// Models (canonical names) that take the request when this one's deployments failed.
+    pub fallbacks: Vec<String>,
+}
+
+/// How a model's deployment is chosen for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Strategy {
+    #[default]
+    Weighted,
+    LeastInflight,
+    Latency,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Weighted => "weighted",
+            Strategy::LeastInflight => "least-inflight",
+            Strategy::Latency => "latency",
+        }
+    }
+}
+
+/// Retries and cooldown shared by every model (a model may set its own `retries`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    pub retries: u32,
+    /// No attempt starts later than this after the request arrived.
+    pub deadline: Duration,
+    /// Upstream statuses retried on another deployment.
+    pub retry_on: Vec<u16>,
+    pub cooldown: CooldownSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooldownSettings {
+    /// Failures within `window` that cool a deployment down; 0: never.
+    pub failures: u32,
+    pub window: Duration,
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone)]

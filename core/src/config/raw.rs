@@ -25,6 +25,9 @@ pub struct RawConfig {
     /// How key quotas (requests, tokens, concurrency, budgets) are enforced.
     #[serde(default)]
     pub quota: RawQuota,
+    /// Retries, fallbacks and cooldown of failing deployments (defaults for every model).
+    #[serde(default)]
+    pub routing: RawRouting,
     /// Client authentication besides API keys.
     #[serde(default)]
     pub auth: RawAuth,
@@ -118,6 +121,35 @@ pub struct RawQuota {
     /// How long a concurrency slot is held if its request never finishes, e.g. after a
     /// crash (default `10m`).
     pub slot_lease: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Further attempts after the first, on other deployments, when an attempt fails before
+    /// anything reached the client (default 2).
+    pub retries: Option<u32>,
+    /// No attempt starts later than this after the request arrived (default `60s`).
+    pub deadline: Option<DurationText>,
+    /// Upstream statuses that are retried on another deployment (default
+    /// `[429, 500, 502, 503, 504]`); 400, 401, 403, 404, 413 and 422 never are.
+    pub retry_on: Option<Vec<u16>>,
+    /// When a deployment is taken out of rotation for a while.
+    #[serde(default)]
+    pub cooldown: RawCooldown,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCooldown {
+    /// Failures (connect errors, timeouts, retried statuses) within `window` that cool a
+    /// deployment down (default 5; 0 turns cooldown off).
+    pub failures: Option<u32>,
+    /// The window failures are counted in (default `30s`).
+    pub window: Option<DurationText>,
+    /// How long a cooled-down deployment gets no traffic before one probe request is let
+    /// through (default `30s`; an upstream `retry-after` counts instead when given).
+    pub duration: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -221,6 +253,27 @@ pub struct RawModel {
     pub pricing: Option<RawPricing>,
     /// `owned_by` in `GET /v1/models` (default: the first deployment's provider).
     pub owned_by: Option<String>,
+    /// Further attempts for this model (default: `routing.retries`).
+    pub retries: Option<u32>,
+    /// How the deployment of each request is chosen (default `weighted`).
+    pub strategy: Option<RawStrategy>,
+    /// Other models (names or aliases) that take the request, in order, when every
+    /// deployment of this one failed before answering.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+}
+
+/// How a model's deployment is chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawStrategy {
+    /// At random, in proportion to `weight`.
+    Weighted,
+    /// The one with the fewest requests in flight on this replica.
+    LeastInflight,
+    /// The faster of two picked at random (moving average of time to first byte), with an
+    /// occasional random pick so a slow deployment is still measured.
+    Latency,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -7,12 +7,12 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, ConnectionSettings, Deployment, JwtIssuer, MeteringSettings, Model, OnStoreError,
-    Pricing, Problem, Provider, ProviderKind, QuotaSettings, Secret, ServerSettings, SubjectKind,
-    Timeouts,
+    Config, ConnectionSettings, CooldownSettings, Deployment, JwtIssuer, MeteringSettings, Model,
+    OnStoreError, Pricing, Problem, Provider, ProviderKind, QuotaSettings, RoutingSettings, Secret,
+    ServerSettings, Strategy, SubjectKind, Timeouts,
     raw::{
         RawConfig, RawJwtIssuer, RawMetering, RawModel, RawOnClientAbort, RawOnStoreError,
-        RawProvider, RawProviderKind, RawQuota, RawServer, RawSubjectKind,
+        RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer, RawStrategy, RawSubjectKind,
     },
     units::DurationText,
 };
@@ -90,6 +90,7 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         }
     }
 
+    let routing = routing(&raw.routing, problems);
     if raw.models.is_empty() {
         problems.push(Problem::at("models", "at least one model is required"));
     }
@@ -115,9 +116,17 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
                 model_names.insert(name, name_path);
             }
         }
-        models.push(model(m, &path, &raw.providers, &provider_index, problems));
+        models.push(model(
+            m,
+            &path,
+            &raw.providers,
+            &provider_index,
+            &routing,
+            problems,
+        ));
     }
 
+    resolve_fallbacks(&mut models, problems);
     let quota = quota(&raw.quota, problems);
     let jwt_issuers = raw
         .auth
@@ -131,8 +140,103 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         providers,
         models,
         quota,
+        routing,
         jwt_issuers,
         metering: metering(&raw.metering, problems),
+    }
+}
+
+/// Turns each model's `fallbacks` into canonical model names: each must name another model
+/// (or its alias), once.
+fn resolve_fallbacks(models: &mut [Model], problems: &mut Vec<Problem>) {
+    let mut canonical: HashMap<String, String> = HashMap::new();
+    for m in models.iter() {
+        for name in std::iter::once(&m.name).chain(&m.aliases) {
+            canonical
+                .entry(name.clone())
+                .or_insert_with(|| m.name.clone());
+        }
+    }
+    for (i, m) in models.iter_mut().enumerate() {
+        let mut resolved: Vec<String> = Vec::with_capacity(m.fallbacks.len());
+        for (j, name) in m.fallbacks.iter().enumerate() {
+            let path = format!("models[{i}].fallbacks[{j}]");
+            match canonical.get(name) {
+                None => problems.push(Problem::at(path, format!("unknown model {name:?}"))),
+                Some(target) if *target == m.name => {
+                    problems.push(Problem::at(path, "a model cannot fall back to itself"));
+                }
+                Some(target) if resolved.contains(target) => {
+                    problems.push(Problem::at(path, format!("{target:?} is listed twice")));
+                }
+                Some(target) => resolved.push(target.clone()),
+            }
+        }
+        m.fallbacks = resolved;
+    }
+}
+
+/// Statuses that say the request itself is wrong: another deployment would answer the same.
+const NEVER_RETRIED: [u16; 6] = [400, 401, 403, 404, 413, 422];
+const MAX_RETRIES: u32 = 10;
+
+fn routing(raw: &RawRouting, problems: &mut Vec<Problem>) -> RoutingSettings {
+    let retries = raw.retries.unwrap_or(2);
+    if retries > MAX_RETRIES {
+        problems.push(Problem::at(
+            "routing.retries",
+            format!("must be at most {MAX_RETRIES}"),
+        ));
+    }
+    let deadline = raw
+        .deadline
+        .as_ref()
+        .map_or(Duration::from_secs(60), |d| d.0);
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&deadline) {
+        problems.push(Problem::at(
+            "routing.deadline",
+            "must be between 100ms and 1h",
+        ));
+    }
+    let retry_on = raw
+        .retry_on
+        .clone()
+        .unwrap_or_else(|| vec![429, 500, 502, 503, 504]);
+    for (i, status) in retry_on.iter().enumerate() {
+        if NEVER_RETRIED.contains(status) {
+            problems.push(Problem::at(
+                format!("routing.retry_on[{i}]"),
+                format!(
+                    "{status} says the request itself is wrong and is never retried (400, 401, 403, 404, 413 and 422 are not)"
+                ),
+            ));
+        } else if !(408..=599).contains(status) {
+            problems.push(Problem::at(
+                format!("routing.retry_on[{i}]"),
+                format!("{status} is not an error status that could be retried (408 to 599)"),
+            ));
+        }
+    }
+    let c = &raw.cooldown;
+    let window = c.window.as_ref().map_or(Duration::from_secs(30), |d| d.0);
+    let duration = c.duration.as_ref().map_or(Duration::from_secs(30), |d| d.0);
+    for (field, value) in [("window", window), ("duration", duration)] {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&value) {
+            problems.push(Problem::at(
+                format!("routing.cooldown.{field}"),
+                "must be between 1s and 1h",
+            ));
+        }
+    }
+    RoutingSettings {
+        retries,
+        deadline,
+        retry_on,
+        cooldown: CooldownSettings {
+            failures: c.failures.unwrap_or(5),
+            window,
+            duration,
+        },
     }
 }
 
@@ -541,8 +645,15 @@ fn model(
     path: &str,
     providers: &[RawProvider],
     provider_index: &HashMap<&str, usize>,
+    routing: &RoutingSettings,
     problems: &mut Vec<Problem>,
 ) -> Model {
+    if raw.retries.is_some_and(|r| r > MAX_RETRIES) {
+        problems.push(Problem::at(
+            format!("{path}.retries"),
+            format!("must be at most {MAX_RETRIES}"),
+        ));
+    }
     if raw.deployments.is_empty() {
         problems.push(Problem::at(
             format!("{path}.deployments"),
@@ -618,6 +729,14 @@ fn model(
             output_micro_usd_per_million: p.output_per_million.micro_usd,
         }),
         owned_by,
+        retries: raw.retries.unwrap_or(routing.retries),
+        strategy: match raw.strategy {
+            None | Some(RawStrategy::Weighted) => Strategy::Weighted,
+            Some(RawStrategy::LeastInflight) => Strategy::LeastInflight,
+            Some(RawStrategy::Latency) => Strategy::Latency,
+        },
+        // Resolved to canonical names once every model is known (see `resolve_fallbacks`).
+        fallbacks: raw.fallbacks.clone(),
     }
 }
 

@@ -92,7 +92,7 @@ impl Finished {
             content_events: ctx.response.content_events(),
             response_bytes: ctx.response.bytes,
             pricing: ctx.route.route.as_ref().and_then(|r| r.pricing),
-            settlements: ctx.holds.settlements(ctx.route.deployment),
+            settlements: ctx.holds.settlements(ctx.route.current_id()),
             error: ctx
                 .error
                 .as_ref()

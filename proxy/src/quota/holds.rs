@@ -11,16 +11,16 @@ use crate::{
 pub struct Holds {
     /// The reservation on the client's scopes.
     pub admitted: Option<Admitted>,
-    /// The deployment whose own limits `admitted` includes.
+    /// The deployment (its table-wide id) whose own limits `admitted` includes.
     pub reserved_deployment: Option<usize>,
-    /// Reservations on the limits of deployments tried after the first, by deployment.
+    /// Reservations on the limits of deployments tried after the first, by deployment id.
     pub fallbacks: Vec<(usize, Admitted)>,
     /// Why no deployment was left to fall back to, when the last ones were at their limits.
     pub fallback_refusal: Option<GatewayError>,
 }
 
 impl Holds {
-    /// Whether capacity on deployment `index`'s own limits is held already.
+    /// Whether capacity on deployment `index`'s (a table-wide id) own limits is held already.
     pub fn holds_deployment(&self, index: usize) -> bool {
         self.reserved_deployment == Some(index) || self.fallbacks.iter().any(|(i, _)| *i == index)
     }

@@ -8,7 +8,7 @@ use std::{
 
 use pingora::Error;
 
-use crate::routing::{Route, RouteDeployment, Tried};
+use crate::routing::{Route, RouteDeployment, RouteTable, Tried};
 
 /// How often one request may be replayed after a dead pooled connection.
 const MAX_REPLAYS: u32 = 2;
@@ -17,7 +17,12 @@ const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Attempts {
+    /// The model being tried: the one asked for, then its fallbacks in turn.
     pub route: Option<Arc<Route>>,
+    /// The model asked for, once the request has moved on to a fallback.
+    origin: Option<Arc<Route>>,
+    /// How many of the asked model's fallbacks have been moved on to.
+    fallbacks_taken: usize,
     pub tried: Tried,
     /// The deployment the quota check reserved capacity on, for the first attempt.
     pub preselected: Option<usize>,
@@ -28,19 +33,88 @@ pub struct Attempts {
     pub started: Option<Instant>,
     /// Replays after a pooled upstream connection turned out dead.
     pub replays: u32,
+    /// Attempts made again on another deployment after a failure (of the route's `retries`).
+    pub retries: u32,
+    /// The current attempt's answer was judged a failure to retry (see `failover`).
+    pub failing_over: bool,
 }
 
 impl Attempts {
     /// Starts an attempt on deployment `index`.
     pub fn begin(&mut self, index: usize) {
+        if let Some(previous) = self.current() {
+            previous.health.leave();
+        }
         self.tried.mark(index);
         self.deployment = Some(index);
         self.count += 1;
+        if let Some(current) = self.current() {
+            current.health.enter();
+        }
+    }
+
+    /// Moves on to the next model of the asked model's `fallbacks`; `false` when none is
+    /// left. The new model's deployments are all untried.
+    pub fn fall_back(&mut self, routes: &RouteTable) -> bool {
+        let Some(origin) = self.origin.clone().or_else(|| self.route.clone()) else {
+            return false;
+        };
+        while let Some(name) = origin.fallbacks.get(self.fallbacks_taken) {
+            self.fallbacks_taken += 1;
+            if let Some(next) = routes.get(name) {
+                if let Some(previous) = self.current() {
+                    previous.health.leave();
+                }
+                self.origin = Some(origin.clone());
+                self.route = Some(next.clone());
+                self.tried = Tried::default();
+                self.deployment = None;
+                self.preselected = None;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether a fallback model is left to move on to.
+    fn fallback_left(&self) -> bool {
+        self.origin
+            .as_ref()
+            .or(self.route.as_ref())
+            .is_some_and(|o| self.fallbacks_taken < o.fallbacks.len())
+    }
+
+    /// The unique id of the current attempt's deployment (what quota holds are kept by).
+    pub fn current_id(&self) -> Option<usize> {
+        self.current().map(|d| d.id)
     }
 
     /// The deployment of the current attempt.
     pub fn current(&self) -> Option<&RouteDeployment> {
         self.route.as_ref()?.deployments.get(self.deployment?)
+    }
+
+    /// Whether a failed attempt may go to another deployment: one is left, the route's
+    /// retries are not used up, and the request is within its deadline.
+    pub fn may_retry(&self, started: Instant, deadline: Duration) -> bool {
+        // The asked model's budget holds across its fallbacks.
+        self.origin
+            .as_ref()
+            .or(self.route.as_ref())
+            .is_some_and(|r| self.retries < r.retries)
+            && started.elapsed() < deadline
+            && (self.any_left() || self.fallback_left())
+    }
+
+    /// Records that the failed attempt goes again on another deployment.
+    pub fn retrying(&mut self) {
+        self.retries += 1;
+    }
+
+    /// The provider and upstream model of the current attempt (`openai/gpt-4o`).
+    pub fn deployment_label(&self) -> Option<String> {
+        self.current()
+            .map(|d| format!("{}/{}", d.upstream.name, d.upstream_model))
     }
 
     /// Whether a deployment is left that this request has not tried.
@@ -76,6 +150,15 @@ impl Attempts {
             }
         } else {
             e.set_retry(false);
+        }
+    }
+}
+
+impl Drop for Attempts {
+    /// The request ended: its attempt is no longer in flight.
+    fn drop(&mut self) {
+        if let Some(current) = self.current() {
+            current.health.leave();
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::{
         holds::Holds,
         limiter::{Claim, Limiter},
     },
-    routing::{Route, Tried, attempts::Attempts},
+    routing::{Route, RouteTable, Tried, attempts::Attempts},
 };
 
 /// Reserves the client's `scopes` and the first deployment's own limits; returns that
@@ -28,10 +28,24 @@ pub async fn first(
     claim: &Claim<'_>,
     holds: &mut Holds,
 ) -> Result<Option<usize>, GatewayError> {
+    if let Some(retry_after) = route.all_cooling() {
+        return Err(GatewayError::NoHealthyDeployment {
+            model: route.model.clone(),
+            retry_after,
+        });
+    }
     let mut passed_over = Tried::default();
     loop {
         let mut scoped = scopes.clone();
         let pick = route.pick(passed_over);
+        // Claims the probe of a deployment whose cooldown just ended; one that another
+        // request is probing is passed over.
+        if let Some(i) = pick
+            && !route.claim(i)
+        {
+            passed_over.mark(i);
+            continue;
+        }
         let deployment_scope = pick.and_then(|i| route.deployments[i].quota_scope());
         let limited = deployment_scope.is_some();
         scoped.extend(deployment_scope);
@@ -41,7 +55,8 @@ pub async fn first(
         match limiter.admit(reservation, metrics).await {
             Ok(admitted) => {
                 holds.admitted = Some(admitted);
-                holds.reserved_deployment = pick.filter(|_| limited);
+                holds.reserved_deployment =
+                    pick.filter(|_| limited).map(|i| route.deployments[i].id);
                 return Ok(pick);
             }
             Err(GatewayError::RateLimited(r))
@@ -62,6 +77,7 @@ pub async fn first(
 pub async fn next(
     limiter: &Arc<Limiter>,
     metrics: &Metrics,
+    routes: &RouteTable,
     attempts: &mut Attempts,
     holds: &mut Holds,
     claim: &Claim<'_>,
@@ -73,20 +89,31 @@ pub async fn next(
     {
         return Ok(index);
     }
-    let route = attempts
+    let mut route = attempts
         .route
         .clone()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
     loop {
         let Some(index) = route.pick(attempts.tried) else {
+            // This model has nothing left: its fallback models in turn.
+            if attempts.fall_back(routes)
+                && let Some(next) = attempts.route.clone()
+            {
+                route = next;
+                continue;
+            }
             return Err(Error::explain(
                 ErrorType::ConnectError,
-                "every deployment of the model failed or is at its limit",
+                "every deployment of the model failed, is cooling down or is at its limit",
             ));
         };
+        if !route.claim(index) {
+            attempts.tried.mark(index);
+            continue;
+        }
         let Some(scope) = route.deployments[index]
             .quota_scope()
-            .filter(|_| !holds.holds_deployment(index))
+            .filter(|_| !holds.holds_deployment(route.deployments[index].id))
         else {
             return Ok(index);
         };
@@ -95,7 +122,9 @@ pub async fn next(
         };
         match limiter.admit(reservation, metrics).await {
             Ok(admitted) => {
-                holds.fallbacks.push((index, admitted));
+                holds
+                    .fallbacks
+                    .push((route.deployments[index].id, admitted));
                 return Ok(index);
             }
             // Answered as the 429 it is if no deployment is left (see fail_to_proxy).

@@ -5,34 +5,57 @@
 
 pub mod attempts;
 pub mod choice;
+pub mod failover;
+pub mod health;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use tollgate_core::config::{Config, Pricing};
+use tollgate_core::config::{Config, Pricing, Strategy};
 
 use crate::{
     quota::{Limits, Owner, Scoped},
+    routing::health::{Admission, DeploymentHealth},
     upstream::Upstream,
 };
 
 pub struct RouteTable {
     routes: HashMap<String, Arc<Route>>,
+    /// Each model once, in the config's order.
+    models: Vec<Arc<Route>>,
+    /// Upstream statuses retried on another deployment.
+    pub retry_on: Vec<u16>,
+    /// No attempt starts later than this after the request arrived.
+    pub deadline: Duration,
 }
 
 pub struct Route {
     /// The configured model name (what metrics and logs report).
     pub model: String,
+    pub aliases: Vec<String>,
     pub deployments: Vec<RouteDeployment>,
     pub pricing: Option<Pricing>,
+    /// Further attempts after the first.
+    pub retries: u32,
+    pub strategy: Strategy,
+    /// Models (canonical names) that take the request when every deployment failed.
+    pub fallbacks: Vec<String>,
 }
 
 pub struct RouteDeployment {
+    /// Unique in the table across models: what quota holds are kept by.
+    pub id: usize,
     pub upstream: Arc<Upstream>,
     pub upstream_model: String,
     pub weight: u32,
     /// Requests and tokens per minute allowed to this deployment, all clients together.
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// Failures and cooldown, shared by every request of this replica.
+    pub health: Arc<DeploymentHealth>,
 }
 
 impl RouteDeployment {
@@ -83,54 +106,150 @@ impl RouteTable {
     /// Builds the table; `upstreams` is indexed like `config.providers`.
     pub fn new(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
         let mut routes = HashMap::new();
+        // One health record per provider and upstream model, shared by the models that
+        // route to it (it is the same upstream whichever name the client used).
+        let mut health: HashMap<(usize, &str), Arc<DeploymentHealth>> = HashMap::new();
+        let cooldown = config.routing.cooldown;
+        let mut next_id = 0..;
+        let mut models = Vec::with_capacity(config.models.len());
         for model in &config.models {
             let route = Arc::new(Route {
                 model: model.name.clone(),
+                aliases: model.aliases.clone(),
                 deployments: model
                     .deployments
                     .iter()
                     .map(|d| RouteDeployment {
+                        id: next_id.next().unwrap_or_default(),
                         upstream: upstreams[d.provider].clone(),
                         upstream_model: d.upstream_model.clone(),
                         weight: d.weight,
                         rpm: d.rpm,
                         tpm: d.tpm,
+                        health: health
+                            .entry((d.provider, d.upstream_model.as_str()))
+                            .or_insert_with(|| Arc::new(DeploymentHealth::new(cooldown)))
+                            .clone(),
                     })
                     .collect(),
                 pricing: model.pricing,
+                retries: model.retries,
+                strategy: model.strategy,
+                fallbacks: model.fallbacks.clone(),
             });
             for name in std::iter::once(&model.name).chain(&model.aliases) {
                 routes.insert(name.clone(), route.clone());
             }
+            models.push(route);
         }
-        RouteTable { routes }
+        RouteTable {
+            routes,
+            models,
+            retry_on: config.routing.retry_on.clone(),
+            deadline: config.routing.deadline,
+        }
     }
 
     pub fn get(&self, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(model)
     }
+
+    /// Every model once, in the config's order.
+    pub fn models(&self) -> &[Arc<Route>] {
+        &self.models
+    }
 }
 
 impl Route {
-    /// The next deployment to try, or `None` when all have been tried.
+    /// The next deployment to try, or `None` when all have been tried or are cooling down.
+    /// Deployments with weight 0 are taken only when no other is left.
     pub fn pick(&self, tried: Tried) -> Option<usize> {
-        let open = || {
-            self.deployments
-                .iter()
-                .enumerate()
-                .filter(move |(i, d)| d.weight > 0 && !tried.contains(*i))
+        let now = Instant::now();
+        let usable = |i: usize| {
+            !tried.contains(i)
+                && !matches!(self.deployments[i].health.peek(now), Admission::Closed(_))
         };
-        let total: u64 = open().map(|(_, d)| u64::from(d.weight)).sum();
-        if total > 0 {
-            let mut ticket = fastrand::u64(..total);
-            for (i, d) in open() {
-                if ticket < u64::from(d.weight) {
-                    return Some(i);
-                }
-                ticket -= u64::from(d.weight);
-            }
+        let candidates: Vec<usize> = (0..self.deployments.len())
+            .filter(|&i| self.deployments[i].weight > 0 && usable(i))
+            .collect();
+        if candidates.is_empty() {
+            return (0..self.deployments.len()).find(|&i| usable(i));
         }
-        (0..self.deployments.len()).find(|&i| !tried.contains(i))
+        Some(match self.strategy {
+            Strategy::Weighted => self.weighted(&candidates),
+            Strategy::LeastInflight => self.least_inflight(&candidates),
+            Strategy::Latency => self.fastest_of_two(&candidates),
+        })
+    }
+
+    /// At random in proportion to weight.
+    fn weighted(&self, candidates: &[usize]) -> usize {
+        let total: u64 = candidates
+            .iter()
+            .map(|&i| u64::from(self.deployments[i].weight))
+            .sum();
+        let mut ticket = fastrand::u64(..total.max(1));
+        for &i in candidates {
+            let weight = u64::from(self.deployments[i].weight);
+            if ticket < weight {
+                return i;
+            }
+            ticket -= weight;
+        }
+        candidates[0]
+    }
+
+    /// The fewest requests in flight on this replica; ties by weight.
+    fn least_inflight(&self, candidates: &[usize]) -> usize {
+        let fewest = candidates
+            .iter()
+            .map(|&i| self.deployments[i].health.in_flight())
+            .min()
+            .unwrap_or(0);
+        let tied: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.deployments[i].health.in_flight() == fewest)
+            .collect();
+        self.weighted(&tied)
+    }
+
+    /// Power of two choices on the moving average of time to first byte; one pick in ten is
+    /// random, so a deployment that was slow is measured again. Unmeasured ones count as
+    /// fastest, so each new deployment gets measured.
+    fn fastest_of_two(&self, candidates: &[usize]) -> usize {
+        if candidates.len() == 1 || fastrand::u8(..10) == 0 {
+            return self.weighted(candidates);
+        }
+        let first = self.weighted(candidates);
+        let rest: Vec<usize> = candidates.iter().copied().filter(|&i| i != first).collect();
+        let second = self.weighted(&rest);
+        let latency = |i: usize| self.deployments[i].health.ttfb_micros();
+        if latency(second) < latency(first) {
+            second
+        } else {
+            first
+        }
+    }
+
+    /// Takes deployment `index` for an attempt (its probe, if its cooldown just ended);
+    /// `false` when it is cooling down after all.
+    pub fn claim(&self, index: usize) -> bool {
+        self.deployments
+            .get(index)
+            .is_some_and(|d| !matches!(d.health.admit(Instant::now()), Admission::Closed(_)))
+    }
+
+    /// When every deployment is cooling down: how long until the first may take traffic.
+    pub fn all_cooling(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.deployments
+            .iter()
+            .map(|d| match d.health.peek(now) {
+                Admission::Closed(wait) => Some(wait),
+                _ => None,
+            })
+            .try_fold(Duration::MAX, |soonest, wait| wait.map(|w| soonest.min(w)))
     }
 }
 
@@ -139,19 +258,40 @@ mod tests {
     use super::*;
     use tollgate_core::config::Config;
 
-    fn table() -> RouteTable {
-        let config = Config::from_yaml(
-            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n  - {name: c, kind: mock}\nmodels:\n  - name: m\n    aliases: [alias]\n    deployments:\n      - {provider: a, weight: 3}\n      - {provider: b, weight: 1, model: up}\n      - {provider: c, weight: 0}\n",
-            "t",
-            &|_| None,
-        )
-        .unwrap();
+    fn table_of(yaml: &str) -> RouteTable {
+        let config = Config::from_yaml(yaml, "t", &|_| None).unwrap();
         let upstreams: Vec<_> = config
             .providers
             .iter()
             .map(|p| Arc::new(Upstream::new(p, "http://127.0.0.1:9".parse().unwrap()).unwrap()))
             .collect();
         RouteTable::new(&config, &upstreams)
+    }
+
+    fn table() -> RouteTable {
+        table_of(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\n  - {name: c, kind: mock}\nmodels:\n  - name: m\n    aliases: [alias]\n    deployments:\n      - {provider: a, weight: 3}\n      - {provider: b, weight: 1, model: up}\n      - {provider: c, weight: 0}\n",
+        )
+    }
+
+    #[test]
+    fn latency_picks_the_faster_of_two_and_sometimes_the_slower() {
+        let table = table_of(
+            "providers:\n  - {name: a, kind: mock}\n  - {name: b, kind: mock}\nmodels:\n  - name: m\n    strategy: latency\n    deployments:\n      - {provider: a}\n      - {provider: b}\n",
+        );
+        let route = table.get("m").unwrap();
+        route.deployments[0]
+            .health
+            .observe_ttfb(Duration::from_millis(50));
+        route.deployments[1]
+            .health
+            .observe_ttfb(Duration::from_millis(5));
+        let mut counts = [0u32; 2];
+        for _ in 0..2000 {
+            counts[route.pick(Tried::default()).unwrap()] += 1;
+        }
+        assert!(counts[1] > 8 * counts[0], "{counts:?}");
+        assert!(counts[0] > 0, "{counts:?}");
     }
 
     #[test]

@@ -22,7 +22,9 @@ use pingora::{
 use tollgate_core::config::{Config, ConnectionSettings, ProviderKind};
 use url::Url;
 
-use tollgate_admin::{AdminSettings, DeploymentRoute, ModelRoute, throttle::AttemptStore};
+use tollgate_admin::{
+    AdminSettings, DeploymentRoute, ModelRoute, RouteSource, throttle::AttemptStore,
+};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{
@@ -138,6 +140,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
             Upstream::new(p, base_url).map(Arc::new)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let routes = Arc::new(RouteTable::new(&config, &upstreams));
 
     let admin_listener = bind(config.server.admin_listen, "admin")?;
     let admin_addr = admin_listener.local_addr()?;
@@ -153,7 +156,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         database_url,
         secret,
         master_key.expose().to_string(),
-        admin_settings(&config),
+        admin_settings(&config, Some(routes.clone())),
         invalidation::hook(Some((client_keys.clone(), jwt.clone())), backend.clone()),
         login_attempts(&backend),
     );
@@ -168,7 +171,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     limiter.set_meter(&meter);
     let flushing = meter.clone();
     let gateway = Gateway {
-        routes: RouteTable::new(&config, &upstreams),
+        routes,
         auth: Auth {
             master: master_key,
             keys: client_keys,
@@ -309,7 +312,7 @@ fn login_attempts(backend: &Backend) -> Option<Arc<dyn AttemptStore>> {
     Some(Arc::new(store))
 }
 
-pub fn admin_settings(config: &Config) -> AdminSettings {
+pub fn admin_settings(config: &Config, table: Option<Arc<RouteTable>>) -> AdminSettings {
     AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
@@ -318,18 +321,22 @@ pub fn admin_settings(config: &Config) -> AdminSettings {
             max_connections: connection_limits(&config.server.connections).max_connections,
             ..config.server.connections
         },
-        routes: routes(config),
+        routes: routes(config, table),
     }
 }
 
-/// The configured models as the admin API shows them: never a provider's key.
-fn routes(config: &Config) -> Arc<[ModelRoute]> {
-    config
+/// The models as the admin API shows them, never with a provider's key: from the running
+/// gateway's table with each deployment's live state when there is one, else as configured.
+fn routes(config: &Config, table: Option<Arc<RouteTable>>) -> RouteSource {
+    let configured = config
         .models
         .iter()
         .map(|m| ModelRoute {
             name: m.name.clone(),
             aliases: m.aliases.clone(),
+            strategy: m.strategy.as_str().to_string(),
+            retries: m.retries,
+            fallbacks: m.fallbacks.clone(),
             input_micro_usd_per_million: m.pricing.map(|p| p.input_micro_usd_per_million),
             output_micro_usd_per_million: m.pricing.map(|p| p.output_micro_usd_per_million),
             deployments: m
@@ -345,11 +352,34 @@ fn routes(config: &Config) -> Arc<[ModelRoute]> {
                         weight: d.weight,
                         rpm: d.rpm,
                         tpm: d.tpm,
+                        state: None,
+                        in_flight: None,
+                        ttfb_ms: None,
+                        last_error: None,
                     })
                 })
                 .collect(),
         })
-        .collect()
+        .collect::<Vec<_>>();
+    let Some(table) = table else {
+        return RouteSource::fixed(configured);
+    };
+    RouteSource::new(move || {
+        let now = std::time::Instant::now();
+        let mut models = configured.clone();
+        for (model, route) in models.iter_mut().zip(table.models()) {
+            for (view, deployment) in model.deployments.iter_mut().zip(&route.deployments) {
+                let health = &deployment.health;
+                view.state = Some(health.state(now).as_str().to_string());
+                view.in_flight = Some(health.in_flight() as u64);
+                view.ttfb_ms = Some(health.ttfb_micros())
+                    .filter(|t| *t > 0)
+                    .map(|t| t as f64 / 1000.0);
+                view.last_error = health.last_error();
+            }
+        }
+        models
+    })
 }
 
 /// The quota limiter: Redis-backed when `TOLLGATE_REDIS_URL` is set, else in-process.
@@ -407,7 +437,7 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             db,
             secret,
             Some(master_key.expose().to_string()),
-            admin_settings(&config),
+            admin_settings(&config, None),
         )
         .with_change_hook(invalidation::hook(None, backend.clone()));
         let state = match login_attempts(&backend) {

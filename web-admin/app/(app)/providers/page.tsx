@@ -489,6 +489,22 @@ function ModelCard({ model, health, windowMinutes }: { model: ModelRoute; health
           <dt className="text-slate-600 dark:text-slate-400">Output</dt>
           <dd className="mt-0.5 tabular-nums">{price(model.output_micro_usd_per_million)}</dd>
         </div>
+        <div>
+          <dt className="text-slate-600 dark:text-slate-400">Strategy</dt>
+          <dd className="mt-0.5">
+            {model.strategy}, {model.retries} {model.retries === 1 ? "retry" : "retries"}
+          </dd>
+        </div>
+        <div className="sm:col-span-2">
+          <dt className="text-slate-600 dark:text-slate-400">Falls back to</dt>
+          <dd className="mt-0.5 flex flex-wrap gap-1">
+            {model.fallbacks.length === 0 ? (
+              <span className="text-slate-500 dark:text-slate-400">no other model</span>
+            ) : (
+              model.fallbacks.map((f) => <Badge key={f}>{f}</Badge>)
+            )}
+          </dd>
+        </div>
       </dl>
       {model.deployments.length === 0 ? (
         <Empty title="No deployments shown" />
@@ -503,6 +519,9 @@ function ModelCard({ model, health, windowMinutes }: { model: ModelRoute; health
               <Th right>Share</Th>
               <Th right>RPM</Th>
               <Th right>TPM</Th>
+              <Th>State</Th>
+              <Th right>In flight</Th>
+              <Th right>First byte</Th>
               <Th>Health ({windowMinutes} min)</Th>
             </>
           }
@@ -515,6 +534,11 @@ function ModelCard({ model, health, windowMinutes }: { model: ModelRoute; health
               <Td right>{formatPercent(d.weight, totalWeight)}</Td>
               <Td right>{formatLimit(d.rpm)}</Td>
               <Td right>{formatLimit(d.tpm)}</Td>
+              <Td>
+                <StateBadge state={d.state} lastError={d.last_error} />
+              </Td>
+              <Td right>{d.in_flight ?? "—"}</Td>
+              <Td right>{d.ttfb_ms == null ? "—" : `${Math.round(d.ttfb_ms)} ms`}</Td>
               <Td>
                 <HealthCell health={health.find((h) => h.provider === d.provider)} />
               </Td>
@@ -530,6 +554,20 @@ function healthTone(failures: number, requests: number): "green" | "amber" | "re
   const rate = failures / requests;
   if (rate < 0.05) return "green";
   return rate < 0.25 ? "amber" : "red";
+}
+
+const STATE_TONE = { healthy: "green", cooling_down: "red", probing: "amber" } as const;
+
+/** The deployment's circuit on the replica that answered, with its last failure. */
+function StateBadge({ state, lastError }: { state?: string | null; lastError?: string | null }) {
+  if (!state) return <span className="text-slate-500 dark:text-slate-400">—</span>;
+  const tone = STATE_TONE[state as keyof typeof STATE_TONE] ?? "slate";
+  return (
+    <span className="flex flex-col gap-0.5">
+      <Badge tone={tone}>{state.replace("_", " ")}</Badge>
+      {lastError && <span className="text-xs text-slate-600 dark:text-slate-400">last: {lastError}</span>}
+    </span>
+  );
 }
 
 function HealthCell({ health }: { health?: Health }) {

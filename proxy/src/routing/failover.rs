@@ -1,0 +1,142 @@
+//! Whether a failed attempt goes to another deployment, and what each attempt's outcome
+//! tells the deployment's health. Only failures before anything reached the client are
+//! retried: a connect or TLS failure, a first-byte timeout, or a status in
+//! `routing.retry_on` (by default 429 and 5xx). The last attempt's answer reaches the client
+//! unchanged, so SDKs map it as before.
+
+use std::time::{Duration, Instant};
+
+use pingora::{Error, ErrorType, http::ResponseHeader};
+
+use crate::{context::RequestCtx, routing::RouteTable};
+
+/// Judges the upstream's answer before it goes to the client: a retryable status with an
+/// attempt left becomes an error that Pingora retries on the next deployment.
+pub fn judge_answer(
+    routes: &RouteTable,
+    ctx: &mut RequestCtx,
+    response: &ResponseHeader,
+) -> pingora::Result<()> {
+    let status = response.status.as_u16();
+    let Some(deployment) = ctx.route.current() else {
+        return Ok(());
+    };
+    if !routes.retry_on.contains(&status) {
+        deployment.health.succeeded();
+        if let Some(started) = ctx.route.started {
+            deployment.health.observe_ttfb(started.elapsed());
+        }
+        return Ok(());
+    }
+    deployment.health.failed(
+        Instant::now(),
+        format!("status {status}"),
+        retry_after(response),
+    );
+    if !ctx.route.may_retry(ctx.timing.started, routes.deadline) {
+        return Ok(());
+    }
+    ctx.route.retrying();
+    ctx.route.failing_over = true;
+    let mut e = Error::explain(
+        ErrorType::HTTPStatus(status),
+        format!("upstream answered {status}: trying another deployment"),
+    );
+    e.set_retry(true);
+    Err(e)
+}
+
+/// An attempt that failed after connecting, before or while answering. Returns whether it
+/// goes again on another deployment (a pooled connection found dead is replayed instead;
+/// see `Attempts::decide_replay`).
+pub fn judge_failure(
+    routes: &RouteTable,
+    ctx: &mut RequestCtx,
+    e: &mut Error,
+    answered: bool,
+    client_reused: bool,
+) {
+    if std::mem::take(&mut ctx.route.failing_over) {
+        // Decided in `judge_answer` before the answer reached the client.
+        e.set_retry(true);
+        return;
+    }
+    let before_answer = !answered;
+    if before_answer && let Some(deployment) = ctx.route.current() {
+        deployment
+            .health
+            .failed(Instant::now(), e.etype().as_str().to_string(), None);
+    }
+    // No answer within the first-byte timeout: the upstream is stuck, another may not be.
+    if before_answer && e.etype() == &ErrorType::ReadTimedout {
+        let retry = ctx.route.may_retry(ctx.timing.started, routes.deadline);
+        if retry {
+            ctx.route.retrying();
+        }
+        e.set_retry(retry);
+        return;
+    }
+    ctx.route.decide_replay(e, answered, client_reused);
+}
+
+/// A connect or TLS failure: nothing was sent, another deployment can take the request.
+pub fn judge_connect_failure(routes: &RouteTable, ctx: &mut RequestCtx, e: &mut Error) {
+    if let Some(deployment) = ctx.route.current() {
+        deployment
+            .health
+            .failed(Instant::now(), e.etype().as_str().to_string(), None);
+    }
+    let retry = ctx.route.may_retry(ctx.timing.started, routes.deadline);
+    if retry {
+        ctx.route.retrying();
+    }
+    e.set_retry(retry);
+}
+
+/// The pause the upstream asked for: `retry-after-ms`, else `retry-after` in seconds.
+fn retry_after(response: &ResponseHeader) -> Option<Duration> {
+    let header = |name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    header("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| header("retry-after").map(Duration::from_secs_f64))
+        .map(|d| d.min(Duration::from_secs(3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(headers: &[(&'static str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(429, None).unwrap();
+        for (name, value) in headers {
+            r.insert_header(*name, *value).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds_and_ignores_nonsense() {
+        assert_eq!(
+            retry_after(&answer(&[("retry-after", "2"), ("retry-after-ms", "1500")])),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&answer(&[("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(retry_after(&answer(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&answer(&[("retry-after", "-1")])), None);
+        assert_eq!(
+            retry_after(&answer(&[("retry-after", "999999")])),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(retry_after(&answer(&[])), None);
+    }
+}
