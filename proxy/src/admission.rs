@@ -39,12 +39,12 @@ pub async fn admit(
         Ok(Target::ListModels) => {
             let restriction = restriction(ctx);
             let allows = restriction.as_ref().map(|r| r as Allows<'_>);
-            return Ok(Admission::Answer(gateway.models.list(allows)));
+            return Ok(Admission::Answer(gateway.live.load().models.list(allows)));
         }
         Ok(Target::GetModel(id)) => {
             let restriction = restriction(ctx);
             let allows = restriction.as_ref().map(|r| r as Allows<'_>);
-            return Ok(match gateway.models.get(&id, allows) {
+            return Ok(match gateway.live.load().models.get(&id, allows) {
                 Some(model) => Admission::Answer(model),
                 None => Admission::Refuse(GatewayError::UnknownModel(id)),
             });
@@ -95,8 +95,9 @@ async fn route_and_reserve(
 ) -> Result<(), GatewayError> {
     let probe = body::probe(&body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     let model = probe.model.as_deref().ok_or(GatewayError::MissingModel)?;
-    let route = gateway
-        .routes
+    // This request's snapshot of the routes: a reload from now on does not change it.
+    let table = gateway.live.load().routes.clone();
+    let route = table
         .get(model)
         .ok_or_else(|| GatewayError::UnknownModel(model.to_string()))?;
     let now = chrono::Utc::now();
@@ -127,6 +128,7 @@ async fn route_and_reserve(
     )
     .await?;
     ctx.route.route = Some(route.clone());
+    ctx.route.table = Some(table.clone());
     let (body, probe) = ask_for_usage(ctx, endpoint, body, probe)?;
     ctx.request.client_body = body;
     ctx.request.probe = probe;

@@ -22,24 +22,24 @@ use crate::{
     context::RequestCtx,
     downstream::{
         endpoints::Endpoint,
-        models::ModelCatalog,
         request_id::request_id,
         respond::{self, final_status},
     },
     error::GatewayError,
+    live::LiveConfig,
     metering::Meter,
     metrics::Metrics,
     quota::{
         headers::replace_rate_limit_headers,
         limiter::{Claim, Limiter},
     },
-    routing::{RouteTable, choice, failover},
+    routing::{choice, failover},
 };
 
 pub struct Gateway {
-    pub routes: Arc<RouteTable>,
+    /// Routes and model list, replaced whole by a config reload.
+    pub live: LiveConfig,
     pub auth: Auth,
-    pub models: ModelCatalog,
     pub max_body_bytes: usize,
     /// How long a client has to send a request body.
     pub body_timeout: std::time::Duration,
@@ -103,7 +103,6 @@ impl ProxyHttp for Gateway {
         let index = choice::next(
             &self.limiter,
             &self.metrics,
-            &self.routes,
             &mut ctx.route,
             &mut ctx.holds,
             &claim,
@@ -164,7 +163,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        failover::judge_answer(&self.routes, ctx, response)
+        failover::judge_answer(ctx, response)
     }
 
     async fn response_filter(
@@ -222,7 +221,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.metrics.count_upstream_error(ctx, &e);
-        failover::judge_connect_failure(&self.routes, ctx, &mut e);
+        failover::judge_connect_failure(ctx, &mut e);
         e
     }
 
@@ -237,7 +236,7 @@ impl ProxyHttp for Gateway {
         self.metrics.count_upstream_error(ctx, &e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let answered = final_status(session).is_some();
-        failover::judge_failure(&self.routes, ctx, &mut e, answered, client_reused);
+        failover::judge_failure(ctx, &mut e, answered, client_reused);
         e
     }
 

@@ -11,6 +11,7 @@ pub mod context;
 pub mod downstream;
 pub mod error;
 pub mod gateway;
+pub mod live;
 pub mod metering;
 pub mod metrics;
 pub mod quota;

@@ -4,6 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Deserialize;
 use tollgate_core::limits::double_option;
+use tollgate_core::store::keys::KeyChange;
 use tollgate_core::store::providers::{self, CredentialChanges, NewCredential};
 use utoipa::ToSchema;
 
@@ -57,6 +58,7 @@ pub async fn create(
     };
     let created =
         providers::create_credential(state.db(), state.secret(), new, &caller.actor()).await?;
+    state.changed(KeyChange::Credentials);
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -109,6 +111,7 @@ pub async fn update(
     let after =
         providers::update_credential(state.db(), state.secret(), id, changes, &caller.actor())
             .await?;
+    state.changed(KeyChange::Credentials);
     Ok(Json(after.into()))
 }
 
@@ -123,5 +126,6 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     providers::delete_credential(state.db(), id, &caller.actor()).await?;
+    state.changed(KeyChange::Credentials);
     Ok(StatusCode::NO_CONTENT)
 }

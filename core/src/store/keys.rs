@@ -528,6 +528,9 @@ pub enum KeyChange {
     User(i64),
     /// Every key of a team: deleted.
     Team(i64),
+    /// A stored provider credential was created, changed or deleted: gateways reload their
+    /// config to pick it up (no key is affected).
+    Credentials,
 }
 
 /// Removes the keys a user owns (their audit history stays).

@@ -183,6 +183,9 @@ impl ClientKeys {
 
     /// Forgets what a change made stale.
     pub fn evict(&self, change: &KeyChange) {
+        if *change == KeyChange::Credentials {
+            return;
+        }
         self.generation.fetch_add(1, Ordering::SeqCst);
         let Ok(mut cache) = self.cache.lock() else {
             return;
@@ -196,6 +199,7 @@ impl ClientKeys {
                 KeyChange::Key(public_id) => &k.public_id == public_id,
                 KeyChange::User(id) => k.user_id == Some(*id),
                 KeyChange::Team(id) => k.team_id == Some(*id),
+                KeyChange::Credentials => false,
             }
         });
     }

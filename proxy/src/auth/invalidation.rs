@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use fred::prelude::*;
+use tokio::sync::Notify;
 use tollgate_admin::ChangeHook;
 use tollgate_core::store::keys::KeyChange;
 
@@ -14,18 +15,26 @@ fn channel() -> String {
     format!("{}:key-changes", crate::backend::redis::prefix())
 }
 
-fn evict(keys: &ClientKeys, jwt: &JwtAuth, change: &KeyChange) {
+fn evict(keys: &ClientKeys, jwt: &JwtAuth, reload: &Notify, change: &KeyChange) {
+    if *change == KeyChange::Credentials {
+        reload.notify_one();
+        return;
+    }
     keys.evict(change);
     if matches!(change, KeyChange::User(_) | KeyChange::Team(_)) {
         jwt.evict_all();
     }
 }
 
-/// The admin API's hook: evict here, and publish to the other replicas.
-pub fn hook(caches: Option<(Arc<ClientKeys>, Arc<JwtAuth>)>, backend: Arc<Backend>) -> ChangeHook {
+/// The admin API's hook: evict here (or reload the config for a changed credential), and
+/// publish to the other replicas.
+pub fn hook(
+    caches: Option<(Arc<ClientKeys>, Arc<JwtAuth>, Arc<Notify>)>,
+    backend: Arc<Backend>,
+) -> ChangeHook {
     Arc::new(move |change: KeyChange| {
-        if let Some((keys, jwt)) = &caches {
-            evict(keys, jwt, &change);
+        if let Some((keys, jwt, reload)) = &caches {
+            evict(keys, jwt, reload, &change);
         }
         let Some(redis) = backend.redis.clone() else {
             return;
@@ -42,7 +51,13 @@ pub fn hook(caches: Option<(Arc<ClientKeys>, Arc<JwtAuth>)>, backend: Arc<Backen
 }
 
 /// Listens for changes published by any replica's admin API and evicts them here.
-pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, backend: &Backend) {
+pub fn subscribe(
+    redis_url: &str,
+    keys: Arc<ClientKeys>,
+    jwt: Arc<JwtAuth>,
+    reload: Arc<Notify>,
+    backend: &Backend,
+) {
     let url = redis_url.to_string();
     backend.handle().spawn(async move {
         let subscriber = match crate::backend::redis::subscriber(&url).await {
@@ -82,7 +97,7 @@ pub fn subscribe(redis_url: &str, keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, back
                 continue;
             };
             match serde_json::from_str::<KeyChange>(&text) {
-                Ok(change) => evict(&keys, &jwt, &change),
+                Ok(change) => evict(&keys, &jwt, &reload, &change),
                 Err(e) => tracing::warn!("ignoring a malformed key-change message: {e}"),
             }
         }

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub quota_store_errors: IntCounterVec,
     pub quota_check: HistogramVec,
     pub usage_events: IntCounterVec,
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,6 +81,11 @@ impl Metrics {
                 "tollgate_usage_events_total",
                 "Usage events by outcome: written, spilled (database unreachable), replayed, dropped",
                 &["outcome"]
+            )?,
+            config_reloads: register_int_counter_vec!(
+                "tollgate_config_reloads_total",
+                "Config reloads (SIGHUP, a changed file, a changed stored credential) by result: ok or error",
+                &["result"]
             )?,
         })
     }

@@ -17,6 +17,8 @@ const REPLAY_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Attempts {
+    /// The route table the request was admitted under (kept across reloads).
+    pub table: Option<Arc<RouteTable>>,
     /// The model being tried: the one asked for, then its fallbacks in turn.
     pub route: Option<Arc<Route>>,
     /// The model asked for, once the request has moved on to a fallback.
@@ -55,8 +57,11 @@ impl Attempts {
 
     /// Moves on to the next model of the asked model's `fallbacks`; `false` when none is
     /// left. The new model's deployments are all untried.
-    pub fn fall_back(&mut self, routes: &RouteTable) -> bool {
-        let Some(origin) = self.origin.clone().or_else(|| self.route.clone()) else {
+    pub fn fall_back(&mut self) -> bool {
+        let (Some(origin), Some(routes)) = (
+            self.origin.clone().or_else(|| self.route.clone()),
+            self.table.clone(),
+        ) else {
             return false;
         };
         while let Some(name) = origin.fallbacks.get(self.fallbacks_taken) {
@@ -94,9 +99,17 @@ impl Attempts {
         self.route.as_ref()?.deployments.get(self.deployment?)
     }
 
+    /// Whether the current attempt's answer `status` is one to retry.
+    pub fn retries_on(&self, status: u16) -> bool {
+        self.table
+            .as_ref()
+            .is_some_and(|t| t.retry_on.contains(&status))
+    }
+
     /// Whether a failed attempt may go to another deployment: one is left, the route's
     /// retries are not used up, and the request is within its deadline.
-    pub fn may_retry(&self, started: Instant, deadline: Duration) -> bool {
+    pub fn may_retry(&self, started: Instant) -> bool {
+        let deadline = self.table.as_ref().map_or(Duration::ZERO, |t| t.deadline);
         // The asked model's budget holds across its fallbacks.
         self.origin
             .as_ref()

@@ -15,7 +15,7 @@ use crate::{
         holds::Holds,
         limiter::{Claim, Limiter},
     },
-    routing::{Route, RouteTable, Tried, attempts::Attempts},
+    routing::{Route, Tried, attempts::Attempts},
 };
 
 /// Reserves the client's `scopes` and the first deployment's own limits; returns that
@@ -77,7 +77,6 @@ pub async fn first(
 pub async fn next(
     limiter: &Arc<Limiter>,
     metrics: &Metrics,
-    routes: &RouteTable,
     attempts: &mut Attempts,
     holds: &mut Holds,
     claim: &Claim<'_>,
@@ -96,7 +95,7 @@ pub async fn next(
     loop {
         let Some(index) = route.pick(attempts.tried) else {
             // This model has nothing left: its fallback models in turn.
-            if attempts.fall_back(routes)
+            if attempts.fall_back()
                 && let Some(next) = attempts.route.clone()
             {
                 route = next;

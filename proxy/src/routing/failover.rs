@@ -8,20 +8,17 @@ use std::time::{Duration, Instant};
 
 use pingora::{Error, ErrorType, http::ResponseHeader};
 
-use crate::{context::RequestCtx, routing::RouteTable};
+use crate::context::RequestCtx;
 
 /// Judges the upstream's answer before it goes to the client: a retryable status with an
 /// attempt left becomes an error that Pingora retries on the next deployment.
-pub fn judge_answer(
-    routes: &RouteTable,
-    ctx: &mut RequestCtx,
-    response: &ResponseHeader,
-) -> pingora::Result<()> {
+pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora::Result<()> {
     let status = response.status.as_u16();
+    let retried = ctx.route.retries_on(status);
     let Some(deployment) = ctx.route.current() else {
         return Ok(());
     };
-    if !routes.retry_on.contains(&status) {
+    if !retried {
         deployment.health.succeeded();
         if let Some(started) = ctx.route.started {
             deployment.health.observe_ttfb(started.elapsed());
@@ -33,7 +30,7 @@ pub fn judge_answer(
         format!("status {status}"),
         retry_after(response),
     );
-    if !ctx.route.may_retry(ctx.timing.started, routes.deadline) {
+    if !ctx.route.may_retry(ctx.timing.started) {
         return Ok(());
     }
     ctx.route.retrying();
@@ -49,13 +46,7 @@ pub fn judge_answer(
 /// An attempt that failed after connecting, before or while answering. Returns whether it
 /// goes again on another deployment (a pooled connection found dead is replayed instead;
 /// see `Attempts::decide_replay`).
-pub fn judge_failure(
-    routes: &RouteTable,
-    ctx: &mut RequestCtx,
-    e: &mut Error,
-    answered: bool,
-    client_reused: bool,
-) {
+pub fn judge_failure(ctx: &mut RequestCtx, e: &mut Error, answered: bool, client_reused: bool) {
     if std::mem::take(&mut ctx.route.failing_over) {
         // Decided in `judge_answer` before the answer reached the client.
         e.set_retry(true);
@@ -69,7 +60,7 @@ pub fn judge_failure(
     }
     // No answer within the first-byte timeout: the upstream is stuck, another may not be.
     if before_answer && e.etype() == &ErrorType::ReadTimedout {
-        let retry = ctx.route.may_retry(ctx.timing.started, routes.deadline);
+        let retry = ctx.route.may_retry(ctx.timing.started);
         if retry {
             ctx.route.retrying();
         }
@@ -80,13 +71,13 @@ pub fn judge_failure(
 }
 
 /// A connect or TLS failure: nothing was sent, another deployment can take the request.
-pub fn judge_connect_failure(routes: &RouteTable, ctx: &mut RequestCtx, e: &mut Error) {
+pub fn judge_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
     if let Some(deployment) = ctx.route.current() {
         deployment
             .health
             .failed(Instant::now(), e.etype().as_str().to_string(), None);
     }
-    let retry = ctx.route.may_retry(ctx.timing.started, routes.deadline);
+    let retry = ctx.route.may_retry(ctx.timing.started);
     if retry {
         ctx.route.retrying();
     }

@@ -103,6 +103,10 @@ impl DeploymentHealth {
         }
     }
 
+    pub fn settings(&self) -> CooldownSettings {
+        self.settings
+    }
+
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -103,13 +103,31 @@ impl Tried {
 }
 
 impl RouteTable {
-    /// Builds the table; `upstreams` is indexed like `config.providers`.
-    pub fn new(config: &Config, upstreams: &[Arc<Upstream>]) -> Self {
+    /// Builds the table; `upstreams` is indexed like `config.providers`. A reload passes
+    /// the table it replaces: deployments that still exist (same provider name and upstream
+    /// model, same cooldown settings) keep their health.
+    pub fn new(
+        config: &Config,
+        upstreams: &[Arc<Upstream>],
+        previous: Option<&RouteTable>,
+    ) -> Self {
         let mut routes = HashMap::new();
+        let cooldown = config.routing.cooldown;
+        let mut kept: HashMap<(String, String), Arc<DeploymentHealth>> = previous
+            .into_iter()
+            .flat_map(|t| &t.models)
+            .flat_map(|r| &r.deployments)
+            .filter(|d| d.health.settings() == cooldown)
+            .map(|d| {
+                (
+                    (d.upstream.name.clone(), d.upstream_model.clone()),
+                    d.health.clone(),
+                )
+            })
+            .collect();
         // One health record per provider and upstream model, shared by the models that
         // route to it (it is the same upstream whichever name the client used).
         let mut health: HashMap<(usize, &str), Arc<DeploymentHealth>> = HashMap::new();
-        let cooldown = config.routing.cooldown;
         let mut next_id = 0..;
         let mut models = Vec::with_capacity(config.models.len());
         for model in &config.models {
@@ -128,7 +146,12 @@ impl RouteTable {
                         tpm: d.tpm,
                         health: health
                             .entry((d.provider, d.upstream_model.as_str()))
-                            .or_insert_with(|| Arc::new(DeploymentHealth::new(cooldown)))
+                            .or_insert_with(|| {
+                                let key =
+                                    (upstreams[d.provider].name.clone(), d.upstream_model.clone());
+                                kept.remove(&key)
+                                    .unwrap_or_else(|| Arc::new(DeploymentHealth::new(cooldown)))
+                            })
                             .clone(),
                     })
                     .collect(),
@@ -265,7 +288,7 @@ mod tests {
             .iter()
             .map(|p| Arc::new(Upstream::new(p, "http://127.0.0.1:9".parse().unwrap()).unwrap()))
             .collect();
-        RouteTable::new(&config, &upstreams)
+        RouteTable::new(&config, &upstreams, None)
     }
 
     fn table() -> RouteTable {

@@ -4,6 +4,7 @@
 pub mod admin_service;
 pub mod listeners;
 pub mod mock_upstream;
+mod reload;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -39,6 +40,7 @@ use crate::{
     cli::users,
     downstream::{connection::Front, models::ModelCatalog},
     gateway::Gateway,
+    live::{self, LiveConfig},
     metering::Meter,
     metrics::{Metrics, MetricsService},
     quota::limiter::Limiter,
@@ -101,8 +103,16 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let backend = Arc::new(Backend::start(&database_url, redis_url.as_deref())?);
     let client_keys = ClientKeys::new(secret.clone(), backend.clone());
     let jwt = JwtAuth::start(&config.jwt_issuers, backend.clone())?;
+    // Rings when a stored provider credential changes, here or on another replica.
+    let credentials_changed = Arc::new(tokio::sync::Notify::new());
     if let Some(url) = &redis_url {
-        invalidation::subscribe(url, client_keys.clone(), jwt.clone(), &backend);
+        invalidation::subscribe(
+            url,
+            client_keys.clone(),
+            jwt.clone(),
+            credentials_changed.clone(),
+            &backend,
+        );
     }
     if let Some(path) = key_file {
         tracing::warn!(
@@ -128,19 +138,14 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         .map(TcpListener::local_addr)
         .transpose()?;
 
-    let upstreams = config
-        .providers
-        .iter()
-        .map(|p| {
-            let base_url = match (&p.base_url, mock_addr) {
-                (Some(url), _) => url.clone(),
-                (None, Some(addr)) => Url::parse(&format!("http://{addr}/v1"))?,
-                (None, None) => anyhow::bail!("provider {} has no base_url", p.name),
-            };
-            Upstream::new(p, base_url).map(Arc::new)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let routes = Arc::new(RouteTable::new(&config, &upstreams));
+    let upstreams = upstreams(&config, mock_addr)?;
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let live = live::live(
+        Arc::new(RouteTable::new(&config, &upstreams, None)),
+        ModelCatalog::new(&config, created),
+    );
 
     let admin_listener = bind(config.server.admin_listen, "admin")?;
     let admin_addr = admin_listener.local_addr()?;
@@ -148,19 +153,34 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let metrics_addr = metrics_listener.local_addr()?;
     let proxy_addr = reserve(config.server.proxy_listen)?;
 
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let admin = AdminService::new(
         admin_listener,
         database_url,
-        secret,
+        secret.clone(),
         master_key.expose().to_string(),
-        admin_settings(&config, Some(routes.clone())),
-        invalidation::hook(Some((client_keys.clone(), jwt.clone())), backend.clone()),
+        admin_settings(&config, live_routes(live.clone())),
+        invalidation::hook(
+            Some((
+                client_keys.clone(),
+                jwt.clone(),
+                credentials_changed.clone(),
+            )),
+            backend.clone(),
+        ),
         login_attempts(&backend),
     );
     let metrics = Metrics::register()?;
+    let reloader = reload::ConfigReloader {
+        path: config_path.to_path_buf(),
+        live: live.clone(),
+        backend: backend.clone(),
+        secret: secret.clone(),
+        mock_addr,
+        server: config.server.clone(),
+        created,
+        reloads: metrics.config_reloads.clone(),
+        credentials_changed: credentials_changed.clone(),
+    };
     let limiter = limiter(&backend, &config);
     let meter = Arc::new(Meter::start(
         backend.clone(),
@@ -171,13 +191,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     limiter.set_meter(&meter);
     let flushing = meter.clone();
     let gateway = Gateway {
-        routes,
+        live: live.clone(),
         auth: Auth {
             master: master_key,
             keys: client_keys,
             jwt,
         },
-        models: ModelCatalog::new(&config, created),
         max_body_bytes: config.server.max_body_bytes,
         body_timeout: config.server.connections.body_timeout,
         metrics,
@@ -214,6 +233,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         background_service("metrics", MetricsService::new(metrics_listener, proxy_addr));
     metrics.threads = Some(1);
     server.add_service(metrics);
+    let mut reloading = background_service("config reload", reloader);
+    reloading.threads = Some(1);
+    server.add_service(reloading);
     if let Some(listener) = mock_listener {
         server.add_service(background_service(
             "mock upstream",
@@ -243,6 +265,26 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// The upstream of each provider, indexed like `config.providers`; `kind: mock` providers
+/// go to the in-process mock upstream.
+fn upstreams(config: &Config, mock_addr: Option<SocketAddr>) -> anyhow::Result<Vec<Arc<Upstream>>> {
+    config
+        .providers
+        .iter()
+        .map(|p| {
+            let base_url = match (&p.base_url, mock_addr) {
+                (Some(url), _) => url.clone(),
+                (None, Some(addr)) => Url::parse(&format!("http://{addr}/v1"))?,
+                (None, None) => anyhow::bail!(
+                    "provider {} has no base_url (a `kind: mock` provider needs the mock upstream started with the gateway: restart to add the first one)",
+                    p.name
+                ),
+            };
+            Upstream::new(p, base_url).map(Arc::new)
+        })
+        .collect()
 }
 
 /// Brings the database schema up to date, creates the first admin and decrypts the stored
@@ -312,7 +354,7 @@ fn login_attempts(backend: &Backend) -> Option<Arc<dyn AttemptStore>> {
     Some(Arc::new(store))
 }
 
-pub fn admin_settings(config: &Config, table: Option<Arc<RouteTable>>) -> AdminSettings {
+pub fn admin_settings(config: &Config, routes: RouteSource) -> AdminSettings {
     AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
@@ -321,64 +363,91 @@ pub fn admin_settings(config: &Config, table: Option<Arc<RouteTable>>) -> AdminS
             max_connections: connection_limits(&config.server.connections).max_connections,
             ..config.server.connections
         },
-        routes: routes(config, table),
+        routes,
     }
 }
 
-/// The models as the admin API shows them, never with a provider's key: from the running
-/// gateway's table with each deployment's live state when there is one, else as configured.
-fn routes(config: &Config, table: Option<Arc<RouteTable>>) -> RouteSource {
-    let configured = config
-        .models
-        .iter()
-        .map(|m| ModelRoute {
-            name: m.name.clone(),
-            aliases: m.aliases.clone(),
-            strategy: m.strategy.as_str().to_string(),
-            retries: m.retries,
-            fallbacks: m.fallbacks.clone(),
-            input_micro_usd_per_million: m.pricing.map(|p| p.input_micro_usd_per_million),
-            output_micro_usd_per_million: m.pricing.map(|p| p.output_micro_usd_per_million),
-            deployments: m
-                .deployments
-                .iter()
-                .filter_map(|d| {
-                    let provider = config.providers.get(d.provider)?;
-                    Some(DeploymentRoute {
-                        provider: provider.name.clone(),
-                        kind: provider.kind.as_str().to_string(),
-                        base_url: provider.base_url.as_ref().map(Url::to_string),
-                        upstream_model: d.upstream_model.clone(),
-                        weight: d.weight,
-                        rpm: d.rpm,
-                        tpm: d.tpm,
-                        state: None,
-                        in_flight: None,
-                        ttfb_ms: None,
-                        last_error: None,
+/// The models as configured, for the admin API alone (`tollgate admin`: no gateway here,
+/// so no live state). Never a provider's key.
+fn configured_routes(config: &Config) -> RouteSource {
+    RouteSource::fixed(
+        config
+            .models
+            .iter()
+            .map(|m| ModelRoute {
+                name: m.name.clone(),
+                aliases: m.aliases.clone(),
+                strategy: m.strategy.as_str().to_string(),
+                retries: m.retries,
+                fallbacks: m.fallbacks.clone(),
+                input_micro_usd_per_million: m.pricing.map(|p| p.input_micro_usd_per_million),
+                output_micro_usd_per_million: m.pricing.map(|p| p.output_micro_usd_per_million),
+                deployments: m
+                    .deployments
+                    .iter()
+                    .filter_map(|d| {
+                        let provider = config.providers.get(d.provider)?;
+                        Some(DeploymentRoute {
+                            provider: provider.name.clone(),
+                            kind: provider.kind.as_str().to_string(),
+                            base_url: provider.base_url.as_ref().map(Url::to_string),
+                            upstream_model: d.upstream_model.clone(),
+                            weight: d.weight,
+                            rpm: d.rpm,
+                            tpm: d.tpm,
+                            state: None,
+                            in_flight: None,
+                            ttfb_ms: None,
+                            last_error: None,
+                        })
                     })
-                })
-                .collect(),
-        })
-        .collect::<Vec<_>>();
-    let Some(table) = table else {
-        return RouteSource::fixed(configured);
-    };
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+/// The running gateway's routes, from its current table (after any reload), with each
+/// deployment's live state on this replica. Never a provider's key.
+fn live_routes(live: LiveConfig) -> RouteSource {
     RouteSource::new(move || {
         let now = std::time::Instant::now();
-        let mut models = configured.clone();
-        for (model, route) in models.iter_mut().zip(table.models()) {
-            for (view, deployment) in model.deployments.iter_mut().zip(&route.deployments) {
-                let health = &deployment.health;
-                view.state = Some(health.state(now).as_str().to_string());
-                view.in_flight = Some(health.in_flight() as u64);
-                view.ttfb_ms = Some(health.ttfb_micros())
-                    .filter(|t| *t > 0)
-                    .map(|t| t as f64 / 1000.0);
-                view.last_error = health.last_error();
-            }
-        }
-        models
+        let table = live.load().routes.clone();
+        table
+            .models()
+            .iter()
+            .map(|route| ModelRoute {
+                name: route.model.clone(),
+                aliases: route.aliases.clone(),
+                strategy: route.strategy.as_str().to_string(),
+                retries: route.retries,
+                fallbacks: route.fallbacks.clone(),
+                input_micro_usd_per_million: route.pricing.map(|p| p.input_micro_usd_per_million),
+                output_micro_usd_per_million: route.pricing.map(|p| p.output_micro_usd_per_million),
+                deployments: route
+                    .deployments
+                    .iter()
+                    .map(|d| {
+                        let health = &d.health;
+                        DeploymentRoute {
+                            provider: d.upstream.name.clone(),
+                            kind: d.upstream.kind.as_str().to_string(),
+                            base_url: Some(d.upstream.base_url.to_string()),
+                            upstream_model: d.upstream_model.clone(),
+                            weight: d.weight,
+                            rpm: d.rpm,
+                            tpm: d.tpm,
+                            state: Some(health.state(now).as_str().to_string()),
+                            in_flight: Some(health.in_flight() as u64),
+                            ttfb_ms: Some(health.ttfb_micros())
+                                .filter(|t| *t > 0)
+                                .map(|t| t as f64 / 1000.0),
+                            last_error: health.last_error(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     })
 }
 
@@ -437,7 +506,7 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             db,
             secret,
             Some(master_key.expose().to_string()),
-            admin_settings(&config, None),
+            admin_settings(&config, configured_routes(&config)),
         )
         .with_change_hook(invalidation::hook(None, backend.clone()));
         let state = match login_attempts(&backend) {

@@ -38,6 +38,8 @@ const CLIENT_ONLY_HEADERS: &[&str] = &[
 pub struct Upstream {
     pub name: String,
     pub kind: ProviderKind,
+    /// Where requests go (for the in-process mock, its loopback address).
+    pub base_url: Url,
     pub timeouts: Timeouts,
     tls: bool,
     host: String,
@@ -101,6 +103,7 @@ impl Upstream {
         Ok(Upstream {
             name: provider.name.clone(),
             kind: provider.kind,
+            base_url: base_url.clone(),
             timeouts: provider.timeouts,
             tls,
             host,
