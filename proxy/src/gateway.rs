@@ -108,6 +108,7 @@ impl ProxyHttp for Gateway {
             &claim,
         )
         .await?;
+        self.metrics.count_rerouting(ctx);
         ctx.route.begin(index);
         let deployment = ctx
             .route
@@ -163,7 +164,9 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        failover::judge_answer(ctx, response)
+        let judged = failover::judge_answer(ctx, response);
+        self.metrics.count_rerouting(ctx);
+        judged
     }
 
     async fn response_filter(
@@ -222,6 +225,7 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         self.metrics.count_upstream_error(ctx, &e);
         failover::judge_connect_failure(ctx, &mut e);
+        self.metrics.count_rerouting(ctx);
         e
     }
 
@@ -237,6 +241,7 @@ impl ProxyHttp for Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let answered = final_status(session).is_some();
         failover::judge_failure(ctx, &mut e, answered, client_reused);
+        self.metrics.count_rerouting(ctx);
         e
     }
 

@@ -113,19 +113,22 @@ async fn retry_after_cools_a_deployment_down_for_that_long() {
     let (a, b) = (Mock::spawn(), Mock::spawn());
     let gw = Gateway::spawn(&two_deployments(
         &a,
-        "gpt-4o-mini@status=429,retry_after=2",
+        "gpt-4o-mini@status=429,retry_after=4",
         1,
         &b,
         1,
         "",
     ))
     .await;
-    let started = Instant::now();
-    // Until `a` has been tried once, it gets some of the traffic; then none for 2 s.
+    // Until `a` has been tried once, it gets some of the traffic; then none for 4 s from
+    // its 429, which came after `before_hit` and before `after_hit`.
+    let mut before_hit = Instant::now();
     while requests(&a).await == 0 {
+        before_hit = Instant::now();
         let (status, _, _) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
         assert_eq!(status, 200);
     }
+    let after_hit = Instant::now();
     for _ in 0..20 {
         let (status, headers, _) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
         assert_eq!(status, 200);
@@ -133,12 +136,12 @@ async fn retry_after_cools_a_deployment_down_for_that_long() {
         assert_eq!(header(&headers, "x-tollgate-attempts"), "1");
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        before_hit.elapsed() < Duration::from_secs(4),
         "the loop was too slow to show it"
     );
     assert_eq!(requests(&a).await, 1);
     // After the pause, `a` is probed again.
-    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(started.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(4100).saturating_sub(after_hit.elapsed())).await;
     for _ in 0..20 {
         chat(&gw, &chat_body("gpt-4o-mini", false)).await;
     }
@@ -320,6 +323,11 @@ async fn a_fallback_model_takes_the_request_and_is_billed_at_its_own_price() {
     assert_eq!(usage["groups"][0]["group"], "gpt-4o-mini", "{usage}");
     assert_eq!(usage["groups"][0]["cost_micro_usd"], cost, "{usage}");
     assert_eq!(usage["totals"]["requests"], 1);
+    let metrics = gw.metrics_text().await;
+    assert!(
+        metrics.contains("tollgate_fallbacks_total{fallback=\"gpt-4o-mini\",model=\"gpt-4o\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Sends `n` requests, `concurrency` at a time; how many each deployment served.

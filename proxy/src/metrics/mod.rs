@@ -1,6 +1,7 @@
 //! Prometheus metrics of the proxy, and the listener that serves `/metrics`, `/healthz`
 //! and `/readyz`. Labels are model, provider, endpoint and status: never keys or users.
 
+pub mod deployments;
 mod request;
 
 use std::{net::SocketAddr, time::Duration};
@@ -26,6 +27,10 @@ pub struct Metrics {
     pub quota_check: HistogramVec,
     pub usage_events: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// Attempts made again on another deployment, by model and why.
+    pub retries: IntCounterVec,
+    /// Requests moved on to a fallback model, by the model asked and the fallback.
+    pub fallbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,6 +91,16 @@ impl Metrics {
                 "tollgate_config_reloads_total",
                 "Config reloads (SIGHUP, a changed file, a changed stored credential) by result: ok or error",
                 &["result"]
+            )?,
+            retries: register_int_counter_vec!(
+                "tollgate_upstream_retries_total",
+                "Attempts retried on another deployment, by model and reason (an upstream status, timeout, connect)",
+                &["model", "reason"]
+            )?,
+            fallbacks: register_int_counter_vec!(
+                "tollgate_fallbacks_total",
+                "Requests moved on to a fallback model after every deployment of theirs failed",
+                &["model", "fallback"]
             )?,
         })
     }

@@ -28,6 +28,18 @@ impl Metrics {
         }
     }
 
+    /// Counts a retry or a move to a fallback model the routing just decided.
+    pub fn count_rerouting(&self, ctx: &mut RequestCtx) {
+        if let Some(reason) = ctx.route.retried_for.take() {
+            self.retries
+                .with_label_values(&[ctx.route.model_name(), reason.label().as_str()])
+                .inc();
+        }
+        if let Some((from, to)) = ctx.route.fell_back.take() {
+            self.fallbacks.with_label_values(&[&from, &to]).inc();
+        }
+    }
+
     /// Counts an upstream failure of the current attempt.
     pub fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
         self.upstream_errors

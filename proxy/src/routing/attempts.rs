@@ -39,6 +39,28 @@ pub struct Attempts {
     pub retries: u32,
     /// The current attempt's answer was judged a failure to retry (see `failover`).
     pub failing_over: bool,
+    /// Why the last attempt is being retried, until the metrics take it.
+    pub retried_for: Option<RetryReason>,
+    /// The model moved away from and the fallback moved to, until the metrics take it.
+    pub fell_back: Option<(String, String)>,
+}
+
+/// Why an attempt went again on another deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    Status(u16),
+    Timeout,
+    Connect,
+}
+
+impl RetryReason {
+    pub fn label(self) -> String {
+        match self {
+            RetryReason::Status(status) => status.to_string(),
+            RetryReason::Timeout => "timeout".to_string(),
+            RetryReason::Connect => "connect".to_string(),
+        }
+    }
 }
 
 impl Attempts {
@@ -70,6 +92,11 @@ impl Attempts {
                 if let Some(previous) = self.current() {
                     previous.health.leave();
                 }
+                let from = self
+                    .route
+                    .as_ref()
+                    .map_or_else(String::new, |r| r.model.clone());
+                self.fell_back = Some((from, next.model.clone()));
                 self.origin = Some(origin.clone());
                 self.route = Some(next.clone());
                 self.tried = Tried::default();
@@ -120,8 +147,9 @@ impl Attempts {
     }
 
     /// Records that the failed attempt goes again on another deployment.
-    pub fn retrying(&mut self) {
+    pub fn retrying(&mut self, reason: RetryReason) {
         self.retries += 1;
+        self.retried_for = Some(reason);
     }
 
     /// The provider and upstream model of the current attempt (`openai/gpt-4o`).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pingora::{Error, ErrorType, http::ResponseHeader};
 
-use crate::context::RequestCtx;
+use crate::{context::RequestCtx, routing::attempts::RetryReason};
 
 /// Judges the upstream's answer before it goes to the client: a retryable status with an
 /// attempt left becomes an error that Pingora retries on the next deployment.
@@ -33,7 +33,7 @@ pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora:
     if !ctx.route.may_retry(ctx.timing.started) {
         return Ok(());
     }
-    ctx.route.retrying();
+    ctx.route.retrying(RetryReason::Status(status));
     ctx.route.failing_over = true;
     let mut e = Error::explain(
         ErrorType::HTTPStatus(status),
@@ -62,7 +62,7 @@ pub fn judge_failure(ctx: &mut RequestCtx, e: &mut Error, answered: bool, client
     if before_answer && e.etype() == &ErrorType::ReadTimedout {
         let retry = ctx.route.may_retry(ctx.timing.started);
         if retry {
-            ctx.route.retrying();
+            ctx.route.retrying(RetryReason::Timeout);
         }
         e.set_retry(retry);
         return;
@@ -79,7 +79,7 @@ pub fn judge_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
     }
     let retry = ctx.route.may_retry(ctx.timing.started);
     if retry {
-        ctx.route.retrying();
+        ctx.route.retrying(RetryReason::Connect);
     }
     e.set_retry(retry);
 }

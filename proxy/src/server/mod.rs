@@ -42,7 +42,7 @@ use crate::{
     gateway::Gateway,
     live::{self, LiveConfig},
     metering::Meter,
-    metrics::{Metrics, MetricsService},
+    metrics::{Metrics, MetricsService, deployments::DeploymentCollector},
     quota::limiter::Limiter,
     quota::{MemoryStore, RedisStore},
     routing::RouteTable,
@@ -170,6 +170,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         login_attempts(&backend),
     );
     let metrics = Metrics::register()?;
+    prometheus::register(Box::new(DeploymentCollector::new(live.clone())?))?;
     let reloader = reload::ConfigReloader {
         path: config_path.to_path_buf(),
         live: live.clone(),
