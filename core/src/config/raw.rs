@@ -137,6 +137,18 @@ pub struct RawRouting {
     /// When a deployment is taken out of rotation for a while.
     #[serde(default)]
     pub cooldown: RawCooldown,
+    /// Active checks of cooled-down deployments (`GET {base_url}/models`), which bring one
+    /// back as soon as it answers, without risking a client's request. Off when absent.
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// How often each cooled-down deployment is checked (default `10s`).
+    pub interval: Option<DurationText>,
+    /// How long a check may take (default `5s`).
+    pub timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -7,9 +7,9 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, ConnectionSettings, CooldownSettings, Deployment, JwtIssuer, MeteringSettings, Model,
-    OnStoreError, Pricing, Problem, Provider, ProviderKind, QuotaSettings, RoutingSettings, Secret,
-    ServerSettings, Strategy, SubjectKind, Timeouts,
+    Config, ConnectionSettings, CooldownSettings, Deployment, HealthCheckSettings, JwtIssuer,
+    MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind, QuotaSettings,
+    RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind, Timeouts,
     raw::{
         RawConfig, RawJwtIssuer, RawMetering, RawModel, RawOnClientAbort, RawOnStoreError,
         RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer, RawStrategy, RawSubjectKind,
@@ -228,7 +228,21 @@ fn routing(raw: &RawRouting, problems: &mut Vec<Problem>) -> RoutingSettings {
             ));
         }
     }
+    let health_check = raw.health_check.as_ref().map(|h| {
+        let interval = h.interval.as_ref().map_or(Duration::from_secs(10), |d| d.0);
+        let timeout = h.timeout.as_ref().map_or(Duration::from_secs(5), |d| d.0);
+        for (field, value) in [("interval", interval), ("timeout", timeout)] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&value) {
+                problems.push(Problem::at(
+                    format!("routing.health_check.{field}"),
+                    "must be between 100ms and 1h",
+                ));
+            }
+        }
+        HealthCheckSettings { interval, timeout }
+    });
     RoutingSettings {
+        health_check,
         retries,
         deadline,
         retry_on,

@@ -4,6 +4,7 @@
 //! together with its quota.
 
 pub mod attempts;
+pub mod checks;
 pub mod choice;
 pub mod failover;
 pub mod health;
@@ -14,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tollgate_core::config::{Config, Pricing, Strategy};
+use tollgate_core::config::{Config, HealthCheckSettings, Pricing, Strategy};
 
 use crate::{
     quota::{Limits, Owner, Scoped},
@@ -30,6 +31,8 @@ pub struct RouteTable {
     pub retry_on: Vec<u16>,
     /// No attempt starts later than this after the request arrived.
     pub deadline: Duration,
+    /// Active checks of cooled-down deployments, when configured.
+    pub health_check: Option<HealthCheckSettings>,
 }
 
 pub struct Route {
@@ -170,6 +173,7 @@ impl RouteTable {
             models,
             retry_on: config.routing.retry_on.clone(),
             deadline: config.routing.deadline,
+            health_check: config.routing.health_check,
         }
     }
 

@@ -237,6 +237,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let mut reloading = background_service("config reload", reloader);
     reloading.threads = Some(1);
     server.add_service(reloading);
+    let mut checking = background_service(
+        "deployment health checks",
+        crate::routing::checks::HealthChecks { live: live.clone() },
+    );
+    checking.threads = Some(1);
+    server.add_service(checking);
     if let Some(listener) = mock_listener {
         server.add_service(background_service(
             "mock upstream",

@@ -182,6 +182,27 @@ impl Upstream {
         }
     }
 
+    /// The URL and headers of a health check: the provider's model list, with its auth.
+    pub fn health_check(&self) -> (String, Vec<(HeaderName, HeaderValue)>) {
+        let scheme = if self.tls { "https" } else { "http" };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let path = match self.kind {
+            ProviderKind::AzureOpenAi => format!(
+                "{}/openai/models?api-version={}",
+                self.base_path,
+                self.api_version.as_deref().unwrap_or_default()
+            ),
+            _ => format!("{}/models", self.base_path),
+        };
+        let mut headers: Vec<_> = self.auth.iter().cloned().collect();
+        headers.extend(self.headers.iter().cloned());
+        (format!("{scheme}://{host}:{}{path}", self.port), headers)
+    }
+
     /// Rewrites the client's request head into the provider's.
     pub fn rewrite_request(
         &self,
