@@ -63,6 +63,9 @@ struct Args {
     /// Do not run the governed target.
     #[arg(long)]
     skip_governed: bool,
+    /// Do not run the routed target (two deployments and a fallback model).
+    #[arg(long)]
+    skip_routed: bool,
     /// Force a load generator (oha or wrk); oha is preferred when installed.
     #[arg(long)]
     tool: Option<String>,
@@ -143,6 +146,16 @@ fn main() -> anyhow::Result<()> {
         &gateway_log,
         Mode::Passthrough,
     )?];
+    if !args.skip_routed {
+        targets.push(targets::start_tollgate(
+            &args.bin_dir,
+            work.path(),
+            mock.addr,
+            args.threads,
+            &work.path().join("routed.log"),
+            Mode::Routed,
+        )?);
+    }
     // The governed target's Redis, whose command counters each governed run reads.
     let redis = if args.skip_governed {
         None

@@ -154,6 +154,8 @@ impl ScenarioResult {
             ("nginx", "direct"),
             ("passthrough", "nginx"),
             ("governed", "passthrough"),
+            ("routed", "direct"),
+            ("routed", "passthrough"),
         ] {
             if let (Some(t), Some(b)) = (find(target), find(baseline)) {
                 comparisons.push(Comparison {
@@ -229,7 +231,11 @@ impl ScenarioResult {
     /// Redis commands a governed request cost.
     fn summary_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (target, baseline) in [("passthrough", "nginx"), ("governed", "passthrough")] {
+        for (target, baseline) in [
+            ("passthrough", "nginx"),
+            ("governed", "passthrough"),
+            ("routed", "passthrough"),
+        ] {
             if let Some(c) = self.compare(target, baseline) {
                 out.push(format!(
                     "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms",

@@ -90,6 +90,9 @@ pub enum Mode<'a> {
     /// An issued `tg_` key whose user, key and deployment all have limits, checked in the
     /// Redis at `redis_url` under a key prefix of this run; usage metered and priced.
     Governed { redis_url: &'a str },
+    /// The master key, with the model served by two weighted deployments (two providers on
+    /// the same upstream) and a fallback model: what routing costs over one deployment.
+    Routed,
 }
 
 /// Starts `tollgate serve` proxying to the mock; `log` gets its stderr (the default `info`
@@ -105,24 +108,35 @@ pub fn start_tollgate(
     let name = match mode {
         Mode::Passthrough => "passthrough",
         Mode::Governed { .. } => "governed",
+        Mode::Routed => "routed",
     };
     let data_dir = work.join(format!("{name}-data"));
     fs::create_dir_all(&data_dir)?;
     let config = work.join(format!("{name}.yaml"));
     let (pricing, limits) = match mode {
-        Mode::Passthrough => ("", ""),
+        Mode::Passthrough | Mode::Routed => ("", ""),
         Mode::Governed { .. } => (
             ", pricing: {input_per_million: 0.15, output_per_million: 0.60}",
             ", rpm: 1000000000, tpm: 1000000000",
+        ),
+    };
+    let routes = match mode {
+        Mode::Routed => format!(
+            "providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
+             \x20 - {{name: upstream-b, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
+             models:\n  - {{name: gpt-4o-mini, deployments: [{{provider: upstream}}, {{provider: upstream-b}}], fallbacks: [backup]}}\n\
+             \x20 - {{name: backup, deployments: [{{provider: upstream, model: gpt-4o-mini}}]}}\n"
+        ),
+        _ => format!(
+            "providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
+             models:\n  - {{name: gpt-4o-mini{pricing}, deployments: [{{provider: upstream{limits}}}]}}\n"
         ),
     };
     fs::write(
         &config,
         format!(
             "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  \
-             threads: {threads}\n  data_dir: '{}'\n  admin_login_attempts: 10000\n\
-             providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
-             models:\n  - {{name: gpt-4o-mini{pricing}, deployments: [{{provider: upstream{limits}}}]}}\n",
+             threads: {threads}\n  data_dir: '{}'\n  admin_login_attempts: 10000\n{routes}",
             data_dir.display()
         ),
     )?;
@@ -161,7 +175,7 @@ pub fn start_tollgate(
             && TcpStream::connect(proxy).is_ok())
     })?;
     let auth = match mode {
-        Mode::Passthrough => format!("Bearer {MASTER_KEY}"),
+        Mode::Passthrough | Mode::Routed => format!("Bearer {MASTER_KEY}"),
         Mode::Governed { .. } => format!("Bearer {}", issue_governed_key(admin)?),
     };
     Ok(Target {

@@ -118,7 +118,7 @@ async fn route_and_reserve(
         completes: endpoint != Endpoint::Embeddings,
         pricing: route.pricing.as_ref(),
     };
-    ctx.route.preselected = choice::first(
+    let (preselected, probing) = choice::first(
         &gateway.limiter,
         &gateway.metrics,
         route,
@@ -127,6 +127,10 @@ async fn route_and_reserve(
         &mut ctx.holds,
     )
     .await?;
+    ctx.route.preselected = preselected;
+    if probing {
+        ctx.route.pending_probe = preselected.map(|i| route.deployments[i].health.clone());
+    }
     ctx.route.route = Some(route.clone());
     ctx.route.table = Some(table.clone());
     let (body, probe) = ask_for_usage(ctx, endpoint, body, probe)?;

@@ -115,11 +115,16 @@ impl ProxyHttp for Gateway {
             .current()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         ctx.request.body = ctx.request.body_for(&deployment.upstream_model);
-        let retry = ctx.route.any_left();
-        deployment
-            .upstream
-            .connect_to(ctx.request.probe.stream, retry)
-            .await
+        let upstream = deployment.upstream.clone();
+        match upstream.connect_to(ctx.request.probe.stream).await {
+            Ok(peer) => Ok(peer),
+            // The address could not be resolved: a connect failure like any other.
+            Err(mut e) => {
+                failover::judge_connect_failure(ctx, &mut e);
+                self.metrics.count_rerouting(ctx);
+                Err(e)
+            }
+        }
     }
 
     /// Swaps in the full body: Pingora replays only the retry buffer's tail (see

@@ -466,3 +466,42 @@ async fn an_active_health_check_brings_a_cooled_deployment_back_without_a_client
     );
     assert_eq!(header(&headers, "x-tollgate-attempts"), "1");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_not_the_deployment_s_failure() {
+    let (a, b) = (Mock::spawn(), Mock::spawn());
+    let routing = "routing:\n  cooldown: {failures: 1, duration: 60s}\n";
+    let gw = Gateway::spawn(&two_deployments(
+        &a,
+        "gpt-4o-mini@latency=2s",
+        1,
+        &b,
+        0,
+        routing,
+    ))
+    .await;
+    for _ in 0..2 {
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let gone = impatient
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(common::MASTER_KEY)
+            .json(&chat_body("gpt-4o-mini", false))
+            .send()
+            .await;
+        assert!(gone.is_err(), "the client gave up first");
+    }
+    // Give the gateway time to notice both departures.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, routes) = gw.admin("GET", "/api/routes", None).await;
+    assert_eq!(
+        routes["models"][0]["deployments"][0]["state"], "healthy",
+        "{routes}"
+    );
+    assert_eq!(
+        routes["models"][0]["deployments"][0]["in_flight"], 0,
+        "{routes}"
+    );
+}

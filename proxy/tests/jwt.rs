@@ -272,3 +272,28 @@ async fn keys_from_a_jwks_url_are_refreshed_and_kept_through_an_outage() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(chat(&gateway, &new).await.0, 200);
 }
+
+/// A config reload adds (and removes) a trusted issuer without a restart.
+#[tokio::test]
+async fn a_reload_adds_and_removes_an_issuer() {
+    let idp = Idp::new("key-r");
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn_in(dir.path(), &mock_route(&mock), "").await;
+    let (status, _) = gateway
+        .admin("POST", "/api/users", Some(json!({ "email": "kim@example.com", "password": "long-enough-password", "role": "member" })))
+        .await;
+    assert_eq!(status, 201);
+    let token = idp.token(json!({ "email": "kim@example.com" }));
+    assert_eq!(chat(&gateway, &token).await.0, 401);
+
+    let auth = format!(
+        "auth:\n  jwt_issuers:\n    - issuer: '{ISSUER}'\n      audience: tollgate\n      algorithms: [ES256]\n      jwks: ['{}']\n",
+        idp.public_jwk
+    );
+    Gateway::write_config(dir.path(), &format!("{}{auth}", mock_route(&mock)), "");
+    status_within(&gateway, &token, 200).await;
+
+    Gateway::write_config(dir.path(), &mock_route(&mock), "");
+    status_within(&gateway, &token, 401).await;
+}

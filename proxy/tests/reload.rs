@@ -96,27 +96,34 @@ async fn a_stream_keeps_flowing_across_three_reloads() {
     let mock = Mock::spawn();
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::spawn_in(dir.path(), &route(&mock, ""), "").await;
+    // About 10 s of tokens.
     let mut body = chat_body("gpt-4o-mini", true);
-    body["max_tokens"] = json!(60);
+    body["max_tokens"] = json!(100);
     let resp = gw
         .post("/v1/chat/completions")
-        .header("x-mock", "tokens=60,itl=50ms")
+        .header("x-mock", "tokens=100,itl=100ms")
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    let started = Instant::now();
     let reader = tokio::spawn(async move { resp.text().await.unwrap() });
     for i in 0..3 {
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let models = format!("  - name: extra-{i}\n    deployments: [{{provider: upstream}}]\n");
         Gateway::write_config(dir.path(), &route(&mock, &models), "");
         hangup(&gw);
         eventually(|| async { status_of(&gw, &format!("extra-{i}")).await == 200 }).await;
     }
+    assert!(
+        !reader.is_finished(),
+        "the stream ended before the third reload"
+    );
     let text = reader.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(9));
     let chunks = text.matches("\"content\":").count();
-    assert!(chunks >= 60, "{chunks} content chunks: {text}");
+    assert!(chunks >= 100, "{chunks} content chunks: {text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
 

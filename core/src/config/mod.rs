@@ -42,7 +42,7 @@ pub enum SubjectKind {
 }
 
 /// A trusted JWT issuer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtIssuer {
     pub issuer: String,
     pub audience: String,

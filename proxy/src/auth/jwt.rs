@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use base64::Engine;
 use josekit::{
     jwk::{Jwk, JwkSet},
@@ -45,9 +46,53 @@ struct Issuer {
 }
 
 pub struct JwtAuth {
-    issuers: Vec<Arc<Issuer>>,
+    /// Replaced whole by a config reload.
+    issuers: ArcSwap<Vec<Arc<Issuer>>>,
     backend: Arc<Backend>,
     subjects: Mutex<HashMap<(bool, String), CachedSubject>>,
+}
+
+/// Each issuer with its keys loaded, refreshing those from files and URLs until the issuer is
+/// dropped (a reload that removes it).
+async fn issuers(configs: &[JwtIssuer]) -> anyhow::Result<Vec<Arc<Issuer>>> {
+    let mut issuers = Vec::new();
+    for config in configs {
+        let keys = load_keys(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("JWT issuer {}: {e}", config.issuer))?;
+        let issuer = Arc::new(Issuer {
+            config: config.clone(),
+            keys: RwLock::new(keys),
+        });
+        if config.jwks_file.is_some() || config.jwks_url.is_some() {
+            let refreshing = Arc::downgrade(&issuer);
+            let every = config.refresh;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(issuer) = refreshing.upgrade() else {
+                        return;
+                    };
+                    match load_keys(&issuer.config).await {
+                        Ok(keys) => {
+                            if let Ok(mut slot) = issuer.keys.write() {
+                                *slot = keys;
+                            }
+                        }
+                        // Keep the keys we have: a passing outage must not lock users out.
+                        Err(e) => tracing::warn!(
+                            "refreshing the keys of JWT issuer {} failed: {e}",
+                            issuer.config.issuer
+                        ),
+                    }
+                }
+            });
+        }
+        issuers.push(issuer);
+    }
+    Ok(issuers)
 }
 
 /// Whether a bearer credential looks like a JWT (three base64url parts).
@@ -62,52 +107,40 @@ fn invalid(reason: impl Into<String>) -> GatewayError {
 impl JwtAuth {
     /// Loads each issuer's keys and starts refreshing those from files and URLs.
     pub fn start(configs: &[JwtIssuer], backend: Arc<Backend>) -> anyhow::Result<Arc<Self>> {
-        let mut issuers = Vec::new();
-        for config in configs {
-            let issuer = Arc::new(Issuer {
-                config: config.clone(),
-                keys: RwLock::new(Vec::new()),
-            });
-            let keys = backend
-                .handle()
-                .block_on(load_keys(&issuer.config))
-                .map_err(|e| anyhow::anyhow!("JWT issuer {}: {e}", config.issuer))?;
-            if let Ok(mut slot) = issuer.keys.write() {
-                *slot = keys;
-            }
-            if config.jwks_file.is_some() || config.jwks_url.is_some() {
-                let refreshing = issuer.clone();
-                backend.handle().spawn(async move {
-                    let mut tick = tokio::time::interval(refreshing.config.refresh);
-                    tick.tick().await;
-                    loop {
-                        tick.tick().await;
-                        match load_keys(&refreshing.config).await {
-                            Ok(keys) => {
-                                if let Ok(mut slot) = refreshing.keys.write() {
-                                    *slot = keys;
-                                }
-                            }
-                            // Keep the keys we have: a passing outage must not lock users out.
-                            Err(e) => tracing::warn!(
-                                "refreshing the keys of JWT issuer {} failed: {e}",
-                                refreshing.config.issuer
-                            ),
-                        }
-                    }
-                });
-            }
-            issuers.push(issuer);
-        }
+        let issuers = backend.handle().block_on(issuers(configs))?;
         Ok(Arc::new(JwtAuth {
-            issuers,
+            issuers: ArcSwap::from_pointee(issuers),
             backend,
             subjects: Mutex::new(HashMap::new()),
         }))
     }
 
+    /// A config reload: new issuers (their keys loaded first) replace the old ones, unless
+    /// nothing changed. On an error the old ones stay.
+    pub async fn reload(&self, configs: &[JwtIssuer]) -> anyhow::Result<()> {
+        let current: Vec<JwtIssuer> = self
+            .issuers
+            .load()
+            .iter()
+            .map(|i| i.config.clone())
+            .collect();
+        if current == configs {
+            return Ok(());
+        }
+        let configs = configs.to_vec();
+        let loaded = self
+            .backend
+            .handle()
+            .spawn(async move { issuers(&configs).await })
+            .await
+            .map_err(|e| anyhow::anyhow!("loading JWT issuer keys: {e}"))??;
+        self.issuers.store(Arc::new(loaded));
+        self.evict_all();
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.issuers.is_empty()
+        self.issuers.load().is_empty()
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Subject>, GatewayError> {
@@ -130,6 +163,7 @@ impl JwtAuth {
         let iss = unverified_issuer(token).ok_or_else(|| invalid("the token has no issuer"))?;
         let issuer = self
             .issuers
+            .load()
             .iter()
             .find(|i| i.config.issuer == iss)
             .ok_or_else(|| invalid(format!("issuer {iss:?} is not trusted")))?

@@ -8,7 +8,7 @@ use std::{
 
 use pingora::Error;
 
-use crate::routing::{Route, RouteDeployment, RouteTable, Tried};
+use crate::routing::{Route, RouteDeployment, RouteTable, Tried, health::DeploymentHealth};
 
 /// How often one request may be replayed after a dead pooled connection.
 const MAX_REPLAYS: u32 = 2;
@@ -43,6 +43,9 @@ pub struct Attempts {
     pub retried_for: Option<RetryReason>,
     /// The model moved away from and the fallback moved to, until the metrics take it.
     pub fell_back: Option<(String, String)>,
+    /// A half-open probe this request holds and has not reported on yet: given back when
+    /// the request ends without a result from that deployment.
+    pub pending_probe: Option<Arc<DeploymentHealth>>,
 }
 
 /// Why an attempt went again on another deployment.
@@ -196,10 +199,14 @@ impl Attempts {
 }
 
 impl Drop for Attempts {
-    /// The request ended: its attempt is no longer in flight.
+    /// The request ended: its attempt is no longer in flight, and a probe it never
+    /// reported on is given back.
     fn drop(&mut self) {
         if let Some(current) = self.current() {
             current.health.leave();
+        }
+        if let Some(probe) = self.pending_probe.take() {
+            probe.release_probe(Instant::now());
         }
     }
 }

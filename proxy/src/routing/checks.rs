@@ -1,7 +1,8 @@
 //! Active health checks (`routing.health_check`): every interval, each deployment that is
 //! cooling down or being probed gets `GET {base_url}/models` with the provider's auth. An
 //! answer closes its circuit at once, so a recovered upstream gets traffic back without a
-//! client's request being the probe; a failure keeps it out a while longer.
+//! client's request being the probe (a pause the upstream asked for with `retry-after`
+//! still runs its course); a failure keeps it out a while longer.
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
@@ -28,7 +29,7 @@ async fn check(client: &reqwest::Client, upstream: &Upstream, health: &Deploymen
         request = request.header(name, value);
     }
     match request.send().await {
-        Ok(answer) if answer.status().is_success() => health.succeeded(),
+        Ok(answer) if answer.status().is_success() => health.check_passed(),
         Ok(answer) => health.failed(
             Instant::now(),
             format!("health check: status {}", answer.status().as_u16()),

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Reserves the client's `scopes` and the first deployment's own limits; returns that
-/// deployment.
+/// deployment, and whether it is its half-open probe.
 pub async fn first(
     limiter: &Arc<Limiter>,
     metrics: &Metrics,
@@ -27,7 +27,7 @@ pub async fn first(
     scopes: Vec<Scoped>,
     claim: &Claim<'_>,
     holds: &mut Holds,
-) -> Result<Option<usize>, GatewayError> {
+) -> Result<(Option<usize>, bool), GatewayError> {
     if let Some(retry_after) = route.all_cooling() {
         return Err(GatewayError::NoHealthyDeployment {
             model: route.model.clone(),
@@ -40,33 +40,47 @@ pub async fn first(
         let pick = route.pick(passed_over);
         // Claims the probe of a deployment whose cooldown just ended; one that another
         // request is probing is passed over.
-        if let Some(i) = pick
-            && !route.claim(i)
-        {
-            passed_over.mark(i);
-            continue;
+        let mut probing = false;
+        if let Some(i) = pick {
+            match route.claim(i) {
+                None => {
+                    passed_over.mark(i);
+                    continue;
+                }
+                Some(probe) => probing = probe,
+            }
         }
+        // A refused reservation gives the probe back: nothing will report on it.
+        let give_back = |route: &Route| {
+            if let Some(i) = pick.filter(|_| probing) {
+                route.release(i);
+            }
+        };
         let deployment_scope = pick.and_then(|i| route.deployments[i].quota_scope());
         let limited = deployment_scope.is_some();
         scoped.extend(deployment_scope);
         let Some(reservation) = limiter.reservation(scoped, claim) else {
-            return Ok(pick);
+            return Ok((pick, probing));
         };
         match limiter.admit(reservation, metrics).await {
             Ok(admitted) => {
                 holds.admitted = Some(admitted);
                 holds.reserved_deployment =
                     pick.filter(|_| limited).map(|i| route.deployments[i].id);
-                return Ok(pick);
+                return Ok((pick, probing));
             }
             Err(GatewayError::RateLimited(r))
                 if r.owner == Owner::Deployment
                     && let Some(i) = pick
                     && route.pick(passed_over.with(i)).is_some() =>
             {
+                give_back(route);
                 passed_over.mark(i);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                give_back(route);
+                return Err(e);
+            }
         }
     }
 }
@@ -106,35 +120,46 @@ pub async fn next(
                 "every deployment of the model failed, is cooling down or is at its limit",
             ));
         };
-        if !route.claim(index) {
+        let Some(probing) = route.claim(index) else {
             attempts.tried.mark(index);
             continue;
-        }
+        };
+        // The probe, if this attempt is one, is the attempt's to report on (or give back).
+        let take = |attempts: &mut Attempts| {
+            if probing {
+                attempts.pending_probe = Some(route.deployments[index].health.clone());
+            }
+            index
+        };
         let Some(scope) = route.deployments[index]
             .quota_scope()
             .filter(|_| !holds.holds_deployment(route.deployments[index].id))
         else {
-            return Ok(index);
+            return Ok(take(attempts));
         };
         let Some(reservation) = limiter.reservation(vec![scope], claim) else {
-            return Ok(index);
+            return Ok(take(attempts));
         };
         match limiter.admit(reservation, metrics).await {
             Ok(admitted) => {
                 holds
                     .fallbacks
                     .push((route.deployments[index].id, admitted));
-                return Ok(index);
+                holds.fallback_refusal = None;
+                return Ok(take(attempts));
             }
             // Answered as the 429 it is if no deployment is left (see fail_to_proxy).
             Err(e @ GatewayError::RateLimited(_)) => {
+                if probing {
+                    route.release(index);
+                }
                 attempts.tried.mark(index);
                 holds.fallback_refusal = Some(e);
             }
             // The client is admitted already; a store failure here does not undo that.
             Err(e) => {
                 tracing::warn!("reserving on a fallback deployment failed: {e}");
-                return Ok(index);
+                return Ok(take(attempts));
             }
         }
     }

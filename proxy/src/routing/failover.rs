@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use pingora::{Error, ErrorType, http::ResponseHeader};
+use pingora::{Error, ErrorSource, ErrorType, http::ResponseHeader};
 
 use crate::{context::RequestCtx, routing::attempts::RetryReason};
 
@@ -20,9 +20,13 @@ pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora:
     };
     if !retried {
         deployment.health.succeeded();
-        if let Some(started) = ctx.route.started {
+        // Only successes measure speed: a deployment that fails fast is not fast.
+        if (200..300).contains(&status)
+            && let Some(started) = ctx.route.started
+        {
             deployment.health.observe_ttfb(started.elapsed());
         }
+        ctx.route.pending_probe = None;
         return Ok(());
     }
     deployment.health.failed(
@@ -30,6 +34,7 @@ pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora:
         format!("status {status}"),
         retry_after(response),
     );
+    ctx.route.pending_probe = None;
     if !ctx.route.may_retry(ctx.timing.started) {
         return Ok(());
     }
@@ -52,14 +57,12 @@ pub fn judge_failure(ctx: &mut RequestCtx, e: &mut Error, answered: bool, client
         e.set_retry(true);
         return;
     }
-    let before_answer = !answered;
-    if before_answer && let Some(deployment) = ctx.route.current() {
-        deployment
-            .health
-            .failed(Instant::now(), e.etype().as_str().to_string(), None);
-    }
+    // Only the upstream's failures count against it: a client that left, or the gateway's
+    // own error, says nothing about the deployment.
+    let upstream_fault = !answered && e.esource() == &ErrorSource::Upstream;
     // No answer within the first-byte timeout: the upstream is stuck, another may not be.
-    if before_answer && e.etype() == &ErrorType::ReadTimedout {
+    if upstream_fault && e.etype() == &ErrorType::ReadTimedout {
+        record_failure(ctx, "first-byte timeout");
         let retry = ctx.route.may_retry(ctx.timing.started);
         if retry {
             ctx.route.retrying(RetryReason::Timeout);
@@ -68,20 +71,30 @@ pub fn judge_failure(ctx: &mut RequestCtx, e: &mut Error, answered: bool, client
         return;
     }
     ctx.route.decide_replay(e, answered, client_reused);
+    // A pooled connection found dead and replayed is routine keep-alive churn.
+    if upstream_fault && !e.retry() {
+        record_failure(ctx, e.etype().as_str());
+    }
 }
 
 /// A connect or TLS failure: nothing was sent, another deployment can take the request.
 pub fn judge_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
-    if let Some(deployment) = ctx.route.current() {
-        deployment
-            .health
-            .failed(Instant::now(), e.etype().as_str().to_string(), None);
-    }
+    record_failure(ctx, e.etype().as_str());
     let retry = ctx.route.may_retry(ctx.timing.started);
     if retry {
         ctx.route.retrying(RetryReason::Connect);
     }
     e.set_retry(retry);
+}
+
+/// Tells the current deployment's health of a failure (this settles a probe it held).
+fn record_failure(ctx: &mut RequestCtx, what: &str) {
+    if let Some(deployment) = ctx.route.current() {
+        deployment
+            .health
+            .failed(Instant::now(), what.to_string(), None);
+    }
+    ctx.route.pending_probe = None;
 }
 
 /// The pause the upstream asked for: `retry-after-ms`, else `retry-after` in seconds.

@@ -41,10 +41,12 @@ impl HealthState {
 #[derive(Debug)]
 enum Circuit {
     Closed,
-    /// No traffic until `until`; the next failure after a probe waits `backoff`.
+    /// No traffic until `until`; the next failure after a probe waits `backoff`. `asked`:
+    /// the upstream asked for the pause (`retry-after`), which a health check does not end.
     Open {
         until: Instant,
         backoff: Duration,
+        asked: bool,
     },
     /// One probe is out (since `since`); `backoff` is what the next opening lasts.
     HalfOpen {
@@ -179,11 +181,14 @@ impl DeploymentHealth {
         admission
     }
 
-    /// An attempt got an answer that is not a failure: the circuit closes.
+    /// An attempt got an answer that is not a failure: a probe closes the circuit. A late
+    /// answer to a request sent before the circuit opened does not reopen it.
     pub fn succeeded(&self) {
         let mut inner = self.lock();
         inner.failures.clear();
-        inner.circuit = Circuit::Closed;
+        if !matches!(inner.circuit, Circuit::Open { .. }) {
+            inner.circuit = Circuit::Closed;
+        }
     }
 
     /// An attempt failed. `retry_after`: the upstream asked for a pause, which cools the
@@ -215,11 +220,52 @@ impl DeploymentHealth {
             _ => None,
         };
         if let Some(open_for) = open_for {
-            let open_for = retry_after.map_or(open_for, |r| r.max(open_for).min(MAX_BACKOFF));
+            let open_for = retry_after
+                .map_or(open_for, |r| r.max(open_for))
+                .min(MAX_BACKOFF);
+            let shortest = settings.duration.min(MAX_BACKOFF);
+            let mut until = now + open_for;
+            let mut backoff = (open_for * 2).clamp(shortest, MAX_BACKOFF);
+            // Already open (a late failure of a request that started before): only extend.
+            let mut asked = retry_after.is_some();
+            if let Circuit::Open {
+                until: was,
+                backoff: had,
+                asked: asked_before,
+            } = inner.circuit
+            {
+                until = until.max(was);
+                backoff = backoff.max(had);
+                asked |= asked_before;
+            }
             inner.circuit = Circuit::Open {
-                until: now + open_for,
-                backoff: (open_for * 2).clamp(settings.duration, MAX_BACKOFF),
+                until,
+                backoff,
+                asked,
             };
+        }
+    }
+
+    /// The half-open probe claimed with `admit` will not report (its request was refused
+    /// before it was sent, or ended without an answer): the next request may probe.
+    pub fn release_probe(&self, now: Instant) {
+        let mut inner = self.lock();
+        if let Circuit::HalfOpen { backoff, .. } = inner.circuit {
+            inner.circuit = Circuit::Open {
+                until: now,
+                backoff,
+                asked: false,
+            };
+        }
+    }
+
+    /// An active health check passed: the deployment is back (closed) without a client's
+    /// request as the probe; except a pause the upstream asked for, which runs its course.
+    pub fn check_passed(&self) {
+        let mut inner = self.lock();
+        if !matches!(inner.circuit, Circuit::Open { asked: true, .. }) {
+            inner.failures.clear();
+            inner.circuit = Circuit::Closed;
         }
     }
 
@@ -338,6 +384,60 @@ mod tests {
             "{}",
             h.ttfb_micros()
         );
+    }
+
+    #[test]
+    fn a_released_probe_lets_the_next_request_probe_and_late_answers_change_nothing() {
+        let h = health(1);
+        let t = Instant::now();
+        h.failed(t, "503".into(), None);
+        // A success that started before the opening does not close it.
+        h.succeeded();
+        assert!(matches!(
+            h.admit(t + Duration::from_secs(1)),
+            Admission::Closed(_)
+        ));
+        let probe = t + Duration::from_secs(10);
+        assert_eq!(h.admit(probe), Admission::Probe);
+        h.release_probe(probe);
+        assert_eq!(h.admit(probe), Admission::Probe);
+        // A passed health check closes it, but not a pause the upstream asked for.
+        h.failed(probe, "503".into(), None);
+        assert!(matches!(h.admit(probe), Admission::Closed(_)));
+        h.check_passed();
+        assert_eq!(h.admit(probe), Admission::Open);
+        h.failed(probe, "429".into(), Some(Duration::from_secs(5)));
+        h.check_passed();
+        assert!(matches!(h.admit(probe), Admission::Closed(_)));
+    }
+
+    #[test]
+    fn a_long_configured_cooldown_does_not_panic_and_late_failures_only_extend() {
+        let h = DeploymentHealth::new(CooldownSettings {
+            failures: 1,
+            window: Duration::from_secs(30),
+            duration: Duration::from_secs(3600),
+        });
+        let t = Instant::now();
+        h.failed(t, "500".into(), None);
+        assert!(matches!(
+            h.admit(t + Duration::from_secs(599)),
+            Admission::Closed(_)
+        ));
+        let retry = DeploymentHealth::new(CooldownSettings {
+            failures: 5,
+            window: Duration::from_secs(30),
+            duration: Duration::from_secs(1),
+        });
+        retry.failed(t, "429".into(), Some(Duration::from_secs(60)));
+        // A later failure that would open it for 1 s does not shorten the 60 s.
+        for _ in 0..5 {
+            retry.failed(t, "500".into(), None);
+        }
+        assert!(matches!(
+            retry.admit(t + Duration::from_secs(30)),
+            Admission::Closed(_)
+        ));
     }
 
     #[test]

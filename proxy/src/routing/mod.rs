@@ -259,12 +259,22 @@ impl Route {
         }
     }
 
-    /// Takes deployment `index` for an attempt (its probe, if its cooldown just ended);
-    /// `false` when it is cooling down after all.
-    pub fn claim(&self, index: usize) -> bool {
-        self.deployments
-            .get(index)
-            .is_some_and(|d| !matches!(d.health.admit(Instant::now()), Admission::Closed(_)))
+    /// Takes deployment `index` for an attempt: `None` when it is cooling down after all,
+    /// `Some(true)` when the attempt is its half-open probe (whose result must be reported,
+    /// or the probe released), `Some(false)` when it is open.
+    pub fn claim(&self, index: usize) -> Option<bool> {
+        match self.deployments.get(index)?.health.admit(Instant::now()) {
+            Admission::Closed(_) => None,
+            Admission::Probe => Some(true),
+            Admission::Open => Some(false),
+        }
+    }
+
+    /// Gives back a probe claimed for an attempt that will not be made.
+    pub fn release(&self, index: usize) {
+        if let Some(d) = self.deployments.get(index) {
+            d.health.release_probe(Instant::now());
+        }
     }
 
     /// When every deployment is cooling down: how long until the first may take traffic.

@@ -181,6 +181,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         created,
         reloads: metrics.config_reloads.clone(),
         credentials_changed: credentials_changed.clone(),
+        jwt: jwt.clone(),
     };
     let limiter = limiter(&backend, &config);
     let meter = Arc::new(Meter::start(

@@ -3,9 +3,10 @@
 //! credential changes. The file is validated exactly as `check-config` does; if valid, the
 //! route table (providers, deployments, prices, routing settings) and the model list are
 //! swapped at once. Requests under way keep the snapshot they were admitted with, so no
-//! stream is cut; deployments that still exist keep their health. If invalid, nothing
-//! changes and the problems are logged with their file, line and path. Listener addresses,
-//! server settings and JWT issuers are read at start only (a changed listener is reported).
+//! stream is cut; deployments that still exist keep their health; JWT issuers are replaced
+//! (their keys loaded first). If invalid, nothing changes and the problems are logged with
+//! their file, line and path. Listener addresses and the other server settings are read at
+//! start only (a changed listener is reported).
 
 use std::{
     net::SocketAddr,
@@ -24,6 +25,7 @@ use tollgate_core::{
 };
 
 use crate::{
+    auth::jwt::JwtAuth,
     backend::Backend,
     downstream::models::ModelCatalog,
     live::{Live, LiveConfig},
@@ -47,6 +49,7 @@ pub struct ConfigReloader {
     pub reloads: IntCounterVec,
     /// Told when a stored provider credential changed (here or, through Redis, elsewhere).
     pub credentials_changed: Arc<Notify>,
+    pub jwt: Arc<JwtAuth>,
 }
 
 impl ConfigReloader {
@@ -75,6 +78,11 @@ impl ConfigReloader {
         let config = resolved;
         self.report_fixed_settings(&config.server);
         let upstreams = super::upstreams(&config, self.mock_addr).map_err(|e| e.to_string())?;
+        // Issuers first: their keys may fail to load, and then nothing changes.
+        self.jwt
+            .reload(&config.jwt_issuers)
+            .await
+            .map_err(|e| e.to_string())?;
         let previous = self.live.load();
         let routes = Arc::new(RouteTable::new(&config, &upstreams, Some(&previous.routes)));
         let summary = format!(

@@ -135,17 +135,15 @@ impl Upstream {
         Ok(Box::new(peer))
     }
 
-    /// [`Upstream::peer`], failing as a Pingora error that is retried on another deployment
-    /// when `retry`.
-    pub async fn connect_to(&self, stream: bool, retry: bool) -> pingora::Result<Box<HttpPeer>> {
+    /// [`Upstream::peer`], failing as a Pingora error (whether another deployment is tried
+    /// is the routing's decision).
+    pub async fn connect_to(&self, stream: bool) -> pingora::Result<Box<HttpPeer>> {
         self.peer(stream).await.map_err(|e| {
-            let mut err = pingora::Error::because(
+            pingora::Error::because(
                 pingora::ErrorType::ConnectNoRoute,
                 format!("resolving the address of provider {}", self.name),
                 e,
-            );
-            err.set_retry(retry);
-            err
+            )
         })
     }
 
