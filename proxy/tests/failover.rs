@@ -373,7 +373,7 @@ async fn latency_prefers_the_fast_deployment_and_still_measures_the_slow_one() {
     let config = two_deployments(&a, "gpt-4o-mini@latency=5ms", 1, &b, 1, "")
         .replace(
             "model: gpt-4o-mini, weight",
-            "model: 'gpt-4o-mini@latency=200ms', weight",
+            "model: 'gpt-4o-mini@latency=500ms', weight",
         )
         .replace(
             "    deployments:\n",
@@ -386,7 +386,7 @@ async fn latency_prefers_the_fast_deployment_and_still_measures_the_slow_one() {
         .copied()
         .unwrap_or(0);
     let slow = counts
-        .get("b/gpt-4o-mini@latency=200ms")
+        .get("b/gpt-4o-mini@latency=500ms")
         .copied()
         .unwrap_or(0);
     assert!(fast >= 4 * slow, "{counts:?}");
@@ -504,4 +504,24 @@ async fn a_client_that_leaves_before_the_answer_is_not_the_deployment_s_failure(
         routes["models"][0]["deployments"][0]["in_flight"], 0,
         "{routes}"
     );
+}
+
+#[tokio::test]
+async fn a_model_whose_deployments_all_cool_down_is_served_by_its_fallback() {
+    let (a, b) = (Mock::spawn(), Mock::spawn());
+    let config = format!(
+        "routing:\n  cooldown: {{failures: 1, duration: 60s}}\nproviders:\n  - {{name: a, kind: openai-compatible, base_url: '{}'}}\n  - {{name: b, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o\n    deployments: [{{provider: a, model: 'gpt-4o@status=503'}}]\n    fallbacks: [gpt-4o-mini]\n  - name: gpt-4o-mini\n    deployments: [{{provider: b}}]\n",
+        a.url(),
+        b.url()
+    );
+    let gw = Gateway::spawn(&config).await;
+    let (status, headers, _) = chat(&gw, &chat_body("gpt-4o", false)).await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "x-tollgate-attempts"), "2");
+    // `gpt-4o` is cooling down now: straight to the fallback, not a 503.
+    let (status, headers, body) = chat(&gw, &chat_body("gpt-4o", false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-tollgate-deployment"), "b/gpt-4o-mini");
+    assert_eq!(header(&headers, "x-tollgate-attempts"), "1");
+    assert_eq!(requests(&a).await, 1);
 }

@@ -28,7 +28,10 @@ pub async fn first(
     claim: &Claim<'_>,
     holds: &mut Holds,
 ) -> Result<(Option<usize>, bool), GatewayError> {
-    if let Some(retry_after) = route.all_cooling() {
+    // Every deployment cooling down: the fallback models take it, if there are any.
+    if let Some(retry_after) = route.all_cooling()
+        && route.fallbacks.is_empty()
+    {
         return Err(GatewayError::NoHealthyDeployment {
             model: route.model.clone(),
             retry_after,
@@ -69,10 +72,12 @@ pub async fn first(
                     pick.filter(|_| limited).map(|i| route.deployments[i].id);
                 return Ok((pick, probing));
             }
+            // At its own limit: the next deployment, or the fallback models after the last.
             Err(GatewayError::RateLimited(r))
                 if r.owner == Owner::Deployment
                     && let Some(i) = pick
-                    && route.pick(passed_over.with(i)).is_some() =>
+                    && (route.pick(passed_over.with(i)).is_some()
+                        || !route.fallbacks.is_empty()) =>
             {
                 give_back(route);
                 passed_over.mark(i);
