@@ -3,6 +3,7 @@
 //! scenarios, and reports throughput and latency per target with Tollgate's overhead
 //! against the direct path, against nginx, and governed against passthrough.
 
+mod cpu;
 mod http;
 mod load;
 mod machine;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::load::{LoadSpec, LoadTool, RunStats};
+use crate::load::{LoadSpec, LoadTool};
 use crate::machine::Machine;
 use crate::report::{Report, ScenarioResult, Settings, TargetResult, TargetRun};
 use crate::scenarios::{PATH, Scenario};
@@ -359,7 +360,10 @@ fn run_scenario(
                 _ => None,
             };
             let before = MockCounters::read(upstream)?;
+            let cpu_before = cpu::process_tree_cpu(target.pid());
             let stats = tool.run(&spec(args.duration), work)?;
+            let cpu_used = cpu::process_tree_cpu(target.pid()).saturating_sub(cpu_before);
+            let rss_mib = cpu::process_tree_rss_mib(target.pid());
             let after = MockCounters::read(upstream)?;
             let redis_round_trip_ms = match round_trips {
                 Some(probe) => probe.finish()?,
@@ -379,9 +383,12 @@ fn run_scenario(
                 upstream_streams_aborted: after.aborted.saturating_sub(before.aborted),
                 redis_commands,
                 redis_round_trip_ms,
+                cpu_ms_per_request: (stats.ok > 0)
+                    .then(|| cpu_used.as_secs_f64() * 1000.0 / stats.ok as f64),
+                rss_mib,
                 stats,
             };
-            println!("  {}", progress_line(target.name, &run.stats));
+            println!("  {}", progress_line(target.name, &run));
             if run.upstream_requests < run.stats.ok || run.upstream_streams_aborted > 0 {
                 eprintln!(
                     "  warning: {} answered {} requests with 2xx, the upstream saw {} ({} streams aborted)",
@@ -405,12 +412,15 @@ fn run_scenario(
     ))
 }
 
-fn progress_line(target: &str, s: &RunStats) -> String {
+fn progress_line(target: &str, run: &TargetRun) -> String {
+    let s = &run.stats;
     format!(
-        "{target:<8} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  failed {}",
+        "{target:<11} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  CPU {:.4} ms/req  RSS {:.0} MiB  failed {}",
         s.rps,
         s.p50_ms,
         s.p99_ms,
+        run.cpu_ms_per_request.unwrap_or(f64::NAN),
+        run.rss_mib,
         s.failures()
     )
 }

@@ -51,6 +51,12 @@ pub struct TargetResult {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    /// The target's own CPU time (user + system, its worker processes included) over the
+    /// measured run, divided by the 2xx answers: the figure that stays stable on a shared
+    /// machine where req/s does not.
+    pub cpu_ms_per_request: Option<f64>,
+    /// Resident memory right after the measured run (highest round).
+    pub rss_mib: f64,
     /// Summed over the rounds.
     pub ok: u64,
     pub non_2xx: u64,
@@ -73,6 +79,10 @@ pub struct TargetRun {
     /// fixed-rate governed run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_round_trip_ms: Option<f64>,
+    /// The target's CPU time during the run per 2xx answer, in ms.
+    pub cpu_ms_per_request: Option<f64>,
+    /// The target's resident memory right after the run.
+    pub rss_mib: f64,
 }
 
 /// `target` against `baseline`: throughput ratio and added latency.
@@ -83,6 +93,8 @@ pub struct Comparison {
     pub throughput_ratio: f64,
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
+    /// CPU per request of the target over the baseline's.
+    pub cpu_ratio: Option<f64>,
 }
 
 impl TargetResult {
@@ -94,6 +106,11 @@ impl TargetResult {
             p50_ms: mid(|s| s.p50_ms),
             p90_ms: mid(|s| s.p90_ms),
             p99_ms: mid(|s| s.p99_ms),
+            cpu_ms_per_request: {
+                let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_ms_per_request).collect();
+                (!cpu.is_empty()).then(|| median(cpu))
+            },
+            rss_mib: runs.iter().map(|r| r.rss_mib).fold(0.0, f64::max),
             ok: runs.iter().map(|r| r.stats.ok).sum(),
             non_2xx: runs.iter().map(|r| r.stats.non_2xx).sum(),
             transport_errors: runs.iter().map(|r| r.stats.transport_errors).sum(),
@@ -164,6 +181,11 @@ impl ScenarioResult {
                     throughput_ratio: if b.rps > 0.0 { t.rps / b.rps } else { f64::NAN },
                     added_p50_ms: t.p50_ms - b.p50_ms,
                     added_p99_ms: t.p99_ms - b.p99_ms,
+                    cpu_ratio: t
+                        .cpu_ms_per_request
+                        .zip(b.cpu_ms_per_request)
+                        .filter(|(_, b)| *b > 0.0)
+                        .map(|(t, b)| t / b),
                 });
             }
         }
@@ -237,8 +259,11 @@ impl ScenarioResult {
             ("routed", "passthrough"),
         ] {
             if let Some(c) = self.compare(target, baseline) {
+                let cpu = c
+                    .cpu_ratio
+                    .map_or_else(String::new, |r| format!(", {r:.3}x CPU per request"));
                 out.push(format!(
-                    "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms",
+                    "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms{cpu}",
                     c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
                 ));
             }
@@ -265,7 +290,7 @@ impl ScenarioResult {
     }
 
     /// Rows of cells, shared by the terminal and Markdown tables.
-    fn rows(&self) -> Vec<[String; 9]> {
+    fn rows(&self) -> Vec<[String; 11]> {
         self.targets
             .iter()
             .map(|t| {
@@ -284,6 +309,9 @@ impl ScenarioResult {
                     format!("{:.3}", t.p90_ms),
                     format!("{:.3}", t.p99_ms),
                     t.failures().to_string(),
+                    t.cpu_ms_per_request
+                        .map_or_else(|| "-".into(), |c| format!("{c:.4}")),
+                    format!("{:.0}", t.rss_mib),
                     ratio,
                     p50,
                     p99,
@@ -293,13 +321,15 @@ impl ScenarioResult {
     }
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 11] = [
     "target",
     "req/s",
     "p50 ms",
     "p90 ms",
     "p99 ms",
     "failed",
+    "CPU ms/req",
+    "RSS MiB",
     "vs direct",
     "+p50 ms",
     "+p99 ms",
@@ -420,6 +450,8 @@ mod tests {
                 upstream_streams_aborted: 0,
                 redis_commands: BTreeMap::new(),
                 redis_round_trip_ms: None,
+                cpu_ms_per_request: Some(0.1),
+                rss_mib: 20.0,
             }],
         )
     }
@@ -430,6 +462,7 @@ mod tests {
         governed.runs[0].redis_commands.insert("evalsha".into(), 20);
         governed.runs[0].redis_commands.insert("ping".into(), 3);
         governed.runs[0].redis_round_trip_ms = Some(0.125);
+        governed.cpu_ms_per_request = Some(0.25);
         let s = ScenarioResult::new(
             "throughput",
             "t".into(),
@@ -452,6 +485,11 @@ mod tests {
         assert!(table.contains("passthrough vs nginx: 1.250x"), "{table}");
         assert!(
             table.contains("governed vs passthrough: 0.500x throughput, p50 +0.100 ms"),
+            "{table}"
+        );
+        assert!(table.contains("2.500x CPU per request"), "{table}");
+        assert!(
+            table.contains("0.2500") && table.contains("0.1000"),
             "{table}"
         );
         assert!(

@@ -146,6 +146,17 @@ pub enum GatewayError {
         provider: String,
         detail: String,
     },
+    /// A retryable upstream answer whose retry found no deployment to take it after all:
+    /// the client gets that answer's status (and requested pause), as SDKs expect.
+    #[error(
+        "The upstream for model `{model}` ({deployment}) answered HTTP {status}, and no other deployment could take the request."
+    )]
+    UpstreamAnswered {
+        model: String,
+        deployment: String,
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("Malformed HTTP request: {0}.")]
     BadRequest(String),
     #[error(
@@ -181,6 +192,15 @@ pub enum GatewayError {
     Internal,
 }
 
+/// `retry-after` in whole seconds (at least 1) and `retry-after-ms`.
+fn retry_after_headers(pause: std::time::Duration) -> Vec<(&'static str, String)> {
+    let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(1);
+    vec![
+        ("retry-after", ms.div_ceil(1000).to_string()),
+        ("retry-after-ms", ms.to_string()),
+    ]
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         use GatewayError::*;
@@ -202,6 +222,9 @@ impl GatewayError {
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamAnswered { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -219,6 +242,8 @@ impl GatewayError {
             | NoHealthyDeployment { .. }
             | Internal => "server_error",
             ModelNotAllowed(_) => "permission_error",
+            UpstreamAnswered { status: 429, .. } => "rate_limit_error",
+            UpstreamAnswered { .. } => "server_error",
             RateLimited(r) if r.dimension == Dimension::Budget => "insufficient_quota",
             RateLimited(_) => "rate_limit_error",
             _ => "invalid_request_error",
@@ -252,7 +277,7 @@ impl GatewayError {
             UnknownModel(_) => Some("model_not_found"),
             UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             UpstreamTimeout { .. } => Some("upstream_timeout"),
-            UpstreamFailed { .. } => Some("upstream_error"),
+            UpstreamFailed { .. } | UpstreamAnswered { .. } => Some("upstream_error"),
             BadRequest(_) | Internal => None,
         }
     }
@@ -274,6 +299,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. }
                 | GatewayError::UpstreamTimeout { .. }
                 | GatewayError::UpstreamFailed { .. }
+                | GatewayError::UpstreamAnswered { .. }
                 | GatewayError::KeyStoreUnavailable
                 | GatewayError::QuotaUnavailable
                 | GatewayError::Overloaded
@@ -292,13 +318,10 @@ impl GatewayError {
             GatewayError::RateLimited(r) => r,
             GatewayError::Overloaded => return vec![("retry-after", "1".to_string())],
             GatewayError::NoHealthyDeployment { retry_after, .. } => {
-                let ms = u64::try_from(retry_after.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1);
-                return vec![
-                    ("retry-after", ms.div_ceil(1000).to_string()),
-                    ("retry-after-ms", ms.to_string()),
-                ];
+                return retry_after_headers(*retry_after);
+            }
+            GatewayError::UpstreamAnswered { retry_after, .. } => {
+                return retry_after.map(retry_after_headers).unwrap_or_default();
             }
             _ => return Vec::new(),
         };

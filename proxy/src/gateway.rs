@@ -257,14 +257,29 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let unanswered = final_status(session).is_none();
+        // An upstream answered with a retryable status, and no further attempt could be made
+        // after all (the deployments left were taken, at their limits or unreachable): the
+        // client gets that answer's status rather than a gateway error.
+        let last_answer = ctx
+            .route
+            .last_answer
+            .take()
+            .filter(|_| unanswered && e.esource() != &ErrorSource::Downstream)
+            .map(|a| GatewayError::UpstreamAnswered {
+                model: a.model,
+                deployment: a.deployment,
+                status: a.status,
+                retry_after: a.retry_after,
+            });
         // The deployments left after a failure were all at their limits: a 429, as when that
         // is so from the start.
         let refused = ctx
             .holds
             .fallback_refusal
             .take()
-            .filter(|_| final_status(session).is_none() && !ctx.route.any_left());
-        let err = refused.or_else(|| {
+            .filter(|_| unanswered && !ctx.route.any_left());
+        let err = last_answer.or(refused).or_else(|| {
             GatewayError::from_proxy_failure(e, ctx.route.model_name(), ctx.route.provider_name())
         });
         let Some(err) = err else {

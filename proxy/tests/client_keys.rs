@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Mock, PgDatabase, mock_route};
+use common::{Gateway, Mock, SharedStores, mock_route};
 use serde_json::json;
 
 const SECRET: &str = "proxy-test-secret-0123456789-abcdefghijkl";
@@ -125,16 +125,8 @@ async fn issued_keys_are_checked_on_every_request() {
 
 #[tokio::test]
 async fn a_revocation_reaches_every_replica_within_a_second() {
-    let db = PgDatabase::create("replicas").await;
-    let redis =
-        std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("tgtest{}", fastrand::u64(..));
-    let envs = [
-        ("TOLLGATE_DATABASE_URL", db.url.as_str()),
-        ("TOLLGATE_REDIS_URL", redis.as_str()),
-        ("TOLLGATE_REDIS_PREFIX", prefix.as_str()),
-        ("TOLLGATE_SECRET_KEY", SECRET),
-    ];
+    let stores = SharedStores::create("replicas").await;
+    let envs = stores.envs(SECRET);
     let mock = Mock::spawn();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = Gateway::spawn_in_env(dir_a.path(), &mock_route(&mock), "", &envs).await;

@@ -525,3 +525,51 @@ async fn a_model_whose_deployments_all_cool_down_is_served_by_its_fallback() {
     assert_eq!(header(&headers, "x-tollgate-attempts"), "1");
     assert_eq!(requests(&a).await, 1);
 }
+
+#[tokio::test]
+async fn a_fallback_model_skips_an_upstream_the_request_already_tried() {
+    let (a, b) = (Mock::spawn(), Mock::spawn());
+    // `gpt-4o-mini` routes to the same failing upstream first (weight 1), `b` only after.
+    let config = format!(
+        "providers:\n  - {{name: a, kind: openai-compatible, base_url: '{}'}}\n  - {{name: b, kind: openai-compatible, base_url: '{}'}}\nmodels:\n  - name: gpt-4o\n    retries: 1\n    deployments: [{{provider: a, model: 'gpt-4o@status=503'}}]\n    fallbacks: [gpt-4o-mini]\n  - name: gpt-4o-mini\n    deployments:\n      - {{provider: a, model: 'gpt-4o@status=503', weight: 1}}\n      - {{provider: b, weight: 0}}\n",
+        a.url(),
+        b.url()
+    );
+    let gw = Gateway::spawn(&config).await;
+    let (status, headers, body) = chat(&gw, &chat_body("gpt-4o", false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-tollgate-deployment"), "b/gpt-4o-mini");
+    assert_eq!(header(&headers, "x-tollgate-attempts"), "2");
+    assert_eq!(
+        requests(&a).await,
+        1,
+        "the failed upstream is not asked twice"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_that_finds_no_deployment_after_all_answers_with_the_upstream_s_status() {
+    let (a, b) = (Mock::spawn(), Mock::spawn());
+    // `b`'s account takes one request a minute, and a request to `other` (the same upstream
+    // account and model) has used it: the retry after `a`'s 503 finds `b` full.
+    let config = two_deployments(&a, "gpt-4o-mini@status=503,retry_after=3", 1, &b, 0, "").replace(
+        "model: gpt-4o-mini, weight: 0",
+        "model: gpt-4o-mini, weight: 0, rpm: 1",
+    ) + "  - name: other\n    deployments: [{provider: b, model: gpt-4o-mini, rpm: 1}]\n";
+    let gw = Gateway::spawn(&config).await;
+    let (status, _, body) = chat(&gw, &chat_body("other", false)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, headers, body) = chat(&gw, &chat_body("gpt-4o-mini", false)).await;
+    // The upstream's 503 and its pause, not the gateway's own refusal of `b`.
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(header(&headers, "retry-after"), "3");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a/gpt-4o-mini@status=503,retry_after=3) answered HTTP 503"),
+        "{body}"
+    );
+    assert_eq!((requests(&a).await, requests(&b).await), (1, 1));
+}

@@ -1,14 +1,15 @@
 //! Config reload without a restart, against real processes: SIGHUP and a changed file swap
 //! routes and models at once; a broken edit changes nothing and is counted; a stream keeps
 //! flowing across reloads; no request is lost under load; a provider credential replaced
-//! through the admin API is used without a restart.
+//! through the admin API is used without a restart, by every replica sharing the database
+//! and Redis.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gateway, MASTER_KEY, Mock, chat_body, client};
+use common::{Gateway, MASTER_KEY, Mock, SharedStores, chat_body, client};
 use serde_json::json;
 
 fn route(mock: &Mock, extra_models: &str) -> String {
@@ -193,4 +194,41 @@ async fn a_credential_replaced_through_the_admin_api_is_used_without_a_restart()
         .await;
     assert_eq!(status, 200, "{body}");
     eventually(|| async { status_of(&gw, "gpt-4o-mini").await == 200 }).await;
+}
+
+#[tokio::test]
+async fn a_credential_replaced_on_one_replica_is_used_by_the_other() {
+    let strict = Mock::spawn_with(&["--api-key", "sk-right-key-0001"]);
+    let stores = SharedStores::create("credreload").await;
+    let envs = stores.envs("reload-test-secret-0123456789-abcdefghij");
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    // A first process stores a wrong credential; two replicas then start with a config that
+    // uses it.
+    let first = Gateway::spawn_in_env(dirs[0].path(), &route(&strict, ""), "", &envs).await;
+    let (status, created) = first
+        .admin(
+            "POST",
+            "/api/providers",
+            Some(json!({ "name": "vault-key", "kind": "openai-compatible", "api_key": "sk-wrong-key-0000" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    drop(first);
+    let with_credential = route(&strict, "").replace("'}", "', credential: vault-key}");
+    let a = Gateway::spawn_in_env(dirs[1].path(), &with_credential, "", &envs).await;
+    let b = Gateway::spawn_in_env(dirs[2].path(), &with_credential, "", &envs).await;
+    assert_eq!(status_of(&a, "gpt-4o-mini").await, 401);
+    assert_eq!(status_of(&b, "gpt-4o-mini").await, 401);
+
+    let (status, body) = a
+        .admin(
+            "PATCH",
+            &format!("/api/providers/{}", created["id"]),
+            Some(json!({ "api_key": "sk-right-key-0001" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Replica B learns of it through Redis, not by restarting or polling its file.
+    eventually(|| async { status_of(&b, "gpt-4o-mini").await == 200 }).await;
+    assert_eq!(status_of(&a, "gpt-4o-mini").await, 200);
 }

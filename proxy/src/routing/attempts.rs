@@ -26,6 +26,9 @@ pub struct Attempts {
     /// How many of the asked model's fallbacks have been moved on to.
     fallbacks_taken: usize,
     pub tried: Tried,
+    /// The health records of the deployments tried, across models: a fallback model that
+    /// routes to an upstream already tried (same provider and upstream model) skips it.
+    spent: Vec<Arc<DeploymentHealth>>,
     /// The deployment the quota check reserved capacity on, for the first attempt.
     pub preselected: Option<usize>,
     /// Index of the deployment of the current attempt.
@@ -43,9 +46,24 @@ pub struct Attempts {
     pub retried_for: Option<RetryReason>,
     /// The model moved away from and the fallback moved to, until the metrics take it.
     pub fell_back: Option<(String, String)>,
+    /// The last upstream answer turned into a retry: what the client gets if no further
+    /// attempt can be made after all.
+    pub last_answer: Option<LastAnswer>,
     /// A half-open probe this request holds and has not reported on yet: given back when
     /// the request ends without a result from that deployment.
     pub pending_probe: Option<Arc<DeploymentHealth>>,
+}
+
+/// An upstream's retryable answer, kept in case it turns out to be the last one.
+#[derive(Debug, Clone)]
+pub struct LastAnswer {
+    pub status: u16,
+    /// The model the attempt was for (the asked one or a fallback).
+    pub model: String,
+    /// The pause the upstream asked for.
+    pub retry_after: Option<Duration>,
+    /// The provider and upstream model that answered (`openai/gpt-4o`).
+    pub deployment: String,
 }
 
 /// Why an attempt went again on another deployment.
@@ -77,11 +95,36 @@ impl Attempts {
         self.count += 1;
         if let Some(current) = self.current() {
             current.health.enter();
+            let health = current.health.clone();
+            if !self.spent.iter().any(|h| Arc::ptr_eq(h, &health)) {
+                self.spent.push(health);
+            }
         }
     }
 
+    /// The deployments of `route` whose upstream this request has tried already.
+    fn spent_in(&self, route: &Route) -> Tried {
+        let mut tried = Tried::default();
+        for (i, d) in route.deployments.iter().enumerate() {
+            if self.spent.iter().any(|h| Arc::ptr_eq(h, &d.health)) {
+                tried.mark(i);
+            }
+        }
+        tried
+    }
+
+    /// The asked model's fallback models not moved on to yet, in order.
+    fn fallbacks_left(&self) -> impl Iterator<Item = &Arc<Route>> {
+        let origin = self.origin.as_ref().or(self.route.as_ref());
+        let names = origin.map_or(&[][..], |o| &o.fallbacks[..]);
+        names
+            .iter()
+            .skip(self.fallbacks_taken)
+            .filter_map(|name| self.table.as_ref()?.get(name))
+    }
+
     /// Moves on to the next model of the asked model's `fallbacks`; `false` when none is
-    /// left. The new model's deployments are all untried.
+    /// left. The new model's deployments are untried, except upstreams tried already.
     pub fn fall_back(&mut self) -> bool {
         let (Some(origin), Some(routes)) = (
             self.origin.clone().or_else(|| self.route.clone()),
@@ -91,32 +134,31 @@ impl Attempts {
         };
         while let Some(name) = origin.fallbacks.get(self.fallbacks_taken) {
             self.fallbacks_taken += 1;
-            if let Some(next) = routes.get(name) {
-                if let Some(previous) = self.current() {
-                    previous.health.leave();
-                }
-                let from = self
-                    .route
-                    .as_ref()
-                    .map_or_else(String::new, |r| r.model.clone());
-                self.fell_back = Some((from, next.model.clone()));
-                self.origin = Some(origin.clone());
-                self.route = Some(next.clone());
-                self.tried = Tried::default();
-                self.deployment = None;
-                self.preselected = None;
-                return true;
+            let Some(next) = routes.get(name) else {
+                continue;
+            };
+            if let Some(previous) = self.current() {
+                previous.health.leave();
             }
+            let from = self
+                .route
+                .as_ref()
+                .map_or_else(String::new, |r| r.model.clone());
+            self.fell_back = Some((from, next.model.clone()));
+            self.origin = Some(origin.clone());
+            self.tried = self.spent_in(next);
+            self.route = Some(next.clone());
+            self.deployment = None;
+            self.preselected = None;
+            return true;
         }
         false
     }
 
-    /// Whether a fallback model is left to move on to.
+    /// Whether a fallback model is left with a deployment that could take the request now.
     fn fallback_left(&self) -> bool {
-        self.origin
-            .as_ref()
-            .or(self.route.as_ref())
-            .is_some_and(|o| self.fallbacks_taken < o.fallbacks.len())
+        self.fallbacks_left()
+            .any(|route| route.pick(self.spent_in(route)).is_some())
     }
 
     /// The unique id of the current attempt's deployment (what quota holds are kept by).

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use pingora::{Error, ErrorSource, ErrorType, http::ResponseHeader};
 
-use crate::{context::RequestCtx, routing::attempts::RetryReason};
+use crate::{
+    context::RequestCtx,
+    routing::attempts::{LastAnswer, RetryReason},
+};
 
 /// Judges the upstream's answer before it goes to the client: a retryable status with an
 /// attempt left becomes an error that Pingora retries on the next deployment.
@@ -29,16 +32,21 @@ pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora:
         ctx.route.pending_probe = None;
         return Ok(());
     }
-    deployment.health.failed(
-        Instant::now(),
-        format!("status {status}"),
-        retry_after(response),
-    );
+    let pause = retry_after(response);
+    deployment
+        .health
+        .failed(Instant::now(), format!("status {status}"), pause);
     ctx.route.pending_probe = None;
     if !ctx.route.may_retry(ctx.timing.started) {
         return Ok(());
     }
     ctx.route.retrying(RetryReason::Status(status));
+    ctx.route.last_answer = Some(LastAnswer {
+        status,
+        model: ctx.route.model_name().to_string(),
+        retry_after: pause,
+        deployment: ctx.route.deployment_label().unwrap_or_default(),
+    });
     ctx.route.failing_over = true;
     let mut e = Error::explain(
         ErrorType::HTTPStatus(status),

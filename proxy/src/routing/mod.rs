@@ -107,8 +107,9 @@ impl Tried {
 
 impl RouteTable {
     /// Builds the table; `upstreams` is indexed like `config.providers`. A reload passes
-    /// the table it replaces: deployments that still exist (same provider name and upstream
-    /// model, same cooldown settings) keep their health.
+    /// the table it replaces: deployments that still exist (same provider name, base URL and
+    /// upstream model, same cooldown settings) keep their health. A provider moved to another
+    /// address starts healthy: its failures were the old address's.
     pub fn new(
         config: &Config,
         upstreams: &[Arc<Upstream>],
@@ -116,17 +117,12 @@ impl RouteTable {
     ) -> Self {
         let mut routes = HashMap::new();
         let cooldown = config.routing.cooldown;
-        let mut kept: HashMap<(String, String), Arc<DeploymentHealth>> = previous
+        let mut kept: HashMap<HealthKey, Arc<DeploymentHealth>> = previous
             .into_iter()
             .flat_map(|t| &t.models)
             .flat_map(|r| &r.deployments)
             .filter(|d| d.health.settings() == cooldown)
-            .map(|d| {
-                (
-                    (d.upstream.name.clone(), d.upstream_model.clone()),
-                    d.health.clone(),
-                )
-            })
+            .map(|d| (health_key(&d.upstream, &d.upstream_model), d.health.clone()))
             .collect();
         // One health record per provider and upstream model, shared by the models that
         // route to it (it is the same upstream whichever name the client used).
@@ -150,9 +146,7 @@ impl RouteTable {
                         health: health
                             .entry((d.provider, d.upstream_model.as_str()))
                             .or_insert_with(|| {
-                                let key =
-                                    (upstreams[d.provider].name.clone(), d.upstream_model.clone());
-                                kept.remove(&key)
+                                kept.remove(&health_key(&upstreams[d.provider], &d.upstream_model))
                                     .unwrap_or_else(|| Arc::new(DeploymentHealth::new(cooldown)))
                             })
                             .clone(),
@@ -185,6 +179,17 @@ impl RouteTable {
     pub fn models(&self) -> &[Arc<Route>] {
         &self.models
     }
+}
+
+/// What a deployment's health is carried over by on reload.
+type HealthKey = (String, String, String);
+
+fn health_key(upstream: &Upstream, upstream_model: &str) -> HealthKey {
+    (
+        upstream.name.clone(),
+        upstream.base_url.to_string(),
+        upstream_model.to_string(),
+    )
 }
 
 impl Route {
@@ -329,6 +334,29 @@ mod tests {
         }
         assert!(counts[1] > 8 * counts[0], "{counts:?}");
         assert!(counts[0] > 0, "{counts:?}");
+    }
+
+    #[test]
+    fn reload_keeps_health_only_for_the_same_upstream_address() {
+        let config = Config::from_yaml(
+            "providers:\n  - {name: a, kind: mock}\nmodels:\n  - name: m\n    deployments: [{provider: a}]\n",
+            "t",
+            &|_| None,
+        )
+        .unwrap();
+        let at = |url: &str| -> Vec<Arc<Upstream>> {
+            config
+                .providers
+                .iter()
+                .map(|p| Arc::new(Upstream::new(p, url.parse().unwrap()).unwrap()))
+                .collect()
+        };
+        let health = |t: &RouteTable| t.get("m").unwrap().deployments[0].health.clone();
+        let old = RouteTable::new(&config, &at("http://127.0.0.1:9"), None);
+        let same = RouteTable::new(&config, &at("http://127.0.0.1:9"), Some(&old));
+        assert!(Arc::ptr_eq(&health(&old), &health(&same)));
+        let moved = RouteTable::new(&config, &at("http://127.0.0.1:10"), Some(&same));
+        assert!(!Arc::ptr_eq(&health(&same), &health(&moved)));
     }
 
     #[test]

@@ -368,3 +368,32 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> serde_json::V
 
 #[allow(unused_imports)]
 pub use tollgate_testkit::PgDatabase;
+
+/// A PostgreSQL database and a Redis key space of their own, shared by several gateway
+/// processes as replicas share them.
+pub struct SharedStores {
+    pub db: PgDatabase,
+    redis: String,
+    prefix: String,
+}
+
+impl SharedStores {
+    pub async fn create(tag: &str) -> SharedStores {
+        SharedStores {
+            db: PgDatabase::create(tag).await,
+            redis: std::env::var("TOLLGATE_TEST_REDIS")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            prefix: format!("tgtest{}", fastrand::u64(..)),
+        }
+    }
+
+    /// The environment of a gateway that uses them; `secret` encrypts stored credentials.
+    pub fn envs<'a>(&'a self, secret: &'a str) -> [(&'a str, &'a str); 4] {
+        [
+            ("TOLLGATE_DATABASE_URL", self.db.url.as_str()),
+            ("TOLLGATE_REDIS_URL", self.redis.as_str()),
+            ("TOLLGATE_REDIS_PREFIX", self.prefix.as_str()),
+            ("TOLLGATE_SECRET_KEY", secret),
+        ]
+    }
+}
