@@ -93,3 +93,21 @@ ensure_services() {
     for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
   fi
 }
+
+# The deployment files, checked without a container engine (none runs here): the compose
+# file by docker-compose's own parser, Prometheus' config and alert rules by promtool, the
+# Grafana dashboard as JSON. (Whether every metric they use exists is a Rust test.)
+check_deployment_files() {
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  command -v promtool >/dev/null || apt_install prometheus
+  log "checking docker/docker-compose.yml, Prometheus config and rules, the dashboard"
+  local env_file
+  env_file="$(mktemp)"
+  sed -e 's/^\(POSTGRES_PASSWORD\|TOLLGATE_MASTER_KEY\|TOLLGATE_SECRET_KEY\|GRAFANA_ADMIN_PASSWORD\|TOLLGATE_ADMIN_PASSWORD\)=$/\1=check-only-value/' \
+    "$ROOT/docker/.env.example" >"$env_file"
+  docker-compose --env-file "$env_file" -f "$ROOT/docker/docker-compose.yml" config -q
+  rm -f "$env_file"
+  promtool check config "$ROOT/docker/prometheus/prometheus.yml" >/dev/null
+  promtool check rules "$ROOT/docker/prometheus/alerts.yml" >/dev/null
+  python3 -m json.tool "$ROOT/docker/grafana/dashboards/tollgate.json" >/dev/null
+}

@@ -4,6 +4,7 @@
 //! runs it alone.
 
 pub mod auth;
+mod cors;
 pub mod error;
 mod extract;
 mod guard;
@@ -40,6 +41,8 @@ pub struct AdminSettings {
     pub connections: ConnectionSettings,
     /// The models the gateway serves, with their live state (shown at `/api/routes`).
     pub routes: RouteSource,
+    /// Browser origins allowed to call the API (CORS); none by default.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for AdminSettings {
@@ -50,6 +53,7 @@ impl Default for AdminSettings {
             login_attempts: 10,
             connections: ConnectionSettings::default(),
             routes: RouteSource::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -154,6 +158,7 @@ impl AdminState {
 
 /// The admin API's router, with the OpenAPI document and the docs page.
 pub fn router(state: AdminState) -> Router {
+    let origins = cors::CorsOrigins::new(state.settings().cors_origins.clone());
     let (api, spec) = routes::router().split_for_parts();
     let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
         .url("/api/openapi.json", openapi::finish(spec));
@@ -171,6 +176,9 @@ pub fn router(state: AdminState) -> Router {
             },
         )
         .layer(axum::middleware::from_fn(guard::guard))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            cors::cors(origins.clone(), request, next)
+        }))
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{App, Backend};
+use common::{App, Backend, CORS_ORIGIN};
 
 #[tokio::test]
 async fn pages_outside_the_api_are_the_web_ui() {
@@ -107,4 +107,74 @@ async fn text_assets_are_gzipped_for_clients_that_take_it() {
         .await
         .unwrap();
     assert!(refused.headers().get("content-encoding").is_none());
+}
+
+/// Every response carries a content security policy fit for the UI and the other security
+/// headers; only the configured origin may call the API from a browser.
+#[tokio::test]
+async fn security_headers_everywhere_and_cors_only_for_the_allowed_origin() {
+    let app = App::spawn(Backend::Sqlite).await;
+    for path in [
+        "/",
+        "/api/auth/me",
+        "/api/openapi.json",
+        "/api/no-such-route",
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let h = resp.headers();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert!(!h.contains_key("access-control-allow-origin"), "{path}");
+    }
+    let token = app.token(&app.admin);
+    let from = |origin: &str| {
+        app.http
+            .get(format!("{}/api/auth/me", app.base))
+            .bearer_auth(&token)
+            .header("origin", origin)
+    };
+    let allowed = from(CORS_ORIGIN).send().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        CORS_ORIGIN
+    );
+    let other = from("https://evil.example.net").send().await.unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+    // A preflight from the allowed origin is answered; from another, it is not allowed.
+    let preflight = |origin: &str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, format!("{}/api/keys", app.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight(CORS_ORIGIN).await.unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(ok.headers()["access-control-allow-origin"], CORS_ORIGIN);
+    assert!(
+        ok.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let refused = preflight("https://evil.example.net").await.unwrap();
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
 }

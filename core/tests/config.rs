@@ -296,3 +296,30 @@ fn bad_routing_is_rejected_naming_the_field() {
         "{e}"
     );
 }
+
+#[test]
+fn operations_settings_are_checked() {
+    let config = load(&format!(
+        "{}log:\n  format: json\n",
+        GOOD.replace(
+            "server:\n",
+            "server:\n  drain_delay: 5s\n  shutdown_grace: 30s\n  admin_cors_origins: ['https://admin.example.com', 'http://127.0.0.1:3000']\n",
+        )
+    ))
+    .unwrap();
+    assert_eq!(config.server.drain_delay, std::time::Duration::from_secs(5));
+    assert_eq!(config.server.admin_cors_origins.len(), 2);
+    assert_eq!(
+        config.log.format,
+        Some(tollgate_core::config::LogFormat::Json)
+    );
+    let err = error(&format!("{GOOD}log:\n  format: xml\n"));
+    assert!(err.contains("log.format"), "{err}");
+    let err = error(&GOOD.replace(
+        "server:\n",
+        "server:\n  drain_delay: 20s\n  admin_cors_origins: ['https://admin.example.com/ui', 'admin.example.com']\n",
+    ));
+    assert!(err.contains("server.drain_delay"), "{err}");
+    assert!(err.contains("server.admin_cors_origins[0]"), "{err}");
+    assert!(err.contains("server.admin_cors_origins[1]"), "{err}");
+}

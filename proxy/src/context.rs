@@ -1,14 +1,17 @@
 //! Per-request state carried through the Pingora phases, in parts named for what they
 //! hold; each part belongs to the module that fills it.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use tollgate_core::body::RequestProbe;
 
 use crate::{
     auth::Principal,
-    downstream::endpoints::Endpoint,
+    downstream::{endpoints::Endpoint, respond::Stamp},
     error::GatewayError,
     metering::{Finished, Meter, scan::ResponseWatch},
     quota::holds::Holds,
@@ -31,6 +34,8 @@ pub struct RequestCtx {
     pub timing: Timing,
     /// Whether this request is counted in the in-flight gauge.
     pub in_flight: bool,
+    /// Whether this request is counted in the streams-in-flight gauge.
+    pub stream_in_flight: bool,
     /// An error the gateway answered itself.
     pub error: Option<GatewayError>,
     /// Where the request's usage goes; taken once it is recorded, so a request dropped
@@ -66,6 +71,58 @@ pub struct Timing {
     pub started: Instant,
     /// When the first body byte went to the client.
     pub first_byte_at: Option<Instant>,
+    /// Since when the current attempt waits on its upstream (connecting, sending, until its
+    /// response head or its failure).
+    upstream_since: Option<Instant>,
+    /// Time spent waiting on upstreams by the attempts that ended.
+    upstream_wait: Duration,
+    /// The gateway's own time up to the response head, once it went out.
+    pub overhead: Option<Duration>,
+}
+
+impl Timing {
+    fn new() -> Self {
+        Timing {
+            started: Instant::now(),
+            first_byte_at: None,
+            upstream_since: None,
+            upstream_wait: Duration::ZERO,
+            overhead: None,
+        }
+    }
+
+    /// An attempt starts waiting on its upstream.
+    pub fn upstream_began(&mut self) {
+        self.upstream_ended();
+        self.upstream_since = Some(Instant::now());
+    }
+
+    /// The attempt's upstream answered (its head) or failed.
+    pub fn upstream_ended(&mut self) {
+        if let Some(since) = self.upstream_since.take() {
+            self.upstream_wait += since.elapsed();
+        }
+    }
+
+    /// Time spent in the gateway so far: all of it but the waits on upstreams.
+    pub fn own_time(&self) -> Duration {
+        let waiting = self.upstream_since.map_or(Duration::ZERO, |s| s.elapsed());
+        self.started
+            .elapsed()
+            .saturating_sub(self.upstream_wait + waiting)
+    }
+
+    /// Fixes the overhead as of now (the response head goes out) and returns it.
+    pub fn settle_overhead(&mut self) -> Duration {
+        let overhead = self.overhead.unwrap_or_else(|| self.own_time());
+        self.overhead = Some(overhead);
+        overhead
+    }
+}
+
+/// `x-tollgate-overhead-ms`: milliseconds with microsecond precision.
+pub fn overhead_header(overhead: Duration) -> String {
+    format!("{:.3}", overhead.as_secs_f64() * 1e3)
 }
 
 impl RequestCtx {
@@ -77,13 +134,20 @@ impl RequestCtx {
             route: Attempts::default(),
             holds: Holds::default(),
             response: ResponseWatch::default(),
-            timing: Timing {
-                started: Instant::now(),
-                first_byte_at: None,
-            },
+            timing: Timing::new(),
             in_flight: false,
+            stream_in_flight: false,
             error: None,
             meter: None,
+        }
+    }
+
+    /// The id and overhead the gateway's own response carries (fixing the overhead).
+    pub fn stamp(&mut self) -> Stamp<'_> {
+        let overhead = self.timing.settle_overhead();
+        Stamp {
+            request_id: &self.id,
+            overhead,
         }
     }
 

@@ -187,6 +187,10 @@ pub enum GatewayError {
         retry_after: std::time::Duration,
     },
     #[error(
+        "This gateway replica is shutting down and takes no new requests; retry (another replica will answer)."
+    )]
+    ShuttingDown,
+    #[error(
         "The gateway had an internal error while processing your request; the x-request-id response header identifies it in the gateway's logs."
     )]
     Internal,
@@ -218,7 +222,9 @@ impl GatewayError {
             HeaderTooLarge { .. } | TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Overloaded | NoHealthyDeployment { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | NoHealthyDeployment { .. } | ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -240,6 +246,7 @@ impl GatewayError {
             | QuotaUnavailable
             | Overloaded
             | NoHealthyDeployment { .. }
+            | ShuttingDown
             | Internal => "server_error",
             ModelNotAllowed(_) => "permission_error",
             UpstreamAnswered { status: 429, .. } => "rate_limit_error",
@@ -271,6 +278,7 @@ impl GatewayError {
             RequestTimeout { .. } => Some("request_timeout"),
             HeaderTooLarge { .. } | TooManyHeaders { .. } => Some("request_header_too_large"),
             Overloaded => Some("server_overloaded"),
+            ShuttingDown => Some("server_shutting_down"),
             NoHealthyDeployment { .. } => Some("no_healthy_deployment"),
             InvalidBody(_) => Some("invalid_json"),
             MissingModel => Some("missing_model"),
@@ -303,6 +311,7 @@ impl GatewayError {
                 | GatewayError::KeyStoreUnavailable
                 | GatewayError::QuotaUnavailable
                 | GatewayError::Overloaded
+                | GatewayError::ShuttingDown
                 | GatewayError::NoHealthyDeployment { .. }
                 | GatewayError::Internal
         ) || matches!(
@@ -316,7 +325,9 @@ impl GatewayError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let r = match self {
             GatewayError::RateLimited(r) => r,
-            GatewayError::Overloaded => return vec![("retry-after", "1".to_string())],
+            GatewayError::Overloaded | GatewayError::ShuttingDown => {
+                return vec![("retry-after", "1".to_string())];
+            }
             GatewayError::NoHealthyDeployment { retry_after, .. } => {
                 return retry_after_headers(*retry_after);
             }

@@ -12,6 +12,7 @@ use pingora::{
     Error, ErrorSource, ErrorType,
     http::{RequestHeader, ResponseHeader},
     modules::http::HttpModules,
+    protocols::Digest,
     proxy::{FailToProxy, ProxyHttp, Session},
     upstreams::peer::HttpPeer,
 };
@@ -19,7 +20,7 @@ use pingora::{
 use crate::{
     admission::{self, Admission},
     auth::Auth,
-    context::RequestCtx,
+    context::{RequestCtx, overhead_header},
     downstream::{
         endpoints::Endpoint,
         request_id::request_id,
@@ -34,6 +35,7 @@ use crate::{
         limiter::{Claim, Limiter},
     },
     routing::{choice, failover},
+    server::readiness::Readiness,
 };
 
 pub struct Gateway {
@@ -44,6 +46,8 @@ pub struct Gateway {
     /// How long a client has to send a request body.
     pub body_timeout: std::time::Duration,
     pub metrics: Metrics,
+    /// Shutdown state: new requests are refused once it is stopping.
+    pub readiness: Arc<Readiness>,
     pub limiter: Arc<Limiter>,
     pub meter: Arc<Meter>,
 }
@@ -71,14 +75,24 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<bool> {
         self.metrics.start(ctx);
         ctx.id = request_id(session.req_header());
-        match admission::admit(self, session, ctx).await? {
+        if self.readiness.draining() {
+            // Clients move to another replica for their next request.
+            session.set_keepalive(None);
+        }
+        let admitted = if self.readiness.stopping() {
+            Admission::Refuse(GatewayError::ShuttingDown)
+        } else {
+            admission::admit(self, session, ctx).await?
+        };
+        match admitted {
             Admission::Proceed => return Ok(false),
             Admission::Answer(json) => {
-                respond::json(session, StatusCode::OK, json, &ctx.id, &[]).await?;
+                let stamp = ctx.stamp();
+                respond::json(session, StatusCode::OK, json, &stamp, &[]).await?;
             }
             Admission::Refuse(e) => {
                 self.metrics.count_refusal(&e);
-                respond::error(session, &e, &ctx.id).await?;
+                respond::error(session, &e, &ctx.stamp()).await?;
                 ctx.error = Some(e);
             }
         }
@@ -116,10 +130,12 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         ctx.request.body = ctx.request.body_for(&deployment.upstream_model);
         let upstream = deployment.upstream.clone();
+        ctx.timing.upstream_began();
         match upstream.connect_to(ctx.request.probe.stream).await {
             Ok(peer) => Ok(peer),
             // The address could not be resolved: a connect failure like any other.
             Err(mut e) => {
+                ctx.timing.upstream_ended();
                 failover::judge_connect_failure(ctx, &mut e);
                 self.metrics.count_rerouting(ctx);
                 Err(e)
@@ -169,6 +185,7 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        ctx.timing.upstream_ended();
         let judged = failover::judge_answer(ctx, response);
         self.metrics.count_rerouting(ctx);
         judged
@@ -181,6 +198,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         self.metrics.upstream_answered(ctx);
+        let overhead = ctx.timing.settle_overhead();
+        response.insert_header("x-tollgate-overhead-ms", overhead_header(overhead))?;
         response.insert_header("x-tollgate-attempts", ctx.route.count.to_string())?;
         if let Some(label) = ctx.route.deployment_label() {
             response.insert_header("x-tollgate-deployment", label)?;
@@ -193,6 +212,28 @@ impl ProxyHttp for Gateway {
             replace_rate_limit_headers(response, &admitted.snapshot)?;
         }
         ctx.response.start(response);
+        self.metrics.stream_started(ctx);
+        Ok(())
+    }
+
+    /// Counts whether the attempt's upstream connection came from the pool.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        self.metrics
+            .upstream_connections
+            .with_label_values(&[
+                ctx.route.provider_name(),
+                if reused { "true" } else { "false" },
+            ])
+            .inc();
         Ok(())
     }
 
@@ -228,6 +269,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.timing.upstream_ended();
         self.metrics.count_upstream_error(ctx, &e);
         failover::judge_connect_failure(ctx, &mut e);
         self.metrics.count_rerouting(ctx);
@@ -242,6 +284,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.timing.upstream_ended();
         self.metrics.count_upstream_error(ctx, &e);
         let mut e = e.more_context(format!("Peer: {peer}"));
         let answered = final_status(session).is_some();
@@ -290,7 +333,7 @@ impl ProxyHttp for Gateway {
         };
         self.metrics.count_refusal(&err);
         let between_events = ctx.response.between_events();
-        let error_code = respond::failure(session, &err, &ctx.id, between_events).await;
+        let error_code = respond::failure(session, &err, &ctx.stamp(), between_events).await;
         ctx.error = Some(err);
         FailToProxy {
             error_code,

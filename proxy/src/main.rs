@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use tollgate_core::config::{Config, json_schema};
+use tollgate_core::config::{Config, LogFormat, json_schema};
 use tollgate_proxy::{backend::database, cli, server};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
@@ -84,6 +84,9 @@ enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// GET a plain-HTTP URL; exits 0 on a 2xx answer (container health checks, e.g.
+    /// `tollgate probe http://127.0.0.1:9464/readyz`).
+    Probe { url: String },
 }
 
 #[derive(Subcommand)]
@@ -145,7 +148,7 @@ fn main() -> ExitCode {
         Command::Serve {
             config: ConfigArg { config },
         } => {
-            let _log_writer = init_logging();
+            let _log_writer = init_logging(&config);
             match tollgate_proxy::server::serve(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -195,30 +198,83 @@ fn main() -> ExitCode {
         Command::Admin {
             config: ConfigArg { config },
         } => {
-            let _log_writer = init_logging();
+            let _log_writer = init_logging(&config);
             report(server::serve_admin(&config))
         }
         Command::Schema => {
             print!("{}", json_schema());
             ExitCode::SUCCESS
         }
+        Command::Probe { url } => match cli::probe::probe(&url) {
+            Ok(status) => {
+                println!("{status}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate probe: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 
 /// Logs go to stderr through a background writer, so a request never waits on log I/O.
 /// The guard flushes what is queued when the process ends.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+fn init_logging(config: &std::path::Path) -> tracing_appender::non_blocking::WorkerGuard {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only for a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // These libraries print whole request heads or statements at debug and trace level —
+    // client keys, provider credentials, password hashes — so they are held at info
+    // whatever RUST_LOG says: secrets never reach the log.
+    for quiet in [
+        "pingora_core=info",
+        "pingora_proxy=info",
+        "hyper=info",
+        "h2=info",
+        "reqwest=info",
+        "fred=info",
+        "sea_orm=info",
+        "sqlx=info",
+    ] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(writer);
+    match log_format(config, terminal) {
+        // One object per line, the event's fields at the top level.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        // Colour only for a terminal.
+        LogFormat::Pretty => fmt.with_ansi(terminal).init(),
+    }
     guard
+}
+
+/// `TOLLGATE_LOG_FORMAT`, else the config's `log.format`, else pretty on a terminal and
+/// JSON otherwise. A config that does not load is reported by the command itself.
+fn log_format(config: &std::path::Path, terminal: bool) -> LogFormat {
+    match std::env::var("TOLLGATE_LOG_FORMAT").as_deref() {
+        Ok("json") => return LogFormat::Json,
+        Ok("pretty") => return LogFormat::Pretty,
+        _ => {}
+    }
+    Config::from_file(config)
+        .ok()
+        .and_then(|c| c.log.format)
+        .unwrap_or(if terminal {
+            LogFormat::Pretty
+        } else {
+            LogFormat::Json
+        })
 }
 
 /// Runs `work` against the migrated database of the config at `config`.

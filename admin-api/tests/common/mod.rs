@@ -60,6 +60,9 @@ pub struct App {
     _database: TestDatabase,
 }
 
+/// The one browser origin the test app allows to call it (CORS).
+pub const CORS_ORIGIN: &str = "https://admin.example.com";
+
 pub struct Reply {
     pub status: u16,
     pub body: Value,
@@ -120,6 +123,7 @@ impl App {
                         last_error: Some("status 503".into()),
                     }],
                 }]),
+                cors_origins: vec![CORS_ORIGIN.into()],
                 ..AdminSettings::default()
             },
         );

@@ -25,6 +25,20 @@ pub struct Config {
     pub routing: RoutingSettings,
     pub jwt_issuers: Vec<JwtIssuer>,
     pub metering: MeteringSettings,
+    pub log: LogSettings,
+}
+
+/// How the gateway writes its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `None`: decided by whether stderr is a terminal.
+    pub format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
 }
 
 /// How usage is metered at the edges.
@@ -79,6 +93,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub data_dir: PathBuf,
     pub shutdown_grace: Duration,
+    pub drain_delay: Duration,
+    /// Origins allowed to call the admin API from a browser (CORS).
+    pub admin_cors_origins: Vec<String>,
     pub admin_token_ttl: Duration,
     pub key_rotation_grace: Duration,
     pub admin_login_attempts: u32,

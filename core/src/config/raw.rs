@@ -34,6 +34,27 @@ pub struct RawConfig {
     /// How usage is metered at the edges.
     #[serde(default)]
     pub metering: RawMetering,
+    /// How the gateway writes its log.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// The log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RawLogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `json` or `pretty` (default: pretty when stderr is a terminal, JSON otherwise).
+    /// `TOLLGATE_LOG_FORMAT` overrides it.
+    pub format: Option<RawLogFormat>,
 }
 
 /// What happens to the upstream when a client leaves in the middle of a request.
@@ -179,10 +200,19 @@ pub struct RawServer {
     pub max_body_size: Option<ByteSize>,
     /// Directory for generated local state such as the dev master key (default `.tollgate`).
     pub data_dir: Option<String>,
-    /// How long a graceful shutdown waits for in-flight requests (default `10s`).
+    /// How long a graceful shutdown waits for in-flight requests (default `10s`); it ends
+    /// sooner once none is in flight.
     pub shutdown_grace: Option<DurationText>,
+    /// After SIGTERM, how long `/readyz` fails while requests are still served, so a load
+    /// balancer stops sending before new requests are refused (default `0s`; set it to
+    /// your load balancer's health-check interval times its failure threshold).
+    pub drain_delay: Option<DurationText>,
     /// Lifetime of an admin session token from `POST /api/auth/login` (default `1h`).
     pub admin_token_ttl: Option<DurationText>,
+    /// Browser origins (e.g. `https://admin.example.com`) allowed to call the admin API
+    /// from another origin (CORS); none by default.
+    #[serde(default)]
+    pub admin_cors_origins: Vec<String>,
     /// How long a rotated API key's old secret keeps working unless the rotation says
     /// otherwise (default `24h`).
     pub key_rotation_grace: Option<DurationText>,

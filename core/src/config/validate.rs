@@ -8,11 +8,13 @@ use yaml_serde::Value;
 
 use super::{
     Config, ConnectionSettings, CooldownSettings, Deployment, HealthCheckSettings, JwtIssuer,
-    MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider, ProviderKind, QuotaSettings,
-    RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind, Timeouts,
+    LogFormat, LogSettings, MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider,
+    ProviderKind, QuotaSettings, RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind,
+    Timeouts,
     raw::{
-        RawConfig, RawJwtIssuer, RawMetering, RawModel, RawOnClientAbort, RawOnStoreError,
-        RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer, RawStrategy, RawSubjectKind,
+        RawConfig, RawJwtIssuer, RawLogFormat, RawMetering, RawModel, RawOnClientAbort,
+        RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer,
+        RawStrategy, RawSubjectKind,
     },
     units::DurationText,
 };
@@ -143,6 +145,12 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         routing,
         jwt_issuers,
         metering: metering(&raw.metering, problems),
+        log: LogSettings {
+            format: raw.log.format.map(|f| match f {
+                RawLogFormat::Json => LogFormat::Json,
+                RawLogFormat::Pretty => LogFormat::Pretty,
+            }),
+        },
     }
 }
 
@@ -438,6 +446,31 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
             "must be at most 30d",
         ));
     }
+    let shutdown_grace = raw.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0);
+    let drain_delay = raw.drain_delay.map_or(Duration::ZERO, |d| d.0);
+    if drain_delay > shutdown_grace {
+        problems.push(Problem::at(
+            "server.drain_delay",
+            "must not be longer than server.shutdown_grace (requests are cut when the grace period ends)",
+        ));
+    }
+    for (i, origin) in raw.admin_cors_origins.iter().enumerate() {
+        let parsed = Url::parse(origin).ok();
+        let is_origin = parsed.as_ref().is_some_and(|u| {
+            ["http", "https"].contains(&u.scheme())
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && !origin.trim_end_matches('/').ends_with(':')
+        }) && !origin.trim_end_matches('/').contains(['?', '#'])
+            && origin.trim_end_matches('/').matches('/').count() == 2;
+        if !is_origin {
+            problems.push(Problem::at(
+                format!("server.admin_cors_origins[{i}]"),
+                format!("`{origin}` is not an origin: scheme, host and optional port, e.g. https://admin.example.com"),
+            ));
+        }
+    }
     ServerSettings {
         proxy_listen,
         admin_listen,
@@ -445,7 +478,9 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
         threads,
         max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
         data_dir: PathBuf::from(raw.data_dir.as_deref().unwrap_or(".tollgate")),
-        shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_grace,
+        drain_delay,
+        admin_cors_origins: raw.admin_cors_origins.clone(),
         admin_token_ttl,
         key_rotation_grace,
         admin_login_attempts,

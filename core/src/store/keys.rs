@@ -484,6 +484,62 @@ pub async fn find_by_hash<C: ConnectionTrait>(
     }))
 }
 
+/// The `limit` keys used most recently that are not revoked, with their owners' limits,
+/// for warming a gateway's key cache at start (three queries whatever the count).
+pub async fn recently_used<C: ConnectionTrait>(
+    db: &C,
+    limit: u64,
+) -> Result<Vec<KeyRecord>, StoreError> {
+    use sea_orm::QuerySelect;
+    let keys = api_key::Entity::find()
+        .filter(api_key::Column::RevokedAt.is_null())
+        .filter(api_key::Column::LastUsedAt.is_not_null())
+        .order_by_desc(api_key::Column::LastUsedAt)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let user_ids: Vec<i64> = keys.iter().filter_map(|k| k.user_id).collect();
+    let team_ids: Vec<i64> = keys.iter().filter_map(|k| k.team_id).collect();
+    let users: std::collections::HashMap<i64, user::Model> = user::Entity::find()
+        .filter(user::Column::Id.is_in(user_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u))
+        .collect();
+    let teams: std::collections::HashMap<i64, team::Model> = team::Entity::find()
+        .filter(team::Column::Id.is_in(team_ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    Ok(keys
+        .into_iter()
+        .map(|key| {
+            // As `find_by_hash` reads them: a key whose owner is gone counts as disabled.
+            let (owner_disabled, user_limits) = match key.user_id {
+                Some(id) => users
+                    .get(&id)
+                    .map_or((true, QuotaLimits::default()), |u| (u.disabled, u.limits())),
+                None => (false, QuotaLimits::default()),
+            };
+            let team_limits = key
+                .team_id
+                .and_then(|id| teams.get(&id))
+                .map(|t| t.limits())
+                .unwrap_or_default();
+            KeyRecord {
+                via_previous_secret: false,
+                key,
+                owner_disabled,
+                user_limits,
+                team_limits,
+            }
+        })
+        .collect())
+}
+
 /// Finds the key a presented secret belongs to and checks it as of `now`.
 pub async fn authenticate<C: ConnectionTrait>(
     db: &C,

@@ -18,7 +18,7 @@ use tollgate_core::{
     store::keys::{self, KeyChange, KeyRecord, KeyRejection},
 };
 
-use crate::{backend::Backend, error::GatewayError};
+use crate::{backend::Backend, error::GatewayError, metrics::shared};
 
 const POSITIVE_TTL: Duration = Duration::from_secs(60);
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
@@ -55,6 +55,17 @@ struct Entry {
     at: Instant,
 }
 
+fn client_key(record: KeyRecord) -> Arc<ClientKey> {
+    let allowed_models = record
+        .key
+        .allowed_models()
+        .map(|m| m.into_iter().collect::<HashSet<_>>());
+    Arc::new(ClientKey {
+        record,
+        allowed_models,
+    })
+}
+
 pub struct ClientKeys {
     secret: Arc<ServerSecret>,
     backend: Arc<Backend>,
@@ -86,7 +97,9 @@ impl ClientKeys {
             return Err(GatewayError::InvalidKey);
         }
         let hash = self.secret.hash_api_key(presented);
-        let key = match self.cached(&hash) {
+        let cached = self.cached(&hash);
+        shared::key_cache_lookup(cached.is_some());
+        let key = match cached {
             Some(key) => key,
             None => self.load(hash).await?,
         };
@@ -122,10 +135,12 @@ impl ClientKeys {
         let generation = self.generation.load(Ordering::SeqCst);
         let db = self.backend.db.clone();
         let lookup = hash.clone();
-        let found = self
-            .backend
-            .run(async move { keys::find_by_hash(&db, &lookup).await })
-            .await;
+        let found =
+            self.backend
+                .run(async move {
+                    shared::database("key_lookup", keys::find_by_hash(&db, &lookup)).await
+                })
+                .await;
         let record = match found {
             Some(Ok(record)) => record,
             Some(Err(e)) => {
@@ -134,26 +149,41 @@ impl ClientKeys {
             }
             None => return Err(GatewayError::KeyStoreUnavailable),
         };
-        let key = record.map(|record| {
-            let allowed_models = record
-                .key
-                .allowed_models()
-                .map(|m| m.into_iter().collect::<HashSet<_>>());
-            Arc::new(ClientKey {
-                record,
-                allowed_models,
-            })
-        });
+        let key = record.map(client_key);
         if self.generation.load(Ordering::SeqCst) == generation {
             self.insert(hash, key.clone());
         }
         Ok(key)
     }
 
+    /// Loads the `limit` most recently used keys into the cache, so that the first requests
+    /// after a start do not each wait on the database. Returns how many were loaded.
+    pub async fn warm(&self, limit: u64) -> anyhow::Result<usize> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let db = self.backend.db.clone();
+        let records =
+            self.backend
+                .run(async move {
+                    shared::database("key_warmup", keys::recently_used(&db, limit)).await
+                })
+                .await
+                .ok_or_else(|| anyhow::anyhow!("the database runtime is gone"))??;
+        let count = records.len();
+        // A key changed meanwhile is read again on its first use instead.
+        if self.generation.load(Ordering::SeqCst) == generation {
+            for record in records {
+                let hash = record.key.secret_hash.clone();
+                self.insert(hash, Some(client_key(record)));
+            }
+        }
+        Ok(count)
+    }
+
     fn insert(&self, hash: String, key: Option<Arc<ClientKey>>) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
+        let before = cache.len();
         if cache.len() >= CAPACITY {
             cache.retain(|_, e| {
                 e.at.elapsed()
@@ -171,6 +201,7 @@ impl ClientKeys {
                     cache.clear();
                 }
             }
+            shared::key_cache_evicted(before - cache.len());
         }
         cache.insert(
             hash,
@@ -190,6 +221,7 @@ impl ClientKeys {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
+        let before = cache.len();
         cache.retain(|_, entry| {
             let Some(key) = &entry.key else {
                 return true;
@@ -202,12 +234,14 @@ impl ClientKeys {
                 KeyChange::Credentials => false,
             }
         });
+        shared::key_cache_evicted(before - cache.len());
     }
 
     /// Forgets everything (when change messages may have been missed).
     pub fn evict_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut cache) = self.cache.lock() {
+            shared::key_cache_evicted(cache.len());
             cache.clear();
         }
     }

@@ -32,6 +32,25 @@ pub enum Principal {
     Jwt(Arc<Subject>),
 }
 
+impl Principal {
+    /// Who is calling, for the access log: the key (its public id, or `master`), the user
+    /// and the team ids. Never a secret.
+    pub fn log_ids(&self) -> (Option<&str>, Option<i64>, Option<i64>) {
+        match self {
+            Principal::Master => (Some("master"), None, None),
+            Principal::Key(k) => (
+                Some(k.public_id()),
+                k.record.key.user_id,
+                k.record.key.team_id,
+            ),
+            Principal::Jwt(s) => match s.kind {
+                tollgate_core::config::SubjectKind::User => (None, Some(s.id), None),
+                tollgate_core::config::SubjectKind::Team => (None, None, Some(s.id)),
+            },
+        }
+    }
+}
+
 /// Client authentication: the master key, or a key issued through the admin API.
 pub struct Auth {
     pub master: MasterKey,

@@ -1,23 +1,33 @@
 //! Writes responses the gateway answers itself (errors, the model list) as complete JSON
 //! responses. Pingora's `respond_error` would send no content type and close the connection.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::{http::ResponseHeader, proxy::Session};
 
-use crate::error::GatewayError;
+use crate::{context::overhead_header, error::GatewayError};
+
+/// What every response the gateway writes carries: the request's id and the time the
+/// gateway spent on it.
+pub struct Stamp<'a> {
+    pub request_id: &'a str,
+    pub overhead: Duration,
+}
 
 pub async fn json(
     session: &mut Session,
     status: StatusCode,
     body: Bytes,
-    request_id: &str,
+    stamp: &Stamp<'_>,
     extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
-    let mut head = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut head = ResponseHeader::build(status, Some(5 + extra.len()))?;
     head.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    head.insert_header("x-request-id", request_id)?;
+    head.insert_header("x-request-id", stamp.request_id)?;
+    head.insert_header("x-tollgate-overhead-ms", overhead_header(stamp.overhead))?;
     for (name, value) in extra {
         head.insert_header(*name, *value)?;
     }
@@ -33,13 +43,13 @@ pub async fn json(
 pub async fn error(
     session: &mut Session,
     err: &GatewayError,
-    request_id: &str,
+    stamp: &Stamp<'_>,
 ) -> pingora::Result<()> {
     let retry = if err.should_retry() { "true" } else { "false" };
     let headers = err.headers();
     let mut extra: Vec<(&'static str, &str)> = vec![("x-should-retry", retry)];
     extra.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-    json(session, err.status(), err.body(), request_id, &extra).await
+    json(session, err.status(), err.body(), stamp, &extra).await
 }
 
 /// The status of the final response sent to the client, if any: an interim
@@ -57,12 +67,12 @@ pub fn final_status(session: &Session) -> Option<u16> {
 pub async fn failure(
     session: &mut Session,
     err: &GatewayError,
-    request_id: &str,
+    stamp: &Stamp<'_>,
     stream_between_events: bool,
 ) -> u16 {
     match final_status(session) {
         None => {
-            if let Err(write) = error(session, err, request_id).await {
+            if let Err(write) = error(session, err, stamp).await {
                 tracing::debug!("could not send the error response: {write}");
             }
             err.status().as_u16()

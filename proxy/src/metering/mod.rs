@@ -26,6 +26,7 @@ pub use finished::Finished;
 use crate::{
     backend::Backend,
     metering::{pricing::Measured, writer::Writer},
+    metrics::shared,
     quota::limiter::Limiter,
 };
 
@@ -99,7 +100,12 @@ impl Meter {
 
     /// Hands a finished request over; never waits.
     pub fn record(&self, finished: Finished) {
-        if let Err(e) = self.tx.try_send(Message::Finished(Box::new(finished))) {
+        let sent = self.tx.try_send(Message::Finished(Box::new(finished)));
+        if let Some(m) = shared::shared() {
+            let queued = self.tx.max_capacity() - self.tx.capacity();
+            m.usage_queue.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        }
+        if let Err(e) = sent {
             // Only if the metering task is 100,000 events behind or gone.
             self.outcomes.with_label_values(&["dropped"]).inc();
             tracing::error!("usage event dropped: the metering queue is full or closed");

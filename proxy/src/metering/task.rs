@@ -15,6 +15,7 @@ use crate::{
         pricing::{Measured, by_size, measure},
         writer::{BATCH_SIZE, Batch, Writer, event, write_batches},
     },
+    metrics::shared,
     quota::{Usage as QuotaUsage, limiter::Limiter},
 };
 
@@ -59,6 +60,9 @@ pub(super) async fn run(
             // A full waiting line leaves new events in the channel until estimates finish.
             received = rx.recv(), if estimates.waiting.len() < MAX_WAITING_ESTIMATE => match received {
                 Some(Message::Finished(finished)) => {
+                    if let Some(m) = shared::shared() {
+                        m.usage_queue.set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
+                    }
                     if finished.usage.is_none() && finished.upstream_ok {
                         estimates.add(finished);
                     } else {
@@ -174,6 +178,8 @@ impl Rows {
             };
             tokio::spawn(async move { limiter.settle(&s, used).await });
         }
+        let provider = f.deployment.split('/').next().unwrap_or_default();
+        shared::cost(&f.model, provider, cost);
         let row = event(f, prompt, completion, estimated, cost);
         if let Some(journal) = &mut self.journal {
             self.journaled = journal.append(&row);

@@ -13,6 +13,7 @@ use crate::metering::{
     journal::Keeper,
     spill::{Spilled, append, read_spill, set_aside},
 };
+use crate::metrics::shared;
 
 /// Most events in one insert.
 pub const BATCH_SIZE: usize = 500;
@@ -105,8 +106,11 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
+        if let Some(m) = shared::shared() {
+            m.usage_batch.observe(batch.len() as f64);
+        }
         if !self.spilled {
-            match insert(&self.db, &batch).await {
+            match shared::database("usage_insert", insert(&self.db, &batch)).await {
                 Ok(()) => {
                     self.outcomes
                         .with_label_values(&["written"])
@@ -136,6 +140,7 @@ impl Writer {
                 self.outcomes
                     .with_label_values(&["spilled"])
                     .inc_by(count as u64);
+                self.measure_spill();
             }
             Err(e) => {
                 self.outcomes
@@ -146,6 +151,14 @@ impl Writer {
                     self.spill.display()
                 );
             }
+        }
+    }
+
+    /// Reports the spill file's size.
+    pub fn measure_spill(&self) {
+        if let Some(m) = shared::shared() {
+            let bytes = std::fs::metadata(&self.spill).map_or(0, |m| m.len());
+            m.spill_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -195,6 +208,7 @@ impl Writer {
                 .inc_by(rows.len() as u64);
         }
         self.spilled = false;
+        self.measure_spill();
     }
 }
 

@@ -3,10 +3,11 @@
 
 pub mod deployments;
 mod request;
+pub mod shared;
 
-use std::{net::SocketAddr, time::Duration};
+use std::sync::Arc;
 
-use crate::server::listeners::ListenerSlot;
+use crate::server::{listeners::ListenerSlot, readiness::Readiness};
 use async_trait::async_trait;
 use axum::{Router, http::StatusCode, routing::get};
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
@@ -31,13 +32,19 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Requests moved on to a fallback model, by the model asked and the fallback.
     pub fallbacks: IntCounterVec,
+    /// Time spent in the gateway itself, upstream waits excluded.
+    pub overhead: HistogramVec,
+    pub streams_in_flight: IntGauge,
+    /// Upstream connections taken for attempts, new or reused from the pool.
+    pub upstream_connections: IntCounterVec,
 }
 
 impl Metrics {
     /// Registers the metrics in the default registry, which `/metrics` serves. Once per process.
     pub fn register() -> prometheus::Result<Metrics> {
+        shared::register_shared()?;
         let latency = exponential_buckets(0.001, 2.0, 18)?;
-        Ok(Metrics {
+        let metrics = Metrics {
             requests: register_int_counter_vec!(
                 "tollgate_requests_total",
                 "Requests answered, by endpoint, model, provider and status",
@@ -102,23 +109,72 @@ impl Metrics {
                 "Requests moved on to a fallback model after every deployment of theirs failed",
                 &["model", "fallback"]
             )?,
-        })
+            overhead: register_histogram_vec!(
+                "tollgate_overhead_seconds",
+                "Time each request spent in Tollgate itself until its response head went out: its whole time minus the waits on upstreams (connect to response head)",
+                &["endpoint"],
+                exponential_buckets(0.000_025, 2.0, 18)?
+            )?,
+            streams_in_flight: register_int_gauge!(
+                "tollgate_streams_in_flight",
+                "Streamed (SSE) responses being sent"
+            )?,
+            upstream_connections: register_int_counter_vec!(
+                "tollgate_upstream_connections_total",
+                "Upstream connections used by attempts, by provider and whether the connection was reused from the pool",
+                &["provider", "reused"]
+            )?,
+        };
+        // Series of a fixed label set exist from the start (at 0), so dashboards and alerts
+        // see a zero rather than nothing.
+        for handling in ["fail_open", "fail_closed"] {
+            metrics.quota_store_errors.with_label_values(&[handling]);
+        }
+        for outcome in ["written", "spilled", "replayed", "dropped"] {
+            metrics.usage_events.with_label_values(&[outcome]);
+        }
+        for result in ["ok", "error"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        Ok(metrics)
     }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on a listener bound at start-up.
 pub struct MetricsService {
     listener: ListenerSlot,
-    proxy_addr: SocketAddr,
+    readiness: Arc<Readiness>,
 }
 
 impl MetricsService {
-    pub fn new(listener: std::net::TcpListener, proxy_addr: SocketAddr) -> Self {
+    pub fn new(listener: std::net::TcpListener, readiness: Arc<Readiness>) -> Self {
         MetricsService {
             listener: ListenerSlot::new("metrics", listener),
-            proxy_addr,
+            readiness,
         }
     }
+}
+
+/// The routes of the metrics listener (also served by `tollgate admin`).
+pub fn router(readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let (ready, report) = readiness.check().await;
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::Json(report))
+                }
+            }),
+        )
 }
 
 #[async_trait]
@@ -127,11 +183,7 @@ impl BackgroundService for MetricsService {
         let Some(listener) = self.listener.take() else {
             return;
         };
-        let proxy_addr = self.proxy_addr;
-        let app = Router::new()
-            .route("/metrics", get(render))
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(move || ready(proxy_addr)));
+        let app = router(self.readiness.clone());
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
@@ -156,30 +208,6 @@ async fn render() -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
             StatusCode::INTERNAL_SERVER_ERROR,
             [("content-type", "text/plain")],
             e.to_string().into_bytes(),
-        ),
-    }
-}
-
-/// Ready when the proxy listener accepts connections.
-async fn ready(proxy_addr: SocketAddr) -> (StatusCode, &'static str) {
-    let mut target = proxy_addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(if target.is_ipv4() {
-            [127, 0, 0, 1].into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    match tokio::time::timeout(
-        Duration::from_secs(1),
-        tokio::net::TcpStream::connect(target),
-    )
-    .await
-    {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "proxy listener not accepting connections\n",
         ),
     }
 }

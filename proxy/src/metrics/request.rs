@@ -47,11 +47,22 @@ impl Metrics {
             .inc();
     }
 
+    /// A streamed response began: counted until the request finishes.
+    pub fn stream_started(&self, ctx: &mut RequestCtx) {
+        if ctx.response.is_streaming() && !ctx.stream_in_flight {
+            self.streams_in_flight.inc();
+            ctx.stream_in_flight = true;
+        }
+    }
+
     /// Records a finished request (`status` 0: no response was sent) and writes its
     /// access-log line.
     pub fn finish(&self, session: &Session, ctx: &RequestCtx, status: u16, e: Option<&Error>) {
         if ctx.in_flight {
             self.in_flight.dec();
+        }
+        if ctx.stream_in_flight {
+            self.streams_in_flight.dec();
         }
         let endpoint = ctx.request.endpoint.map_or("other", |e| e.as_str());
         let (model, provider) = (ctx.route.model_name(), ctx.route.provider_name());
@@ -62,6 +73,10 @@ impl Metrics {
         self.duration
             .with_label_values(&[endpoint, model])
             .observe(elapsed.as_secs_f64());
+        let overhead = ctx.timing.overhead.unwrap_or_else(|| ctx.timing.own_time());
+        self.overhead
+            .with_label_values(&[endpoint])
+            .observe(overhead.as_secs_f64());
         let usage = ctx.response.usage();
         if let Some(usage) = usage {
             self.tokens
@@ -73,22 +88,48 @@ impl Metrics {
         }
         let stream = ctx.response.is_streaming() || ctx.request.probe.stream;
         let started = ctx.timing.started;
+        let (key, user, team) = ctx
+            .caller
+            .as_ref()
+            .map_or((None, None, None), |c| c.log_ids());
+        // The upstream's own count priced; an estimate (no usage reported) is priced by the
+        // metering task later and is in the usage event only.
+        let cost = usage.and_then(|u| {
+            let pricing = ctx.route.route.as_ref()?.pricing?;
+            Some(pricing.cost(u.prompt_tokens, u.completion_tokens))
+        });
         tracing::info!(
             target: "tollgate::access",
             request_id = %ctx.id,
             method = %session.req_header().method,
             path = session.req_header().uri.path(),
             status,
+            key,
+            user,
+            team,
             model,
             provider,
+            deployment = ctx.route.deployment_label(),
             stream,
             attempts = ctx.route.count,
             latency_ms = elapsed.as_secs_f64() * 1e3,
+            overhead_ms = overhead.as_secs_f64() * 1e3,
             ttfb_ms = ctx.timing.first_byte_at.map(|t| t.duration_since(started).as_secs_f64() * 1e3),
             prompt_tokens = usage.map(|u| u.prompt_tokens),
             completion_tokens = usage.map(|u| u.completion_tokens),
+            cost_micro_usd = cost,
             error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
+            refusal = ctx.error.as_ref().and_then(refusal_reason),
         );
+    }
+}
+
+/// Why a quota refused the request (`rate_limit_requests`, `budget_exceeded`, …), with
+/// whose limit it was.
+fn refusal_reason(e: &GatewayError) -> Option<String> {
+    match e {
+        GatewayError::RateLimited(r) => Some(format!("{}:{}", r.owner.label(), r.dimension.code())),
+        _ => None,
     }
 }
 

@@ -184,6 +184,16 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Whose limit this is, in one word (logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Owner::Key(_) => "key",
+            Owner::User(_) => "user",
+            Owner::Team(_) => "team",
+            Owner::Deployment => "deployment",
+        }
+    }
+
     /// Whose limit this is, as a refusal's message names it.
     pub fn described(self) -> &'static str {
         match self {

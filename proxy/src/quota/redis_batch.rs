@@ -25,6 +25,7 @@ use tokio::{
 
 use crate::{
     backend::redis::{COMMAND_TIMEOUT, another_connection},
+    metrics::shared,
     quota::QuotaError,
 };
 
@@ -54,7 +55,7 @@ pub fn queue_near(store: u64, client: &Client, lua: &'static str, pending: Pendi
         let runtime = tokio::runtime::Handle::current();
         let client = another_connection(client, &runtime);
         let (queue, batched) = mpsc::unbounded_channel();
-        let task = runtime.spawn(batches(client, lua, batched, MAX_RESERVE_BATCH));
+        let task = runtime.spawn(batches(client, lua, "reserve", batched, MAX_RESERVE_BATCH));
         let sent = queue.send(pending).is_ok();
         near.insert(store, (queue, task));
         sent
@@ -129,7 +130,13 @@ impl Settler {
 
     fn spawn(client: &Client, runtime: &tokio::runtime::Handle, lua: &'static str) -> Queue {
         let (queue, batched) = mpsc::unbounded_channel();
-        runtime.spawn(batches(client.clone(), lua, batched, MAX_SETTLE_BATCH));
+        runtime.spawn(batches(
+            client.clone(),
+            lua,
+            "settle",
+            batched,
+            MAX_SETTLE_BATCH,
+        ));
         queue
     }
 
@@ -154,6 +161,7 @@ impl Settler {
 async fn batches(
     client: Client,
     lua: &'static str,
+    operation: &'static str,
     mut queue: mpsc::UnboundedReceiver<Pending>,
     max: usize,
 ) {
@@ -174,22 +182,24 @@ async fn batches(
             keys.append(&mut p.keys);
             args.append(&mut p.args);
         }
-        let replies = script
-            .evalsha_with_reload::<Value, _, _>(&client, keys, args)
-            .await
-            .map_err(|e| QuotaError::Unanswered(e.to_string()))
-            .map(Value::into_array)
-            .and_then(|replies| {
-                if replies.len() == batch.len() {
-                    Ok(replies)
-                } else {
-                    Err(QuotaError::Unavailable(format!(
-                        "the quota script answered {} parts for {}",
-                        replies.len(),
-                        batch.len()
-                    )))
-                }
-            });
+        let replies = shared::redis(
+            operation,
+            script.evalsha_with_reload::<Value, _, _>(&client, keys, args),
+        )
+        .await
+        .map_err(|e| QuotaError::Unanswered(e.to_string()))
+        .map(Value::into_array)
+        .and_then(|replies| {
+            if replies.len() == batch.len() {
+                Ok(replies)
+            } else {
+                Err(QuotaError::Unavailable(format!(
+                    "the quota script answered {} parts for {}",
+                    replies.len(),
+                    batch.len()
+                )))
+            }
+        });
         match replies {
             Ok(replies) => {
                 for (p, reply) in batch.drain(..).zip(replies) {

@@ -19,6 +19,8 @@ use fred::{
 };
 use tokio::sync::Notify;
 
+use crate::metrics::shared;
+
 use super::{
     Reservation, Usage,
     redis_batch::part,
@@ -137,11 +139,14 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
             .into_iter()
             .partition(|l| matches!(l, Lost::Reserve { .. }));
         let mut failed = Vec::new();
-        for (script, group) in [(&release, reserves), (&settle, settles)] {
+        for (script, operation, group) in [
+            (&release, "release", reserves),
+            (&settle, "settle", settles),
+        ] {
             if group.is_empty() {
                 continue;
             }
-            match run(&client, script, &prefix, &group).await {
+            match shared::redis(operation, run(&client, script, &prefix, &group)).await {
                 Ok(early) => failed.extend(
                     group
                         .into_iter()

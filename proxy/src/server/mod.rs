@@ -4,6 +4,7 @@
 pub mod admin_service;
 pub mod listeners;
 pub mod mock_upstream;
+pub mod readiness;
 mod reload;
 
 use std::{
@@ -20,7 +21,7 @@ use pingora::{
     server::{Server, configuration::ServerConf},
     services::{background::background_service, listening::Service},
 };
-use tollgate_core::config::{Config, ConnectionSettings, ProviderKind};
+use tollgate_core::config::{Config, ConnectionSettings, OnStoreError, ProviderKind};
 use url::Url;
 
 use tollgate_admin::{
@@ -49,6 +50,7 @@ use crate::{
     server::admin_service::AdminService,
     server::listeners::{bind, connection_limits, reserve},
     server::mock_upstream::MockUpstreamService,
+    server::readiness::{DrainingShutdown, Readiness},
     upstream::Upstream,
 };
 
@@ -152,6 +154,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
     let metrics_addr = metrics_listener.local_addr()?;
     let proxy_addr = reserve(config.server.proxy_listen)?;
+    let readiness = Arc::new(Readiness::new(
+        backend.clone(),
+        Some(proxy_addr),
+        config.quota.on_store_error == OnStoreError::FailOpen,
+    ));
+    warm_keys(&backend, &client_keys, &readiness);
 
     let admin = AdminService::new(
         admin_listener,
@@ -192,6 +200,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     ));
     limiter.set_meter(&meter);
     let flushing = meter.clone();
+    let shutdown = DrainingShutdown {
+        readiness: readiness.clone(),
+        in_flight: metrics.in_flight.clone(),
+        drain_delay: config.server.drain_delay,
+        grace: config.server.shutdown_grace,
+    };
     let gateway = Gateway {
         live: live.clone(),
         auth: Auth {
@@ -201,6 +215,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         },
         max_body_bytes: config.server.max_body_bytes,
         body_timeout: config.server.connections.body_timeout,
+        readiness: readiness.clone(),
         metrics,
         limiter,
         meter,
@@ -208,8 +223,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: config.server.threads,
-        // SIGTERM: stop accepting, give in-flight requests the grace period, then stop.
-        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        // SIGTERM: `DrainingShutdown` has waited for in-flight requests (or the grace
+        // period) before Pingora is told to stop; nothing is left to wait for then.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
     };
@@ -232,7 +248,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
 
     server.add_service(background_service("admin API", admin));
     let mut metrics =
-        background_service("metrics", MetricsService::new(metrics_listener, proxy_addr));
+        background_service("metrics", MetricsService::new(metrics_listener, readiness));
     metrics.threads = Some(1);
     server.add_service(metrics);
     let mut reloading = background_service("config reload", reloader);
@@ -262,7 +278,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         "tollgate listening: proxy http://{proxy_addr}/v1, admin http://{admin_addr}/api, metrics http://{metrics_addr}/metrics, {} models",
         config.models.len()
     );
-    server.run(pingora::server::RunArgs::default());
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(shutdown),
+    });
     // Every request has ended: write the usage events still queued before exiting.
     backend.handle().block_on(async {
         if tokio::time::timeout(std::time::Duration::from_secs(10), flushing.flush())
@@ -273,6 +291,23 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// How many recently used keys are loaded into the key cache at start.
+const WARM_KEYS: u64 = 2_000;
+
+/// Loads the most recently used keys into the cache in the background; `/readyz` waits
+/// for it (a failure is logged and does not hold readiness back: keys are then read on
+/// first use).
+fn warm_keys(backend: &Backend, keys: &Arc<ClientKeys>, readiness: &Arc<Readiness>) {
+    let (keys, readiness) = (keys.clone(), readiness.clone());
+    backend.handle().spawn(async move {
+        match keys.warm(WARM_KEYS).await {
+            Ok(n) => tracing::info!("key cache warmed with the {n} most recently used keys"),
+            Err(e) => tracing::warn!("warming the key cache failed: {e:#}"),
+        }
+        readiness.keys_warmed();
+    });
 }
 
 /// The upstream of each provider, indexed like `config.providers`; `kind: mock` providers
@@ -372,6 +407,7 @@ pub fn admin_settings(config: &Config, routes: RouteSource) -> AdminSettings {
             ..config.server.connections
         },
         routes,
+        cors_origins: config.server.admin_cors_origins.clone(),
     }
 }
 
@@ -499,6 +535,8 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
     } = prepare(config_path)?;
     let listener = bind(config.server.admin_listen, "admin")?;
     let addr = listener.local_addr()?;
+    let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -521,8 +559,29 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             Some(store) => state.with_attempt_store(store),
             None => state,
         };
-        println!("{}", serde_json::json!({ "admin": addr }));
-        tracing::info!("tollgate admin API listening on http://{addr}/api");
+        // `/readyz` (the database), `/healthz` and `/metrics` for the admin process too.
+        crate::metrics::shared::register_shared()?;
+        let readiness = Arc::new(Readiness::new(
+            backend.clone(),
+            None,
+            config.quota.on_store_error == OnStoreError::FailOpen,
+        ));
+        let metrics_listener = tokio::net::TcpListener::from_std(metrics_listener)?;
+        tokio::spawn(async move {
+            let served = axum::serve(metrics_listener, crate::metrics::router(readiness))
+                .with_graceful_shutdown(shutdown_signal())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("metrics listener: {e}");
+            }
+        });
+        println!(
+            "{}",
+            serde_json::json!({ "admin": addr, "metrics": metrics_addr })
+        );
+        tracing::info!(
+            "tollgate admin API listening on http://{addr}/api, metrics on http://{metrics_addr}/metrics"
+        );
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tollgate_admin::serve(listener, state, shutdown_signal()).await?;
         Ok(())

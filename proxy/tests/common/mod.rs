@@ -52,6 +52,11 @@ impl Proc {
         self.child.wait().unwrap()
     }
 
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     /// Resident memory of the process in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -61,9 +66,14 @@ impl Proc {
 }
 
 /// Starts `cmd` and waits for the JSON line it prints once listening.
-fn spawn(mut cmd: Command) -> Proc {
+fn spawn(cmd: Command) -> Proc {
+    spawn_with_stderr(cmd, Stdio::inherit())
+}
+
+/// As [`spawn`], the child's stderr going to `stderr`.
+fn spawn_with_stderr(mut cmd: Command, stderr: Stdio) -> Proc {
     cmd.stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .stdin(Stdio::null());
     let mut child = cmd
         .spawn()
@@ -219,9 +229,66 @@ impl Gateway {
         server_extra: &str,
         envs: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start(
+            "serve",
+            dir,
+            providers_and_models,
+            server_extra,
+            envs,
+            Stdio::inherit(),
+        )
+        .await
+    }
+
+    /// As [`Gateway::spawn_in_env`], its log (stderr) written to `log`.
+    pub async fn spawn_logged(
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        server_extra: &str,
+        envs: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Gateway {
+        let file = std::fs::File::create(log).unwrap();
+        Gateway::start(
+            "serve",
+            dir,
+            providers_and_models,
+            server_extra,
+            envs,
+            file.into(),
+        )
+        .await
+    }
+
+    /// Starts `tollgate admin` (the admin API and metrics listener alone); its `addr` is
+    /// the admin listener's, like `admin`.
+    pub async fn spawn_admin(
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        envs: &[(&str, &str)],
+    ) -> Gateway {
+        Gateway::start(
+            "admin",
+            dir,
+            providers_and_models,
+            "",
+            envs,
+            Stdio::inherit(),
+        )
+        .await
+    }
+
+    async fn start(
+        command: &str,
+        dir: &std::path::Path,
+        providers_and_models: &str,
+        server_extra: &str,
+        envs: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Gateway {
         let path = Gateway::write_config(dir, providers_and_models, server_extra);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.arg("serve")
+        cmd.arg(command)
             .arg("--config")
             .arg(&path)
             .env("TOLLGATE_MASTER_KEY", MASTER_KEY)
@@ -230,7 +297,20 @@ impl Gateway {
             .env_remove("TOLLGATE_REDIS_URL")
             .env_remove("TOLLGATE_REDIS_PREFIX")
             .envs(envs.iter().copied());
-        let proc = spawn(cmd);
+        let proc = spawn_with_stderr(cmd, stderr);
+        if command == "admin" {
+            let admin = proc.addr("admin");
+            let metrics = proc.addr("metrics");
+            let gateway = Gateway {
+                proc,
+                addr: admin,
+                admin,
+                metrics,
+                _dir: None,
+            };
+            gateway.wait_ready().await;
+            return gateway;
+        }
         let addr = proc.addr("proxy");
         let admin = proc.addr("admin");
         let metrics = proc.addr("metrics");
@@ -245,13 +325,20 @@ impl Gateway {
         gateway
     }
 
+    /// Waits until the gateway serves: `/readyz` answers and its listener accepts
+    /// connections. A dependency some tests take away on purpose (Redis) may keep it from
+    /// being ready; that is for the test to look at.
     async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.metrics);
         for _ in 0..1200 {
-            if let Ok(resp) = reqwest::get(&url).await
-                && resp.status() == 200
-            {
-                return;
+            if let Ok(resp) = reqwest::get(&url).await {
+                let ready = resp.status() == 200;
+                let report: serde_json::Value = resp.json().await.unwrap_or_default();
+                let serving = ["ok", "not served here"]
+                    .contains(&report["checks"]["proxy_listener"].as_str().unwrap_or(""));
+                if ready || (serving && report["checks"]["key_cache"] == "warm") {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
