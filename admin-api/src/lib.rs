@@ -43,6 +43,14 @@ pub struct AdminSettings {
     pub routes: RouteSource,
     /// Browser origins allowed to call the API (CORS); none by default.
     pub cors_origins: Vec<String>,
+    /// TLS on the listener (`server.tls`): the acceptor of the current certificate.
+    pub tls: Option<Arc<dyn TlsAcceptorSource>>,
+}
+
+/// Where the listener gets its TLS acceptor, asked once per connection so that a renewed
+/// certificate is used from the next connection on.
+pub trait TlsAcceptorSource: Send + Sync + std::fmt::Debug {
+    fn acceptor(&self) -> Arc<openssl::ssl::SslAcceptor>;
 }
 
 impl Default for AdminSettings {
@@ -54,6 +62,7 @@ impl Default for AdminSettings {
             connections: ConnectionSettings::default(),
             routes: RouteSource::default(),
             cors_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -188,5 +197,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.settings().connections;
-    serve::serve(listener, router(state), limits, shutdown).await
+    let tls = state.settings().tls.clone();
+    serve::serve(listener, router(state), limits, tls, shutdown).await
 }

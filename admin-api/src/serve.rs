@@ -17,7 +17,7 @@ use tokio::{
 use tollgate_core::config::ConnectionSettings;
 use tower::ServiceExt;
 
-use crate::error::ApiError;
+use crate::{TlsAcceptorSource, error::ApiError};
 
 /// How long a request body may take, as the body extractor reads it.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +29,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionSettings,
+    tls: Option<Arc<dyn TlsAcceptorSource>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -56,29 +57,24 @@ pub async fn serve(
             continue;
         };
         let router = router.clone();
-        let mut stop = stop.clone();
+        let stop = stop.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            let service = service_fn(move |mut req: Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut()
-                    .insert(BodyTimeout(limits.body_timeout));
-                let router = router.clone();
-                async move { router.oneshot(req.map(Body::new)).await }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            let Some(acceptor) = tls else {
+                return connection(stream, router, peer, limits, stop).await;
+            };
+            // The handshake counts against the header deadline: a client that opens a
+            // connection and stalls is dropped as if it sent no request.
+            let handshake = async {
+                let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
+                let mut stream = tokio_openssl::SslStream::new(ssl, stream).ok()?;
+                std::pin::Pin::new(&mut stream).accept().await.ok()?;
+                Some(stream)
+            };
+            if let Ok(Some(stream)) = tokio::time::timeout(limits.header_timeout, handshake).await {
+                connection(stream, router, peer, limits, stop).await;
             }
         });
     }
@@ -86,6 +82,39 @@ pub async fn serve(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(10), open.acquire_many(all)).await;
     Ok(())
+}
+
+/// Serves one connection's requests until it closes, or the server stops (the request
+/// under way is finished first).
+async fn connection<S>(
+    stream: S,
+    router: Router,
+    peer: std::net::SocketAddr,
+    limits: ConnectionSettings,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut()
+            .insert(BodyTimeout(limits.body_timeout));
+        let router = router.clone();
+        async move { router.oneshot(req.map(Body::new)).await }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Resolves once the server stops.

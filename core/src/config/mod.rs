@@ -28,6 +28,14 @@ pub struct Config {
     pub log: LogSettings,
 }
 
+/// PEM files of a listener certificate (relative paths from the working directory, as
+/// `data_dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// How the gateway writes its log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogSettings {
@@ -96,6 +104,8 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Origins allowed to call the admin API from a browser (CORS).
     pub admin_cors_origins: Vec<String>,
+    /// TLS for the proxy and admin listeners (certificate chain, key).
+    pub tls: Option<TlsFiles>,
     pub admin_token_ttl: Duration,
     pub key_rotation_grace: Duration,
     pub admin_login_attempts: u32,

@@ -39,6 +39,16 @@ pub struct RawConfig {
     pub log: RawLog,
 }
 
+/// A certificate and its key, PEM files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// The certificate chain (leaf first), PEM.
+    pub cert: String,
+    /// The private key, PEM.
+    pub key: String,
+}
+
 /// The log's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -209,6 +219,8 @@ pub struct RawServer {
     pub drain_delay: Option<DurationText>,
     /// Lifetime of an admin session token from `POST /api/auth/login` (default `1h`).
     pub admin_token_ttl: Option<DurationText>,
+    /// TLS for the proxy and admin listeners; the files are read again when they change.
+    pub tls: Option<RawTls>,
     /// Browser origins (e.g. `https://admin.example.com`) allowed to call the admin API
     /// from another origin (CORS); none by default.
     #[serde(default)]

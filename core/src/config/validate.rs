@@ -10,7 +10,7 @@ use super::{
     Config, ConnectionSettings, CooldownSettings, Deployment, HealthCheckSettings, JwtIssuer,
     LogFormat, LogSettings, MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider,
     ProviderKind, QuotaSettings, RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind,
-    Timeouts,
+    Timeouts, TlsFiles,
     raw::{
         RawConfig, RawJwtIssuer, RawLogFormat, RawMetering, RawModel, RawOnClientAbort,
         RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer,
@@ -481,6 +481,10 @@ fn server(raw: &RawServer, problems: &mut Vec<Problem>) -> ServerSettings {
         shutdown_grace,
         drain_delay,
         admin_cors_origins: raw.admin_cors_origins.clone(),
+        tls: raw.tls.as_ref().map(|t| TlsFiles {
+            cert: PathBuf::from(&t.cert),
+            key: PathBuf::from(&t.key),
+        }),
         admin_token_ttl,
         key_rotation_grace,
         admin_login_attempts,

@@ -6,6 +6,7 @@ pub mod listeners;
 pub mod mock_upstream;
 pub mod readiness;
 mod reload;
+pub mod tls;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -25,7 +26,8 @@ use tollgate_core::config::{Config, ConnectionSettings, OnStoreError, ProviderKi
 use url::Url;
 
 use tollgate_admin::{
-    AdminSettings, DeploymentRoute, ModelRoute, RouteSource, throttle::AttemptStore,
+    AdminSettings, DeploymentRoute, ModelRoute, RouteSource, TlsAcceptorSource,
+    throttle::AttemptStore,
 };
 use tollgate_core::secrets::ServerSecret;
 
@@ -51,6 +53,7 @@ use crate::{
     server::listeners::{bind, connection_limits, reserve},
     server::mock_upstream::MockUpstreamService,
     server::readiness::{DrainingShutdown, Readiness},
+    server::tls::Certificates,
     upstream::Upstream,
 };
 
@@ -149,6 +152,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         ModelCatalog::new(&config, created),
     );
 
+    let certificates = tls_certificates(&config, backend.handle())?;
     let admin_listener = bind(config.server.admin_listen, "admin")?;
     let admin_addr = admin_listener.local_addr()?;
     let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
@@ -166,7 +170,11 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         database_url,
         secret.clone(),
         master_key.expose().to_string(),
-        admin_settings(&config, live_routes(live.clone())),
+        admin_settings(
+            &config,
+            live_routes(live.clone()),
+            tls_source(&certificates),
+        ),
         invalidation::hook(
             Some((
                 client_keys.clone(),
@@ -241,9 +249,12 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let mut proxy = Service::new("tollgate proxy".to_string(), front);
     // Requests are read into the gateway's own buffers: a 64 KiB read buffer per connection
     // (Pingora's default) would only be copied through, and idle connections would hold it.
-    proxy.add_listener(
-        ListenerConfig::tcp(proxy_addr.to_string()).l4_buffer(L4BufferSettings::new(0, 1460)),
-    );
+    let mut listener =
+        ListenerConfig::tcp(proxy_addr.to_string()).l4_buffer(L4BufferSettings::new(0, 1460));
+    if let Some(certificates) = &certificates {
+        listener = listener.tls(certificates.proxy_settings()?);
+    }
+    proxy.add_listener(listener);
     server.add_service(proxy);
 
     server.add_service(background_service("admin API", admin));
@@ -397,7 +408,30 @@ fn login_attempts(backend: &Backend) -> Option<Arc<dyn AttemptStore>> {
     Some(Arc::new(store))
 }
 
-pub fn admin_settings(config: &Config, routes: RouteSource) -> AdminSettings {
+/// `server.tls` loaded, and watched for renewals on `runtime`.
+fn tls_certificates(
+    config: &Config,
+    runtime: &tokio::runtime::Handle,
+) -> anyhow::Result<Option<Arc<Certificates>>> {
+    let Some(files) = &config.server.tls else {
+        return Ok(None);
+    };
+    let certificates = Certificates::load(files)?;
+    certificates.watch(runtime);
+    Ok(Some(certificates))
+}
+
+fn tls_source(certificates: &Option<Arc<Certificates>>) -> Option<Arc<dyn TlsAcceptorSource>> {
+    certificates
+        .clone()
+        .map(|c| c as Arc<dyn TlsAcceptorSource>)
+}
+
+pub fn admin_settings(
+    config: &Config,
+    routes: RouteSource,
+    tls: Option<Arc<dyn TlsAcceptorSource>>,
+) -> AdminSettings {
     AdminSettings {
         token_ttl: config.server.admin_token_ttl,
         rotation_grace: config.server.key_rotation_grace,
@@ -408,6 +442,7 @@ pub fn admin_settings(config: &Config, routes: RouteSource) -> AdminSettings {
         },
         routes,
         cors_origins: config.server.admin_cors_origins.clone(),
+        tls,
     }
 }
 
@@ -546,13 +581,18 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             "TOLLGATE_REDIS_URL is not set: key revocations and changes reach proxies in other processes only when their cache entries expire (60 s)"
         );
     }
+    let certificates = tls_certificates(&config, runtime.handle())?;
     runtime.block_on(async {
         let db = database::connect(&database_url).await?;
         let state = tollgate_admin::AdminState::new(
             db,
             secret,
             Some(master_key.expose().to_string()),
-            admin_settings(&config, configured_routes(&config)),
+            admin_settings(
+                &config,
+                configured_routes(&config),
+                tls_source(&certificates),
+            ),
         )
         .with_change_hook(invalidation::hook(None, backend.clone()));
         let state = match login_attempts(&backend) {
