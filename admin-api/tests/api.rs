@@ -841,6 +841,11 @@ both!(usage_reports_group_and_export, |app: App| async move {
         .await
         .unwrap();
     }
+    // Fixtures written straight into the events table: their rollup is rebuilt, as the
+    // reports read whole days from it.
+    tollgate_core::store::usage::rebuild_rollup(&app.db)
+        .await
+        .unwrap();
     let by_model = app.call("GET", "/api/usage", M, None).await;
     assert_eq!(by_model.status, 200, "{}", by_model.text);
     assert_eq!(
@@ -1250,5 +1255,212 @@ both!(
         assert_eq!(names.body["health"], json!([]));
         let anonymous = app.call("GET", "/api/routes", None, None).await;
         assert_eq!(anonymous.status, 401);
+    }
+);
+
+both!(
+    reports_read_whole_days_from_the_rollup_written_with_the_events,
+    |app: App| async move {
+        use tollgate_core::store::usage::insert_events;
+        // Events over four days, written as the gateway writes them; noon of today - 3 is
+        // the range's start, so that day counts from noon only.
+        let today = Utc::now()
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let event = |i: usize, at: chrono::DateTime<Utc>, model: &str, key: Option<i64>| {
+            usage_event::Model {
+                id: 0,
+                event_id: format!("roll-{i}"),
+                request_id: format!("req-roll-{i}"),
+                occurred_at: at,
+                key_id: key,
+                user_id: key.map(|_| app.member.id),
+                team_id: None,
+                model: model.to_string(),
+                deployment: "mock".into(),
+                prompt_tokens: 10 + i as i64,
+                completion_tokens: 2 * i as i64,
+                cost_micro_usd: 100 * i as i64,
+                status: 200,
+                latency_ms: 5,
+                ttft_ms: None,
+                estimated: false,
+                error_code: None,
+                error_message: None,
+            }
+        };
+        let mut events = Vec::new();
+        for day in 0..4 {
+            for hour in [1, 11, 13, 23] {
+                let at = today - Duration::days(3 - day) + Duration::hours(hour);
+                if at < Utc::now() {
+                    let i = events.len();
+                    let model = if i % 2 == 0 { "gpt-4o" } else { "gpt-4o-mini" };
+                    events.push(event(i, at, model, (i % 3 == 0).then_some(7)));
+                }
+            }
+        }
+        insert_events(&app.db, &events[..5]).await.unwrap();
+        // A replay of a batch, and a batch overlapping it, count each event once.
+        insert_events(&app.db, &events[..5]).await.unwrap();
+        insert_events(&app.db, &events[3..]).await.unwrap();
+        let from = today - Duration::days(3) + Duration::hours(12);
+        let to = Utc::now();
+        let expected = events
+            .iter()
+            .filter(|e| e.occurred_at >= from && e.occurred_at < to)
+            .fold((0, 0, 0, 0), |(n, p, c, cost), e| {
+                (
+                    n + 1,
+                    p + e.prompt_tokens,
+                    c + e.completion_tokens,
+                    cost + e.cost_micro_usd,
+                )
+            });
+        let query = |extra: &str| {
+            format!(
+                "/api/usage?from={}&to={}{extra}",
+                from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .replace('+', "%2B"),
+                to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .replace('+', "%2B"),
+            )
+        };
+        let totals = |body: &Value| {
+            (
+                body["totals"]["requests"].as_i64().unwrap(),
+                body["totals"]["prompt_tokens"].as_i64().unwrap(),
+                body["totals"]["completion_tokens"].as_i64().unwrap(),
+                body["totals"]["cost_micro_usd"].as_i64().unwrap(),
+            )
+        };
+        let report = app.call("GET", &query(""), M, None).await;
+        assert_eq!(report.status, 200, "{}", report.text);
+        assert_eq!(totals(&report.body), expected, "{}", report.text);
+        // The whole days are the rollup's: with their raw events gone (as retention will
+        // delete them), the report is the same.
+        use sea_orm::{ColumnTrait, QueryFilter};
+        usage_event::Entity::delete_many()
+            .filter(usage_event::Column::OccurredAt.gte(today - Duration::days(2)))
+            .filter(usage_event::Column::OccurredAt.lt(today))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        let again = app.call("GET", &query(""), M, None).await;
+        assert_eq!(totals(&again.body), expected, "{}", again.text);
+        // Grouped by key and as a daily series, the same sums.
+        let by_key = app.call("GET", &query("&group_by=key"), M, None).await;
+        let keyed: i64 = by_key.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["requests"].as_i64().unwrap())
+            .sum();
+        assert_eq!(keyed, expected.0, "{}", by_key.text);
+        let series = app
+            .call(
+                "GET",
+                &format!(
+                    "{}&bucket=day",
+                    query("").replace("/api/usage?", "/api/usage/series?")
+                ),
+                M,
+                None,
+            )
+            .await;
+        assert_eq!(series.status, 200, "{}", series.text);
+        let points = series.body["points"].as_array().unwrap();
+        let summed: i64 = points.iter().map(|p| p["requests"].as_i64().unwrap()).sum();
+        assert_eq!(summed, expected.0, "{}", series.text);
+        assert!(
+            points
+                .iter()
+                .all(|p| p["bucket"].as_str().unwrap().ends_with("T00:00:00Z")),
+            "{}",
+            series.text
+        );
+
+        // Retention: budgets read whole days from the rollup too, so deleting the old raw
+        // events changes no spend; a day with no rollup keeps its events.
+        use tollgate_core::store::usage::{Pruned, Spender, delete_rolled_up_before, spent};
+        let key_spend: i64 = events
+            .iter()
+            .filter(|e| e.key_id == Some(7))
+            .map(|e| e.cost_micro_usd)
+            .sum();
+        assert_eq!(
+            spent(&app.db, Spender::Key(7), None).await.unwrap(),
+            key_spend
+        );
+        let mut pruned = 0;
+        loop {
+            match delete_rolled_up_before(&app.db, today, 2).await.unwrap() {
+                Pruned::Deleted(n) => pruned += n,
+                Pruned::Nothing => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(pruned > 0);
+        assert_eq!(
+            spent(&app.db, Spender::Key(7), None).await.unwrap(),
+            key_spend
+        );
+        let since = today - Duration::days(2);
+        let recent: i64 = events
+            .iter()
+            .filter(|e| e.key_id == Some(7) && e.occurred_at >= since)
+            .map(|e| e.cost_micro_usd)
+            .sum();
+        assert_eq!(
+            spent(&app.db, Spender::Key(7), Some(since)).await.unwrap(),
+            recent
+        );
+        // Whole days are still reported after retention (a range starting inside a day
+        // whose events are gone counts only that day's retained part: none).
+        let whole = |from: chrono::DateTime<Utc>| {
+            events
+                .iter()
+                .filter(|e| e.occurred_at >= from && e.occurred_at < to)
+                .count() as i64
+        };
+        let start = today - Duration::days(3);
+        let last = app
+            .call(
+                "GET",
+                &format!(
+                    "/api/usage?from={}&to={}",
+                    start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    to.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                ),
+                M,
+                None,
+            )
+            .await;
+        assert_eq!(
+            last.body["totals"]["requests"],
+            whole(start),
+            "{}",
+            last.text
+        );
+        // An event written around the rollup (an old import) is not deleted.
+        let mut stray = event(99, today - Duration::days(10), "gpt-4o", None);
+        stray.event_id = "roll-stray".into();
+        usage_event::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            ..stray.into()
+        }
+        .insert(&app.db)
+        .await
+        .unwrap();
+        assert!(matches!(
+            delete_rolled_up_before(&app.db, today, 100).await.unwrap(),
+            Pruned::NotRolledUp {
+                events: 1,
+                rolled: 0,
+                ..
+            }
+        ));
     }
 );

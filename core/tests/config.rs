@@ -315,6 +315,13 @@ fn operations_settings_are_checked() {
     );
     let err = error(&format!("{GOOD}log:\n  format: xml\n"));
     assert!(err.contains("log.format"), "{err}");
+    let err = error(&format!("{GOOD}usage:\n  retention: 12h\n"));
+    assert!(err.contains("usage.retention"), "{err}");
+    let kept = load(&format!("{GOOD}usage:\n  retention: 90d\n")).unwrap();
+    assert_eq!(
+        kept.usage.retention,
+        Some(std::time::Duration::from_secs(90 * 86400))
+    );
     let err = error(&GOOD.replace(
         "server:\n",
         "server:\n  drain_delay: 20s\n  admin_cors_origins: ['https://admin.example.com/ui', 'admin.example.com']\n",

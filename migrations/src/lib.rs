@@ -14,6 +14,7 @@ mod m20261126_000007_owner_limits;
 mod m20261126_000008_usage_owner_indexes;
 mod m20261206_000009_key_policy;
 mod m20261206_000010_usage_errors;
+mod m20261206_000011_usage_rollup;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000008_usage_owner_indexes::Migration),
             Box::new(m20261206_000009_key_policy::Migration),
             Box::new(m20261206_000010_usage_errors::Migration),
+            Box::new(m20261206_000011_usage_rollup::Migration),
         ]
     }
 }

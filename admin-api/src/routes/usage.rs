@@ -12,7 +12,7 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
-    sea_query::{Alias, Expr, Order, Query, SelectStatement},
+    sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement},
 };
 use serde::{Deserialize, Serialize};
 use tollgate_core::store::entity::{api_key, team, usage_event, user, user::Role};
@@ -195,14 +195,82 @@ pub(crate) async fn scope(state: &AdminState, caller: &Caller, q: UsageQuery) ->
     })
 }
 
-/// `SELECT grp, [bucket,] COUNT(*), SUM(…) … GROUP BY …` over the scope.
+/// The UTC midnights bounding the whole days of the range, when there are any and the
+/// query can read them from the daily rollup (not an hourly series).
+fn whole_days(scope: &Scope, series: bool) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    if series && scope.bucket == Bucket::Hour {
+        return None;
+    }
+    let midnight = |t: DateTime<Utc>| {
+        t.date_naive()
+            .and_hms_opt(0, 0, 0)
+            .map(|d| d.and_utc())
+            .unwrap_or(t)
+    };
+    let floor = midnight(scope.from);
+    let first = if floor == scope.from {
+        floor
+    } else {
+        floor + Duration::days(1)
+    };
+    let last = midnight(scope.to);
+    (first < last).then_some((first, last))
+}
+
+/// `SELECT grp, [bucket,] requests, tokens, cost … GROUP BY …` over the scope: raw events
+/// for the partial days at the range's ends, the daily rollup (`usage_daily`) for the whole
+/// days between, summed together. A 30-day report thus reads 30 rollup days, not every
+/// event.
 fn aggregate(scope: &Scope, backend: DatabaseBackend, series: bool) -> SelectStatement {
+    let days = whole_days(scope, series);
+    let mut parts = events_part(scope, backend, series, days);
+    if let Some((first, last)) = days {
+        parts.union(
+            sea_orm::sea_query::UnionType::All,
+            rollup_part(scope, series, first, last),
+        );
+    }
+    let sum = |column: &str| Expr::cust(format!("CAST(SUM({column}) AS BIGINT)"));
+    let mut q = Query::select();
+    q.from_subquery(parts, Alias::new("parts"))
+        .column(Alias::new("grp"))
+        .expr_as(sum("requests"), Alias::new("requests"))
+        .expr_as(sum("prompt_tokens"), Alias::new("prompt_tokens"))
+        .expr_as(sum("completion_tokens"), Alias::new("completion_tokens"))
+        .expr_as(sum("cost_micro_usd"), Alias::new("cost_micro_usd"));
+    if series {
+        q.column(Alias::new("bucket"))
+            .add_group_by([Expr::cust("bucket"), Expr::cust("grp")])
+            .order_by(Alias::new("bucket"), Order::Asc);
+    } else {
+        q.add_group_by([Expr::cust("grp")]);
+    }
+    q.order_by(Alias::new("grp"), Order::Asc);
+    q
+}
+
+/// The raw events of the range, outside the whole days the rollup answers for.
+fn events_part(
+    scope: &Scope,
+    backend: DatabaseBackend,
+    series: bool,
+    days: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> SelectStatement {
+    use usage_event::Column as C;
     let group = match scope.group_by {
         GroupBy::Key => "CAST(key_id AS TEXT)",
         GroupBy::User => "CAST(user_id AS TEXT)",
         GroupBy::Team => "CAST(team_id AS TEXT)",
         GroupBy::Model => "model",
     };
+    let mut condition = scope.condition();
+    if let Some((first, last)) = days {
+        condition = condition.add(
+            Condition::any()
+                .add(C::OccurredAt.lt(first))
+                .add(C::OccurredAt.gte(last)),
+        );
+    }
     let mut q = Query::select();
     q.from(usage_event::Entity)
         .expr_as(Expr::cust(group), Alias::new("grp"))
@@ -219,7 +287,7 @@ fn aggregate(scope: &Scope, backend: DatabaseBackend, series: bool) -> SelectSta
             Expr::cust("CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)"),
             Alias::new("cost_micro_usd"),
         )
-        .cond_where(scope.condition());
+        .cond_where(condition);
     if series {
         let bucket = match (backend, scope.bucket) {
             (DatabaseBackend::Postgres, Bucket::Day) => {
@@ -232,12 +300,59 @@ fn aggregate(scope: &Scope, backend: DatabaseBackend, series: bool) -> SelectSta
             (_, Bucket::Hour) => "strftime('%Y-%m-%dT%H:00:00Z', occurred_at)",
         };
         q.expr_as(Expr::cust(bucket), Alias::new("bucket"))
-            .add_group_by([Expr::cust("bucket"), Expr::cust("grp")])
-            .order_by(Alias::new("bucket"), Order::Asc);
+            .add_group_by([Expr::cust("bucket"), Expr::cust("grp")]);
     } else {
         q.add_group_by([Expr::cust("grp")]);
     }
-    q.order_by(Alias::new("grp"), Order::Asc);
+    q
+}
+
+/// The daily rollup's rows for the whole days `[first, last)` that pass the filters; its
+/// ids are 0 where an event had none.
+fn rollup_part(
+    scope: &Scope,
+    series: bool,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+) -> SelectStatement {
+    let group = match scope.group_by {
+        GroupBy::Key => "CAST(NULLIF(key_id, 0) AS TEXT)",
+        GroupBy::User => "CAST(NULLIF(user_id, 0) AS TEXT)",
+        GroupBy::Team => "CAST(NULLIF(team_id, 0) AS TEXT)",
+        GroupBy::Model => "model",
+    };
+    let column = |name: &str| Expr::col(Alias::new(name));
+    let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+    let mut condition = Condition::all()
+        .add(column("day").gte(day(first)))
+        .add(column("day").lt(day(last)));
+    if let Some(id) = scope.user_id {
+        condition = condition.add(column("user_id").eq(id));
+    }
+    if let Some(id) = scope.team_id {
+        condition = condition.add(column("team_id").eq(id));
+    }
+    if let Some(id) = scope.key_row {
+        condition = condition.add(column("key_id").eq(id));
+    }
+    if let Some(model) = &scope.model {
+        condition = condition.add(column("model").eq(model.as_str()));
+    }
+    let sum = |column: &str| Expr::cust(format!("CAST(COALESCE(SUM({column}), 0) AS BIGINT)"));
+    let mut q = Query::select();
+    q.from(Alias::new("usage_daily"))
+        .expr_as(Expr::cust(group), Alias::new("grp"))
+        .expr_as(sum("requests"), Alias::new("requests"))
+        .expr_as(sum("prompt_tokens"), Alias::new("prompt_tokens"))
+        .expr_as(sum("completion_tokens"), Alias::new("completion_tokens"))
+        .expr_as(sum("cost_micro_usd"), Alias::new("cost_micro_usd"))
+        .cond_where(condition);
+    if series {
+        q.expr_as(Expr::cust("day || 'T00:00:00Z'"), Alias::new("bucket"))
+            .add_group_by([Expr::cust("bucket"), Expr::cust("grp")]);
+    } else {
+        q.add_group_by([Expr::cust("grp")]);
+    }
     q
 }
 
@@ -250,7 +365,8 @@ struct Row {
 async fn run(state: &AdminState, scope: &Scope, series: bool) -> ApiResult<Vec<Row>> {
     let db = state.db();
     let backend = db.get_database_backend();
-    let rows = db.query_all(&aggregate(scope, backend, series)).await?;
+    let stmt = aggregate(scope, backend, series);
+    let rows = db.query_all(&stmt).await?;
     rows.into_iter()
         .map(|r| {
             Ok(Row {

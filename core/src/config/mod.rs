@@ -26,6 +26,14 @@ pub struct Config {
     pub jwt_issuers: Vec<JwtIssuer>,
     pub metering: MeteringSettings,
     pub log: LogSettings,
+    pub usage: UsageSettings,
+}
+
+/// How long raw usage events are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// `None`: for ever.
+    pub retention: Option<Duration>,
 }
 
 /// PEM files of a listener certificate (relative paths from the working directory, as

@@ -37,6 +37,18 @@ pub struct RawConfig {
     /// How the gateway writes its log.
     #[serde(default)]
     pub log: RawLog,
+    /// How long raw usage events are kept.
+    #[serde(default)]
+    pub usage: RawUsage,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// Raw usage events older than this (e.g. `90d`) are deleted, in small batches, once
+    /// their day is in the daily rollup; reports and budgets read whole days from the
+    /// rollup. Default: kept for ever.
+    pub retention: Option<DurationText>,
 }
 
 /// A certificate and its key, PEM files.

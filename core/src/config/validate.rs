@@ -10,7 +10,7 @@ use super::{
     Config, ConnectionSettings, CooldownSettings, Deployment, HealthCheckSettings, JwtIssuer,
     LogFormat, LogSettings, MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider,
     ProviderKind, QuotaSettings, RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind,
-    Timeouts, TlsFiles,
+    Timeouts, TlsFiles, UsageSettings,
     raw::{
         RawConfig, RawJwtIssuer, RawLogFormat, RawMetering, RawModel, RawOnClientAbort,
         RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer,
@@ -145,6 +145,16 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         routing,
         jwt_issuers,
         metering: metering(&raw.metering, problems),
+        usage: UsageSettings {
+            retention: raw.usage.retention.as_ref().map(|d| d.0).inspect(|d| {
+                if *d < Duration::from_secs(86400) {
+                    problems.push(Problem::at(
+                        "usage.retention",
+                        "must be at least 1d (raw events of the current day are always kept)",
+                    ));
+                }
+            }),
+        },
         log: LogSettings {
             format: raw.log.format.map(|f| match f {
                 RawLogFormat::Json => LogFormat::Json,

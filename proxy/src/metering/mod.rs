@@ -11,6 +11,7 @@ pub mod estimate;
 pub mod finished;
 mod journal;
 pub mod pricing;
+pub mod retention;
 pub mod scan;
 mod spill;
 mod task;

@@ -27,7 +27,12 @@ static SHARED: OnceLock<Shared> = OnceLock::new();
 
 /// Operations timed, listed so every series exists (at zero) from the start.
 const REDIS_OPERATIONS: [&str; 3] = ["reserve", "settle", "release"];
-const DATABASE_OPERATIONS: [&str; 3] = ["key_lookup", "usage_insert", "key_warmup"];
+const DATABASE_OPERATIONS: [&str; 4] = [
+    "key_lookup",
+    "usage_insert",
+    "key_warmup",
+    "usage_retention",
+];
 
 fn boxed<T: prometheus::core::Collector + Clone + 'static>(c: &T) -> prometheus::Result<T> {
     register(Box::new(c.clone()))?;

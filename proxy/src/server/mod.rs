@@ -164,6 +164,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         config.quota.on_store_error == OnStoreError::FailOpen,
     ));
     warm_keys(&backend, &client_keys, &readiness);
+    if let Some(retention) = config.usage.retention {
+        crate::metering::retention::start(backend.db.clone(), retention, backend.handle());
+    }
 
     let admin = AdminService::new(
         admin_listener,
