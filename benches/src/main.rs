@@ -7,6 +7,7 @@ mod cpu;
 mod http;
 mod load;
 mod machine;
+mod overhead;
 mod probes;
 mod procs;
 mod redis_stats;
@@ -361,9 +362,16 @@ fn run_scenario(
             };
             let before = MockCounters::read(upstream)?;
             let cpu_before = cpu::process_tree_cpu(target.pid());
+            let overhead_before = target.metrics.map(overhead::Buckets::read).transpose()?;
             let stats = tool.run(&spec(args.duration), work)?;
             let cpu_used = cpu::process_tree_cpu(target.pid()).saturating_sub(cpu_before);
             let rss_mib = cpu::process_tree_rss_mib(target.pid());
+            let overhead_p50_ms = match (target.metrics, &overhead_before) {
+                (Some(metrics), Some(before)) => {
+                    overhead::Buckets::read(metrics)?.p50_ms_since(before)
+                }
+                _ => None,
+            };
             let after = MockCounters::read(upstream)?;
             let redis_round_trip_ms = match round_trips {
                 Some(probe) => probe.finish()?,
@@ -386,6 +394,7 @@ fn run_scenario(
                 cpu_ms_per_request: (stats.ok > 0)
                     .then(|| cpu_used.as_secs_f64() * 1000.0 / stats.ok as f64),
                 rss_mib,
+                overhead_p50_ms,
                 stats,
             };
             println!("  {}", progress_line(target.name, &run));

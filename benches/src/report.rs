@@ -83,6 +83,9 @@ pub struct TargetRun {
     pub cpu_ms_per_request: Option<f64>,
     /// The target's resident memory right after the run.
     pub rss_mib: f64,
+    /// Tollgate's own overhead p50 during the run, from its `tollgate_overhead_seconds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_p50_ms: Option<f64>,
 }
 
 /// `target` against `baseline`: throughput ratio and added latency.
@@ -266,6 +269,21 @@ impl ScenarioResult {
                     "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms{cpu}",
                     c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
                 ));
+            }
+        }
+        // At a fixed rate, Tollgate's own view of its overhead beside the added latency
+        // measured from outside (which also holds the extra loopback hop and parsing).
+        if self.rate.is_some() {
+            for t in &self.targets {
+                let own: Vec<f64> = t.runs.iter().filter_map(|r| r.overhead_p50_ms).collect();
+                if let (false, Some(c)) = (own.is_empty(), self.vs_direct(t.target)) {
+                    out.push(format!(
+                        "{}: Tollgate's own overhead p50 {:.3} ms (tollgate_overhead_seconds) vs added p50 {:+.3} ms",
+                        t.target,
+                        median(own),
+                        c.added_p50_ms
+                    ));
+                }
             }
         }
         if let Some(line) = self
@@ -452,6 +470,7 @@ mod tests {
                 redis_round_trip_ms: None,
                 cpu_ms_per_request: Some(0.1),
                 rss_mib: 20.0,
+                overhead_p50_ms: None,
             }],
         )
     }

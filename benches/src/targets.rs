@@ -34,6 +34,8 @@ pub struct Target {
     pub auth: String,
     /// Tollgate's admin listener.
     pub admin: Option<SocketAddr>,
+    /// Tollgate's metrics listener.
+    pub metrics: Option<SocketAddr>,
     guard: ChildGuard,
 }
 
@@ -79,6 +81,7 @@ pub fn start_mock(bin_dir: &Path, work: &Path) -> anyhow::Result<Target> {
         log,
         auth: format!("Bearer {MASTER_KEY}"),
         admin: None,
+        metrics: None,
         guard,
     })
 }
@@ -184,6 +187,7 @@ pub fn start_tollgate(
         log: log.to_path_buf(),
         auth,
         admin: Some(admin),
+        metrics: Some(metrics),
         guard,
     })
 }
@@ -287,6 +291,7 @@ pub fn start_nginx(
         log,
         auth: format!("Bearer {MASTER_KEY}"),
         admin: None,
+        metrics: None,
         guard,
     })
 }

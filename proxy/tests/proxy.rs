@@ -144,6 +144,18 @@ async fn memory_does_not_grow_with_stream_length() {
         .await
         .unwrap();
     warm.bytes().await.unwrap();
+    // The warm-up's usage event is written (a database transaction, perhaps a new pooled
+    // connection) before the baseline is taken.
+    for _ in 0..200 {
+        if gw
+            .metrics_text()
+            .await
+            .contains("tollgate_usage_events_total{outcome=\"written\"} 1")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     let before = gw.proc.rss_kib();
 
     let resp = gw
