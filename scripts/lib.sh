@@ -100,7 +100,7 @@ ensure_services() {
 check_deployment_files() {
   command -v docker-compose >/dev/null || apt_install docker-compose
   command -v promtool >/dev/null || apt_install prometheus
-  log "checking docker/docker-compose.yml, Prometheus config and rules, the dashboard"
+  log "checking docker/docker-compose.yml, the Dockerfile, Prometheus config and rules, the dashboard"
   local env_file
   env_file="$(mktemp)"
   sed -e 's/^\(POSTGRES_PASSWORD\|TOLLGATE_MASTER_KEY\|TOLLGATE_SECRET_KEY\|GRAFANA_ADMIN_PASSWORD\|TOLLGATE_ADMIN_PASSWORD\)=$/\1=check-only-value/' \
@@ -110,4 +110,8 @@ check_deployment_files() {
   promtool check config "$ROOT/docker/prometheus/prometheus.yml" >/dev/null
   promtool check rules "$ROOT/docker/prometheus/alerts.yml" >/dev/null
   python3 -m json.tool "$ROOT/docker/grafana/dashboards/tollgate.json" >/dev/null
+  # The Dockerfile's linter (instructions, flags, durations, ports) comes from npm.
+  [ -x "$ROOT/docker/lint/node_modules/.bin/dockerfile-utils" ] ||
+    (cd "$ROOT/docker/lint" && npm ci --no-audit --no-fund >/dev/null)
+  (cd "$ROOT/docker/lint" && npm run -s lint)
 }

@@ -15,6 +15,7 @@ mod m20261126_000008_usage_owner_indexes;
 mod m20261206_000009_key_policy;
 mod m20261206_000010_usage_errors;
 mod m20261206_000011_usage_rollup;
+mod m20261206_000012_usage_partitions;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_key_policy::Migration),
             Box::new(m20261206_000010_usage_errors::Migration),
             Box::new(m20261206_000011_usage_rollup::Migration),
+            Box::new(m20261206_000012_usage_partitions::Migration),
         ]
     }
 }

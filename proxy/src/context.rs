@@ -68,6 +68,8 @@ impl Incoming {
 }
 
 pub struct Timing {
+    /// When the request's first byte arrived (its head is read and parsed in the gateway
+    /// too), or when its context was made if that is unknown.
     pub started: Instant,
     /// When the first body byte went to the client.
     pub first_byte_at: Option<Instant>,
@@ -83,7 +85,7 @@ pub struct Timing {
 impl Timing {
     fn new() -> Self {
         Timing {
-            started: Instant::now(),
+            started: crate::downstream::connection::head_arrived().unwrap_or_else(Instant::now),
             first_byte_at: None,
             upstream_since: None,
             upstream_wait: Duration::ZERO,

@@ -647,6 +647,35 @@ async fn two_proxies_and_an_admin_share_quotas_and_revocations() {
     let envs = stores.envs(SECRET);
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let admin = Gateway::spawn_admin(dirs[0].path(), &routes(&mock), &envs).await;
+    // The usage events' partition two months ahead goes (the admin made it while migrating);
+    // a proxy makes it again at start.
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(&stores.db.url).await.unwrap();
+    let ahead = "usage_events_' || to_char(date_trunc('month', now() AT TIME ZONE 'UTC') \
+                 + interval '2 months', '\"y\"YYYY\"m\"MM')";
+    let exists = format!("SELECT to_regclass('{ahead}) IS NOT NULL");
+    let partition_ready = |db: &sea_orm::DatabaseConnection| {
+        let sql = exists.clone();
+        let db = db.clone();
+        async move {
+            db.query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<bool>(0)
+            .unwrap()
+        }
+    };
+    assert!(partition_ready(&db).await);
+    db.execute_unprepared(&format!(
+        "DO $$ BEGIN EXECUTE 'DROP TABLE ' || ('{ahead}); END $$"
+    ))
+    .await
+    .unwrap();
+    assert!(!partition_ready(&db).await);
     let a = Gateway::spawn_in_env(dirs[1].path(), &routes(&mock), "", &envs).await;
     let b = Gateway::spawn_in_env(dirs[2].path(), &routes(&mock), "", &envs).await;
     // Every process's scrape target and readiness answer.
@@ -663,6 +692,14 @@ async fn two_proxies_and_an_admin_share_quotas_and_revocations() {
             .await
             .unwrap();
         assert_eq!(metrics.status(), 200);
+    }
+    let made = Instant::now();
+    while !partition_ready(&db).await {
+        assert!(
+            made.elapsed() < Duration::from_secs(10),
+            "no proxy made the partition"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A key made on the admin, limited to 4 requests a minute in all.
     let (status, key) = admin

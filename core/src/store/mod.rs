@@ -9,6 +9,7 @@ pub mod keys;
 pub mod providers;
 pub mod teams;
 pub mod usage;
+pub mod usage_partitions;
 pub mod users;
 
 pub use audit::Actor;

@@ -46,7 +46,9 @@ pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
         ..(*e).clone().into()
     });
     usage_event::Entity::insert_many(models)
-        .on_conflict(OnConflict::column(C::EventId).do_nothing().to_owned())
+        // No conflict target: on PostgreSQL the unique key is (event_id, occurred_at), the
+        // partitioned table's; on SQLite it is event_id.
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
         .exec_without_returning(&txn)
         .await?;
     txn.execute(&rollup(&fresh)?).await?;
@@ -275,6 +277,11 @@ pub enum Pruned {
     /// No event is older than the cutoff.
     Nothing,
     Deleted(u64),
+    /// A whole month's partition was dropped (PostgreSQL), holding this many events.
+    DroppedMonth {
+        partition: String,
+        events: u64,
+    },
     /// The oldest day's rollup counts fewer requests than it has events: it is kept.
     NotRolledUp {
         day: String,

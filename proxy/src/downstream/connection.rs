@@ -98,7 +98,8 @@ where
         loop {
             // A new connection has the header deadline from its start; a kept-alive one
             // may idle first.
-            let head = match read_head(&mut stream, &self.limits, reused, shutdown).await {
+            let (head, arrived) = match read_head(&mut stream, &self.limits, reused, shutdown).await
+            {
                 Ok(head) => head,
                 Err(NoHead::Gone) => return None,
                 Err(NoHead::Refused(e)) => {
@@ -124,7 +125,9 @@ where
             if let Some(drain) = &drain {
                 drain.set_busy(true);
             }
-            let reusable = self.app.process_new_http(session, shutdown).await;
+            let reusable = HEAD_ARRIVED
+                .scope(arrived, self.app.process_new_http(session, shutdown))
+                .await;
             if let Some(drain) = &drain {
                 drain.set_busy(false);
                 if drain.gone() {
@@ -143,13 +146,25 @@ where
     }
 }
 
-/// Reads one request head (and whatever of the body came with it).
+tokio::task_local! {
+    /// When the first byte of the request being handled arrived.
+    static HEAD_ARRIVED: std::time::Instant;
+}
+
+/// When the first byte of the current request's head arrived: the start of the gateway's
+/// time on it (reading and parsing the head included). `None` outside a request.
+pub fn head_arrived() -> Option<std::time::Instant> {
+    HEAD_ARRIVED.try_with(|at| *at).ok()
+}
+
+/// Reads one request head (and whatever of the body came with it), and when its first
+/// byte arrived.
 async fn read_head(
     stream: &mut Stream,
     limits: &Limits,
     reused: bool,
     shutdown: &ShutdownWatch,
-) -> Result<BytesMut, NoHead> {
+) -> Result<(BytesMut, std::time::Instant), NoHead> {
     let started = Instant::now();
     let first_byte_by = started
         + if reused {
@@ -169,6 +184,7 @@ async fn read_head(
         // Nothing at all: not a request to answer.
         _ => return Err(NoHead::Gone),
     }
+    let arrived = std::time::Instant::now();
     let deadline = if reused {
         Instant::now() + limits.header_timeout
     } else {
@@ -178,7 +194,7 @@ async fn read_head(
     loop {
         if let Some(end) = head_end(&buf, scanned) {
             check(&buf[..end]).await?;
-            return Ok(buf);
+            return Ok((buf, arrived));
         }
         if buf.len() > limits.max_header_bytes {
             return Err(NoHead::Refused(GatewayError::HeaderTooLarge {

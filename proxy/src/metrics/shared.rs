@@ -11,7 +11,10 @@ use prometheus::{
 };
 
 pub struct Shared {
-    key_cache: IntCounterVec,
+    /// `tollgate_key_cache_lookups_total{result="hit"}` and `{result="miss"}`, resolved once:
+    /// every authenticated request counts one.
+    key_cache_hits: IntCounter,
+    key_cache_misses: IntCounter,
     key_cache_evictions: IntCounter,
     redis: HistogramVec,
     redis_errors: IntCounterVec,
@@ -27,11 +30,12 @@ static SHARED: OnceLock<Shared> = OnceLock::new();
 
 /// Operations timed, listed so every series exists (at zero) from the start.
 const REDIS_OPERATIONS: [&str; 3] = ["reserve", "settle", "release"];
-const DATABASE_OPERATIONS: [&str; 4] = [
+const DATABASE_OPERATIONS: [&str; 5] = [
     "key_lookup",
     "usage_insert",
     "key_warmup",
     "usage_retention",
+    "usage_partitions",
 ];
 
 fn boxed<T: prometheus::core::Collector + Clone + 'static>(c: &T) -> prometheus::Result<T> {
@@ -45,14 +49,16 @@ pub fn register_shared() -> prometheus::Result<()> {
         return Ok(());
     }
     let fast = exponential_buckets(0.000_05, 2.0, 16)?;
+    let key_cache = boxed(&IntCounterVec::new(
+        Opts::new(
+            "tollgate_key_cache_lookups_total",
+            "Issued-key look-ups by result: hit (served from the in-process cache) or miss (read from the database)",
+        ),
+        &["result"],
+    )?)?;
     let shared = Shared {
-        key_cache: boxed(&IntCounterVec::new(
-            Opts::new(
-                "tollgate_key_cache_lookups_total",
-                "Issued-key look-ups by result: hit (served from the in-process cache) or miss (read from the database)",
-            ),
-            &["result"],
-        )?)?,
+        key_cache_hits: key_cache.with_label_values(&["hit"]),
+        key_cache_misses: key_cache.with_label_values(&["miss"]),
         key_cache_evictions: boxed(&IntCounter::new(
             "tollgate_key_cache_evictions_total",
             "Key-cache entries dropped: changed keys, users or teams, and entries pushed out when full",
@@ -110,9 +116,6 @@ pub fn register_shared() -> prometheus::Result<()> {
             &["model", "provider"],
         )?)?,
     };
-    for result in ["hit", "miss"] {
-        shared.key_cache.with_label_values(&[result]);
-    }
     for op in REDIS_OPERATIONS {
         shared.redis_errors.with_label_values(&[op]);
     }
@@ -130,9 +133,11 @@ pub fn shared() -> Option<&'static Shared> {
 /// Counts a key look-up served from the cache (`hit`) or not.
 pub fn key_cache_lookup(hit: bool) {
     if let Some(m) = shared() {
-        m.key_cache
-            .with_label_values(&[if hit { "hit" } else { "miss" }])
-            .inc();
+        if hit {
+            m.key_cache_hits.inc();
+        } else {
+            m.key_cache_misses.inc();
+        }
     }
 }
 

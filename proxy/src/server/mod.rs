@@ -164,6 +164,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         config.quota.on_store_error == OnStoreError::FailOpen,
     ));
     warm_keys(&backend, &client_keys, &readiness);
+    crate::metering::retention::make_partitions(backend.db.clone(), backend.handle());
     if let Some(retention) = config.usage.retention {
         crate::metering::retention::start(backend.db.clone(), retention, backend.handle());
     }
