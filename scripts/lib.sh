@@ -58,7 +58,7 @@ ensure_python_venv() {
     log "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  if ! "$VENV/bin/python" -c 'import openai, pytest' 2>/dev/null \
+  if ! "$VENV/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null \
      || ! cmp -s "$ROOT/tests/e2e/requirements.txt" "$VENV/.requirements"; then
     log "installing Python test requirements"
     "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tests/e2e/requirements.txt"

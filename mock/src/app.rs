@@ -3,7 +3,7 @@
 //! directive sequences excepted: a short lock, taken only by requests that name one).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -27,6 +27,8 @@ pub(crate) struct App {
     pub models_list: Bytes,
     /// Requests seen per directive sequence (`first=N,seq=name`).
     pub sequences: Mutex<HashMap<String, u32>>,
+    /// Prompt prefixes marked `cache_control` seen on `/v1/messages` (Anthropic's cache).
+    pub prompt_cache: Mutex<HashSet<u64>>,
 }
 
 impl App {
@@ -39,6 +41,21 @@ impl App {
             ids: Ids::new(),
             models_list: models::list_body(),
             sequences: Mutex::new(HashMap::new()),
+            prompt_cache: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Anthropic's prompt cache for a prefix of (hash, tokens): `(read, written)` tokens —
+    /// written the first time the prefix is seen, read after.
+    pub fn prompt_cache(&self, prefix: Option<(u64, u32)>) -> (u32, u32) {
+        let Some((hash, tokens)) = prefix else {
+            return (0, 0);
+        };
+        let mut seen = self.prompt_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.insert(hash) {
+            (0, tokens)
+        } else {
+            (tokens, 0)
         }
     }
 

@@ -34,6 +34,8 @@ pub(crate) async fn handle(app: &App, req: Request<Body>, conn: Option<ConnAbort
                     pipeline::post::<Embeddings>(app, &ctx, &parts, body, azure).await
                 }
                 Api::Responses => pipeline::post::<Responses>(app, &ctx, &parts, body, azure).await,
+                Api::Messages => crate::messages::post(app, &ctx, &parts, body, false).await,
+                Api::CountTokens => crate::messages::post(app, &ctx, &parts, body, true).await,
                 Api::Models => pipeline::get_models(app, &ctx, &parts, None).await,
                 Api::Model(id) => pipeline::get_models(app, &ctx, &parts, Some(id)).await,
             }

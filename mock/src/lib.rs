@@ -4,7 +4,8 @@
 //! - Endpoints: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
 //!   `/v1/responses`; `GET /v1/models[/{id}]`; Azure `POST /openai/deployments/{d}/…`
 //!   (needs `?api-version=`); controls `GET /_mock/stats`, `POST /_mock/reset`,
-//!   `GET /_mock/requests`, `GET /_mock/health`.
+//!   `GET /_mock/requests`, `GET /_mock/health`; Anthropic's `POST /v1/messages` and
+//!   `/v1/messages/count_tokens` (`x-api-key`, `anthropic-version`; see `messages.rs`).
 //! - Content: one vocabulary word per token, seeded by (model, prompt). Prompt tokens are
 //!   counted with the o200k tokenizer as OpenAI does: chat and Responses add 3 per message
 //!   (role, content, name + 1) and 3 per prompt; legacy completions and embeddings count the
@@ -25,6 +26,7 @@ mod dispatch;
 mod embeddings;
 mod errors;
 mod ids;
+mod messages;
 mod models;
 mod pipeline;
 mod prompt;

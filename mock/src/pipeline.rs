@@ -88,17 +88,10 @@ pub(crate) async fn post<E: Endpoint>(
         return reject(app, ctx, Rejection::BadRequest, &ApiError::missing("model"));
     };
     let (model, suffix) = split_model(raw_model);
-    let mut behavior = match directives(&parts.headers, suffix) {
+    let behavior = match behavior(app, &parts.headers, suffix) {
         Ok(b) => b,
         Err(e) => return reject(app, ctx, Rejection::BadRequest, &e),
     };
-    let header = parts.headers.get("x-mock").and_then(|v| v.to_str().ok());
-    let list = format!(
-        "{}@{}",
-        header.unwrap_or_default(),
-        suffix.unwrap_or_default()
-    );
-    app.sequence(&mut behavior, &list);
     let stream = req.stream().unwrap_or(false);
     if let Some(r) = inject(app, ctx, &behavior, model, stream).await {
         return r;
@@ -152,6 +145,23 @@ pub(crate) fn reject(app: &App, ctx: &Ctx, why: Rejection, e: &ApiError) -> Repl
     reply::error(ctx, e)
 }
 
+/// The request's directives, counted in their sequence (see [`App::sequence`]).
+pub(crate) fn behavior(
+    app: &App,
+    headers: &HeaderMap,
+    suffix: Option<&str>,
+) -> Result<Behavior, ApiError> {
+    let mut behavior = directives(headers, suffix)?;
+    let header = headers.get("x-mock").and_then(|v| v.to_str().ok());
+    let list = format!(
+        "{}@{}",
+        header.unwrap_or_default(),
+        suffix.unwrap_or_default()
+    );
+    app.sequence(&mut behavior, &list);
+    Ok(behavior)
+}
+
 /// Header directives first, then the model suffix, so the suffix wins on conflicts.
 fn directives(headers: &HeaderMap, suffix: Option<&str>) -> Result<Behavior, ApiError> {
     let mut b = Behavior::default();
@@ -168,7 +178,13 @@ fn directives(headers: &HeaderMap, suffix: Option<&str>) -> Result<Behavior, Api
 }
 
 /// Runs the failure directives. `None` means "answer normally".
-async fn inject(app: &App, ctx: &Ctx, b: &Behavior, model: &str, stream: bool) -> Option<Reply> {
+pub(crate) async fn inject(
+    app: &App,
+    ctx: &Ctx,
+    b: &Behavior,
+    model: &str,
+    stream: bool,
+) -> Option<Reply> {
     if !b.latency.is_zero() {
         tokio::time::sleep(b.latency).await;
     }

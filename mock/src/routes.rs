@@ -13,6 +13,10 @@ pub enum Api<'a> {
     Responses,
     Models,
     Model(&'a str),
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Api<'_> {
@@ -23,6 +27,7 @@ impl Api<'_> {
             Api::Embeddings => Endpoint::Embeddings,
             Api::Responses => Endpoint::Responses,
             Api::Models | Api::Model(_) => Endpoint::Models,
+            Api::Messages | Api::CountTokens => Endpoint::Messages,
         }
     }
 }
@@ -62,6 +67,8 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Route<'a> {
         "/v1/embeddings" => (T::Api(Api::Embeddings, None), Method::POST),
         "/v1/responses" => (T::Api(Api::Responses, None), Method::POST),
         "/v1/models" => (T::Api(Api::Models, None), Method::GET),
+        "/v1/messages" => (T::Api(Api::Messages, None), Method::POST),
+        "/v1/messages/count_tokens" => (T::Api(Api::CountTokens, None), Method::POST),
         "/_mock/stats" => (T::Control(Control::Stats), Method::GET),
         "/_mock/reset" => (T::Control(Control::Reset), Method::POST),
         "/_mock/requests" => (T::Control(Control::Requests), Method::GET),

@@ -16,16 +16,20 @@ pub enum Endpoint {
     Models,
     /// Unknown paths and wrong methods.
     Other,
+    /// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`.
+    Messages,
 }
 
 /// Live counters. Shared as `Arc<MockStats>`; read with [`MockStats::snapshot`].
 #[derive(Default)]
 pub struct MockStats {
     requests_total: AtomicU64,
-    by_endpoint: [AtomicU64; 6],
+    by_endpoint: [AtomicU64; 7],
     azure_requests: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
+    cache_read_tokens: AtomicU64,
+    cache_creation_tokens: AtomicU64,
     streams_started: AtomicU64,
     streams_completed: AtomicU64,
     streams_aborted: AtomicU64,
@@ -84,6 +88,14 @@ impl MockStats {
         self.completion_tokens.fetch_add(u64::from(n), Relaxed);
     }
 
+    /// Prompt tokens of `/v1/messages` answered from (`read`) or written to Anthropic's
+    /// prompt cache; both are part of the prompt tokens too.
+    pub(crate) fn cache_tokens(&self, read: u32, written: u32) {
+        self.cache_read_tokens.fetch_add(u64::from(read), Relaxed);
+        self.cache_creation_tokens
+            .fetch_add(u64::from(written), Relaxed);
+    }
+
     pub(crate) fn stream_started(&self) {
         self.streams_started.fetch_add(1, Relaxed);
     }
@@ -132,6 +144,8 @@ impl MockStats {
             &self.azure_requests,
             &self.prompt_tokens,
             &self.completion_tokens,
+            &self.cache_read_tokens,
+            &self.cache_creation_tokens,
             &self.streams_started,
             &self.streams_completed,
             &self.streams_aborted,
@@ -169,10 +183,13 @@ impl MockStats {
                 responses: e(Endpoint::Responses),
                 models: e(Endpoint::Models),
                 other: e(Endpoint::Other),
+                messages: e(Endpoint::Messages),
             },
             azure_requests: get(&self.azure_requests),
             prompt_tokens: get(&self.prompt_tokens),
             completion_tokens: get(&self.completion_tokens),
+            cache_read_tokens: get(&self.cache_read_tokens),
+            cache_creation_tokens: get(&self.cache_creation_tokens),
             streams: StreamCounts {
                 started: get(&self.streams_started),
                 completed: get(&self.streams_completed),
@@ -207,6 +224,12 @@ pub struct MockStatsSnapshot {
     pub prompt_tokens: u64,
     /// Completion tokens handed to the connection; an aborted stream counts only what was sent.
     pub completion_tokens: u64,
+    /// Of the prompt tokens, those `/v1/messages` reported as read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Of the prompt tokens, those `/v1/messages` reported as written to the prompt cache.
+    #[serde(default)]
+    pub cache_creation_tokens: u64,
     pub streams: StreamCounts,
     pub errors_injected: InjectedCounts,
     pub rejected: RejectedCounts,
@@ -220,6 +243,9 @@ pub struct EndpointCounts {
     pub responses: u64,
     pub models: u64,
     pub other: u64,
+    /// Anthropic's `/v1/messages` and `/v1/messages/count_tokens`.
+    #[serde(default)]
+    pub messages: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod downstream;
 pub mod error;
 pub mod gateway;
 pub mod live;
+pub mod log_writer;
 pub mod metering;
 pub mod metrics;
 pub mod quota;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, LogFormat, json_schema};
-use tollgate_proxy::{backend::database, cli, server};
+use tollgate_proxy::{backend::database, cli, log_writer, server};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr through a background writer, so a request never waits on log I/O.
 /// The guard flushes what is queued when the process ends.
-fn init_logging(config: &std::path::Path) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(config: &std::path::Path) -> log_writer::Guard {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // These libraries print whole request heads or statements at debug and trace level —
@@ -241,10 +241,12 @@ fn init_logging(config: &std::path::Path) -> tracing_appender::non_blocking::Wor
         }
     }
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    #[allow(clippy::expect_used)] // start-up: no thread, no logs
+    let (writer, guard) =
+        log_writer::start(std::io::stderr()).expect("starting the log writer thread");
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(move || writer.clone());
     match log_format(config, terminal) {
         // One object per line, the event's fields at the top level.
         LogFormat::Json => fmt
