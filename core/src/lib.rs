@@ -1,6 +1,7 @@
 //! Shared by the Tollgate gateway, its CLI and its tools: the routing config, the OpenAI
 //! error shape, and the cheap request/stream parsers the hot path relies on.
 
+pub mod anthropic;
 pub mod body;
 pub mod config;
 pub mod limits;

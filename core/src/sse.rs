@@ -190,7 +190,7 @@ fn has_no_choices(data: &[u8]) -> bool {
 }
 
 /// Finds the blank line ending the first event: (end of event, start of the next).
-fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
         let i = from + i;
