@@ -235,7 +235,7 @@ fn routing_defaults_and_per_model_settings() {
     let config = load(GOOD).unwrap();
     assert_eq!(config.routing.retries, 2);
     assert_eq!(config.routing.deadline, std::time::Duration::from_secs(60));
-    assert_eq!(config.routing.retry_on, vec![429, 500, 502, 503, 504]);
+    assert_eq!(config.routing.retry_on, vec![429, 500, 502, 503, 504, 529]);
     assert_eq!(config.routing.cooldown.failures, 5);
     assert_eq!(config.models[0].retries, 2);
     assert_eq!(

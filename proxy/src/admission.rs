@@ -17,7 +17,7 @@ use crate::{
     error::GatewayError,
     gateway::Gateway,
     quota::{limiter::Claim, scopes},
-    routing::choice,
+    routing::{Route, choice},
 };
 
 pub enum Admission {
@@ -100,6 +100,7 @@ async fn route_and_reserve(
     let route = table
         .get(model)
         .ok_or_else(|| GatewayError::UnknownModel(model.to_string()))?;
+    check_anthropic(route, endpoint, &body)?;
     let now = chrono::Utc::now();
     let scopes = match &ctx.caller {
         Some(Principal::Key(key)) => {
@@ -133,9 +134,26 @@ async fn route_and_reserve(
     }
     ctx.route.route = Some(route.clone());
     ctx.route.table = Some(table.clone());
+    ctx.request.client_wants_usage = probe.include_usage == Some(true);
     let (body, probe) = ask_for_usage(ctx, endpoint, body, probe)?;
     ctx.request.client_body = body;
     ctx.request.probe = probe;
+    Ok(())
+}
+
+/// A model with Anthropic deployments serves chat completions only, and the request must
+/// translate for each of them (a parameter Anthropic cannot take is refused here, by name,
+/// before any quota is reserved).
+fn check_anthropic(route: &Route, endpoint: Endpoint, body: &[u8]) -> Result<(), GatewayError> {
+    for deployment in &route.deployments {
+        let Some(options) = &deployment.upstream.anthropic else {
+            continue;
+        };
+        if endpoint != Endpoint::ChatCompletions {
+            return Err(GatewayError::EndpointNotServed(route.model.clone()));
+        }
+        crate::context::translate_for_anthropic(body, &deployment.upstream_model, options)?;
+    }
     Ok(())
 }
 

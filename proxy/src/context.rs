@@ -53,9 +53,22 @@ pub struct Incoming {
     /// The body of the current attempt (model renamed for the deployment if needed).
     pub body: Bytes,
     pub probe: RequestProbe,
+    /// The client itself asked for stream usage (`stream_options.include_usage`), as
+    /// opposed to the gateway asking on its behalf.
+    pub client_wants_usage: bool,
 }
 
 impl Incoming {
+    /// The body for an Anthropic deployment: the chat completion as a Messages request.
+    /// Admission checked that it translates.
+    pub fn anthropic_body(
+        &self,
+        upstream_model: &str,
+        options: &tollgate_core::config::AnthropicOptions,
+    ) -> Result<Bytes, GatewayError> {
+        translate_for_anthropic(&self.client_body, upstream_model, options).map(Bytes::from)
+    }
+
     /// The body for a deployment that knows the model as `upstream_model`.
     pub fn body_for(&self, upstream_model: &str) -> Bytes {
         match (&self.probe.model, &self.probe.model_span) {
@@ -181,4 +194,26 @@ impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Translates a chat completion body for an Anthropic deployment, or names the parameter
+/// that cannot be sent.
+pub fn translate_for_anthropic(
+    body: &[u8],
+    upstream_model: &str,
+    options: &tollgate_core::config::AnthropicOptions,
+) -> Result<Vec<u8>, GatewayError> {
+    tollgate_core::anthropic::request::translate(
+        body,
+        &tollgate_core::anthropic::request::Options {
+            model: upstream_model,
+            default_max_tokens: options.max_tokens,
+            drop_unsupported: options.drop_unsupported,
+        },
+    )
+    .map(|t| t.body)
+    .map_err(|r| GatewayError::UnsupportedParameter {
+        param: r.param,
+        message: r.message,
+    })
 }

@@ -159,6 +159,13 @@ pub enum GatewayError {
     },
     #[error("Malformed HTTP request: {0}.")]
     BadRequest(String),
+    /// A chat completion that cannot be translated for the model's Anthropic deployment.
+    #[error("{message}")]
+    UnsupportedParameter { param: String, message: String },
+    #[error(
+        "The model `{0}` is served by Anthropic, which this gateway reaches through /v1/chat/completions only."
+    )]
+    EndpointNotServed(String),
     #[error(
         "The request {part} did not arrive within {} s (server.{part}_timeout); send the whole request promptly.",
         limit.as_secs_f64()
@@ -225,7 +232,11 @@ impl GatewayError {
             Overloaded | NoHealthyDeployment { .. } | ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            InvalidBody(_) | MissingModel | BadRequest(_) => StatusCode::BAD_REQUEST,
+            InvalidBody(_)
+            | MissingModel
+            | BadRequest(_)
+            | UnsupportedParameter { .. }
+            | EndpointNotServed(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamAnswered { status, .. } => {
@@ -286,6 +297,8 @@ impl GatewayError {
             UpstreamUnreachable { .. } => Some("upstream_unreachable"),
             UpstreamTimeout { .. } => Some("upstream_timeout"),
             UpstreamFailed { .. } | UpstreamAnswered { .. } => Some("upstream_error"),
+            UnsupportedParameter { .. } => Some("unsupported_parameter"),
+            EndpointNotServed(_) => Some("unsupported_endpoint"),
             BadRequest(_) | Internal => None,
         }
     }
@@ -345,7 +358,13 @@ impl GatewayError {
     }
 
     pub fn body(&self) -> Bytes {
-        error_body(&self.to_string(), self.kind(), self.code(), self.param())
+        let param = match self {
+            GatewayError::UnsupportedParameter { param, .. } if !param.is_empty() => {
+                Some(param.as_str())
+            }
+            _ => self.param(),
+        };
+        error_body(&self.to_string(), self.kind(), self.code(), param)
     }
 
     /// The error as a server-sent event, for failures after a stream has begun: the status

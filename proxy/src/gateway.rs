@@ -28,7 +28,7 @@ use crate::{
     },
     error::GatewayError,
     live::LiveConfig,
-    metering::Meter,
+    metering::{Meter, scan::Translation},
     metrics::Metrics,
     quota::{
         headers::replace_rate_limit_headers,
@@ -128,7 +128,21 @@ impl ProxyHttp for Gateway {
             .route
             .current()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
-        ctx.request.body = ctx.request.body_for(&deployment.upstream_model);
+        ctx.response.translate = None;
+        ctx.request.body = match &deployment.upstream.anthropic {
+            None => ctx.request.body_for(&deployment.upstream_model),
+            Some(options) => {
+                let body = ctx
+                    .request
+                    .anthropic_body(&deployment.upstream_model, options)
+                    .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
+                ctx.response.translate = Some(Translation {
+                    model: deployment.upstream_model.clone(),
+                    include_usage: ctx.request.client_wants_usage,
+                });
+                body
+            }
+        };
         let upstream = deployment.upstream.clone();
         ctx.timing.upstream_began();
         match upstream.connect_to(ctx.request.probe.stream).await {

@@ -77,7 +77,7 @@ pub struct ModelRoute {
 pub struct DeploymentRoute {
     /// The provider's name in the configuration.
     pub provider: String,
-    /// `openai`, `openai-compatible`, `azure-openai` or `mock`.
+    /// `openai`, `openai-compatible`, `azure-openai`, `anthropic` or `mock`.
     pub kind: String,
     pub base_url: Option<String>,
     /// The model name sent upstream.

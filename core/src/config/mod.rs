@@ -148,6 +148,7 @@ pub enum ProviderKind {
     OpenAiCompatible,
     AzureOpenAi,
     Mock,
+    Anthropic,
 }
 
 impl ProviderKind {
@@ -157,6 +158,7 @@ impl ProviderKind {
             ProviderKind::OpenAiCompatible => "openai-compatible",
             ProviderKind::AzureOpenAi => "azure-openai",
             ProviderKind::Mock => "mock",
+            ProviderKind::Anthropic => "anthropic",
         }
     }
 }
@@ -173,6 +175,19 @@ pub struct Provider {
     pub api_version: Option<String>,
     pub headers: Vec<(String, String)>,
     pub timeouts: Timeouts,
+    /// Set for kind `anthropic` only.
+    pub anthropic: Option<AnthropicOptions>,
+}
+
+/// How an `anthropic` provider is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnthropicOptions {
+    /// The `anthropic-version` header.
+    pub version: String,
+    /// `max_tokens` for a chat completion that sets none.
+    pub max_tokens: u64,
+    /// Drop parameters Anthropic cannot take rather than refuse the request.
+    pub drop_unsupported: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -175,7 +175,7 @@ pub struct RawRouting {
     /// No attempt starts later than this after the request arrived (default `60s`).
     pub deadline: Option<DurationText>,
     /// Upstream statuses that are retried on another deployment (default
-    /// `[429, 500, 502, 503, 504]`); 400, 401, 403, 404, 413 and 422 never are.
+    /// `[429, 500, 502, 503, 504, 529]`: 529 is Anthropic's overloaded); 400, 401, 403, 404, 413 and 422 never are.
     pub retry_on: Option<Vec<u16>>,
     /// When a deployment is taken out of rotation for a while.
     #[serde(default)]
@@ -270,6 +270,9 @@ pub enum RawProviderKind {
     AzureOpenai,
     /// The bundled mock upstream, started in-process on loopback: works offline.
     Mock,
+    /// Anthropic's Messages API (`x-api-key`, `anthropic-version`): chat completions are
+    /// translated to it and back.
+    Anthropic,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -288,11 +291,20 @@ pub struct RawProvider {
     pub credential: Option<String>,
     /// Azure OpenAI `api-version` query parameter (required for `azure-openai`).
     pub api_version: Option<String>,
-    /// Extra headers sent with every upstream request.
+    /// Extra headers sent with every upstream request (e.g. `anthropic-beta`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// `anthropic`: the `anthropic-version` header (default `2023-06-01`).
+    pub anthropic_version: Option<String>,
+    /// `anthropic`: `max_tokens` for chat completions that set none (Anthropic requires
+    /// one; default 4096).
+    pub max_tokens: Option<u64>,
+    /// `anthropic`: drop chat-completion parameters Anthropic cannot take (`seed`,
+    /// penalties, `logprobs`, ...) instead of refusing the request with a 400 naming them
+    /// (default `false`).
+    pub drop_unsupported_params: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

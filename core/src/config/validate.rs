@@ -7,10 +7,10 @@ use url::Url;
 use yaml_serde::Value;
 
 use super::{
-    Config, ConnectionSettings, CooldownSettings, Deployment, HealthCheckSettings, JwtIssuer,
-    LogFormat, LogSettings, MeteringSettings, Model, OnStoreError, Pricing, Problem, Provider,
-    ProviderKind, QuotaSettings, RoutingSettings, Secret, ServerSettings, Strategy, SubjectKind,
-    Timeouts, TlsFiles, UsageSettings,
+    AnthropicOptions, Config, ConnectionSettings, CooldownSettings, Deployment,
+    HealthCheckSettings, JwtIssuer, LogFormat, LogSettings, MeteringSettings, Model, OnStoreError,
+    Pricing, Problem, Provider, ProviderKind, QuotaSettings, RoutingSettings, Secret,
+    ServerSettings, Strategy, SubjectKind, Timeouts, TlsFiles, UsageSettings,
     raw::{
         RawConfig, RawJwtIssuer, RawLogFormat, RawMetering, RawModel, RawOnClientAbort,
         RawOnStoreError, RawProvider, RawProviderKind, RawQuota, RawRouting, RawServer,
@@ -219,7 +219,7 @@ fn routing(raw: &RawRouting, problems: &mut Vec<Problem>) -> RoutingSettings {
     let retry_on = raw
         .retry_on
         .clone()
-        .unwrap_or_else(|| vec![429, 500, 502, 503, 504]);
+        .unwrap_or_else(|| vec![429, 500, 502, 503, 504, 529]);
     for (i, status) in retry_on.iter().enumerate() {
         if NEVER_RETRIED.contains(status) {
             problems.push(Problem::at(
@@ -556,6 +556,7 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         RawProviderKind::OpenaiCompatible => ProviderKind::OpenAiCompatible,
         RawProviderKind::AzureOpenai => ProviderKind::AzureOpenAi,
         RawProviderKind::Mock => ProviderKind::Mock,
+        RawProviderKind::Anthropic => ProviderKind::Anthropic,
     };
     if let Err(message) = check_identifier(&raw.name) {
         problems.push(Problem::at(format!("{path}.name"), message));
@@ -570,6 +571,7 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
             None
         }
         (None, ProviderKind::Mock) => None,
+        (None, ProviderKind::Anthropic) => Url::parse(ANTHROPIC_BASE_URL).ok(),
         (None, _) => {
             problems.push(Problem::at(
                 format!("{path}.base_url"),
@@ -600,7 +602,10 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
     }
     if api_key.is_none()
         && credential.is_none()
-        && matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi)
+        && matches!(
+            kind,
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi | ProviderKind::Anthropic
+        )
     {
         problems.push(Problem::at(
             format!("{path}.api_key"),
@@ -691,6 +696,7 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         idle: timeout("idle", raw.timeouts.idle.map(|d| d.0), defaults.idle),
     };
 
+    let anthropic = anthropic_options(raw, kind, path, problems);
     Provider {
         name: raw.name.clone(),
         kind,
@@ -700,7 +706,63 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         api_version,
         headers,
         timeouts,
+        anthropic,
     }
+}
+
+/// Where an `anthropic` provider is, unless its `base_url` says otherwise.
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+fn anthropic_options(
+    raw: &RawProvider,
+    kind: ProviderKind,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<AnthropicOptions> {
+    if kind != ProviderKind::Anthropic {
+        for (field, set) in [
+            ("anthropic_version", raw.anthropic_version.is_some()),
+            ("max_tokens", raw.max_tokens.is_some()),
+            (
+                "drop_unsupported_params",
+                raw.drop_unsupported_params.is_some(),
+            ),
+        ] {
+            if set {
+                problems.push(Problem::at(
+                    format!("{path}.{field}"),
+                    format!("{field} applies only to kind anthropic"),
+                ));
+            }
+        }
+        return None;
+    }
+    let version = raw
+        .anthropic_version
+        .clone()
+        .unwrap_or_else(|| crate::anthropic::DEFAULT_VERSION.to_owned());
+    if version.is_empty()
+        || !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        problems.push(Problem::at(
+            format!("{path}.anthropic_version"),
+            format!("invalid anthropic_version {version:?} (e.g. 2023-06-01)"),
+        ));
+    }
+    let max_tokens = raw.max_tokens.unwrap_or(4096);
+    if max_tokens == 0 {
+        problems.push(Problem::at(
+            format!("{path}.max_tokens"),
+            "max_tokens must be at least 1",
+        ));
+    }
+    Some(AnthropicOptions {
+        version,
+        max_tokens,
+        drop_unsupported: raw.drop_unsupported_params.unwrap_or(false),
+    })
 }
 
 fn model(

@@ -1,13 +1,28 @@
 //! Watching a response for its usage as it passes: an event stream is scanned event by
 //! event (and the usage event the gateway asked for on the client's behalf taken out), a
-//! JSON answer through a bounded window. Nothing is held back.
+//! JSON answer through a bounded window. Nothing is held back — except an Anthropic
+//! deployment's answer to a chat completion, which is translated: a stream event by event,
+//! a JSON answer or an error once whole.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use tollgate_core::{
+    anthropic::{self, stream::StreamTranslator},
     sse::SseScanner,
     usage::{JsonUsageWindow, Usage},
 };
+
+/// The current attempt's answer comes from an Anthropic deployment and is translated.
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// The model named in the translated answer.
+    pub model: String,
+    /// The client asked for the usage chunk.
+    pub include_usage: bool,
+}
+
+/// An Anthropic JSON answer (or error) is held until whole; past this it is not translated.
+const MAX_TRANSLATED_BODY: usize = 32 << 20;
 
 /// What the response scan has seen of one request's answer.
 #[derive(Default)]
@@ -24,6 +39,8 @@ pub struct ResponseWatch {
     pub upstream_ok: bool,
     /// The upstream's status, as passed to the client (0 before it answered).
     pub status: u16,
+    /// Set per attempt when its deployment is Anthropic's.
+    pub translate: Option<Translation>,
     /// Stream events with generated text, kept when the scan ends.
     content_events: u64,
 }
@@ -36,6 +53,16 @@ enum ResponseScan {
     Stream(Box<SseScanner>),
     /// A JSON body, watched through a bounded window for its `usage`.
     Json(Box<JsonUsageWindow>),
+    /// Anthropic's event stream, translated as it passes.
+    AnthropicStream(Box<StreamTranslator>),
+    /// Anthropic's JSON answer (a message, or an error with the upstream's status), held
+    /// until whole.
+    AnthropicBody {
+        body: Vec<u8>,
+        error_status: Option<u16>,
+        model: String,
+        usage: Option<Usage>,
+    },
     Done(Option<Usage>),
 }
 
@@ -49,6 +76,14 @@ impl ResponseWatch {
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
+        if let Some(translation) = self.translate.clone() {
+            self.start_translated(
+                response,
+                content_type.starts_with(b"text/event-stream"),
+                translation,
+            );
+            return;
+        }
         self.scan = if content_type.starts_with(b"text/event-stream") {
             if self.strip_usage {
                 // Events are removed: the upstream's length, if any, no longer holds.
@@ -63,8 +98,49 @@ impl ResponseWatch {
         };
     }
 
+    fn start_translated(&mut self, response: &mut ResponseHeader, stream: bool, t: Translation) {
+        // The body changes: its length no longer holds, and it goes chunked (without a
+        // length, an HTTP/1.1 body would end only with the connection).
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        let _ = response.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if stream && response.status.is_success() {
+            self.streamed = true;
+            self.scan = ResponseScan::AnthropicStream(Box::new(StreamTranslator::new(
+                &t.model,
+                created,
+                t.include_usage,
+            )));
+            return;
+        }
+        let error_status = (!response.status.is_success()).then_some(self.status);
+        if let Some(upstream) = error_status {
+            // The status an OpenAI SDK maps right (529 overloaded → 429).
+            let status = anthropic::errors::status(upstream);
+            if let Ok(status) = http::StatusCode::from_u16(status) {
+                let _ = response.set_status(status);
+            }
+        }
+        let _ = response.insert_header(http::header::CONTENT_TYPE, "application/json");
+        self.scan = ResponseScan::AnthropicBody {
+            body: Vec::new(),
+            error_status,
+            model: t.model,
+            usage: None,
+        };
+    }
+
     /// Sees a chunk on its way to the client.
     pub fn pass(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        if matches!(
+            self.scan,
+            ResponseScan::AnthropicStream(_) | ResponseScan::AnthropicBody { .. }
+        ) {
+            self.pass_translated(body, end_of_stream);
+            return;
+        }
         if let Some(chunk) = body.as_ref().filter(|c| !c.is_empty()) {
             self.bytes += chunk.len() as u64;
             match &mut self.scan {
@@ -73,7 +149,7 @@ impl ResponseWatch {
                 }
                 ResponseScan::Stream(scanner) => scanner.feed(chunk),
                 ResponseScan::Json(window) => window.feed(chunk),
-                ResponseScan::None | ResponseScan::Done(_) => {}
+                _ => {}
             }
         }
         if end_of_stream {
@@ -92,9 +168,66 @@ impl ResponseWatch {
         }
     }
 
+    fn pass_translated(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        let chunk = body.take().unwrap_or_default();
+        self.bytes += chunk.len() as u64;
+        match &mut self.scan {
+            ResponseScan::AnthropicStream(t) => {
+                let out = t.push(&chunk);
+                *body = (!out.is_empty()).then(|| Bytes::from(out));
+                if end_of_stream {
+                    let usage = t.usage();
+                    let seen = t.completed() || usage.output_tokens > 0;
+                    self.scan = ResponseScan::Done(seen.then_some(Usage {
+                        prompt_tokens: usage.prompt_tokens(),
+                        completion_tokens: usage.output_tokens,
+                    }));
+                }
+            }
+            ResponseScan::AnthropicBody {
+                body: held,
+                error_status,
+                model,
+                usage,
+            } => {
+                if held.len() + chunk.len() <= MAX_TRANSLATED_BODY {
+                    held.extend_from_slice(&chunk);
+                }
+                if !end_of_stream {
+                    return;
+                }
+                let out = match error_status {
+                    Some(status) => anthropic::errors::translate(*status, held).1,
+                    None => {
+                        let created = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        match anthropic::response::translate(held, model, created) {
+                            Some((translated, u)) => {
+                                *usage = Some(Usage {
+                                    prompt_tokens: u.prompt_tokens(),
+                                    completion_tokens: u.output_tokens,
+                                });
+                                Bytes::from(translated)
+                            }
+                            None => anthropic::errors::translate(502, held).1,
+                        }
+                    }
+                };
+                let usage = *usage;
+                *body = Some(out);
+                self.scan = ResponseScan::Done(usage);
+            }
+            _ => {}
+        }
+    }
+
     /// Whether the answer is a stream still being scanned.
     pub fn is_streaming(&self) -> bool {
-        matches!(self.scan, ResponseScan::Stream(_))
+        matches!(
+            self.scan,
+            ResponseScan::Stream(_) | ResponseScan::AnthropicStream(_)
+        )
     }
 
     /// Whether an error event can still be added to the stream: not when the upstream broke
@@ -119,6 +252,14 @@ impl ResponseWatch {
     pub fn usage(&self) -> Option<Usage> {
         match &self.scan {
             ResponseScan::None => None,
+            ResponseScan::AnthropicStream(t) => {
+                let u = t.usage();
+                (u.output_tokens > 0).then_some(Usage {
+                    prompt_tokens: u.prompt_tokens(),
+                    completion_tokens: u.output_tokens,
+                })
+            }
+            ResponseScan::AnthropicBody { usage, .. } => *usage,
             ResponseScan::Stream(scanner) => scanner.usage(),
             ResponseScan::Json(window) => window.usage(),
             ResponseScan::Done(usage) => *usage,

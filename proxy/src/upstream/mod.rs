@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, anyhow};
 use http::{HeaderName, HeaderValue};
 use pingora::{http::RequestHeader, upstreams::peer::HttpPeer};
-use tollgate_core::config::{Provider, ProviderKind, Timeouts};
+use tollgate_core::config::{AnthropicOptions, Provider, ProviderKind, Timeouts};
 use url::Url;
 
 use crate::downstream::endpoints::Endpoint;
@@ -41,6 +41,8 @@ pub struct Upstream {
     /// Where requests go (for the in-process mock, its loopback address).
     pub base_url: Url,
     pub timeouts: Timeouts,
+    /// Kind `anthropic`: how chat completions are translated for it.
+    pub anthropic: Option<AnthropicOptions>,
     tls: bool,
     host: String,
     port: u16,
@@ -80,14 +82,22 @@ impl Upstream {
                 HeaderName::from_static("api-key"),
                 secret_value(key.expose())?,
             )),
+            (Some(key), ProviderKind::Anthropic) => Some((
+                HeaderName::from_static("x-api-key"),
+                secret_value(key.expose())?,
+            )),
             (Some(key), _) => Some((
                 http::header::AUTHORIZATION,
                 secret_value(&format!("Bearer {}", key.expose()))?,
             )),
         };
-        let headers = provider
-            .headers
+        let version = provider
+            .anthropic
+            .as_ref()
+            .map(|a| ("anthropic-version".to_owned(), a.version.clone()));
+        let headers = version
             .iter()
+            .chain(provider.headers.iter())
             .map(|(name, value)| {
                 Ok((
                     HeaderName::try_from(name.as_str())?,
@@ -105,6 +115,7 @@ impl Upstream {
             kind: provider.kind,
             base_url: base_url.clone(),
             timeouts: provider.timeouts,
+            anthropic: provider.anthropic.clone(),
             tls,
             host,
             port,
@@ -194,6 +205,7 @@ impl Upstream {
                 self.base_path,
                 self.api_version.as_deref().unwrap_or_default()
             ),
+            ProviderKind::Anthropic => format!("{}/v1/models", self.base_path),
             _ => format!("{}/models", self.base_path),
         };
         let mut headers: Vec<_> = self.auth.iter().cloned().collect();
@@ -257,6 +269,8 @@ impl Upstream {
                 endpoint.suffix(),
                 self.api_version.as_deref().unwrap_or_default()
             ),
+            // Only chat completions reach an Anthropic deployment (see `admission`).
+            (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
             (_, _) => match query {
                 Some(query) => format!("{base}{}?{query}", endpoint.suffix()),
                 None => format!("{base}{}", endpoint.suffix()),
