@@ -1,6 +1,8 @@
 """Starts a real `tollgate serve` (with its in-process mock upstream) on port 0 for the
-OpenAI SDK suite, and stops it afterwards."""
+OpenAI SDK suite, and stops it afterwards; helpers to start other gateways and the mock
+binary for the suites that need them."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -41,10 +43,17 @@ models:
 
 @pytest.fixture(scope="session")
 def gateway():
+    with run_gateway(CONFIG) as addrs:
+        yield addrs
+
+
+@contextlib.contextmanager
+def run_gateway(config_template):
+    """A `tollgate serve` with `config_template` (its `{data_dir}` filled in), on port 0."""
     binary = os.environ.get("TOLLGATE_BIN", str(ROOT / "target" / "debug" / "tollgate"))
     with tempfile.TemporaryDirectory() as tmp:
         config = pathlib.Path(tmp) / "tollgate.yaml"
-        config.write_text(CONFIG.format(data_dir=pathlib.Path(tmp) / "data"))
+        config.write_text(config_template.format(data_dir=pathlib.Path(tmp) / "data"))
         env = dict(
             os.environ,
             TOLLGATE_MASTER_KEY=MASTER_KEY,
@@ -75,6 +84,28 @@ def gateway():
         finally:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def run_mock(*args):
+    """The `tollgate-mock` binary on port 0; yields its base address (`http://host:port`)."""
+    binary = os.environ.get(
+        "TOLLGATE_MOCK_BIN", str(ROOT / "target" / "debug" / "tollgate-mock")
+    )
+    proc = subprocess.Popen(
+        [binary, "--listen", "127.0.0.1:0", *args],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tollgate-mock exited early with code {proc.wait()}")
+        yield f"http://{json.loads(line)['listening']}"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_ready(metrics_addr):

@@ -3,16 +3,14 @@ event streams, tool use, prompt-cache usage, token counts and errors parse exact
 SDK expects them from Anthropic, so the gateway's tests against it stand for the real API."""
 
 import json
-import os
-import pathlib
-import subprocess
 import urllib.error
 import urllib.request
 
 import anthropic
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from conftest import run_mock
+
 MOCK_KEY = "sk-ant-mock-0123456789"
 
 WEATHER = {
@@ -32,23 +30,8 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def mock():
-    binary = os.environ.get(
-        "TOLLGATE_MOCK_BIN", str(ROOT / "target" / "debug" / "tollgate-mock")
-    )
-    proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--api-key", MOCK_KEY],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"tollgate-mock exited early with code {proc.wait()}")
-        yield f"http://{json.loads(line)['listening']}"
-    finally:
-        proc.kill()
-        proc.wait()
+    with run_mock("--api-key", MOCK_KEY) as base_url:
+        yield base_url
 
 
 def client(base_url, key=MOCK_KEY):
