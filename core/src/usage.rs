@@ -23,12 +23,21 @@ struct UsageObject {
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// Anthropic counts prompt-cache writes and reads apart from `input_tokens`.
+    cache_creation_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
 }
 
 impl UsageObject {
     fn into_usage(self) -> Option<Usage> {
+        let cached = self
+            .cache_creation_input_tokens
+            .unwrap_or(0)
+            .saturating_add(self.cache_read_input_tokens.unwrap_or(0));
         Some(Usage {
-            prompt_tokens: self.prompt_tokens.or(self.input_tokens)?,
+            prompt_tokens: self
+                .prompt_tokens
+                .or(self.input_tokens.map(|n| n.saturating_add(cached)))?,
             completion_tokens: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
         })
     }
@@ -160,6 +169,18 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 100_000,
                 completion_tokens: 100_000
+            })
+        );
+    }
+
+    #[test]
+    fn anthropic_usage_counts_cached_input_in_the_prompt() {
+        let message = br#"{"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":7}}"#;
+        assert_eq!(
+            parse_usage(message),
+            Some(Usage {
+                prompt_tokens: 115,
+                completion_tokens: 7
             })
         );
     }

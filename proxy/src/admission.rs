@@ -82,6 +82,10 @@ async fn authorize(
     ctx: &mut RequestCtx,
 ) -> Result<Target, GatewayError> {
     let target = endpoints::classify(&req.method, req.uri.path())?;
+    // Known before authenticating: a refusal answers in this endpoint's error shape.
+    if let Target::Proxy(endpoint) = target {
+        ctx.request.endpoint = Some(endpoint);
+    }
     ctx.caller = Some(gateway.auth.authenticate(&req.headers).await?);
     Ok(target)
 }
@@ -145,6 +149,17 @@ async fn route_and_reserve(
 /// translate for each of them (a parameter Anthropic cannot take is refused here, by name,
 /// before any quota is reserved).
 fn check_anthropic(route: &Route, endpoint: Endpoint, body: &[u8]) -> Result<(), GatewayError> {
+    if endpoint.is_anthropic() {
+        // Forwarded as sent: only Anthropic deployments can take it.
+        if route
+            .deployments
+            .iter()
+            .any(|d| d.upstream.anthropic.is_none())
+        {
+            return Err(GatewayError::NotAnAnthropicModel(route.model.clone()));
+        }
+        return Ok(());
+    }
     for deployment in &route.deployments {
         let Some(options) = &deployment.upstream.anthropic else {
             continue;

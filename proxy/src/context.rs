@@ -163,6 +163,7 @@ impl RequestCtx {
         Stamp {
             request_id: &self.id,
             overhead,
+            anthropic: self.request.endpoint.is_some_and(Endpoint::is_anthropic),
         }
     }
 

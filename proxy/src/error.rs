@@ -77,7 +77,7 @@ fn rate_limit_message(r: &RateLimit) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     #[error(
-        "Invalid URL ({method} {path}): Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/models."
+        "Invalid URL ({method} {path}): Tollgate serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/models and Anthropic's /v1/messages."
     )]
     UnknownPath { method: String, path: String },
     #[error("Method {method} is not allowed on {path}; use {allowed}.")]
@@ -167,6 +167,10 @@ pub enum GatewayError {
     )]
     EndpointNotServed(String),
     #[error(
+        "The model `{0}` has no Anthropic deployment: /v1/messages serves models whose deployments are all of kind anthropic."
+    )]
+    NotAnAnthropicModel(String),
+    #[error(
         "The request {part} did not arrive within {} s (server.{part}_timeout); send the whole request promptly.",
         limit.as_secs_f64()
     )]
@@ -236,7 +240,8 @@ impl GatewayError {
             | MissingModel
             | BadRequest(_)
             | UnsupportedParameter { .. }
-            | EndpointNotServed(_) => StatusCode::BAD_REQUEST,
+            | EndpointNotServed(_)
+            | NotAnAnthropicModel(_) => StatusCode::BAD_REQUEST,
             UpstreamUnreachable { .. } | UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamAnswered { status, .. } => {
@@ -299,6 +304,7 @@ impl GatewayError {
             UpstreamFailed { .. } | UpstreamAnswered { .. } => Some("upstream_error"),
             UnsupportedParameter { .. } => Some("unsupported_parameter"),
             EndpointNotServed(_) => Some("unsupported_endpoint"),
+            NotAnAnthropicModel(_) => Some("model_not_found"),
             BadRequest(_) | Internal => None,
         }
     }
@@ -367,11 +373,36 @@ impl GatewayError {
         error_body(&self.to_string(), self.kind(), self.code(), param)
     }
 
+    /// The error in Anthropic's shape, for the `/v1/messages` ingress:
+    /// `{"type":"error","error":{"type","message"}}` with Anthropic's type for the status.
+    pub fn anthropic_body(&self) -> Bytes {
+        let kind = match self.status().as_u16() {
+            400 | 408 | 411 | 431 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 => "overloaded_error",
+            504 => "timeout_error",
+            _ => "api_error",
+        };
+        let body = serde_json::json!({
+            "type": "error",
+            "error": { "type": kind, "message": self.to_string() },
+        });
+        Bytes::from(body.to_string())
+    }
+
     /// The error as a server-sent event, for failures after a stream has begun: the status
     /// is already sent, and OpenAI SDKs raise an `error` event as an API error.
-    pub fn sse_event(&self) -> Bytes {
+    pub fn sse_event(&self, anthropic: bool) -> Bytes {
         let mut event = b"event: error\ndata: ".to_vec();
-        event.extend_from_slice(&self.body());
+        event.extend_from_slice(&if anthropic {
+            self.anthropic_body()
+        } else {
+            self.body()
+        });
         event.extend_from_slice(b"\n\n");
         Bytes::from(event)
     }

@@ -129,8 +129,19 @@ impl ProxyHttp for Gateway {
             .current()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route"))?;
         ctx.response.translate = None;
+        let native = ctx.request.endpoint.is_some_and(Endpoint::is_anthropic);
+        ctx.response.anthropic_usage = native;
         ctx.request.body = match &deployment.upstream.anthropic {
+            // Anthropic's own API goes to Anthropic deployments only (admission checked the
+            // model's; a fallback model's may differ).
+            None if native => {
+                return Err(Error::explain(
+                    ErrorType::InternalError,
+                    "an Anthropic request routed to a deployment of another kind",
+                ));
+            }
             None => ctx.request.body_for(&deployment.upstream_model),
+            Some(_) if native => ctx.request.body_for(&deployment.upstream_model),
             Some(options) => {
                 let body = ctx
                     .request

@@ -44,6 +44,31 @@ async fn chat(gw: &Gateway, body: Value) -> (u16, reqwest::header::HeaderMap, St
     (status, headers, resp.text().await.unwrap())
 }
 
+/// The gateway's prompt and completion token counts for the Anthropic model equal the
+/// mock's own counters (polled: the logging phase runs after the last byte is sent).
+async fn assert_metered_as_upstream(gw: &Gateway, anthropic: &Mock) {
+    let upstream = anthropic.stats().await;
+    let expected = [
+        format!(
+            "tollgate_tokens_total{{kind=\"prompt\",model=\"claude-haiku-4-5\",provider=\"claude\"}} {}",
+            upstream["prompt_tokens"]
+        ),
+        format!(
+            "tollgate_tokens_total{{kind=\"completion\",model=\"claude-haiku-4-5\",provider=\"claude\"}} {}",
+            upstream["completion_tokens"]
+        ),
+    ];
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = gw.metrics_text().await;
+        if expected.iter().all(|line| text.contains(line.as_str())) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("expected {expected:?} in\n{text}");
+}
+
 /// The events of an SSE body, `[DONE]` as a string.
 fn events(body: &str) -> Vec<Value> {
     body.split("\n\n")
@@ -172,26 +197,7 @@ async fn chat_completions_are_translated_both_ways() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
 
     // Metered from Anthropic's usage: the gateway's token counts are the mock's own.
-    let upstream = anthropic.stats().await;
-    let expected = [
-        format!(
-            "tollgate_tokens_total{{kind=\"prompt\",model=\"claude-haiku-4-5\",provider=\"claude\"}} {}",
-            upstream["prompt_tokens"]
-        ),
-        format!(
-            "tollgate_tokens_total{{kind=\"completion\",model=\"claude-haiku-4-5\",provider=\"claude\"}} {}",
-            upstream["completion_tokens"]
-        ),
-    ];
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = gw.metrics_text().await;
-        if expected.iter().all(|line| text.contains(line.as_str())) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("expected {expected:?} in\n{text}");
+    assert_metered_as_upstream(&gw, &anthropic).await;
 }
 
 #[tokio::test]
@@ -245,4 +251,93 @@ async fn what_cannot_be_translated_is_refused_and_overload_is_a_429_or_a_fallbac
     let v: Value = serde_json::from_str(&text).unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"), "{text}");
     assert_eq!(headers["x-tollgate-attempts"], "2");
+}
+
+/// Mixed traffic over both ingresses — chat completions translated, Anthropic's messages
+/// forwarded; streamed or not; with tools and prompt caching — is metered to the token: the
+/// gateway's counts equal the mock's own.
+#[tokio::test]
+async fn both_ingresses_meter_exactly_what_anthropic_reports() {
+    let anthropic = Mock::spawn_with(&["--api-key", MOCK_KEY]);
+    let openai = Mock::spawn();
+    let gw = Gateway::spawn(&routes(&anthropic, &openai)).await;
+    let cached = json!([{"type": "text", "text": "A long shared preamble. ".repeat(50),
+                         "cache_control": {"type": "ephemeral"}}]);
+    let tools = json!([{"name": "f", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
+    let mut sent = 0;
+    for i in 0..48 {
+        let stream = i % 2 == 0;
+        let (path, body) = if i % 4 < 2 {
+            let mut body = json!({"model": "claude-haiku-4-5", "stream": stream,
+                                  "messages": [{"role": "user", "content": format!("question {i}")}]});
+            if i % 3 == 0 {
+                body["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+            }
+            ("/v1/chat/completions", body)
+        } else {
+            let mut body = json!({"model": "claude-haiku-4-5", "max_tokens": 20 + i, "stream": stream,
+                                  "system": cached,
+                                  "messages": [{"role": "user", "content": format!("question {i}")}]});
+            if i % 3 == 0 {
+                body["tools"] = tools.clone();
+            }
+            ("/v1/messages", body)
+        };
+        let resp = common::client()
+            .post(gw.url(path))
+            .header("x-api-key", common::MASTER_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path} {body}");
+        resp.bytes().await.unwrap();
+        sent += 1;
+    }
+    let upstream = anthropic.stats().await;
+    assert_eq!(upstream["requests"]["messages"], sent);
+    assert!(
+        upstream["cache_read_tokens"].as_u64().unwrap() > 0,
+        "{upstream}"
+    );
+    assert_metered_as_upstream(&gw, &anthropic).await;
+}
+
+#[tokio::test]
+async fn the_messages_ingress_answers_in_anthropic_s_shape() {
+    let anthropic = Mock::spawn_with(&["--api-key", MOCK_KEY]);
+    let openai = Mock::spawn();
+    let gw = Gateway::spawn(&routes(&anthropic, &openai)).await;
+    let send = |model: &str, key: &str| {
+        common::client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    for (model, key, status, kind) in [
+        (
+            "claude-haiku-4-5",
+            "tg_wrong_key_0123456789abcdef",
+            401,
+            "authentication_error",
+        ),
+        (
+            "gpt-4o-mini",
+            common::MASTER_KEY,
+            400,
+            "invalid_request_error",
+        ),
+        ("claude-9", common::MASTER_KEY, 404, "not_found_error"),
+        // The upstream's own error passes as Anthropic sent it.
+        ("overloaded", common::MASTER_KEY, 529, "overloaded_error"),
+    ] {
+        let resp = send(model, key).await.unwrap();
+        assert_eq!(resp.status(), status, "{model}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["type"], "error", "{v}");
+        assert_eq!(v["error"]["type"], kind, "{v}");
+    }
 }

@@ -18,14 +18,16 @@ MASTER_KEY = "tg_master_e2e_0123456789abcdef"
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "e2e-admin-password-0123"
 
-CONFIG = """
+SERVER = """
 server:
   proxy_listen: 127.0.0.1:0
   admin_listen: 127.0.0.1:0
   metrics_listen: 127.0.0.1:0
   threads: 1
   data_dir: {data_dir}
-providers:
+"""
+
+CONFIG = SERVER + """providers:
   - name: mock
     kind: mock
 models:
@@ -45,6 +47,36 @@ models:
 def gateway():
     with run_gateway(CONFIG) as addrs:
         yield addrs
+
+
+ANTHROPIC_MOCK_KEY = "sk-ant-e2e-0123456789"
+
+ANTHROPIC_CONFIG = SERVER + """providers:
+  - {{name: claude, kind: anthropic, base_url: "@ANTHROPIC@", api_key: "@KEY@"}}
+  - {{name: mock, kind: mock}}
+models:
+  - name: claude-haiku-4-5
+    deployments: [{{provider: claude, model: claude-haiku-4-5-20251001}}]
+  - name: claude-overloaded
+    deployments: [{{provider: claude, model: "claude-haiku-4-5@status=529,retry_after=1"}}]
+  - name: claude-with-fallback
+    deployments: [{{provider: claude, model: "claude-haiku-4-5@status=529"}}]
+    fallbacks: [gpt-4o-mini]
+  - name: gpt-4o-mini
+    deployments: [{{provider: mock}}]
+"""
+
+
+
+@pytest.fixture(scope="session")
+def anthropic_gateway():
+    """A gateway whose `claude-*` models live at Anthropic, played by the mock binary."""
+    with run_mock("--api-key", ANTHROPIC_MOCK_KEY) as anthropic_url:
+        config = ANTHROPIC_CONFIG.replace("@ANTHROPIC@", anthropic_url).replace(
+            "@KEY@", ANTHROPIC_MOCK_KEY
+        )
+        with run_gateway(config) as gw:
+            yield dict(gw, mock_url=anthropic_url)
 
 
 @contextlib.contextmanager

@@ -7,32 +7,6 @@ import json
 import openai
 import pytest
 
-from conftest import run_gateway, run_mock
-
-MOCK_KEY = "sk-ant-e2e-0123456789"
-
-CONFIG = """
-server:
-  proxy_listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  metrics_listen: 127.0.0.1:0
-  threads: 1
-  data_dir: {data_dir}
-providers:
-  - {{name: claude, kind: anthropic, base_url: "@ANTHROPIC@", api_key: "@KEY@"}}
-  - {{name: mock, kind: mock}}
-models:
-  - name: claude-haiku-4-5
-    deployments: [{{provider: claude, model: claude-haiku-4-5-20251001}}]
-  - name: claude-overloaded
-    deployments: [{{provider: claude, model: "claude-haiku-4-5@status=529,retry_after=1"}}]
-  - name: claude-with-fallback
-    deployments: [{{provider: claude, model: "claude-haiku-4-5@status=529"}}]
-    fallbacks: [gpt-4o-mini]
-  - name: gpt-4o-mini
-    deployments: [{{provider: mock}}]
-"""
-
 WEATHER = [{
     "type": "function",
     "function": {
@@ -49,11 +23,9 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def client():
-    with run_mock("--api-key", MOCK_KEY) as anthropic_url:
-        config = CONFIG.replace("@ANTHROPIC@", anthropic_url).replace("@KEY@", MOCK_KEY)
-        with run_gateway(config) as gw:
-            yield openai.OpenAI(base_url=gw["base_url"], api_key=gw["key"], max_retries=0)
+def client(anthropic_gateway):
+    gw = anthropic_gateway
+    return openai.OpenAI(base_url=gw["base_url"], api_key=gw["key"], max_retries=0)
 
 
 def test_chat_and_stream_with_usage(client):

@@ -12,15 +12,26 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    /// Anthropic's Messages API, for Anthropic SDKs and tools: forwarded as sent.
+    Messages,
+    /// Anthropic's `/v1/messages/count_tokens`.
+    CountTokens,
 }
 
 impl Endpoint {
+    /// Anthropic's own API (errors in Anthropic's shape, Anthropic deployments only).
+    pub fn is_anthropic(self) -> bool {
+        matches!(self, Endpoint::Messages | Endpoint::CountTokens)
+    }
+
     pub fn suffix(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
         }
     }
 
@@ -30,6 +41,8 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
             Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "count_tokens",
         }
     }
 }
@@ -50,6 +63,8 @@ pub fn classify(method: &Method, path: &str) -> Result<Target, GatewayError> {
         "/v1/completions" => Target::Proxy(Endpoint::Completions),
         "/v1/embeddings" => Target::Proxy(Endpoint::Embeddings),
         "/v1/responses" => Target::Proxy(Endpoint::Responses),
+        "/v1/messages" => Target::Proxy(Endpoint::Messages),
+        "/v1/messages/count_tokens" => Target::Proxy(Endpoint::CountTokens),
         "/v1/models" => Target::ListModels,
         _ => match path.strip_prefix("/v1/models/") {
             Some(id) if !id.is_empty() => Target::GetModel(percent_decode(id)),

@@ -14,6 +14,8 @@ use crate::{context::overhead_header, error::GatewayError};
 pub struct Stamp<'a> {
     pub request_id: &'a str,
     pub overhead: Duration,
+    /// The request came in on Anthropic's API: errors in Anthropic's shape.
+    pub anthropic: bool,
 }
 
 pub async fn json(
@@ -49,7 +51,12 @@ pub async fn error(
     let headers = err.headers();
     let mut extra: Vec<(&'static str, &str)> = vec![("x-should-retry", retry)];
     extra.extend(headers.iter().map(|(name, value)| (*name, value.as_str())));
-    json(session, err.status(), err.body(), stamp, &extra).await
+    let body = if stamp.anthropic {
+        err.anthropic_body()
+    } else {
+        err.body()
+    };
+    json(session, err.status(), body, stamp, &extra).await
 }
 
 /// The status of the final response sent to the client, if any: an interim
@@ -80,7 +87,7 @@ pub async fn failure(
         Some(status) => {
             if stream_between_events {
                 let _ = session
-                    .write_response_body(Some(err.sse_event()), true)
+                    .write_response_body(Some(err.sse_event(stamp.anthropic)), true)
                     .await;
             }
             status

@@ -60,6 +60,14 @@ pub fn prompt_tokens(endpoint: Endpoint, body: &[u8]) -> u64 {
         // Legacy completions and embeddings count their text alone.
         Endpoint::Completions => value.get("prompt").map_or(0, plain),
         Endpoint::Embeddings => value.get("input").map_or(0, plain),
+        // Anthropic's messages: the system prompt, then each message, framed as chat's.
+        Endpoint::Messages | Endpoint::CountTokens => {
+            let system = value
+                .get("system")
+                .map_or(0, |s| TOKENS_PER_MESSAGE + plain(s));
+            let messages = value.get("messages").and_then(Value::as_array);
+            REPLY_PRIMING + system + messages.into_iter().flatten().map(message).sum::<u64>()
+        }
     }
 }
 

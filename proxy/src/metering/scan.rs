@@ -41,6 +41,9 @@ pub struct ResponseWatch {
     pub status: u16,
     /// Set per attempt when its deployment is Anthropic's.
     pub translate: Option<Translation>,
+    /// The request came in on Anthropic's API: the answer passes as it is, its usage read
+    /// from Anthropic's events.
+    pub anthropic_usage: bool,
     /// Stream events with generated text, kept when the scan ends.
     content_events: u64,
 }
@@ -55,6 +58,8 @@ enum ResponseScan {
     Json(Box<JsonUsageWindow>),
     /// Anthropic's event stream, translated as it passes.
     AnthropicStream(Box<StreamTranslator>),
+    /// Anthropic's event stream passed as it is, read for its usage.
+    AnthropicWatch(Box<StreamTranslator>),
     /// Anthropic's JSON answer (a message, or an error with the upstream's status), held
     /// until whole.
     AnthropicBody {
@@ -82,6 +87,14 @@ impl ResponseWatch {
                 content_type.starts_with(b"text/event-stream"),
                 translation,
             );
+            return;
+        }
+        if self.anthropic_usage
+            && response.status.is_success()
+            && content_type.starts_with(b"text/event-stream")
+        {
+            self.streamed = true;
+            self.scan = ResponseScan::AnthropicWatch(Box::new(StreamTranslator::new("", 0, false)));
             return;
         }
         self.scan = if content_type.starts_with(b"text/event-stream") {
@@ -149,6 +162,9 @@ impl ResponseWatch {
                 }
                 ResponseScan::Stream(scanner) => scanner.feed(chunk),
                 ResponseScan::Json(window) => window.feed(chunk),
+                ResponseScan::AnthropicWatch(watch) => {
+                    watch.push(chunk);
+                }
                 _ => {}
             }
         }
@@ -226,7 +242,9 @@ impl ResponseWatch {
     pub fn is_streaming(&self) -> bool {
         matches!(
             self.scan,
-            ResponseScan::Stream(_) | ResponseScan::AnthropicStream(_)
+            ResponseScan::Stream(_)
+                | ResponseScan::AnthropicStream(_)
+                | ResponseScan::AnthropicWatch(_)
         )
     }
 
@@ -252,7 +270,7 @@ impl ResponseWatch {
     pub fn usage(&self) -> Option<Usage> {
         match &self.scan {
             ResponseScan::None => None,
-            ResponseScan::AnthropicStream(t) => {
+            ResponseScan::AnthropicStream(t) | ResponseScan::AnthropicWatch(t) => {
                 let u = t.usage();
                 (u.output_tokens > 0).then_some(Usage {
                     prompt_tokens: u.prompt_tokens(),

@@ -244,6 +244,13 @@ impl Upstream {
             req.insert_header(name.clone(), value.clone())?;
         }
         for (name, value) in &self.headers {
+            // An Anthropic SDK's own `anthropic-version` is kept: it knows what it parses.
+            if endpoint.is_anthropic()
+                && name == "anthropic-version"
+                && req.headers.contains_key(name)
+            {
+                continue;
+            }
             req.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
@@ -270,6 +277,9 @@ impl Upstream {
                 self.api_version.as_deref().unwrap_or_default()
             ),
             // Only chat completions reach an Anthropic deployment (see `admission`).
+            (ProviderKind::Anthropic, Endpoint::CountTokens) => {
+                format!("{base}/v1/messages/count_tokens")
+            }
             (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
             (_, _) => match query {
                 Some(query) => format!("{base}{}?{query}", endpoint.suffix()),
