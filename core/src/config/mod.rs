@@ -149,6 +149,7 @@ pub enum ProviderKind {
     AzureOpenAi,
     Mock,
     Anthropic,
+    AnthropicMock,
 }
 
 impl ProviderKind {
@@ -159,7 +160,18 @@ impl ProviderKind {
             ProviderKind::AzureOpenAi => "azure-openai",
             ProviderKind::Mock => "mock",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::AnthropicMock => "anthropic-mock",
         }
+    }
+
+    /// Speaks Anthropic's Messages API.
+    pub fn speaks_anthropic(self) -> bool {
+        matches!(self, ProviderKind::Anthropic | ProviderKind::AnthropicMock)
+    }
+
+    /// The bundled mock, started in-process by the gateway.
+    pub fn in_process(self) -> bool {
+        matches!(self, ProviderKind::Mock | ProviderKind::AnthropicMock)
     }
 }
 

@@ -273,6 +273,9 @@ pub enum RawProviderKind {
     /// Anthropic's Messages API (`x-api-key`, `anthropic-version`): chat completions are
     /// translated to it and back.
     Anthropic,
+    /// The bundled mock upstream in its Anthropic mode, started in-process: an offline
+    /// stand-in for `anthropic`.
+    AnthropicMock,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -557,20 +557,21 @@ fn provider(raw: &RawProvider, path: &str, problems: &mut Vec<Problem>) -> Provi
         RawProviderKind::AzureOpenai => ProviderKind::AzureOpenAi,
         RawProviderKind::Mock => ProviderKind::Mock,
         RawProviderKind::Anthropic => ProviderKind::Anthropic,
+        RawProviderKind::AnthropicMock => ProviderKind::AnthropicMock,
     };
     if let Err(message) = check_identifier(&raw.name) {
         problems.push(Problem::at(format!("{path}.name"), message));
     }
 
     let base_url = match (&raw.base_url, kind) {
-        (Some(_), ProviderKind::Mock) => {
+        (Some(_), kind) if kind.in_process() => {
             problems.push(Problem::at(
                 format!("{path}.base_url"),
                 "a mock provider is served in-process on loopback; remove base_url",
             ));
             None
         }
-        (None, ProviderKind::Mock) => None,
+        (None, kind) if kind.in_process() => None,
         (None, ProviderKind::Anthropic) => Url::parse(ANTHROPIC_BASE_URL).ok(),
         (None, _) => {
             problems.push(Problem::at(
@@ -719,7 +720,7 @@ fn anthropic_options(
     path: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<AnthropicOptions> {
-    if kind != ProviderKind::Anthropic {
+    if !kind.speaks_anthropic() {
         for (field, set) in [
             ("anthropic_version", raw.anthropic_version.is_some()),
             ("max_tokens", raw.max_tokens.is_some()),
@@ -731,7 +732,7 @@ fn anthropic_options(
             if set {
                 problems.push(Problem::at(
                     format!("{path}.{field}"),
-                    format!("{field} applies only to kind anthropic"),
+                    format!("{field} applies only to kinds anthropic and anthropic-mock"),
                 ));
             }
         }

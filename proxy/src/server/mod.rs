@@ -126,10 +126,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         );
     }
 
-    let mock = config
-        .providers
-        .iter()
-        .any(|p| p.kind == ProviderKind::Mock);
+    let mock = config.providers.iter().any(|p| p.kind.in_process());
     let mock_listener = if mock {
         Some(bind(
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -334,6 +331,10 @@ fn upstreams(config: &Config, mock_addr: Option<SocketAddr>) -> anyhow::Result<V
         .map(|p| {
             let base_url = match (&p.base_url, mock_addr) {
                 (Some(url), _) => url.clone(),
+                // Anthropic's paths carry their version (`/v1/messages`).
+                (None, Some(addr)) if p.kind == ProviderKind::AnthropicMock => {
+                    Url::parse(&format!("http://{addr}"))?
+                }
                 (None, Some(addr)) => Url::parse(&format!("http://{addr}/v1"))?,
                 (None, None) => anyhow::bail!(
                     "provider {} has no base_url (a `kind: mock` provider needs the mock upstream started with the gateway: restart to add the first one)",

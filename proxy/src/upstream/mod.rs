@@ -82,7 +82,7 @@ impl Upstream {
                 HeaderName::from_static("api-key"),
                 secret_value(key.expose())?,
             )),
-            (Some(key), ProviderKind::Anthropic) => Some((
+            (Some(key), kind) if kind.speaks_anthropic() => Some((
                 HeaderName::from_static("x-api-key"),
                 secret_value(key.expose())?,
             )),
@@ -205,7 +205,7 @@ impl Upstream {
                 self.base_path,
                 self.api_version.as_deref().unwrap_or_default()
             ),
-            ProviderKind::Anthropic => format!("{}/v1/models", self.base_path),
+            kind if kind.speaks_anthropic() => format!("{}/v1/models", self.base_path),
             _ => format!("{}/models", self.base_path),
         };
         let mut headers: Vec<_> = self.auth.iter().cloned().collect();
@@ -277,10 +277,10 @@ impl Upstream {
                 self.api_version.as_deref().unwrap_or_default()
             ),
             // Only chat completions reach an Anthropic deployment (see `admission`).
-            (ProviderKind::Anthropic, Endpoint::CountTokens) => {
+            (kind, Endpoint::CountTokens) if kind.speaks_anthropic() => {
                 format!("{base}/v1/messages/count_tokens")
             }
-            (ProviderKind::Anthropic, _) => format!("{base}/v1/messages"),
+            (kind, _) if kind.speaks_anthropic() => format!("{base}/v1/messages"),
             (_, _) => match query {
                 Some(query) => format!("{base}{}?{query}", endpoint.suffix()),
                 None => format!("{base}{}", endpoint.suffix()),
