@@ -232,7 +232,8 @@ mod tests {
             s.usage(),
             Some(Usage {
                 prompt_tokens: 12,
-                completion_tokens: 2
+                completion_tokens: 2,
+                ..Default::default()
             })
         );
         assert_eq!(s.pending_len(), 0);
@@ -263,7 +264,8 @@ mod tests {
             s.usage(),
             Some(Usage {
                 prompt_tokens: 5,
-                completion_tokens: 9
+                completion_tokens: 9,
+                ..Default::default()
             })
         );
         s.feed(b"event: error\ndata: {\"error\":{\"message\":\"boom\"}}\n\n");

@@ -6,8 +6,14 @@ use serde::Deserialize;
 /// Token counts reported by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
+    /// Every input token, those read from or written to a prompt cache included.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Of the prompt, tokens read from Anthropic's prompt cache (priced apart when the
+    /// model sets `cache_read_per_million`).
+    pub cache_read_tokens: u64,
+    /// Of the prompt, tokens written to Anthropic's prompt cache.
+    pub cache_write_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +41,8 @@ impl UsageObject {
             .unwrap_or(0)
             .saturating_add(self.cache_read_input_tokens.unwrap_or(0));
         Some(Usage {
+            cache_read_tokens: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
             prompt_tokens: self
                 .prompt_tokens
                 .or(self.input_tokens.map(|n| n.saturating_add(cached)))?,
@@ -168,7 +176,8 @@ mod tests {
             window.usage(),
             Some(Usage {
                 prompt_tokens: 100_000,
-                completion_tokens: 100_000
+                completion_tokens: 100_000,
+                ..Default::default()
             })
         );
     }
@@ -180,7 +189,8 @@ mod tests {
             parse_usage(message),
             Some(Usage {
                 prompt_tokens: 115,
-                completion_tokens: 7
+                completion_tokens: 7,
+                ..Default::default()
             })
         );
     }
@@ -192,14 +202,16 @@ mod tests {
             find_usage(body),
             Some(Usage {
                 prompt_tokens: 3,
-                completion_tokens: 4
+                completion_tokens: 4,
+                ..Default::default()
             })
         );
         assert_eq!(
             find_usage(&body[40..]),
             Some(Usage {
                 prompt_tokens: 3,
-                completion_tokens: 4
+                completion_tokens: 4,
+                ..Default::default()
             })
         );
         assert_eq!(find_usage(br#"{"usage":null}"#), None);
@@ -207,7 +219,8 @@ mod tests {
             find_usage(br#"{"usage":{"input_tokens":2,"output_tokens":5}}"#),
             Some(Usage {
                 prompt_tokens: 2,
-                completion_tokens: 5
+                completion_tokens: 5,
+                ..Default::default()
             })
         );
     }
@@ -226,7 +239,8 @@ mod tests {
             window.usage(),
             Some(Usage {
                 prompt_tokens: 8,
-                completion_tokens: 0
+                completion_tokens: 0,
+                ..Default::default()
             })
         );
 
@@ -239,7 +253,8 @@ mod tests {
             window.usage(),
             Some(Usage {
                 prompt_tokens: 1,
-                completion_tokens: 2
+                completion_tokens: 2,
+                ..Default::default()
             })
         );
     }

@@ -73,6 +73,28 @@ fn a_good_config_resolves() {
 }
 
 #[test]
+fn cached_prompt_tokens_are_priced_at_their_own_rates() {
+    let text = "providers:\n  - {name: claude, kind: anthropic, api_key: k}\nmodels:\n  - name: claude\n    deployments: [{provider: claude}]\n    pricing: {input_per_million: 3, output_per_million: 15, cache_read_per_million: 0.3, cache_write_per_million: 3.75}\n";
+    let config = load(text).unwrap();
+    let pricing = config.find_model("claude").unwrap().pricing.unwrap();
+    assert_eq!(pricing.cache_read_micro_usd_per_million, Some(300_000));
+    assert_eq!(pricing.cache_write_micro_usd_per_million, Some(3_750_000));
+    // 1,000 prompt tokens: 100 plain, 800 read from the cache, 100 written to it; 200 out.
+    // 100 × 3 + 800 × 0.3 + 100 × 3.75 + 200 × 15 = 300 + 240 + 375 + 3000 = 3915 µUSD.
+    assert_eq!(pricing.cost_cached(1_000, 200, 800, 100), 3_915);
+    // Without cache prices, cached tokens cost what any input token costs.
+    let plain = tollgate_core::config::Pricing {
+        cache_read_micro_usd_per_million: None,
+        cache_write_micro_usd_per_million: None,
+        ..pricing
+    };
+    assert_eq!(
+        plain.cost_cached(1_000, 200, 800, 100),
+        plain.cost(1_000, 200)
+    );
+}
+
+#[test]
 fn unknown_field_names_path_and_line() {
     let bad = GOOD.replace(
         "        weight: 3\n",

@@ -120,7 +120,7 @@ proptest! {
             forwarded.extend(filter.filter_usage_chunk(&chunk));
         }
         forwarded.extend(filter.take_pending());
-        let usage = usage.map(|(prompt_tokens, completion_tokens)| Usage { prompt_tokens, completion_tokens });
+        let usage = usage.map(|(prompt_tokens, completion_tokens)| Usage { prompt_tokens, completion_tokens, ..Default::default() });
         prop_assert_eq!(whole.usage(), usage);
         prop_assert_eq!(cut_up.usage(), usage);
         prop_assert_eq!(cut_up.content_events(), words.len() as u64);
@@ -146,7 +146,7 @@ proptest! {
         for chunk in cut(&bytes, &points) {
             window.feed(&chunk);
         }
-        prop_assert_eq!(window.usage(), Some(Usage { prompt_tokens: prompt, completion_tokens: completion }));
+        prop_assert_eq!(window.usage(), Some(Usage { prompt_tokens: prompt, completion_tokens: completion, ..Default::default() }));
     }
 
     #[test]

@@ -71,3 +71,14 @@ impl MessagesUsage {
         })
     }
 }
+
+impl From<MessagesUsage> for crate::usage::Usage {
+    fn from(u: MessagesUsage) -> Self {
+        crate::usage::Usage {
+            prompt_tokens: u.prompt_tokens(),
+            completion_tokens: u.output_tokens,
+            cache_read_tokens: u.cache_read_input_tokens,
+            cache_write_tokens: u.cache_creation_input_tokens,
+        }
+    }
+}

@@ -294,7 +294,31 @@ impl Pricing {
     /// The cost of a request in micro-USD, rounded up: a fraction of a micro-dollar is
     /// never given away.
     pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> i64 {
-        let total = u128::from(self.input_micro_usd_per_million) * u128::from(prompt_tokens)
+        self.cost_cached(prompt_tokens, completion_tokens, 0, 0)
+    }
+
+    /// [`Pricing::cost`] with the prompt tokens read from and written to a prompt cache
+    /// (part of `prompt_tokens`) at their own prices, the input price where none is set.
+    pub fn cost_cached(
+        &self,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> i64 {
+        let input = u128::from(self.input_micro_usd_per_million);
+        let read = self
+            .cache_read_micro_usd_per_million
+            .map_or(input, u128::from);
+        let write = self
+            .cache_write_micro_usd_per_million
+            .map_or(input, u128::from);
+        let uncached = prompt_tokens
+            .saturating_sub(cache_read)
+            .saturating_sub(cache_write);
+        let total = input * u128::from(uncached)
+            + read * u128::from(cache_read.min(prompt_tokens))
+            + write * u128::from(cache_write.min(prompt_tokens.saturating_sub(cache_read)))
             + u128::from(self.output_micro_usd_per_million) * u128::from(completion_tokens);
         i64::try_from(total.div_ceil(1_000_000)).unwrap_or(i64::MAX)
     }
@@ -305,6 +329,10 @@ impl Pricing {
 pub struct Pricing {
     pub input_micro_usd_per_million: u64,
     pub output_micro_usd_per_million: u64,
+    /// Prompt tokens read from a prompt cache (Anthropic); the input price when `None`.
+    pub cache_read_micro_usd_per_million: Option<u64>,
+    /// Prompt tokens written to a prompt cache (Anthropic); the input price when `None`.
+    pub cache_write_micro_usd_per_million: Option<u64>,
 }
 
 /// A credential: never printed by `Debug` or `Display`.

@@ -379,4 +379,10 @@ pub struct RawDeployment {
 pub struct RawPricing {
     pub input_per_million: Price,
     pub output_per_million: Price,
+    /// USD per million prompt tokens read from Anthropic's prompt cache (default: the
+    /// input price).
+    pub cache_read_per_million: Option<Price>,
+    /// USD per million prompt tokens written to Anthropic's prompt cache (default: the
+    /// input price).
+    pub cache_write_per_million: Option<Price>,
 }

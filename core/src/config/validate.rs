@@ -853,6 +853,8 @@ fn model(
         pricing: raw.pricing.as_ref().map(|p| Pricing {
             input_micro_usd_per_million: p.input_per_million.micro_usd,
             output_micro_usd_per_million: p.output_per_million.micro_usd,
+            cache_read_micro_usd_per_million: p.cache_read_per_million.map(|c| c.micro_usd),
+            cache_write_micro_usd_per_million: p.cache_write_per_million.map(|c| c.micro_usd),
         }),
         owned_by,
         retries: raw.retries.unwrap_or(routing.retries),

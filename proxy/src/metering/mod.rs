@@ -242,6 +242,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 7,
             completion_tokens: 9,
+            ..Default::default()
         };
         meter.record(finished("reported", Some(usage)));
         // Written at the next flush interval while `slow` is still being estimated.

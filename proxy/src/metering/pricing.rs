@@ -12,7 +12,17 @@ pub type Measured = (u64, u64, bool, i64);
 /// Tokens and cost of a finished request.
 pub fn measure(f: &Finished) -> Measured {
     let (prompt, completion, estimated) = match f.usage {
-        Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+        Some(u) => {
+            let cost = f.pricing.map_or(0, |p| {
+                p.cost_cached(
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                )
+            });
+            return (u.prompt_tokens, u.completion_tokens, false, cost);
+        }
         None if f.upstream_ok => (
             estimate::prompt_tokens(f.endpoint, &f.request_body),
             estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed),

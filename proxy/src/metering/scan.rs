@@ -194,10 +194,7 @@ impl ResponseWatch {
                 if end_of_stream {
                     let usage = t.usage();
                     let seen = t.completed() || usage.output_tokens > 0;
-                    self.scan = ResponseScan::Done(seen.then_some(Usage {
-                        prompt_tokens: usage.prompt_tokens(),
-                        completion_tokens: usage.output_tokens,
-                    }));
+                    self.scan = ResponseScan::Done(seen.then_some(Usage::from(usage)));
                 }
             }
             ResponseScan::AnthropicBody {
@@ -220,10 +217,7 @@ impl ResponseWatch {
                             .map_or(0, |d| d.as_secs());
                         match anthropic::response::translate(held, model, created) {
                             Some((translated, u)) => {
-                                *usage = Some(Usage {
-                                    prompt_tokens: u.prompt_tokens(),
-                                    completion_tokens: u.output_tokens,
-                                });
+                                *usage = Some(Usage::from(u));
                                 Bytes::from(translated)
                             }
                             None => anthropic::errors::translate(502, held).1,
@@ -272,10 +266,7 @@ impl ResponseWatch {
             ResponseScan::None => None,
             ResponseScan::AnthropicStream(t) | ResponseScan::AnthropicWatch(t) => {
                 let u = t.usage();
-                (u.output_tokens > 0).then_some(Usage {
-                    prompt_tokens: u.prompt_tokens(),
-                    completion_tokens: u.output_tokens,
-                })
+                (u.output_tokens > 0).then_some(Usage::from(u))
             }
             ResponseScan::AnthropicBody { usage, .. } => *usage,
             ResponseScan::Stream(scanner) => scanner.usage(),
