@@ -68,6 +68,9 @@ struct Args {
     /// Do not run the routed target (two deployments and a fallback model).
     #[arg(long)]
     skip_routed: bool,
+    /// Do not run the translated target (the model at an Anthropic deployment).
+    #[arg(long)]
+    skip_translated: bool,
     /// Force a load generator (oha or wrk); oha is preferred when installed.
     #[arg(long)]
     tool: Option<String>,
@@ -156,6 +159,16 @@ fn main() -> anyhow::Result<()> {
             args.threads,
             &work.path().join("routed.log"),
             Mode::Routed,
+        )?);
+    }
+    if !args.skip_translated {
+        targets.push(targets::start_tollgate(
+            &args.bin_dir,
+            work.path(),
+            mock.addr,
+            args.threads,
+            &work.path().join("translated.log"),
+            Mode::Translated,
         )?);
     }
     // The governed target's Redis, whose command counters each governed run reads.
@@ -436,6 +449,7 @@ fn progress_line(target: &str, run: &TargetRun) -> String {
 
 /// The mock upstream's counters that the harness cross-checks against the load report.
 struct MockCounters {
+    /// Chat completions, and Anthropic messages (what the translated target sends).
     chat: u64,
     aborted: u64,
 }
@@ -451,7 +465,7 @@ impl MockCounters {
                 .unwrap_or(0)
         };
         Ok(Self {
-            chat: get("/requests/chat_completions"),
+            chat: get("/requests/chat_completions") + get("/requests/messages"),
             aborted: get("/streams/aborted"),
         })
     }

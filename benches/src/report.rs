@@ -176,6 +176,8 @@ impl ScenarioResult {
             ("governed", "passthrough"),
             ("routed", "direct"),
             ("routed", "passthrough"),
+            ("translated", "direct"),
+            ("translated", "passthrough"),
         ] {
             if let (Some(t), Some(b)) = (find(target), find(baseline)) {
                 comparisons.push(Comparison {
@@ -260,6 +262,7 @@ impl ScenarioResult {
             ("passthrough", "nginx"),
             ("governed", "passthrough"),
             ("routed", "passthrough"),
+            ("translated", "passthrough"),
         ] {
             if let Some(c) = self.compare(target, baseline) {
                 let cpu = c

@@ -96,6 +96,9 @@ pub enum Mode<'a> {
     /// The master key, with the model served by two weighted deployments (two providers on
     /// the same upstream) and a fallback model: what routing costs over one deployment.
     Routed,
+    /// The master key, with the model at an `anthropic` deployment (the mock in its
+    /// Anthropic mode): what translating chat completions costs.
+    Translated,
 }
 
 /// Starts `tollgate serve` proxying to the mock; `log` gets its stderr (the default `info`
@@ -112,12 +115,13 @@ pub fn start_tollgate(
         Mode::Passthrough => "passthrough",
         Mode::Governed { .. } => "governed",
         Mode::Routed => "routed",
+        Mode::Translated => "translated",
     };
     let data_dir = work.join(format!("{name}-data"));
     fs::create_dir_all(&data_dir)?;
     let config = work.join(format!("{name}.yaml"));
     let (pricing, limits) = match mode {
-        Mode::Passthrough | Mode::Routed => ("", ""),
+        Mode::Passthrough | Mode::Routed | Mode::Translated => ("", ""),
         Mode::Governed { .. } => (
             ", pricing: {input_per_million: 0.15, output_per_million: 0.60}",
             ", rpm: 1000000000, tpm: 1000000000",
@@ -129,6 +133,10 @@ pub fn start_tollgate(
              \x20 - {{name: upstream-b, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
              models:\n  - {{name: gpt-4o-mini, deployments: [{{provider: upstream}}, {{provider: upstream-b}}], fallbacks: [backup]}}\n\
              \x20 - {{name: backup, deployments: [{{provider: upstream, model: gpt-4o-mini}}]}}\n"
+        ),
+        Mode::Translated => format!(
+            "providers:\n  - {{name: upstream, kind: anthropic, base_url: 'http://{upstream}', api_key: bench}}\n\
+             models:\n  - {{name: gpt-4o-mini, deployments: [{{provider: upstream}}]}}\n"
         ),
         _ => format!(
             "providers:\n  - {{name: upstream, kind: openai-compatible, base_url: 'http://{upstream}/v1'}}\n\
@@ -178,7 +186,7 @@ pub fn start_tollgate(
             && TcpStream::connect(proxy).is_ok())
     })?;
     let auth = match mode {
-        Mode::Passthrough | Mode::Routed => format!("Bearer {MASTER_KEY}"),
+        Mode::Passthrough | Mode::Routed | Mode::Translated => format!("Bearer {MASTER_KEY}"),
         Mode::Governed { .. } => format!("Bearer {}", issue_governed_key(admin)?),
     };
     Ok(Target {

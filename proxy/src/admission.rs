@@ -104,7 +104,7 @@ async fn route_and_reserve(
     let route = table
         .get(model)
         .ok_or_else(|| GatewayError::UnknownModel(model.to_string()))?;
-    check_anthropic(route, endpoint, &body)?;
+    ctx.request.translated = check_anthropic(route, endpoint, &body)?;
     let now = chrono::Utc::now();
     let scopes = match &ctx.caller {
         Some(Principal::Key(key)) => {
@@ -148,7 +148,13 @@ async fn route_and_reserve(
 /// A model with Anthropic deployments serves chat completions only, and the request must
 /// translate for each of them (a parameter Anthropic cannot take is refused here, by name,
 /// before any quota is reserved).
-fn check_anthropic(route: &Route, endpoint: Endpoint, body: &[u8]) -> Result<(), GatewayError> {
+/// Answers the translated bodies, by deployment id, for the attempts to use.
+fn check_anthropic(
+    route: &Route,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<Vec<(usize, Bytes)>, GatewayError> {
+    let mut translated = Vec::new();
     if endpoint.is_anthropic() {
         // Forwarded as sent: only Anthropic deployments can take it.
         if route
@@ -158,7 +164,7 @@ fn check_anthropic(route: &Route, endpoint: Endpoint, body: &[u8]) -> Result<(),
         {
             return Err(GatewayError::NotAnAnthropicModel(route.model.clone()));
         }
-        return Ok(());
+        return Ok(translated);
     }
     for deployment in &route.deployments {
         let Some(options) = &deployment.upstream.anthropic else {
@@ -167,9 +173,11 @@ fn check_anthropic(route: &Route, endpoint: Endpoint, body: &[u8]) -> Result<(),
         if endpoint != Endpoint::ChatCompletions {
             return Err(GatewayError::EndpointNotServed(route.model.clone()));
         }
-        crate::context::translate_for_anthropic(body, &deployment.upstream_model, options)?;
+        let body =
+            crate::context::translate_for_anthropic(body, &deployment.upstream_model, options)?;
+        translated.push((deployment.id, Bytes::from(body)));
     }
-    Ok(())
+    Ok(translated)
 }
 
 /// Streams must report their usage to be metered exactly: asks for it, and has the extra

@@ -56,6 +56,9 @@ pub struct Incoming {
     /// The client itself asked for stream usage (`stream_options.include_usage`), as
     /// opposed to the gateway asking on its behalf.
     pub client_wants_usage: bool,
+    /// The body translated for each Anthropic deployment of the model, by deployment id
+    /// (made once, when admission checked that it translates).
+    pub translated: Vec<(usize, Bytes)>,
 }
 
 impl Incoming {
@@ -63,9 +66,14 @@ impl Incoming {
     /// Admission checked that it translates.
     pub fn anthropic_body(
         &self,
+        deployment: usize,
         upstream_model: &str,
         options: &tollgate_core::config::AnthropicOptions,
     ) -> Result<Bytes, GatewayError> {
+        if let Some((_, body)) = self.translated.iter().find(|(id, _)| *id == deployment) {
+            return Ok(body.clone());
+        }
+        // A fallback model's deployment: translated now.
         translate_for_anthropic(&self.client_body, upstream_model, options).map(Bytes::from)
     }
 

@@ -145,7 +145,7 @@ impl ProxyHttp for Gateway {
             Some(options) => {
                 let body = ctx
                     .request
-                    .anthropic_body(&deployment.upstream_model, options)
+                    .anthropic_body(deployment.id, &deployment.upstream_model, options)
                     .map_err(|e| Error::explain(ErrorType::InternalError, e.to_string()))?;
                 ctx.response.translate = Some(Translation {
                     model: deployment.upstream_model.clone(),
