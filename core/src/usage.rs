@@ -190,7 +190,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 115,
                 completion_tokens: 7,
-                ..Default::default()
+                cache_read_tokens: 100,
+                cache_write_tokens: 5,
             })
         );
     }

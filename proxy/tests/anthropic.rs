@@ -253,7 +253,7 @@ async fn what_cannot_be_translated_is_refused_and_overload_is_a_429_or_a_fallbac
     assert_eq!(headers["x-tollgate-attempts"], "2");
 }
 
-/// Mixed traffic over both ingresses — chat completions translated, Anthropic's messages
+/// 500 mixed requests over both ingresses — chat completions translated, Anthropic's messages
 /// forwarded; streamed or not; with tools and prompt caching — is metered to the token: the
 /// gateway's counts equal the mock's own.
 #[tokio::test]
@@ -265,7 +265,7 @@ async fn both_ingresses_meter_exactly_what_anthropic_reports() {
                          "cache_control": {"type": "ephemeral"}}]);
     let tools = json!([{"name": "f", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}]);
     let mut sent = 0;
-    for i in 0..48 {
+    for i in 0..500 {
         let stream = i % 2 == 0;
         let (path, body) = if i % 4 < 2 {
             let mut body = json!({"model": "claude-haiku-4-5", "stream": stream,
