@@ -35,9 +35,20 @@ pub struct StreamTranslator {
     tools: Vec<(u64, usize)>,
     done: bool,
     failed: bool,
+    /// Only read the usage (Anthropic's own API passes the stream on as it is): no OpenAI
+    /// chunk is built.
+    watch_only: bool,
 }
 
 impl StreamTranslator {
+    /// A reader of an Anthropic stream's usage that translates nothing.
+    pub fn watcher() -> Self {
+        StreamTranslator {
+            watch_only: true,
+            ..StreamTranslator::new("", 0, false)
+        }
+    }
+
     /// `model` is the name the client asked for; `include_usage` its
     /// `stream_options.include_usage`.
     pub fn new(model: &str, created: u64, include_usage: bool) -> Self {
@@ -51,6 +62,7 @@ impl StreamTranslator {
             tools: Vec::new(),
             done: false,
             failed: false,
+            watch_only: false,
         }
     }
 
@@ -182,6 +194,10 @@ impl StreamTranslator {
                 self.chunk(json!({}), Some(finish_reason(stop)), out);
             }
             Some("message_stop") => {
+                self.done = true;
+                if self.watch_only {
+                    return;
+                }
                 if self.include_usage {
                     let usage = json!({
                         "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -190,10 +206,12 @@ impl StreamTranslator {
                     push_event(out, &usage);
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
             }
             Some("error") => {
                 self.failed = true;
+                if self.watch_only {
+                    return;
+                }
                 let error = event.get("error").unwrap_or(&Value::Null);
                 let body =
                     super::errors::translate(500, json!({ "error": error }).to_string().as_bytes())
@@ -207,6 +225,9 @@ impl StreamTranslator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        if self.watch_only {
+            return;
+        }
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -351,6 +372,14 @@ mod tests {
         }
         let singles: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(run(true, &singles).0, whole);
+    }
+
+    #[test]
+    fn a_watcher_reads_the_usage_and_builds_nothing() {
+        let mut w = StreamTranslator::watcher();
+        assert!(w.push(STREAM.as_bytes()).is_empty());
+        assert!(w.completed());
+        assert_eq!(w.usage(), run(true, &[STREAM.as_bytes()]).1.usage());
     }
 
     #[test]

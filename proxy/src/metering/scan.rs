@@ -94,7 +94,7 @@ impl ResponseWatch {
             && content_type.starts_with(b"text/event-stream")
         {
             self.streamed = true;
-            self.scan = ResponseScan::AnthropicWatch(Box::new(StreamTranslator::new("", 0, false)));
+            self.scan = ResponseScan::AnthropicWatch(Box::new(StreamTranslator::watcher()));
             return;
         }
         self.scan = if content_type.starts_with(b"text/event-stream") {
