@@ -2,6 +2,9 @@
 //! its worker processes included, as nginx has) and resident memory.
 
 use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc/*/stat` times: Linux reports them in USER_HZ, which
@@ -74,6 +77,35 @@ pub fn process_tree_rss_mib(pid: u32) -> f64 {
         });
     let kib: u64 = std::iter::once(pid).chain(children).map(rss_kib).sum();
     kib as f64 / 1024.0
+}
+
+/// The highest resident memory of a process tree while a run goes on, sampled every 100 ms
+/// on a thread of its own.
+pub struct RssPeak {
+    stop: Arc<AtomicBool>,
+    sampler: JoinHandle<f64>,
+}
+
+impl RssPeak {
+    pub fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = process_tree_rss_mib(pid);
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                peak = peak.max(process_tree_rss_mib(pid));
+            }
+            peak
+        });
+        Self { stop, sampler }
+    }
+
+    /// The peak, including one last sample taken now.
+    pub fn finish(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.join().unwrap_or(f64::NAN)
+    }
 }
 
 #[cfg(test)]

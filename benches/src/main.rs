@@ -1,7 +1,9 @@
-//! `tollgate-bench`: in one run, starts the mock upstream, Tollgate (passthrough and
-//! governed) and nginx in front of it, drives each with oha (or wrk) through four
-//! scenarios, and reports throughput and latency per target with Tollgate's overhead
-//! against the direct path, against nginx, and governed against passthrough.
+//! `tollgate-bench`: in one run, starts the mock upstream, Tollgate (passthrough, governed
+//! with leased limits, governed with slots and budgets, routed, translated), the bare
+//! Pingora proxy it is built on (the floor) and nginx in front of it, drives each with oha
+//! (or wrk) through four scenarios, and reports throughput, latency, CPU time per request
+//! and resident memory per target, with Tollgate against the direct path, the floor and
+//! nginx; `--streams N` also holds N slow streams open through each proxy.
 
 mod cpu;
 mod http;
@@ -13,6 +15,7 @@ mod procs;
 mod redis_stats;
 mod report;
 mod scenarios;
+mod streams;
 mod targets;
 
 use std::fs;
@@ -59,10 +62,10 @@ struct Args {
     /// Do not start nginx even if it is installed.
     #[arg(long)]
     skip_nginx: bool,
-    /// Redis for the governed target (an issued key with quotas, metering on).
+    /// Redis for the governed targets (an issued key with quotas, metering on).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
-    /// Do not run the governed target.
+    /// Do not run the governed targets.
     #[arg(long)]
     skip_governed: bool,
     /// Do not run the routed target (two deployments and a fallback model).
@@ -71,6 +74,20 @@ struct Args {
     /// Do not run the translated target (the model at an Anthropic deployment).
     #[arg(long)]
     skip_translated: bool,
+    /// Do not run the Pingora floor (`tollgate-pingora-floor`: a bare Pingora proxy with a
+    /// static key check, a key swap and one fixed peer).
+    #[arg(long)]
+    skip_floor: bool,
+    /// Also hold this many slow streams open at once through each proxy (the mock sends a
+    /// token a second) and report resident memory per open stream.
+    #[arg(long, default_value_t = 0)]
+    streams: usize,
+    /// Token chunks of each held stream (one a second).
+    #[arg(long, default_value_t = 20)]
+    stream_tokens: u32,
+    /// Run only the `--streams` probe, no load scenarios.
+    #[arg(long, requires = "streams")]
+    streams_only: bool,
     /// Force a load generator (oha or wrk); oha is preferred when installed.
     #[arg(long)]
     tool: Option<String>,
@@ -135,6 +152,13 @@ fn main() -> anyhow::Result<()> {
         println!("  {k}: {v}");
     }
 
+    // Every process started from here inherits the open-file limit the streams probe needs
+    // (client, upstream and mock sides of each stream).
+    let descriptors = streams::raise_descriptor_limit(4 * args.streams as u64 + 4096)?;
+    if args.streams > 0 {
+        println!("  open-file limit: {descriptors}");
+    }
+
     let work = tempfile::Builder::new()
         .prefix("tollgate-bench-")
         .tempdir()?;
@@ -143,14 +167,29 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| work.path().join("tollgate.log"));
     let mock = targets::start_mock(&args.bin_dir, work.path())?;
-    let mut targets = vec![targets::start_tollgate(
+    let floor = args.bin_dir.join("tollgate-pingora-floor");
+    let mut targets = Vec::new();
+    if !floor.is_file() {
+        eprintln!(
+            "note: {} is not built, so the Pingora floor is skipped",
+            floor.display()
+        );
+    } else if !args.skip_floor {
+        targets.push(targets::start_floor(
+            &args.bin_dir,
+            work.path(),
+            mock.addr,
+            args.threads,
+        )?);
+    }
+    targets.push(targets::start_tollgate(
         &args.bin_dir,
         work.path(),
         mock.addr,
         args.threads,
         &gateway_log,
         Mode::Passthrough,
-    )?];
+    )?);
     if !args.skip_routed {
         targets.push(targets::start_tollgate(
             &args.bin_dir,
@@ -188,16 +227,19 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if redis.is_some() {
-        targets.push(targets::start_tollgate(
-            &args.bin_dir,
-            work.path(),
-            mock.addr,
-            args.threads,
-            &work.path().join("governed.log"),
-            Mode::Governed {
-                redis_url: &args.redis_url,
-            },
-        )?);
+        for slots in [false, true] {
+            targets.push(targets::start_tollgate(
+                &args.bin_dir,
+                work.path(),
+                mock.addr,
+                args.threads,
+                &work.path().join(format!("governed-{slots}.log")),
+                Mode::Governed {
+                    redis_url: &args.redis_url,
+                    slots,
+                },
+            )?);
+        }
     }
     if let Some(nginx) = &nginx {
         targets.push(targets::start_nginx(
@@ -205,11 +247,18 @@ fn main() -> anyhow::Result<()> {
             work.path(),
             mock.addr,
             args.threads,
+            args.streams,
         )?);
     }
     targets.insert(0, mock);
-    for t in &targets {
-        println!("{:>8}: http://{}", t.name, t.addr);
+    // Resident memory before any load, once start-up work (key cache, partitions) settled.
+    procs::sleep(Duration::from_secs(1))?;
+    for t in &mut targets {
+        t.idle_rss_mib = cpu::process_tree_rss_mib(t.pid());
+        println!(
+            "{:>11}: http://{}  (idle RSS {:.1} MiB)",
+            t.name, t.addr, t.idle_rss_mib
+        );
     }
 
     let settings = Settings {
@@ -232,6 +281,7 @@ fn main() -> anyhow::Result<()> {
                 t.addr.port(),
                 targets[0].addr,
                 args.threads,
+                args.streams,
             )
         }),
     };
@@ -239,7 +289,9 @@ fn main() -> anyhow::Result<()> {
         println!("  $ {c}");
     }
 
-    let scenarios = if args.scenarios.is_empty() {
+    let scenarios = if args.streams_only {
+        Vec::new()
+    } else if args.scenarios.is_empty() {
         Scenario::ALL.to_vec()
     } else {
         args.scenarios.clone()
@@ -262,6 +314,20 @@ fn main() -> anyhow::Result<()> {
         })?;
         print!("{}", report::terminal_table(&result));
         results.push(result);
+    }
+
+    let mut held = Vec::new();
+    if args.streams > 0 {
+        println!(
+            "\nstreams: {} slow streams held open at once per proxy ({} tokens, one a second)",
+            args.streams, args.stream_tokens
+        );
+        for t in targets.iter_mut().skip(1) {
+            t.check_running()?;
+            let result = streams::hold(t, args.streams, args.stream_tokens)?;
+            println!("  {}", result.line());
+            held.push(result);
+        }
     }
 
     let passthrough = targets.iter().find(|t| t.name == "passthrough");
@@ -291,6 +357,7 @@ fn main() -> anyhow::Result<()> {
         machine,
         settings,
         scenarios: results,
+        streams: held,
     };
     if let Some(path) = &args.json {
         fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -341,7 +408,7 @@ fn run_scenario(
             let target = &mut targets[at];
             let url = target.url(PATH);
             let rate = scenario.fixed_rate().then_some(args.rate);
-            let redis = redis.filter(|_| target.name == "governed");
+            let redis = redis.filter(|_| target.name.starts_with("gov"));
             if redis.is_some() {
                 // The warm-up's last settlements land before the first reading.
                 procs::sleep(Duration::from_millis(200))?;
@@ -376,9 +443,10 @@ fn run_scenario(
             let before = MockCounters::read(upstream)?;
             let cpu_before = cpu::process_tree_cpu(target.pid());
             let overhead_before = target.metrics.map(overhead::Buckets::read).transpose()?;
+            let rss = cpu::RssPeak::start(target.pid());
             let stats = tool.run(&spec(args.duration), work)?;
             let cpu_used = cpu::process_tree_cpu(target.pid()).saturating_sub(cpu_before);
-            let rss_mib = cpu::process_tree_rss_mib(target.pid());
+            let rss_peak_mib = rss.finish();
             let overhead_p50_ms = match (target.metrics, &overhead_before) {
                 (Some(metrics), Some(before)) => {
                     overhead::Buckets::read(metrics)?.p50_ms_since(before)
@@ -399,6 +467,9 @@ fn run_scenario(
                 _ => Default::default(),
             };
             target.check_running()?;
+            // What the load left behind, once its last responses and writes are done.
+            procs::sleep(Duration::from_secs(1))?;
+            let rss_after_mib = cpu::process_tree_rss_mib(target.pid());
             let run = TargetRun {
                 upstream_requests: after.chat.saturating_sub(before.chat),
                 upstream_streams_aborted: after.aborted.saturating_sub(before.aborted),
@@ -406,7 +477,8 @@ fn run_scenario(
                 redis_round_trip_ms,
                 cpu_ms_per_request: (stats.ok > 0)
                     .then(|| cpu_used.as_secs_f64() * 1000.0 / stats.ok as f64),
-                rss_mib,
+                rss_peak_mib,
+                rss_after_mib,
                 overhead_p50_ms,
                 stats,
             };
@@ -418,13 +490,12 @@ fn run_scenario(
                 );
             }
             runs[at].push(run);
-            procs::sleep(Duration::from_millis(500))?;
         }
     }
     let results = targets
         .iter()
         .zip(runs)
-        .map(|(t, r)| TargetResult::from_runs(t.name, r))
+        .map(|(t, r)| TargetResult::from_runs(t.name, t.idle_rss_mib, r))
         .collect();
     Ok(ScenarioResult::new(
         scenario.name(),
@@ -437,12 +508,13 @@ fn run_scenario(
 fn progress_line(target: &str, run: &TargetRun) -> String {
     let s = &run.stats;
     format!(
-        "{target:<11} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  CPU {:.4} ms/req  RSS {:.0} MiB  failed {}",
+        "{target:<11} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  CPU {:.4} ms/req  RSS peak {:.0} after {:.0} MiB  failed {}",
         s.rps,
         s.p50_ms,
         s.p99_ms,
         run.cpu_ms_per_request.unwrap_or(f64::NAN),
-        run.rss_mib,
+        run.rss_peak_mib,
+        run.rss_after_mib,
         s.failures()
     )
 }

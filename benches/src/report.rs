@@ -14,6 +14,9 @@ pub struct Report {
     pub machine: Machine,
     pub settings: Settings,
     pub scenarios: Vec<ScenarioResult>,
+    /// The `--streams N` probe per proxy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<crate::streams::Held>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,8 +58,11 @@ pub struct TargetResult {
     /// measured run, divided by the 2xx answers: the figure that stays stable on a shared
     /// machine where req/s does not.
     pub cpu_ms_per_request: Option<f64>,
-    /// Resident memory right after the measured run (highest round).
-    pub rss_mib: f64,
+    /// Resident memory before any load, the highest sampled during a measured run, and a
+    /// second after one ended (highest round of each).
+    pub rss_idle_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_after_mib: f64,
     /// Summed over the rounds.
     pub ok: u64,
     pub non_2xx: u64,
@@ -81,8 +87,10 @@ pub struct TargetRun {
     pub redis_round_trip_ms: Option<f64>,
     /// The target's CPU time during the run per 2xx answer, in ms.
     pub cpu_ms_per_request: Option<f64>,
-    /// The target's resident memory right after the run.
-    pub rss_mib: f64,
+    /// The target's resident memory at its highest during the run (sampled every 100 ms),
+    /// and a second after the run ended.
+    pub rss_peak_mib: f64,
+    pub rss_after_mib: f64,
     /// Tollgate's own overhead p50 during the run, from its `tollgate_overhead_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overhead_p50_ms: Option<f64>,
@@ -96,12 +104,13 @@ pub struct Comparison {
     pub throughput_ratio: f64,
     pub added_p50_ms: f64,
     pub added_p99_ms: f64,
-    /// CPU per request of the target over the baseline's.
+    /// CPU per request of the target over the baseline's, and their difference in ms.
     pub cpu_ratio: Option<f64>,
+    pub added_cpu_ms: Option<f64>,
 }
 
 impl TargetResult {
-    pub fn from_runs(target: &'static str, runs: Vec<TargetRun>) -> Self {
+    pub fn from_runs(target: &'static str, rss_idle_mib: f64, runs: Vec<TargetRun>) -> Self {
         let mid = |f: fn(&RunStats) -> f64| median(runs.iter().map(|r| f(&r.stats)).collect());
         Self {
             target,
@@ -113,7 +122,9 @@ impl TargetResult {
                 let cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_ms_per_request).collect();
                 (!cpu.is_empty()).then(|| median(cpu))
             },
-            rss_mib: runs.iter().map(|r| r.rss_mib).fold(0.0, f64::max),
+            rss_idle_mib,
+            rss_peak_mib: runs.iter().map(|r| r.rss_peak_mib).fold(0.0, f64::max),
+            rss_after_mib: runs.iter().map(|r| r.rss_after_mib).fold(0.0, f64::max),
             ok: runs.iter().map(|r| r.stats.ok).sum(),
             non_2xx: runs.iter().map(|r| r.stats.non_2xx).sum(),
             transport_errors: runs.iter().map(|r| r.stats.transport_errors).sum(),
@@ -171,9 +182,15 @@ impl ScenarioResult {
         for (target, baseline) in [
             ("passthrough", "direct"),
             ("governed", "direct"),
+            ("gov-slots", "direct"),
+            ("floor", "direct"),
             ("nginx", "direct"),
+            ("passthrough", "floor"),
+            ("governed", "floor"),
+            ("gov-slots", "floor"),
             ("passthrough", "nginx"),
             ("governed", "passthrough"),
+            ("gov-slots", "passthrough"),
             ("routed", "direct"),
             ("routed", "passthrough"),
             ("translated", "direct"),
@@ -191,6 +208,10 @@ impl ScenarioResult {
                         .zip(b.cpu_ms_per_request)
                         .filter(|(_, b)| *b > 0.0)
                         .map(|(t, b)| t / b),
+                    added_cpu_ms: t
+                        .cpu_ms_per_request
+                        .zip(b.cpu_ms_per_request)
+                        .map(|(t, b)| t - b),
                 });
             }
         }
@@ -259,15 +280,20 @@ impl ScenarioResult {
     fn summary_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (target, baseline) in [
+            ("passthrough", "floor"),
+            ("governed", "floor"),
+            ("gov-slots", "floor"),
             ("passthrough", "nginx"),
             ("governed", "passthrough"),
+            ("gov-slots", "passthrough"),
             ("routed", "passthrough"),
             ("translated", "passthrough"),
         ] {
             if let Some(c) = self.compare(target, baseline) {
-                let cpu = c
-                    .cpu_ratio
-                    .map_or_else(String::new, |r| format!(", {r:.3}x CPU per request"));
+                let cpu = match (c.cpu_ratio, c.added_cpu_ms) {
+                    (Some(r), Some(d)) => format!(", {r:.3}x CPU per request ({d:+.4} ms)"),
+                    _ => String::new(),
+                };
                 out.push(format!(
                     "{target} vs {baseline}: {:.3}x throughput, p50 {:+.3} ms, p99 {:+.3} ms{cpu}",
                     c.throughput_ratio, c.added_p50_ms, c.added_p99_ms
@@ -289,23 +315,19 @@ impl ScenarioResult {
                 }
             }
         }
-        if let Some(line) = self
-            .targets
-            .iter()
-            .find(|t| t.target == "governed")
-            .and_then(TargetResult::redis_per_request)
-        {
-            out.push(format!("governed: Redis commands per 2xx answer: {line}"));
-        }
-        if let Some(ms) = self
-            .targets
-            .iter()
-            .find(|t| t.target == "governed")
-            .and_then(TargetResult::redis_round_trip_ms)
-        {
-            out.push(format!(
-                "governed: a bare Redis round trip during its runs (PING, plain socket, every 20 ms): p50 {ms:.3} ms"
-            ));
+        for t in self.targets.iter().filter(|t| t.target.starts_with("gov")) {
+            if let Some(line) = t.redis_per_request() {
+                out.push(format!(
+                    "{}: Redis commands per 2xx answer: {line}",
+                    t.target
+                ));
+            }
+            if let Some(ms) = t.redis_round_trip_ms() {
+                out.push(format!(
+                    "{}: a bare Redis round trip during its runs (PING, plain socket, every 20 ms): p50 {ms:.3} ms",
+                    t.target
+                ));
+            }
         }
         out
     }
@@ -332,7 +354,10 @@ impl ScenarioResult {
                     t.failures().to_string(),
                     t.cpu_ms_per_request
                         .map_or_else(|| "-".into(), |c| format!("{c:.4}")),
-                    format!("{:.0}", t.rss_mib),
+                    format!(
+                        "{:.0}/{:.0}/{:.0}",
+                        t.rss_idle_mib, t.rss_peak_mib, t.rss_after_mib
+                    ),
                     ratio,
                     p50,
                     p99,
@@ -350,7 +375,7 @@ const HEADERS: [&str; 11] = [
     "p99 ms",
     "failed",
     "CPU ms/req",
-    "RSS MiB",
+    "RSS MiB idle/peak/after",
     "vs direct",
     "+p50 ms",
     "+p99 ms",
@@ -433,6 +458,30 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(out, "\n**Warning:** {note}");
         }
     }
+    if !report.streams.is_empty() {
+        let n = report.streams[0].streams;
+        let _ = writeln!(
+            out,
+            "\n### streams: {n} slow streams held open at once per proxy\n\n\
+             | target | completed | open at once | RSS before MiB | RSS peak MiB | RSS after MiB | KiB per stream | CPU s |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for h in &report.streams {
+            let _ = writeln!(
+                out,
+                "| {} | {}/{} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                h.target,
+                h.completed,
+                h.streams,
+                h.open_at_once,
+                h.rss_before_mib,
+                h.rss_peak_mib,
+                h.rss_after_mib,
+                h.kib_per_stream,
+                h.cpu_s
+            );
+        }
+    }
     out
 }
 
@@ -465,6 +514,7 @@ mod tests {
         };
         TargetResult::from_runs(
             name,
+            18.0,
             vec![TargetRun {
                 stats,
                 upstream_requests: 10,
@@ -472,7 +522,8 @@ mod tests {
                 redis_commands: BTreeMap::new(),
                 redis_round_trip_ms: None,
                 cpu_ms_per_request: Some(0.1),
-                rss_mib: 20.0,
+                rss_peak_mib: 24.0,
+                rss_after_mib: 20.0,
                 overhead_p50_ms: None,
             }],
         )
@@ -509,7 +560,11 @@ mod tests {
             table.contains("governed vs passthrough: 0.500x throughput, p50 +0.100 ms"),
             "{table}"
         );
-        assert!(table.contains("2.500x CPU per request"), "{table}");
+        assert!(
+            table.contains("2.500x CPU per request (+0.1500 ms)"),
+            "{table}"
+        );
+        assert!(table.contains("18/24/20"), "{table}");
         assert!(
             table.contains("0.2500") && table.contains("0.1000"),
             "{table}"

@@ -1,6 +1,7 @@
 //! The systems under test, each started on a free loopback port: the mock upstream (the
 //! "direct" baseline), Tollgate proxying to it as a passthrough (master key) and governed
-//! (an issued key with Redis quotas), and nginx proxying to it.
+//! (an issued key with Redis quotas), the bare Pingora proxy Tollgate is built on (the
+//! floor), and nginx proxying to it.
 
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -36,6 +37,8 @@ pub struct Target {
     pub admin: Option<SocketAddr>,
     /// Tollgate's metrics listener.
     pub metrics: Option<SocketAddr>,
+    /// Resident memory before any load, set once every target has started.
+    pub idle_rss_mib: f64,
     guard: ChildGuard,
 }
 
@@ -64,35 +67,78 @@ pub fn start_mock(bin_dir: &Path, work: &Path) -> anyhow::Result<Target> {
         File::create(&log)?.into(),
     );
     cmd.args(["--listen", "127.0.0.1:0", "--no-record"]);
-    let mut guard = ChildGuard::spawn("tollgate-mock", &mut cmd)?;
+    let guard = ChildGuard::spawn("tollgate-mock", &mut cmd)?;
+    listening_target("direct", guard, log, |addr| {
+        http::get(addr, "/_mock/stats").is_ok_and(|r| r.status == 200)
+    })
+}
+
+/// A started target that prints `{"listening": ADDR}` first and takes the master key, once
+/// `ready` says it serves.
+fn listening_target(
+    name: &'static str,
+    mut guard: ChildGuard,
+    log: PathBuf,
+    ready: impl Fn(SocketAddr) -> bool,
+) -> anyhow::Result<Target> {
     #[derive(Deserialize)]
     struct Listening {
         listening: SocketAddr,
     }
     let line = guard.first_stdout_line(START_TIMEOUT)?;
     let Listening { listening } =
-        serde_json::from_str(&line).with_context(|| format!("tollgate-mock printed {line:?}"))?;
-    wait_until(START_TIMEOUT, "tollgate-mock /_mock/stats", || {
-        Ok(http::get(listening, "/_mock/stats").is_ok_and(|r| r.status == 200))
+        serde_json::from_str(&line).with_context(|| format!("{name} printed {line:?}"))?;
+    wait_until(START_TIMEOUT, name, || {
+        guard
+            .check_running()
+            .with_context(|| format!("see {}", log.display()))?;
+        Ok(ready(listening))
     })?;
     Ok(Target {
-        name: "direct",
+        name,
         addr: listening,
         log,
         auth: format!("Bearer {MASTER_KEY}"),
         admin: None,
         metrics: None,
+        idle_rss_mib: 0.0,
         guard,
     })
+}
+
+/// Starts `tollgate-pingora-floor` (a bare Pingora proxy: static key check, key swap, one
+/// fixed peer) in front of the mock, with as many worker threads as Tollgate gets.
+pub fn start_floor(
+    bin_dir: &Path,
+    work: &Path,
+    upstream: SocketAddr,
+    threads: usize,
+) -> anyhow::Result<Target> {
+    let log = work.join("floor.log");
+    let mut cmd = command(
+        &bin_dir.join("tollgate-pingora-floor"),
+        Stdio::piped(),
+        File::create(&log)?.into(),
+    );
+    cmd.args(["--listen", "127.0.0.1:0", "--key", MASTER_KEY])
+        .arg("--upstream")
+        .arg(upstream.to_string())
+        .arg("--threads")
+        .arg(threads.to_string());
+    let guard = ChildGuard::spawn("tollgate-pingora-floor", &mut cmd)?;
+    listening_target("floor", guard, log, |addr| TcpStream::connect(addr).is_ok())
 }
 
 /// How a Tollgate target is set up.
 pub enum Mode<'a> {
     /// The master key: no key look-up and no quota scopes (usage events are still written).
     Passthrough,
-    /// An issued `tg_` key whose user, key and deployment all have limits, checked in the
-    /// Redis at `redis_url` under a key prefix of this run; usage metered and priced.
-    Governed { redis_url: &'a str },
+    /// An issued `tg_` key whose user, key and deployment all have request and token
+    /// limits, checked in the Redis at `redis_url` under a key prefix of this run; usage
+    /// metered and priced. The limits are large, so replicas lease them (`governed`); with
+    /// `slots`, the key and user also have a concurrency limit and a budget, which every
+    /// request reserves in Redis (`gov-slots`).
+    Governed { redis_url: &'a str, slots: bool },
     /// The master key, with the model served by two weighted deployments (two providers on
     /// the same upstream) and a fallback model: what routing costs over one deployment.
     Routed,
@@ -113,7 +159,8 @@ pub fn start_tollgate(
 ) -> anyhow::Result<Target> {
     let name = match mode {
         Mode::Passthrough => "passthrough",
-        Mode::Governed { .. } => "governed",
+        Mode::Governed { slots: false, .. } => "governed",
+        Mode::Governed { slots: true, .. } => "gov-slots",
         Mode::Routed => "routed",
         Mode::Translated => "translated",
     };
@@ -147,7 +194,8 @@ pub fn start_tollgate(
         &config,
         format!(
             "server:\n  proxy_listen: 127.0.0.1:0\n  metrics_listen: 127.0.0.1:0\n  admin_listen: 127.0.0.1:0\n  \
-             threads: {threads}\n  data_dir: '{}'\n  admin_login_attempts: 10000\n{routes}",
+             threads: {threads}\n  data_dir: '{}'\n  admin_login_attempts: 10000\n  \
+             max_connections: 1000000\n{routes}",
             data_dir.display()
         ),
     )?;
@@ -162,7 +210,7 @@ pub fn start_tollgate(
         .env_remove("TOLLGATE_CONFIG")
         .env_remove("TOLLGATE_DATABASE_URL")
         .env_remove("TOLLGATE_REDIS_URL");
-    if let Mode::Governed { redis_url } = mode {
+    if let Mode::Governed { redis_url, .. } = mode {
         cmd.env("TOLLGATE_REDIS_URL", redis_url)
             .env("TOLLGATE_REDIS_PREFIX", redis_prefix())
             .env("TOLLGATE_SECRET_KEY", SECRET_KEY);
@@ -187,7 +235,7 @@ pub fn start_tollgate(
     })?;
     let auth = match mode {
         Mode::Passthrough | Mode::Routed | Mode::Translated => format!("Bearer {MASTER_KEY}"),
-        Mode::Governed { .. } => format!("Bearer {}", issue_governed_key(admin)?),
+        Mode::Governed { slots, .. } => format!("Bearer {}", issue_governed_key(admin, slots)?),
     };
     Ok(Target {
         name,
@@ -196,6 +244,7 @@ pub fn start_tollgate(
         auth,
         admin: Some(admin),
         metrics: Some(metrics),
+        idle_rss_mib: 0.0,
         guard,
     })
 }
@@ -209,7 +258,7 @@ fn redis_prefix() -> String {
 }
 
 /// Creates a member with limits and a key of theirs with limits, through the admin API.
-fn issue_governed_key(admin: SocketAddr) -> anyhow::Result<String> {
+fn issue_governed_key(admin: SocketAddr, slots: bool) -> anyhow::Result<String> {
     let master = format!("Bearer {MASTER_KEY}");
     let headers = [("authorization", master.as_str())];
     let call = |method: &str, path: &str, body: serde_json::Value| {
@@ -224,10 +273,14 @@ fn issue_governed_key(admin: SocketAddr) -> anyhow::Result<String> {
         serde_json::from_str::<serde_json::Value>(resp.body.trim())
             .with_context(|| format!("{method} {path}: {}", resp.snippet(400)))
     };
-    let limits = serde_json::json!({
-        "rpm_limit": HIGH, "tpm_limit": HIGH, "concurrency_limit": 100_000,
-        "budget_micro_usd": HIGH, "budget_period": "month",
-    });
+    let limits = if slots {
+        serde_json::json!({
+            "rpm_limit": HIGH, "tpm_limit": HIGH, "concurrency_limit": 100_000,
+            "budget_micro_usd": HIGH, "budget_period": "month",
+        })
+    } else {
+        serde_json::json!({ "rpm_limit": HIGH, "tpm_limit": HIGH })
+    };
     let user = call(
         "POST",
         "/api/users",
@@ -258,6 +311,7 @@ pub fn start_nginx(
     work: &Path,
     upstream: SocketAddr,
     workers: usize,
+    connections: usize,
 ) -> anyhow::Result<Target> {
     let prefix = work.join("nginx");
     fs::create_dir_all(&prefix)?;
@@ -271,7 +325,10 @@ pub fn start_nginx(
     }
     let port = free_port()?;
     let conf = prefix.join("nginx.conf");
-    fs::write(&conf, nginx_conf(&prefix, port, upstream, workers))?;
+    fs::write(
+        &conf,
+        nginx_conf(&prefix, port, upstream, workers, connections),
+    )?;
     let log = prefix.join("error.log");
     let mut cmd = command(
         nginx,
@@ -300,19 +357,30 @@ pub fn start_nginx(
         auth: format!("Bearer {MASTER_KEY}"),
         admin: None,
         metrics: None,
+        idle_rss_mib: 0.0,
         guard,
     })
 }
 
 /// The nginx config: keep-alive to the upstream, no response buffering (so streams flow
 /// through as they arrive), no access log, and no per-connection request cap on either side.
-pub fn nginx_conf(prefix: &Path, port: u16, upstream: SocketAddr, workers: usize) -> String {
+/// `connections`: client connections each worker must hold at once (each also holds one
+/// upstream connection).
+pub fn nginx_conf(
+    prefix: &Path,
+    port: u16,
+    upstream: SocketAddr,
+    workers: usize,
+    connections: usize,
+) -> String {
     let p = prefix.display();
+    let worker_connections = (2 * connections + 64).max(4096);
     format!(
         r#"worker_processes {workers};
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile {worker_connections};
+events {{ worker_connections {worker_connections}; }}
 http {{
     access_log off;
     client_body_temp_path {p}/client_body;

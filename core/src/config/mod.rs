@@ -98,6 +98,8 @@ pub struct QuotaSettings {
     pub on_store_error: OnStoreError,
     pub default_max_tokens: u64,
     pub slot_lease: Duration,
+    /// Lease slices of large request and token limits (with Redis).
+    pub leases: bool,
 }
 
 #[derive(Debug, Clone)]

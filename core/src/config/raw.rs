@@ -164,6 +164,10 @@ pub struct RawQuota {
     /// How long a concurrency slot is held if its request never finishes, e.g. after a
     /// crash (default `10m`).
     pub slot_lease: Option<DurationText>,
+    /// With Redis: each replica leases slices of large request and token limits (at least
+    /// 50 requests a minute per replica) and admits from them without a Redis round trip;
+    /// the fleet still never admits more than a limit (default `true`).
+    pub leases: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -389,6 +389,7 @@ fn quota(raw: &RawQuota, problems: &mut Vec<Problem>) -> QuotaSettings {
         },
         default_max_tokens,
         slot_lease,
+        leases: raw.leases.unwrap_or(true),
     }
 }
 

@@ -210,6 +210,7 @@ mod tests {
             on_store_error: OnStoreError::FailClosed,
             default_max_tokens: 16,
             slot_lease: Duration::from_secs(60),
+            leases: false,
         };
         let limiter = Limiter::new(
             Arc::new(MemoryStore::new()),

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use axum::{Router, http::StatusCode, routing::get};
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
 use prometheus::{
-    Encoder, HistogramVec, IntCounterVec, IntGauge, TextEncoder, exponential_buckets,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder, exponential_buckets,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
 
 pub struct Metrics {
@@ -26,6 +26,8 @@ pub struct Metrics {
     pub quota_rejections: IntCounterVec,
     pub quota_store_errors: IntCounterVec,
     pub quota_check: HistogramVec,
+    /// Requests and tokens this replica holds in leased slices of quota scopes.
+    pub quota_leased: IntGaugeVec,
     pub usage_events: IntCounterVec,
     pub config_reloads: IntCounterVec,
     /// Attempts made again on another deployment, by model and why.
@@ -85,9 +87,14 @@ impl Metrics {
             )?,
             quota_check: register_histogram_vec!(
                 "tollgate_quota_check_seconds",
-                "Time to check and reserve a request's quotas (a rare rebuild of a spend counter included), by store (shared: Redis; local: in-process)",
+                "Time to check and reserve a request's quotas (a rare rebuild of a spend counter included), by store (shared: Redis; local: in-process; lease: this replica's leased slices)",
                 &["store"],
                 exponential_buckets(0.000_025, 2.0, 16)?
+            )?,
+            quota_leased: register_int_gauge_vec!(
+                "tollgate_quota_leased",
+                "Allowance this replica holds in leased slices of quota scopes, by dimension (requests, tokens)",
+                &["dimension"]
             )?,
             usage_events: register_int_counter_vec!(
                 "tollgate_usage_events_total",
@@ -129,6 +136,9 @@ impl Metrics {
         // see a zero rather than nothing.
         for handling in ["fail_open", "fail_closed"] {
             metrics.quota_store_errors.with_label_values(&[handling]);
+        }
+        for dimension in ["requests", "tokens"] {
+            metrics.quota_leased.with_label_values(&[dimension]);
         }
         for outcome in ["written", "spilled", "replayed", "dropped"] {
             metrics.usage_events.with_label_values(&[outcome]);

@@ -25,7 +25,7 @@ use crate::{
     metrics::Metrics,
     quota::{
         Decision, MemoryStore, Owner, QuotaError, QuotaStore, Reservation, Scoped, Snapshot, Usage,
-        now_ms, scopes::estimate_prompt_tokens,
+        leases::LeaseBook, now_ms, scopes::estimate_prompt_tokens,
     },
 };
 
@@ -42,6 +42,8 @@ enum ReserveError {
 pub enum Backing {
     Shared,
     Local,
+    /// Admitted from this replica's leased slices.
+    Leased,
 }
 
 /// A request's admitted reservation.
@@ -92,6 +94,8 @@ pub struct Limiter {
     /// from the usage events, which hold it (and the fallback starts afresh next time).
     served_locally: Mutex<HashMap<String, Scoped>>,
     meter: std::sync::OnceLock<std::sync::Weak<Meter>>,
+    /// Slices of large limits leased from the shared store (see `leases`).
+    leases: Option<Arc<LeaseBook>>,
 }
 
 /// What a request claims in each scope it counts against, before it is sent.
@@ -123,6 +127,25 @@ impl Limiter {
             settings,
             served_locally: Mutex::new(HashMap::new()),
             meter: std::sync::OnceLock::new(),
+            leases: None,
+        })
+    }
+
+    /// As [`Limiter::new`] with a shared store, admitting from `leases` where they have room.
+    pub fn with_leases(
+        store: Arc<dyn QuotaStore>,
+        settings: QuotaSettings,
+        backend: Arc<Backend>,
+        leases: Arc<LeaseBook>,
+    ) -> Arc<Self> {
+        Arc::new(Limiter {
+            store,
+            backend,
+            fallback: Some(MemoryStore::new()),
+            settings,
+            served_locally: Mutex::new(HashMap::new()),
+            meter: std::sync::OnceLock::new(),
+            leases: Some(leases),
         })
     }
 
@@ -166,6 +189,17 @@ impl Limiter {
         metrics: &Metrics,
     ) -> Result<Admitted, GatewayError> {
         let started = std::time::Instant::now();
+        if let Some(snapshot) = self.leases.as_ref().and_then(|l| l.try_admit(&reservation)) {
+            metrics
+                .quota_check
+                .with_label_values(&["lease"])
+                .observe(started.elapsed().as_secs_f64());
+            return Ok(Admitted {
+                reservation,
+                backing: Backing::Leased,
+                snapshot,
+            });
+        }
         let checked = self.reserve_seeded(self.store.as_ref(), &reservation).await;
         metrics
             .quota_check
@@ -329,6 +363,14 @@ impl Limiter {
     /// and frees its slot.
     pub async fn settle(&self, s: &Settlement, used: Usage) {
         let admitted = &s.admitted;
+        if admitted.backing == Backing::Leased {
+            if let Some(leases) = &self.leases {
+                // A deployment that did not serve used nothing of what it reserved.
+                let used = if s.used { used } else { Usage::default() };
+                leases.settle(&admitted.reservation, used);
+            }
+            return;
+        }
         let store: &dyn QuotaStore = match (admitted.backing, &self.fallback) {
             (Backing::Local, Some(local)) => {
                 // The shared store counts it too, once it answers again.

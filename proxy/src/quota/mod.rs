@@ -5,6 +5,7 @@
 
 pub mod headers;
 pub mod holds;
+pub mod leases;
 pub mod limiter;
 pub mod scopes;
 

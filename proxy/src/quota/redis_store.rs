@@ -2,7 +2,8 @@
 //! settles. Scripts are loaded once and called by SHA (reloaded if Redis lost them). All
 //! keys of a scope share a hash tag; one call spans a request's scopes (key, user, team,
 //! deployment), so it needs a single Redis, not a Cluster.
-//! Both steps are batched (see `redis_batch`).
+//! Both steps are batched (see `redis_batch`). A third script leases slices of large limits
+//! to the replica (see `leases`).
 
 use std::sync::{
     Arc,
@@ -14,11 +15,14 @@ use async_trait::async_trait;
 use fred::{
     clients::Client,
     interfaces::KeysInterface,
-    types::{Expiration, SetOptions, Value},
+    types::{Expiration, SetOptions, Value, scripts::Script},
 };
+
+use crate::metrics::shared;
 
 use super::{
     Decision, QuotaError, QuotaStore, Reservation, ScopeState, Scoped, Usage, WINDOW, decision,
+    leases::{LEASE_TTL, LeaseAsk, LeaseGrant, LeaseSource},
     now_ms,
     redis_batch::{Pending, Settler, queue_near, unavailable},
     redis_clock::ClockOffset,
@@ -26,6 +30,7 @@ use super::{
 };
 
 const RESERVE: &str = include_str!("reserve.lua");
+const LEASE: &str = include_str!("lease.lua");
 pub(super) const SETTLE: &str = include_str!("settle.lua");
 
 /// Tells stores apart (tests run several in one process).
@@ -214,6 +219,60 @@ impl QuotaStore for RedisStore {
             served,
             not_before,
         });
+    }
+}
+
+#[async_trait]
+impl LeaseSource for RedisStore {
+    async fn lease(&self, replica: &str, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, QuotaError> {
+        let mut keys = Vec::with_capacity(2 * asks.len());
+        let mut numbers = Packed::with_capacity(4 + 7 * asks.len());
+        numbers.extend([
+            now_ms() as f64,
+            WINDOW.as_millis() as f64,
+            // Redis keeps a lessee twice as long as the replica uses its slice.
+            (2 * LEASE_TTL.as_millis()) as f64,
+            // Leased scopes hold no slots: the levels need only outlive their drain.
+            (2 * WINDOW.as_millis()) as f64,
+        ]);
+        for a in asks {
+            let base = format!("{}:q:{{{}}}", self.prefix, a.scope);
+            keys.push(format!("{base}:levels"));
+            keys.push(format!("{base}:lessees"));
+            numbers.extend([
+                a.rpm.unwrap_or(0) as f64,
+                a.tpm.unwrap_or(0) as f64,
+                a.want_requests as f64,
+                a.want_tokens as f64,
+                a.min_tokens as f64,
+                a.return_requests as f64,
+                a.token_change as f64 - a.return_tokens as f64,
+            ]);
+        }
+        let args: Vec<Value> = vec![
+            (asks.len() as i64).into(),
+            replica.into(),
+            numbers.into_value(),
+        ];
+        let script = Script::from_lua(LEASE);
+        let reply: Value = shared::redis(
+            "lease",
+            script.evalsha_with_reload::<Value, _, _>(&self.client, keys, args),
+        )
+        .await
+        .map_err(|e| QuotaError::Unanswered(e.to_string()))?;
+        let numbers = unpacked(&reply, 5 * asks.len())?;
+        let left = |n: f64| (n >= 0.0).then_some(n as u64);
+        Ok(numbers
+            .chunks_exact(5)
+            .map(|g| LeaseGrant {
+                requests: g[0] as u64,
+                tokens: g[1] as u64,
+                requests_left: left(g[2]),
+                tokens_left: left(g[3]),
+                lessees: g[4] as u64,
+            })
+            .collect())
     }
 }
 

@@ -46,6 +46,7 @@ use crate::{
     live::{self, LiveConfig},
     metering::Meter,
     metrics::{Metrics, MetricsService, deployments::DeploymentCollector},
+    quota::leases::{self, LeaseBook},
     quota::limiter::Limiter,
     quota::{MemoryStore, RedisStore},
     routing::RouteTable,
@@ -200,7 +201,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         credentials_changed: credentials_changed.clone(),
         jwt: jwt.clone(),
     };
-    let limiter = limiter(&backend, &config);
+    let limiter = limiter(&backend, &config, &metrics);
     let meter = Arc::new(Meter::start(
         backend.clone(),
         limiter.clone(),
@@ -536,7 +537,7 @@ fn live_routes(live: LiveConfig) -> RouteSource {
 }
 
 /// The quota limiter: Redis-backed when `TOLLGATE_REDIS_URL` is set, else in-process.
-fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
+fn limiter(backend: &Arc<Backend>, config: &Config, metrics: &Metrics) -> Arc<Limiter> {
     match &backend.redis {
         Some(client) => {
             let store = Arc::new(RedisStore::new(
@@ -544,7 +545,13 @@ fn limiter(backend: &Arc<Backend>, config: &Config) -> Arc<Limiter> {
                 &crate::backend::redis::prefix(),
                 backend.handle(),
             ));
-            Limiter::new(store, true, config.quota.clone(), backend.clone())
+            if config.quota.leases {
+                let book = LeaseBook::new(Some(metrics.quota_leased.clone()));
+                leases::start_sync(&book, store.clone(), backend.handle());
+                Limiter::with_leases(store, config.quota.clone(), backend.clone(), book)
+            } else {
+                Limiter::new(store, true, config.quota.clone(), backend.clone())
+            }
         }
         None => Limiter::new(
             Arc::new(MemoryStore::new()),
