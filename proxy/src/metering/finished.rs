@@ -69,6 +69,7 @@ impl Finished {
             (None, None) => String::new(),
         };
         let started = ctx.timing.started;
+        let usage = ctx.response.usage();
         Finished {
             event_id: event_id(),
             request_id: ctx.id.clone(),
@@ -84,11 +85,17 @@ impl Finished {
                 .timing
                 .first_byte_at
                 .map(|t| millis(t.duration_since(started))),
-            usage: ctx.response.usage(),
+            usage,
             upstream_ok: ctx.response.upstream_ok,
             streamed: ctx.response.streamed,
             endpoint,
-            request_body: ctx.request.body.clone(),
+            // Only an estimate reads the prompt: a request with the upstream's usage does not
+            // keep its body while its event waits.
+            request_body: if usage.is_some() {
+                bytes::Bytes::new()
+            } else {
+                ctx.request.body.clone()
+            },
             content_events: ctx.response.content_events(),
             response_bytes: ctx.response.bytes,
             pricing: ctx.route.route.as_ref().and_then(|r| r.pricing),

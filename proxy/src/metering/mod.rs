@@ -1,6 +1,7 @@
 //! Usage metering: one event per finished request, built off the request path. `logging`
-//! hands a [`Finished`] record to a bounded channel; the metering task (on the store
-//! runtime) works out tokens — the upstream's usage, or an estimate marked as such — and
+//! puts a [`Finished`] record in the inbox, which the metering task (on the store runtime)
+//! empties every few milliseconds while traffic flows, so that handing a record over wakes
+//! no thread; the task works out tokens — the upstream's usage, or an estimate marked as such — and
 //! cost, settles the quota reservation, and batches events into multi-row inserts. When the
 //! database is unreachable, batches go to an append-only spill file, replayed in order when
 //! it is back; inserts ignore event ids already stored, so a replay never counts twice.
@@ -17,7 +18,13 @@ mod spill;
 mod task;
 mod writer;
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use prometheus::IntCounterVec;
 use tokio::sync::mpsc;
@@ -32,17 +39,62 @@ use crate::{
 };
 
 /// Events waiting for the metering task; far more than a flush interval's worth.
-const CHANNEL_CAPACITY: usize = 100_000;
+const INBOX_CAPACITY: usize = 100_000;
 
-/// What the metering task is sent.
+/// What the metering task is sent apart from the records.
 enum Message {
-    Finished(Box<Finished>),
     /// Write everything received so far, then answer.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
+/// Finished requests waiting for the metering task. It takes them every
+/// [`task::TAKE_EVERY`] while they come, and parks when none came for a while: then the
+/// next record wakes it once.
+pub(crate) struct Inbox {
+    records: Mutex<Vec<Finished>>,
+    parked: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Inbox {
+    fn new() -> Self {
+        Inbox {
+            records: Mutex::new(Vec::new()),
+            parked: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Adds a record and answers how many wait; gives it back if the inbox is full.
+    fn put(&self, finished: Finished) -> (usize, Option<Finished>) {
+        let queued = {
+            let Ok(mut records) = self.records.lock() else {
+                return (0, Some(finished));
+            };
+            if records.len() >= INBOX_CAPACITY {
+                return (records.len(), Some(finished));
+            }
+            records.push(finished);
+            records.len()
+        };
+        if self.parked.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+        (queued, None)
+    }
+
+    /// Every record put so far.
+    fn take(&self) -> Vec<Finished> {
+        self.records
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
 /// The sending side, held by the gateway.
 pub struct Meter {
+    inbox: Arc<Inbox>,
     tx: mpsc::Sender<Message>,
     outcomes: IntCounterVec,
     /// To release the quota of a request whose event could not be queued.
@@ -69,7 +121,8 @@ impl Meter {
         outcomes: IntCounterVec,
         estimate: fn(&Finished) -> Measured,
     ) -> Meter {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (tx, rx) = mpsc::channel(16);
+        let inbox = Arc::new(Inbox::new());
         // Events journaled before a crash join the spilled ones, replayed first.
         let journal_dir = spill.with_file_name("usage-journal");
         match journal::recover(&journal_dir, &spill) {
@@ -88,10 +141,16 @@ impl Meter {
             last_replay: None,
             outcomes: outcomes.clone(),
         };
-        backend
-            .handle()
-            .spawn(task::run(rx, writer, limiter.clone(), estimate, journal));
+        backend.handle().spawn(task::run(
+            rx,
+            inbox.clone(),
+            writer,
+            limiter.clone(),
+            estimate,
+            journal,
+        ));
         Meter {
+            inbox,
             tx,
             outcomes,
             limiter,
@@ -101,23 +160,20 @@ impl Meter {
 
     /// Hands a finished request over; never waits.
     pub fn record(&self, finished: Finished) {
-        let sent = self.tx.try_send(Message::Finished(Box::new(finished)));
+        let (queued, refused) = self.inbox.put(finished);
         if let Some(m) = shared::shared() {
-            let queued = self.tx.max_capacity() - self.tx.capacity();
             m.usage_queue.set(i64::try_from(queued).unwrap_or(i64::MAX));
         }
-        if let Err(e) = sent {
-            // Only if the metering task is 100,000 events behind or gone.
+        if let Some(finished) = refused {
+            // Only if the metering task is 100,000 events behind.
             self.outcomes.with_label_values(&["dropped"]).inc();
-            tracing::error!("usage event dropped: the metering queue is full or closed");
+            tracing::error!("usage event dropped: the metering queue is full");
             // The request's quota must still be released (its concurrency slot above all):
             // settled as if it used all it reserved, which never undercounts.
-            if let Message::Finished(finished) = e.into_inner() {
-                for s in finished.settlements {
-                    let limiter = self.limiter.clone();
-                    self.runtime
-                        .spawn(async move { limiter.settle_reserved(&s).await });
-                }
+            for s in finished.settlements {
+                let limiter = self.limiter.clone();
+                self.runtime
+                    .spawn(async move { limiter.settle_reserved(&s).await });
             }
         }
     }

@@ -1,15 +1,18 @@
-//! The metering task: takes finished requests off the channel, has their usage worked out
+//! The metering task: takes finished requests from the inbox, has their usage worked out
 //! (estimates a few at once on blocking threads), settles their quota and gathers their
 //! events into batches for the writer.
 
-use std::{collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, sync::atomic::Ordering,
+    time::Duration,
+};
 
 use tokio::{sync::mpsc, task::JoinSet};
 use tollgate_core::store::entity::usage_event;
 
 use crate::{
     metering::{
-        Message,
+        Inbox, Message,
         finished::Finished,
         journal::Journal,
         pricing::{Measured, by_size, measure},
@@ -20,6 +23,10 @@ use crate::{
 };
 
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the inbox is emptied while records come.
+pub(super) const TAKE_EVERY: Duration = Duration::from_millis(10);
+/// Empty takes in a row after which the task parks until the next record.
+const PARK_AFTER: u32 = 100;
 /// Usage estimates worked out at once.
 const MAX_ESTIMATING: usize = 4;
 /// Events waiting for an estimate before the metering task takes no more from its channel.
@@ -31,6 +38,7 @@ const MAX_WAITING_ESTIMATE: usize = 10_000;
 /// nor the events that need none.
 pub(super) async fn run(
     mut rx: mpsc::Receiver<Message>,
+    inbox: Arc<Inbox>,
     writer: Writer,
     limiter: Arc<Limiter>,
     estimate: fn(&Finished) -> Measured,
@@ -55,32 +63,47 @@ pub(super) async fn run(
         estimate,
     };
     let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    let mut take = tokio::time::interval(TAKE_EVERY);
+    take.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut parked = false;
+    let mut idle = 0;
     loop {
         tokio::select! {
-            // A full waiting line leaves new events in the channel until estimates finish.
-            received = rx.recv(), if estimates.waiting.len() < MAX_WAITING_ESTIMATE => match received {
-                Some(Message::Finished(finished)) => {
-                    if let Some(m) = shared::shared() {
-                        m.usage_queue.set(i64::try_from(rx.len()).unwrap_or(i64::MAX));
-                    }
-                    if finished.usage.is_none() && finished.upstream_ok {
-                        estimates.add(finished);
-                    } else {
-                        let measured = measure(&finished);
-                        rows.push(&finished, measured).await;
-                    }
-                }
-                // Everything received before the flush is written, estimates included.
+            received = rx.recv() => match received {
+                // Everything recorded before the flush is written, estimates included.
                 Some(Message::Flush(done)) => {
+                    take_all(&inbox, &mut estimates, &mut rows).await;
                     estimates.finish(&mut rows).await;
                     rows.send(Some(done)).await;
                 }
                 None => {
+                    take_all(&inbox, &mut estimates, &mut rows).await;
                     estimates.finish(&mut rows).await;
                     rows.send(None).await;
                     return;
                 }
             },
+            // A full waiting line leaves new records in the inbox until estimates finish.
+            _ = take.tick(), if !parked && estimates.waiting.len() < MAX_WAITING_ESTIMATE => {
+                if take_all(&inbox, &mut estimates, &mut rows).await > 0 {
+                    idle = 0;
+                } else {
+                    idle += 1;
+                    if idle >= PARK_AFTER {
+                        inbox.parked.store(true, Ordering::SeqCst);
+                        // A record put just before the flag went up woke no one: look again.
+                        parked = inbox.records.lock().map_or(true, |r| r.is_empty());
+                        if !parked {
+                            inbox.parked.store(false, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+            _ = inbox.wake.notified(), if parked => {
+                parked = false;
+                idle = 0;
+                take_all(&inbox, &mut estimates, &mut rows).await;
+            }
             Some(joined) = estimates.running.join_next() => {
                 estimates.done(joined, &mut rows).await;
             }
@@ -94,6 +117,25 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// Takes every record in the inbox: those with the upstream's usage are measured and
+/// batched at once, the others wait for an estimate. Answers how many were taken.
+async fn take_all(inbox: &Inbox, estimates: &mut Estimates, rows: &mut Rows) -> usize {
+    let taken = inbox.take();
+    if let Some(m) = shared::shared() {
+        m.usage_queue.set(0);
+    }
+    let n = taken.len();
+    for finished in taken {
+        if finished.usage.is_none() && finished.upstream_ok {
+            estimates.add(Box::new(finished));
+        } else {
+            let measured = measure(&finished);
+            rows.push(&finished, measured).await;
+        }
+    }
+    n
 }
 
 /// Events waiting for a usage estimate, and those being estimated (each on a blocking
@@ -166,8 +208,7 @@ struct Rows {
 impl Rows {
     /// Settles the request's reservations to what it used and adds its event.
     async fn push(&mut self, f: &Finished, (prompt, completion, estimated, cost): Measured) {
-        for s in f.settlements.iter().cloned() {
-            let limiter = self.limiter.clone();
+        for s in &f.settlements {
             let used = if s.used {
                 QuotaUsage {
                     tokens: prompt.saturating_add(completion),
@@ -176,7 +217,11 @@ impl Rows {
             } else {
                 QuotaUsage::default()
             };
-            tokio::spawn(async move { limiter.settle(&s, used).await });
+            // Leased reservations settle here and now; the others wait on a store.
+            if !self.limiter.settle_now(s, used) {
+                let (limiter, s) = (self.limiter.clone(), s.clone());
+                tokio::spawn(async move { limiter.settle(&s, used).await });
+            }
         }
         let provider = f.deployment.split('/').next().unwrap_or_default();
         shared::cost(&f.model, provider, cost);

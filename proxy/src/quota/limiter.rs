@@ -359,16 +359,25 @@ impl Limiter {
         }
     }
 
+    /// Settles a reservation admitted from leased slices, which needs no store call; false
+    /// for any other (settle it with [`Limiter::settle`]).
+    pub fn settle_now(&self, s: &Settlement, used: Usage) -> bool {
+        if s.admitted.backing != Backing::Leased {
+            return false;
+        }
+        if let Some(leases) = &self.leases {
+            // A deployment that did not serve used nothing of what it reserved.
+            let used = if s.used { used } else { Usage::default() };
+            leases.settle(&s.admitted.reservation, used);
+        }
+        true
+    }
+
     /// Settles a reservation to what the request used (nothing, where it was not served)
     /// and frees its slot.
     pub async fn settle(&self, s: &Settlement, used: Usage) {
         let admitted = &s.admitted;
-        if admitted.backing == Backing::Leased {
-            if let Some(leases) = &self.leases {
-                // A deployment that did not serve used nothing of what it reserved.
-                let used = if s.used { used } else { Usage::default() };
-                leases.settle(&admitted.reservation, used);
-            }
+        if self.settle_now(s, used) {
             return;
         }
         let store: &dyn QuotaStore = match (admitted.backing, &self.fallback) {
