@@ -2,6 +2,7 @@
 //! proxy (the mock sends one token a second), to measure what an open stream costs in
 //! resident memory. One thread drives every connection with non-blocking reads.
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -32,10 +33,27 @@ pub struct Held {
     pub kib_per_stream: f64,
     /// CPU time of the proxy over the whole probe.
     pub cpu_s: f64,
+    /// Streams that did not complete, by the status line they got (or how they ended).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed: BTreeMap<String, usize>,
+    /// The start of one failed answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_sample: Option<String>,
 }
 
 impl Held {
     pub fn line(&self) -> String {
+        let mut line = self.summary();
+        for (how, n) in &self.failed {
+            line.push_str(&format!("\n    {n} failed: {how}"));
+        }
+        if let Some(sample) = &self.failure_sample {
+            line.push_str(&format!("\n    e.g. {sample:?}"));
+        }
+        line
+    }
+
+    fn summary(&self) -> String {
         format!(
             "{:<11} {}/{} completed, {} open at once, RSS {:.1} -> peak {:.1} -> after {:.1} MiB, {:.1} KiB per stream, CPU {:.2} s",
             self.target,
@@ -61,6 +79,8 @@ struct Conn {
     closed: bool,
     /// The end of what was read so far, so a marker split across reads is still found.
     tail: Vec<u8>,
+    /// The start of the answer.
+    head: Vec<u8>,
 }
 
 impl Conn {
@@ -73,6 +93,10 @@ impl Conn {
                     return false;
                 }
                 Ok(n) => {
+                    if self.head.len() < HEAD_KEPT {
+                        let room = (HEAD_KEPT - self.head.len()).min(n);
+                        self.head.extend_from_slice(&buf[..room]);
+                    }
                     self.tail.extend_from_slice(&buf[..n]);
                     if !self.opened && self.tail.len() >= 12 {
                         self.opened = true;
@@ -95,6 +119,9 @@ impl Conn {
         }
     }
 }
+
+/// Bytes of each answer's start kept for the report of failures.
+const HEAD_KEPT: usize = 600;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -131,6 +158,7 @@ pub fn hold(target: &mut Target, n: usize, tokens: u32) -> anyhow::Result<Held> 
             done: false,
             closed: false,
             tail: Vec::new(),
+            head: Vec::new(),
         });
         if i % 500 == 499 {
             procs::check_interrupted()?;
@@ -149,6 +177,21 @@ pub fn hold(target: &mut Target, n: usize, tokens: u32) -> anyhow::Result<Held> 
     }
     let rss_peak_mib = peak.finish();
     let completed = conns.iter().filter(|c| c.ok && c.done).count();
+    let mut failed = BTreeMap::new();
+    let mut failure_sample = None;
+    for c in conns.iter().filter(|c| !(c.ok && c.done)) {
+        let text = String::from_utf8_lossy(&c.head);
+        let how = match text.lines().next() {
+            Some(status) if c.ok => format!("{status}, ended without [DONE]"),
+            Some(status) if !status.is_empty() => status.to_string(),
+            _ if c.closed => "closed without an answer".to_string(),
+            _ => "no answer in time".to_string(),
+        };
+        *failed.entry(how).or_insert(0) += 1;
+        if failure_sample.is_none() && !c.head.is_empty() {
+            failure_sample = Some(text.into_owned());
+        }
+    }
     drop(conns);
     procs::sleep(Duration::from_secs(1))?;
     let rss_after_mib = cpu::process_tree_rss_mib(pid);
@@ -166,6 +209,8 @@ pub fn hold(target: &mut Target, n: usize, tokens: u32) -> anyhow::Result<Held> 
         rss_after_mib,
         kib_per_stream: (rss_peak_mib - rss_before_mib) * 1024.0 / open_at_once.max(1) as f64,
         cpu_s,
+        failed,
+        failure_sample,
     })
 }
 

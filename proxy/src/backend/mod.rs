@@ -62,3 +62,16 @@ impl Backend {
         }
     }
 }
+
+/// A backend on a migrated SQLite file in `dir`, for unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn test_backend(dir: &std::path::Path) -> std::sync::Arc<Backend> {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+    let backend = std::sync::Arc::new(Backend::start(&url, None).unwrap());
+    backend
+        .handle()
+        .block_on(database::migrate(&backend.db))
+        .unwrap();
+    backend
+}

@@ -257,11 +257,8 @@ mod tests {
     #[test]
     fn a_slow_estimate_holds_back_no_other_event_and_a_failed_one_loses_none() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let backend = Arc::new(Backend::start(&url, None).unwrap());
+        let backend = crate::backend::test_backend(dir.path());
         let rt = backend.handle().clone();
-        rt.block_on(crate::backend::database::migrate(&backend.db))
-            .unwrap();
         let settings = QuotaSettings {
             on_store_error: OnStoreError::FailClosed,
             default_max_tokens: 16,

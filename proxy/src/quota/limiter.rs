@@ -96,6 +96,11 @@ pub struct Limiter {
     meter: std::sync::OnceLock<std::sync::Weak<Meter>>,
     /// Slices of large limits leased from the shared store (see `leases`).
     leases: Option<Arc<LeaseBook>>,
+    /// Per budget scope, the one rebuild of its spend counter under way and when it last
+    /// seeded: requests that find the counter missing together (a burst at the start of a
+    /// period, or under the fail-open limiter) wait for one rebuild instead of each querying
+    /// the database.
+    seeding: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<std::time::Instant>>>>>,
 }
 
 /// What a request claims in each scope it counts against, before it is sent.
@@ -108,6 +113,9 @@ pub struct Claim<'a> {
     pub completes: bool,
     pub pricing: Option<&'a Pricing>,
 }
+
+/// Rebuild gates kept before unused ones are dropped.
+const MAX_SEEDING_GATES: usize = 10_000;
 
 /// Upper bounds on what one request may reserve, whatever it asks for.
 const MAX_COMPLETION_TOKENS: u64 = 10_000_000;
@@ -128,6 +136,7 @@ impl Limiter {
             served_locally: Mutex::new(HashMap::new()),
             meter: std::sync::OnceLock::new(),
             leases: None,
+            seeding: Mutex::new(HashMap::new()),
         })
     }
 
@@ -146,6 +155,7 @@ impl Limiter {
             served_locally: Mutex::new(HashMap::new()),
             meter: std::sync::OnceLock::new(),
             leases: Some(leases),
+            seeding: Mutex::new(HashMap::new()),
         })
     }
 
@@ -298,8 +308,8 @@ impl Limiter {
         store: &dyn QuotaStore,
         reservation: &Reservation,
     ) -> Result<Decision, ReserveError> {
-        // Each round seeds one scope; a request has at most three.
-        for _ in 0..=reservation.scopes.len() {
+        // Each round seeds one scope (or finds it seeded by another request meanwhile).
+        for _ in 0..=2 * reservation.scopes.len() {
             let decision = store
                 .reserve(reservation)
                 .await
@@ -308,13 +318,33 @@ impl Limiter {
                 return Ok(decision);
             };
             let scope = reservation.scopes.get(i).ok_or(ReserveError::Database)?;
+            let gate = self.seeding_gate(&scope.scope);
+            let waited_from = std::time::Instant::now();
+            let mut seeded = gate.lock().await;
+            if seeded.is_some_and(|at| at >= waited_from) {
+                // Another request rebuilt it while this one waited: ask again.
+                continue;
+            }
             let spent = self.spent(scope).await?;
             store
                 .seed_spend(scope, spent)
                 .await
                 .map_err(ReserveError::Store)?;
+            *seeded = Some(std::time::Instant::now());
         }
         Err(ReserveError::Database)
+    }
+
+    /// The rebuild gate of a budget scope.
+    fn seeding_gate(&self, scope: &str) -> Arc<tokio::sync::Mutex<Option<std::time::Instant>>> {
+        let Ok(mut gates) = self.seeding.lock() else {
+            return Arc::default();
+        };
+        if gates.len() >= MAX_SEEDING_GATES {
+            // Only gates in use are kept: the others' rebuilds are long done.
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
+        gates.entry(scope.to_string()).or_default().clone()
     }
 
     /// Writes the usage events still queued, so that sums over the events include them.
@@ -444,5 +474,91 @@ impl Limiter {
         if let Some(local) = &self.fallback {
             local.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+    use tollgate_core::config::OnStoreError;
+
+    use super::*;
+    use crate::quota::{Budget, Limits, Period};
+
+    /// The in-process store, counting the spend counters it is given, answering after a
+    /// moment as a remote store does (so that a burst's requests all find the counter
+    /// missing before the first rebuild ends).
+    struct Counting {
+        inner: MemoryStore,
+        seeds: AtomicU64,
+    }
+
+    #[async_trait]
+    impl QuotaStore for Counting {
+        async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            self.inner.reserve(r).await
+        }
+        async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
+            self.inner.settle(r, used).await
+        }
+        async fn seed_spend(&self, scope: &Scoped, micro_usd: i64) -> Result<(), QuotaError> {
+            self.seeds.fetch_add(1, Ordering::SeqCst);
+            self.inner.seed_spend(scope, micro_usd).await
+        }
+        async fn forget_spend(&self, scope: &Scoped) -> Result<(), QuotaError> {
+            self.inner.forget_spend(scope).await
+        }
+    }
+
+    #[test]
+    fn a_burst_that_finds_a_spend_counter_missing_rebuilds_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::test_backend(dir.path());
+        let rt = backend.handle().clone();
+        let store = Arc::new(Counting {
+            inner: MemoryStore::new(),
+            seeds: AtomicU64::new(0),
+        });
+        let settings = QuotaSettings {
+            on_store_error: OnStoreError::FailClosed,
+            default_max_tokens: 16,
+            slot_lease: Duration::from_secs(60),
+            leases: false,
+        };
+        let limiter = Limiter::new(store.clone(), false, settings, backend.clone());
+        let reservation = |i: u32| Reservation {
+            id: format!("r{i}"),
+            now_ms: now_ms(),
+            scopes: vec![Scoped {
+                scope: "k:1".into(),
+                limits: Limits {
+                    budget: Some(Budget::new(1_000_000, Period::Month, Utc::now())),
+                    ..Limits::default()
+                },
+                owner: Owner::Key(1),
+            }],
+            tokens: 10,
+            cost: 1,
+            lease_ms: 60_000,
+        };
+        let decisions = rt.block_on(async {
+            let calls = (0..200).map(|i| {
+                let (limiter, store) = (limiter.clone(), store.clone());
+                tokio::spawn(async move {
+                    matches!(
+                        limiter
+                            .reserve_seeded(store.as_ref(), &reservation(i))
+                            .await,
+                        Ok(Decision::Allowed(_))
+                    )
+                })
+            });
+            futures_util::future::join_all(calls).await
+        });
+        assert!(decisions.into_iter().all(|d| d.unwrap()));
+        assert_eq!(store.seeds.load(Ordering::SeqCst), 1);
     }
 }
