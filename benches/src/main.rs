@@ -169,43 +169,35 @@ fn main() -> anyhow::Result<()> {
     let mock = targets::start_mock(&args.bin_dir, work.path())?;
     let floor = args.bin_dir.join("tollgate-pingora-floor");
     let mut targets = Vec::new();
-    if !floor.is_file() {
-        eprintln!(
+    match (args.skip_floor, floor.is_file()) {
+        (true, _) => {}
+        (false, true) => targets.push(targets::start_floor(
+            &args.bin_dir,
+            work.path(),
+            mock.addr,
+            args.threads,
+        )?),
+        (false, false) => eprintln!(
             "note: {} is not built, so the Pingora floor is skipped",
             floor.display()
-        );
-    } else if !args.skip_floor {
-        targets.push(targets::start_floor(
-            &args.bin_dir,
-            work.path(),
-            mock.addr,
-            args.threads,
-        )?);
+        ),
     }
-    targets.push(targets::start_tollgate(
-        &args.bin_dir,
-        work.path(),
-        mock.addr,
-        args.threads,
-        &gateway_log,
-        Mode::Passthrough,
-    )?);
-    if !args.skip_routed {
-        targets.push(targets::start_tollgate(
+    let tollgate = |log: &Path, mode| {
+        targets::start_tollgate(
             &args.bin_dir,
             work.path(),
             mock.addr,
             args.threads,
-            &work.path().join("routed.log"),
-            Mode::Routed,
-        )?);
+            log,
+            mode,
+        )
+    };
+    targets.push(tollgate(&gateway_log, Mode::Passthrough)?);
+    if !args.skip_routed {
+        targets.push(tollgate(&work.path().join("routed.log"), Mode::Routed)?);
     }
     if !args.skip_translated {
-        targets.push(targets::start_tollgate(
-            &args.bin_dir,
-            work.path(),
-            mock.addr,
-            args.threads,
+        targets.push(tollgate(
             &work.path().join("translated.log"),
             Mode::Translated,
         )?);
@@ -228,11 +220,7 @@ fn main() -> anyhow::Result<()> {
     };
     if redis.is_some() {
         for slots in [false, true] {
-            targets.push(targets::start_tollgate(
-                &args.bin_dir,
-                work.path(),
-                mock.addr,
-                args.threads,
+            targets.push(tollgate(
                 &work.path().join(format!("governed-{slots}.log")),
                 Mode::Governed {
                     redis_url: &args.redis_url,

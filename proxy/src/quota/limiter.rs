@@ -128,16 +128,7 @@ impl Limiter {
         settings: QuotaSettings,
         backend: Arc<Backend>,
     ) -> Arc<Self> {
-        Arc::new(Limiter {
-            store,
-            backend,
-            fallback: shared.then(MemoryStore::new),
-            settings,
-            served_locally: Mutex::new(HashMap::new()),
-            meter: std::sync::OnceLock::new(),
-            leases: None,
-            seeding: Mutex::new(HashMap::new()),
-        })
+        Self::build(store, shared, settings, backend, None)
     }
 
     /// As [`Limiter::new`] with a shared store, admitting from `leases` where they have room.
@@ -147,14 +138,24 @@ impl Limiter {
         backend: Arc<Backend>,
         leases: Arc<LeaseBook>,
     ) -> Arc<Self> {
+        Self::build(store, true, settings, backend, Some(leases))
+    }
+
+    fn build(
+        store: Arc<dyn QuotaStore>,
+        shared: bool,
+        settings: QuotaSettings,
+        backend: Arc<Backend>,
+        leases: Option<Arc<LeaseBook>>,
+    ) -> Arc<Self> {
         Arc::new(Limiter {
             store,
             backend,
-            fallback: Some(MemoryStore::new()),
+            fallback: shared.then(MemoryStore::new),
             settings,
             served_locally: Mutex::new(HashMap::new()),
             meter: std::sync::OnceLock::new(),
-            leases: Some(leases),
+            leases,
             seeding: Mutex::new(HashMap::new()),
         })
     }
