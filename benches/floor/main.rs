@@ -5,7 +5,7 @@
 //! same (empty) downstream modules as the gateway, so the difference between the two is
 //! Tollgate's own work.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use clap::Parser;
@@ -96,12 +96,17 @@ impl ProxyHttp for Floor {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Pingora binds the listener from an address: for port 0, find a free port first.
-    let addr = if args.listen.port() == 0 {
-        TcpListener::bind(args.listen)?.local_addr()?
+    // Pingora binds the listener from an address: for port 0, a free port is picked first
+    // by a socket that stays bound (not listening, sharing the address as Pingora's does)
+    // so that no other process is handed the port before Pingora binds it.
+    let held = if args.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
     } else {
-        args.listen
+        tokio::net::TcpSocket::new_v6()?
     };
+    held.set_reuseaddr(true)?;
+    held.bind(args.listen)?;
+    let addr = held.local_addr()?;
     let conf = ServerConf {
         threads: args.threads,
         grace_period_seconds: Some(0),

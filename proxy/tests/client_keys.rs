@@ -134,8 +134,10 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
 
     let (secret, id) = issue(&a, json!({ "name": "shared" })).await;
     // Both replicas accept it (and now hold it in their caches).
-    assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 200);
-    assert_eq!(b.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+    for replica in [&a, &b] {
+        let (status, body) = replica.chat_as(&secret, "gpt-4o-mini").await;
+        assert_eq!(status, 200, "{body}");
+    }
 
     let (status, _) = a
         .admin("POST", &format!("/api/keys/{id}/revoke"), None)

@@ -19,12 +19,34 @@ pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Pingora binds the proxy listener itself, from an address. For port 0 a free port is
-/// picked here first so that it can be reported.
-pub fn reserve(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let probe =
-        TcpListener::bind(addr).with_context(|| format!("binding the proxy listener on {addr}"))?;
-    Ok(probe.local_addr()?)
+/// The proxy's address, held from before Pingora starts until the process exits.
+///
+/// Pingora binds the proxy listener itself, from an address, and only once its service
+/// starts. For port 0 a free port is picked here first so that it can be reported; the
+/// socket that picked it stays bound (without listening, with `SO_REUSEADDR` like Pingora's
+/// own) so that no other process is handed the same port by the kernel in between, while
+/// Pingora's bind to it still succeeds. Dropping the probe instead left a window in which a
+/// process starting alongside could take the port: this replica then reported, and its
+/// readiness check reached, the other process's proxy.
+pub struct ReservedPort {
+    pub addr: SocketAddr,
+    _held: tokio::net::TcpSocket,
+}
+
+pub fn reserve(addr: SocketAddr) -> anyhow::Result<ReservedPort> {
+    let context = || format!("binding the proxy listener on {addr}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(context)?;
+    socket.set_reuseaddr(true).with_context(context)?;
+    socket.bind(addr).with_context(context)?;
+    Ok(ReservedPort {
+        addr: socket.local_addr()?,
+        _held: socket,
+    })
 }
 
 /// A bound listener waiting for the service that will serve it (services start later, each
@@ -89,4 +111,45 @@ fn raise_descriptor_limit() -> u64 {
         }
     }
     limit.current.unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// Between `reserve` and Pingora's bind, the port is nobody else's: a socket that does
+    /// not share addresses cannot bind it, Pingora's (which does) can, and listens.
+    #[tokio::test]
+    async fn a_reserved_port_stays_reserved_until_pingora_binds_it() {
+        let reserved = reserve(loopback()).unwrap();
+        assert_ne!(reserved.addr.port(), 0);
+
+        let rival = tokio::net::TcpSocket::new_v4().unwrap();
+        let err = rival.bind(reserved.addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+
+        let pingora = tokio::net::TcpSocket::new_v4().unwrap();
+        pingora.set_reuseaddr(true).unwrap();
+        pingora.bind(reserved.addr).unwrap();
+        let listener = pingora.listen(16).unwrap();
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(reserved.addr),
+            listener.accept()
+        );
+        client.unwrap();
+        accepted.unwrap();
+    }
+
+    /// An address another process listens on is refused at once, naming it.
+    #[test]
+    fn a_port_in_use_is_refused_with_its_address() {
+        let taken = TcpListener::bind(loopback()).unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = reserve(addr).err().unwrap();
+        assert!(format!("{err:#}").contains(&addr.to_string()), "{err:#}");
+    }
 }

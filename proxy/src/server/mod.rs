@@ -155,7 +155,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     let metrics_listener = bind(config.server.metrics_listen, "metrics")?;
     let metrics_addr = metrics_listener.local_addr()?;
-    let proxy_addr = reserve(config.server.proxy_listen)?;
+    // Held until the process exits (see `ReservedPort`).
+    let proxy_port = reserve(config.server.proxy_listen)?;
+    let proxy_addr = proxy_port.addr;
     let readiness = Arc::new(Readiness::new(
         backend.clone(),
         Some(proxy_addr),
@@ -294,6 +296,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     server.run(pingora::server::RunArgs {
         shutdown_signal: Box::new(shutdown),
     });
+    drop(proxy_port);
     // Every request has ended: write the usage events still queued before exiting.
     backend.handle().block_on(async {
         if tokio::time::timeout(std::time::Duration::from_secs(10), flushing.flush())
