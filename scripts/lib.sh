@@ -84,8 +84,10 @@ ensure_services() {
     runuser -u postgres -- psql -q -c "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
     export TOLLGATE_TEST_POSTGRES="postgres://postgres:postgres@127.0.0.1:5432"
   fi
+  # The Redis Cluster tests start clusters of their own from these binaries.
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+    || apt_install redis-server redis-tools
   if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-    command -v redis-server >/dev/null || apt_install redis-server
     log "starting Redis"
     mkdir -p /var/lib/redis /var/log/redis
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \

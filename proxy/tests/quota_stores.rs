@@ -562,14 +562,14 @@ fn budget_periods_reset_at_utc_boundaries() {
     assert_eq!(Budget::new(-5, Period::Day, at).limit_micro_usd, 0);
 }
 
-/// Waits until the store's recovery task has put right the reservations `ids`.
-async fn put_right(client: &fred::clients::Client, prefix: &str, ids: &[&str]) {
+/// Waits until the store's recovery task has put right the reservations `ids` (of `scope`).
+async fn put_right(client: &fred::clients::Client, prefix: &str, scope: &str, ids: &[&str]) {
     use fred::interfaces::KeysInterface;
     for _ in 0..500 {
         let mut done = 0;
         for id in ids {
             let exists: i64 = client
-                .exists(format!("{prefix}:q:released:{id}"))
+                .exists(format!("{prefix}:q:{{{scope}}}:released:{id}"))
                 .await
                 .unwrap();
             done += exists;
@@ -610,7 +610,7 @@ async fn reservations_given_up_on_are_put_right_once() {
     );
     // `e` was refused and never applied: nothing changes.
     store.abandoned(&r(5), None);
-    put_right(&client, &prefix, &["r1", "r3", "r5"]).await;
+    put_right(&client, &prefix, "k:1", &["r1", "r3", "r5"]).await;
     // Requests: b and c count (2 of 3); tokens: 10 + 40 of 100; slots: only b runs.
     let d = r(4);
     let decision = store.reserve(&d).await.unwrap();
@@ -646,7 +646,7 @@ async fn a_served_reservation_whose_answer_was_lost_counts_once_and_frees_its_sl
             cost: 0,
         }),
     );
-    put_right(&client, &prefix, &["r1"]).await;
+    put_right(&client, &prefix, "k:2", &["r1"]).await;
     let Decision::Allowed(snapshot) = store.reserve(&r(2)).await.unwrap() else {
         panic!("the slot was not freed");
     };

@@ -1,8 +1,13 @@
 //! Test helpers shared by Tollgate's crates. Every test gets a database of its own — a fresh
 //! PostgreSQL database (created here, dropped when the handle goes) or a SQLite file in a
-//! temporary directory — so tests run in parallel without touching each other.
+//! temporary directory — so tests run in parallel without touching each other; the Redis
+//! Cluster tests get a cluster of their own.
+
+mod redis_cluster;
 
 use sea_orm::{ConnectionTrait, Database};
+
+pub use redis_cluster::RedisCluster;
 
 /// The PostgreSQL server tests use; override with `TOLLGATE_TEST_POSTGRES`.
 pub fn postgres_server() -> String {

@@ -84,6 +84,11 @@ pub struct LeaseGrant {
 /// Where slices come from: the Redis quota store.
 #[async_trait]
 pub trait LeaseSource: Send + Sync {
+    /// Most scopes one call may ask for.
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
     async fn lease(&self, replica: &str, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, QuotaError>;
 }
 
@@ -350,10 +355,17 @@ impl LeaseBook {
                 scopes.remove(&scope);
             }
         }
-        for chunk in asks.chunks(MAX_BATCH) {
-            let sent: Vec<LeaseAsk> = chunk.iter().map(|(a, _)| a.clone()).collect();
-            let asked_at = Instant::now();
-            match source.lease(&self.replica, &sent).await {
+        // The calls go out at once (a Cluster takes one scope per call); each chunk's
+        // grants, or its failure, are its own.
+        let calls = asks
+            .chunks(source.max_batch().clamp(1, MAX_BATCH))
+            .map(|chunk| async move {
+                let sent: Vec<LeaseAsk> = chunk.iter().map(|(a, _)| a.clone()).collect();
+                let asked_at = Instant::now();
+                (chunk, asked_at, source.lease(&self.replica, &sent).await)
+            });
+        for (chunk, asked_at, granted) in futures_util::future::join_all(calls).await {
+            match granted {
                 Ok(grants) => {
                     for ((ask, entry), grant) in chunk.iter().zip(grants) {
                         if let Ok(mut slice) = entry.state.lock() {

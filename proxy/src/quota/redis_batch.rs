@@ -16,7 +16,9 @@ use std::{
 
 use fred::{
     clients::Client,
+    interfaces::ClientLike,
     types::{Value, scripts::Script},
+    util::redis_keyslot,
 };
 use tokio::{
     sync::{mpsc, oneshot},
@@ -167,6 +169,7 @@ async fn batches(
 ) {
     let script = Script::from_lua(lua);
     let mut batch = Vec::with_capacity(max);
+    connected(&client).await;
     while queue.recv_many(&mut batch, max).await > 0 {
         // Callers that gave up (timed out) are not reserved or settled for.
         batch.retain(|p| {
@@ -176,43 +179,116 @@ async fn batches(
         if batch.is_empty() {
             continue;
         }
-        let mut keys = Vec::new();
-        let mut args = vec![Value::from(batch.len() as i64)];
-        for p in &mut batch {
-            keys.append(&mut p.keys);
-            args.append(&mut p.args);
+        let parts = batch
+            .iter_mut()
+            .map(|p| (std::mem::take(&mut p.keys), std::mem::take(&mut p.args)))
+            .collect();
+        let replies = call_parts(&client, &script, operation, parts).await;
+        for (p, reply) in batch.drain(..).zip(replies) {
+            let _ = p.done.send(reply);
         }
-        let replies = shared::redis(
-            operation,
-            script.evalsha_with_reload::<Value, _, _>(&client, keys, args),
-        )
-        .await
-        .map_err(|e| QuotaError::Unanswered(e.to_string()))
-        .map(Value::into_array)
-        .and_then(|replies| {
-            if replies.len() == batch.len() {
-                Ok(replies)
-            } else {
-                Err(QuotaError::Unavailable(format!(
-                    "the quota script answered {} parts for {}",
-                    replies.len(),
-                    batch.len()
-                )))
+    }
+}
+
+/// The parts of one script call: those whose keys lie in one hash slot.
+#[derive(Default)]
+struct Group {
+    slot: u16,
+    /// Indexes of the parts.
+    members: Vec<usize>,
+    keys: Vec<String>,
+    args: Vec<Value>,
+}
+
+/// Runs a script over several parts, each with its own keys and arguments, and answers each
+/// part's reply (or the error in its place), in order. The script takes the number of parts
+/// first, then every part's arguments. With one Redis this is one call; a Redis Cluster
+/// runs a script only on keys of one hash slot, so there the parts (each with keys of one
+/// slot) go out in one call per slot, those calls at once.
+pub async fn call_parts(
+    client: &Client,
+    script: &Script,
+    operation: &'static str,
+    parts: Vec<(Vec<String>, Vec<Value>)>,
+) -> Vec<Result<Value, QuotaError>> {
+    let count = parts.len();
+    let mut groups: Vec<Group> = Vec::new();
+    let clustered = client.is_clustered();
+    for (i, (mut keys, mut args)) in parts.into_iter().enumerate() {
+        let slot = match keys.first() {
+            Some(key) if clustered => redis_keyslot(key.as_bytes()),
+            _ => 0,
+        };
+        let at = match groups.iter().position(|g| g.slot == slot) {
+            Some(at) => at,
+            None => {
+                groups.push(Group {
+                    slot,
+                    ..Group::default()
+                });
+                groups.len() - 1
             }
-        });
+        };
+        let group = &mut groups[at];
+        group.members.push(i);
+        group.keys.append(&mut keys);
+        group.args.append(&mut args);
+    }
+    let calls = groups.into_iter().map(
+        |Group {
+             members,
+             keys,
+             args,
+             ..
+         }| async move {
+            let mut all = Vec::with_capacity(1 + args.len());
+            all.push(Value::from(members.len() as i64));
+            all.extend(args);
+            let replies = shared::redis(
+                operation,
+                script.evalsha_with_reload::<Value, _, _>(client, keys, all),
+            )
+            .await
+            .map_err(|e| QuotaError::Unanswered(e.to_string()))
+            .map(Value::into_array)
+            .and_then(|replies| {
+                if replies.len() == members.len() {
+                    Ok(replies)
+                } else {
+                    Err(QuotaError::Unavailable(format!(
+                        "the quota script answered {} parts for {}",
+                        replies.len(),
+                        members.len()
+                    )))
+                }
+            });
+            (members, replies)
+        },
+    );
+    let mut out: Vec<Result<Value, QuotaError>> = (0..count)
+        .map(|_| Err(QuotaError::Unavailable("no reply".into())))
+        .collect();
+    for (members, replies) in futures_util::future::join_all(calls).await {
         match replies {
             Ok(replies) => {
-                for (p, reply) in batch.drain(..).zip(replies) {
-                    let _ = p.done.send(part(reply));
+                for (i, reply) in members.into_iter().zip(replies) {
+                    out[i] = part(reply);
                 }
             }
             Err(e) => {
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(e.clone()));
+                for i in members {
+                    out[i] = Err(e.clone());
                 }
             }
         }
     }
+    out
+}
+
+/// Waits (a while) for a new connection: a Cluster client routes nothing before it has
+/// read the cluster's slots, and would fail the first calls instead of queueing them.
+pub async fn connected(client: &Client) {
+    let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.wait_for_connect()).await;
 }
 
 /// One part's reply, or the error the script answered in its place (`{-1, message}`).

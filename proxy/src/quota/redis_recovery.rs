@@ -13,18 +13,13 @@ use std::{
     time::Duration,
 };
 
-use fred::{
-    clients::Client,
-    types::{Value, scripts::Script},
-};
+use fred::{clients::Client, types::scripts::Script};
 use tokio::sync::Notify;
-
-use crate::metrics::shared;
 
 use super::{
     Reservation, Usage,
-    redis_batch::part,
-    redis_store::{SETTLE, landed_key, release_args, scope_keys, settle_args},
+    redis_batch::{call_parts, connected},
+    redis_store::{SETTLE, landed_key, release_args, released_key, scope_keys, settle_args},
 };
 
 const RELEASE: &str = include_str!("release.lua");
@@ -43,6 +38,9 @@ pub enum Lost {
         r: Reservation,
         served: Option<Usage>,
         not_before: f64,
+        /// Known to have been applied (a step of a reservation in a Redis Cluster, taken
+        /// back because a later step refused); otherwise release.lua finds out.
+        applied: bool,
     },
     /// A settlement that failed; `gated`: it may have been applied already.
     Settle {
@@ -125,6 +123,7 @@ impl Recovery {
 async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
     let release = Script::from_lua(RELEASE);
     let settle = Script::from_lua(SETTLE);
+    connected(&client).await;
     loop {
         let Some(rec) = recovery.upgrade() else {
             return;
@@ -146,18 +145,13 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
             if group.is_empty() {
                 continue;
             }
-            match shared::redis(operation, run(&client, script, &prefix, &group)).await {
-                Ok(early) => failed.extend(
-                    group
-                        .into_iter()
-                        .zip(early)
-                        .filter_map(|(lost, early)| early.then_some(lost)),
-                ),
-                Err(e) => {
-                    tracing::debug!("putting quota reservations right after a stall failed: {e}");
-                    failed.extend(group);
-                }
-            }
+            let retry = run(&client, script, operation, &prefix, &group).await;
+            failed.extend(
+                group
+                    .into_iter()
+                    .zip(retry)
+                    .filter_map(|(lost, retry)| retry.then_some(lost)),
+            );
         }
         if !failed.is_empty() {
             rec.put_back(failed);
@@ -167,48 +161,52 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
     }
 }
 
-/// One script call for a batch of one kind; answers, per entry, whether it came too early
-/// (to try again).
+/// The script calls for a batch of one kind; answers, per entry, whether to try it again:
+/// it came too early, or its call got no answer.
 async fn run(
     client: &Client,
     script: &Script,
+    operation: &'static str,
     prefix: &str,
     batch: &[Lost],
-) -> Result<Vec<bool>, String> {
-    let mut keys = Vec::new();
-    let mut args = vec![Value::from(batch.len() as i64)];
-    for lost in batch {
-        match lost {
-            Lost::Reserve {
-                r,
-                served,
-                not_before,
-            } => {
-                keys.push(format!("{prefix}:q:released:{}", r.id));
-                keys.push(landed_key(prefix, r));
-                scope_keys(prefix, r, &mut keys);
-                args.extend(release_args(r, *served, *not_before));
+) -> Vec<bool> {
+    let parts = batch
+        .iter()
+        .map(|lost| {
+            let mut keys = Vec::new();
+            match lost {
+                Lost::Reserve {
+                    r,
+                    served,
+                    not_before,
+                    applied,
+                } => {
+                    keys.push(released_key(prefix, r));
+                    keys.push(landed_key(prefix, r));
+                    scope_keys(prefix, r, &mut keys);
+                    (keys, release_args(r, *served, *not_before, *applied))
+                }
+                Lost::Settle { r, used, gated } => {
+                    scope_keys(prefix, r, &mut keys);
+                    (keys, settle_args(r, *used, *gated))
+                }
             }
-            Lost::Settle { r, used, gated } => {
-                scope_keys(prefix, r, &mut keys);
-                args.extend(settle_args(r, *used, *gated));
-            }
-        }
-    }
-    let replies = script
-        .evalsha_with_reload::<Value, _, _>(client, keys, args)
+        })
+        .collect();
+    call_parts(client, script, operation, parts)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(replies
-        .into_array()
         .into_iter()
-        .map(|reply| match part(reply) {
+        .map(|reply| match reply {
             Ok(done) => done.as_i64() == Some(2),
+            Err(e) if e.maybe_applied() => {
+                tracing::debug!("putting quota reservations right after a stall failed: {e}");
+                true
+            }
             // One entry's own failure (a key holding something else) is not retried.
             Err(e) => {
                 tracing::warn!("a quota reservation could not be put right after a stall: {e}");
                 false
             }
         })
-        .collect())
+        .collect()
 }

@@ -1,7 +1,10 @@
 //! The Redis quota store: one Lua script reserves (checking every limit first), one
 //! settles. Scripts are loaded once and called by SHA (reloaded if Redis lost them). All
-//! keys of a scope share a hash tag; one call spans a request's scopes (key, user, team,
-//! deployment), so it needs a single Redis, not a Cluster.
+//! keys of a scope share a hash tag. With one Redis, one call spans a request's scopes
+//! (key, user, team, deployment) and reserves in all or none. A Redis Cluster runs a script
+//! on one hash slot only: there a reservation is taken one scope at a time, in a fixed
+//! order, and a refusal takes back the steps before it (until then they count, which can
+//! only refuse another request, never admit one too many).
 //! Both steps are batched (see `redis_batch`). A third script leases slices of large limits
 //! to the replica (see `leases`).
 
@@ -14,7 +17,7 @@ use crate::backend::redis::{COMMAND_TIMEOUT, another_connection};
 use async_trait::async_trait;
 use fred::{
     clients::Client,
-    interfaces::KeysInterface,
+    interfaces::{ClientLike, KeysInterface},
     types::{Expiration, SetOptions, Value, scripts::Script},
 };
 
@@ -46,6 +49,8 @@ pub struct RedisStore {
     clock: ClockOffset,
     /// Reservations and settlements left to put right once Redis answers again.
     recovery: Arc<Recovery>,
+    /// A Redis Cluster: scripts touch one scope (hash slot) per call.
+    clustered: bool,
 }
 
 impl RedisStore {
@@ -60,10 +65,59 @@ impl RedisStore {
                 SETTLE,
             ),
             recovery: Recovery::start(another_connection(&client, runtime), prefix, runtime),
+            clustered: client.is_clustered(),
             client,
             prefix: prefix.to_string(),
             clock: ClockOffset::default(),
         }
+    }
+
+    /// A reservation as the steps a Cluster takes it in: one per scope, the same request.
+    fn steps(r: &Reservation) -> Vec<Reservation> {
+        r.scopes
+            .iter()
+            .map(|scope| Reservation {
+                id: r.id.clone(),
+                now_ms: r.now_ms,
+                scopes: vec![scope.clone()],
+                tokens: r.tokens,
+                cost: r.cost,
+                lease_ms: r.lease_ms,
+            })
+            .collect()
+    }
+
+    /// Takes a reservation scope by scope (a Cluster): the first refusal (or missing spend
+    /// counter) ends it, and the steps taken before it are taken back. A step that fails
+    /// fails the whole: the caller gives it up, and `abandoned` puts every step right.
+    async fn reserve_stepwise(&self, r: &Reservation) -> Result<Decision, QuotaError> {
+        let steps = Self::steps(r);
+        let mut states = vec![ScopeState::default(); steps.len()];
+        for (i, step) in steps.iter().enumerate() {
+            let answer = self.reserve_one(step).await?;
+            if let Some(&state) = answer.states.first() {
+                states[i] = state;
+            }
+            if !answer.allowed {
+                for taken in &steps[..i] {
+                    self.recovery.push(Lost::Reserve {
+                        r: taken.clone(),
+                        served: None,
+                        not_before: 0.0,
+                        applied: true,
+                    });
+                }
+                return Ok(decision(
+                    r,
+                    false,
+                    answer.dimension,
+                    answer.retry_ms,
+                    i,
+                    &states,
+                ));
+            }
+        }
+        Ok(decision(r, true, "", 0, 0, &states))
     }
 
     /// Queues a reservation on the calling thread's reserve batches.
@@ -94,9 +148,18 @@ impl RedisStore {
     }
 }
 
-#[async_trait]
-impl QuotaStore for RedisStore {
-    async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
+/// reserve.lua's answer for one reservation.
+struct Answer {
+    allowed: bool,
+    dimension: &'static str,
+    retry_ms: i64,
+    /// Index into the reservation's scopes.
+    scope: usize,
+    states: Vec<ScopeState>,
+}
+
+impl RedisStore {
+    async fn reserve_one(&self, r: &Reservation) -> Result<Answer, QuotaError> {
         // The caller gives up COMMAND_TIMEOUT from now; Redis refuses the reservation if it
         // arrives later than that (by its clock, which the offset can only put later).
         let queued = now_ms();
@@ -162,14 +225,30 @@ impl QuotaStore for RedisStore {
                 "the reservation reached Redis after its deadline".into(),
             ));
         }
-        let scope = (reply[3] as usize).saturating_sub(1);
+        Ok(Answer {
+            allowed: reply[0] == 1.0,
+            dimension,
+            retry_ms: reply[2] as i64,
+            scope: (reply[3] as usize).saturating_sub(1),
+            states,
+        })
+    }
+}
+
+#[async_trait]
+impl QuotaStore for RedisStore {
+    async fn reserve(&self, r: &Reservation) -> Result<Decision, QuotaError> {
+        if self.clustered && r.scopes.len() > 1 {
+            return self.reserve_stepwise(r).await;
+        }
+        let a = self.reserve_one(r).await?;
         Ok(decision(
             r,
-            reply[0] == 1.0,
-            dimension,
-            reply[2] as i64,
-            scope,
-            &states,
+            a.allowed,
+            a.dimension,
+            a.retry_ms,
+            a.scope,
+            &a.states,
         ))
     }
 
@@ -194,6 +273,42 @@ impl QuotaStore for RedisStore {
     }
 
     async fn settle(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
+        if self.clustered && r.scopes.len() > 1 {
+            let steps = Self::steps(r);
+            let settled = futures_util::future::join_all(
+                steps.iter().map(|step| self.settle_one(step, used)),
+            )
+            .await;
+            return settled.into_iter().collect();
+        }
+        self.settle_one(r, used).await
+    }
+
+    fn abandoned(&self, r: &Reservation, served: Option<Usage>) {
+        // Every reserve of `r` was queued before now, so its deadline is at most now plus
+        // the clock offset (without one, reserves had no deadline: wait a while).
+        let not_before = match self.clock.ahead_ms() {
+            Some(ahead) => now_ms() as f64 + ahead,
+            None => (now_ms() + 2_000) as f64,
+        };
+        let steps = if self.clustered && r.scopes.len() > 1 {
+            Self::steps(r)
+        } else {
+            vec![r.clone()]
+        };
+        for step in steps {
+            self.recovery.push(Lost::Reserve {
+                r: step,
+                served,
+                not_before,
+                applied: false,
+            });
+        }
+    }
+}
+
+impl RedisStore {
+    async fn settle_one(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
         let args = settle_args(r, used, false);
         let settled = Pending::call(|p| self.settler.queue(p), self.keys(r), args).await;
         if let Err(e) = &settled {
@@ -206,24 +321,15 @@ impl QuotaStore for RedisStore {
         }
         settled.map(|_| ())
     }
-
-    fn abandoned(&self, r: &Reservation, served: Option<Usage>) {
-        // Every reserve of `r` was queued before now, so its deadline is at most now plus
-        // the clock offset (without one, reserves had no deadline: wait a while).
-        let not_before = match self.clock.ahead_ms() {
-            Some(ahead) => now_ms() as f64 + ahead,
-            None => (now_ms() + 2_000) as f64,
-        };
-        self.recovery.push(Lost::Reserve {
-            r: r.clone(),
-            served,
-            not_before,
-        });
-    }
 }
 
 #[async_trait]
 impl LeaseSource for RedisStore {
+    /// A Cluster runs a script on one hash slot: one scope per call.
+    fn max_batch(&self) -> usize {
+        if self.clustered { 1 } else { usize::MAX }
+    }
+
     async fn lease(&self, replica: &str, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, QuotaError> {
         let mut keys = Vec::with_capacity(2 * asks.len());
         let mut numbers = Packed::with_capacity(4 + 7 * asks.len());
@@ -276,9 +382,20 @@ impl LeaseSource for RedisStore {
     }
 }
 
-/// The marker reserve.lua leaves when it reserves close to the reservation's deadline.
+/// The marker reserve.lua leaves when it reserves close to the reservation's deadline. In
+/// the hash slot of the reservation's first scope, as a script's keys must be in a Cluster.
 pub(super) fn landed_key(prefix: &str, r: &Reservation) -> String {
-    format!("{prefix}:q:landed:{}", r.id)
+    marker_key(prefix, r, "landed")
+}
+
+/// The marker release.lua leaves so that a reservation is put right once.
+pub(super) fn released_key(prefix: &str, r: &Reservation) -> String {
+    marker_key(prefix, r, "released")
+}
+
+fn marker_key(prefix: &str, r: &Reservation, what: &str) -> String {
+    let slot = r.scopes.first().map_or("", |s| s.scope.as_str());
+    format!("{prefix}:q:{{{slot}}}:{what}:{}", r.id)
 }
 
 /// The keys of a reservation's scopes, three per scope in the scripts' order.
@@ -330,10 +447,15 @@ pub(super) fn settle_args(r: &Reservation, used: Usage, gated: bool) -> Vec<Valu
 
 /// release.lua's arguments for one reservation given up on, to apply once Redis's clock has
 /// passed `not_before`.
-pub(super) fn release_args(r: &Reservation, served: Option<Usage>, not_before: f64) -> Vec<Value> {
+pub(super) fn release_args(
+    r: &Reservation,
+    served: Option<Usage>,
+    not_before: f64,
+    applied: bool,
+) -> Vec<Value> {
     let lease_ms = r.lease_ms.max(1);
     let used = served.unwrap_or_default();
-    let mut numbers = Packed::with_capacity(9 + 4 * r.scopes.len());
+    let mut numbers = Packed::with_capacity(10 + 4 * r.scopes.len());
     numbers.extend([
         r.tokens as f64,
         used.tokens as f64,
@@ -345,6 +467,7 @@ pub(super) fn release_args(r: &Reservation, served: Option<Usage>, not_before: f
         // The marker outlives any retry of the same release.
         (2 * WINDOW.as_millis()) as f64,
         not_before,
+        f64::from(u8::from(applied)),
     ]);
     for s in &r.scopes {
         let l = &s.limits;

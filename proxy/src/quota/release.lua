@@ -19,7 +19,8 @@
 -- ARGV: 1 number of reservations, then 3 per reservation:
 --   numbers, as little-endian doubles: reserved tokens, used tokens, reserved cost, number
 --     of scopes, served (1/0), now ms, the state's time to live ms, the marker's time to
---     live ms, not before (ms on Redis's clock), then 4 per scope
+--     live ms, not before (ms on Redis's clock), applied (1: known to have been applied,
+--     as a step of a Cluster reservation taken back; 0: found out here), then 4 per scope
 --     (1/0): a request limit, a token limit, a lease, a budget
 --   its lease member with the cost held, the member without (as reserve.lua wrote them)
 -- Returns per reservation 1 (done), 2 (too early: its deadline has not passed), or
@@ -31,12 +32,12 @@ local time = call('TIME')
 local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 local function release(k, numbers, with_cost, without)
-  local reserved, used, cost, n, served, now, ttl, marker_ttl, not_before, at =
-    unpack_packed('<ddddddddd', numbers)
+  local reserved, used, cost, n, served, now, ttl, marker_ttl, not_before, known, at =
+    unpack_packed('<dddddddddd', numbers)
   if clock < not_before then return 2 end
   if not call('SET', KEYS[k], '1', 'NX', 'PX', marker_ttl) then return 1 end
   served = served == 1
-  local flags, applied = {}, call('DEL', KEYS[k + 1]) == 1
+  local flags, applied = {}, call('DEL', KEYS[k + 1]) == 1 or known == 1
   for i = 1, n do
     local rpm, tpm, leased, budget
     rpm, tpm, leased, budget, at = unpack_packed('<dddd', numbers, at)
