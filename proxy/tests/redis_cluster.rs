@@ -117,11 +117,11 @@ async fn two_replicas_on_a_cluster_admit_exactly_the_limits() {
     let (key, _) = fleet.issue(json!({ "name": "rpm", "rpm_limit": 20 })).await;
     assert_eq!(admitted_at_once(&fleet, &key, 60, "").await, 20);
 
-    // Three slots for requests of 600 ms, shared by both replicas.
+    // Three slots for requests of 2 s, shared by both replicas.
     let (key, _) = fleet
         .issue(json!({ "name": "slots", "concurrency_limit": 3 }))
         .await;
-    assert_eq!(admitted_at_once(&fleet, &key, 10, "latency=600ms").await, 3);
+    assert_eq!(admitted_at_once(&fleet, &key, 10, "latency=2s").await, 3);
 
     // A budget of nothing: its spend counter is made on the cluster, then refuses.
     let (key, _) = fleet
@@ -166,6 +166,7 @@ async fn a_refusal_in_a_later_scope_gives_back_the_earlier_steps() {
         .issue(json!({ "name": "li's", "user_id": user_id, "rpm_limit": 40, "concurrency_limit": 100 }))
         .await;
 
+    let started = Instant::now();
     let mut admitted = 0;
     for i in 0..12 {
         let (status, body) = outcome(fleet.replica(i), &key).await;
@@ -200,9 +201,15 @@ async fn a_refusal_in_a_later_scope_gives_back_the_earlier_steps() {
         }
         assert_eq!(status, 200, "{body}");
         more += 1;
-        assert!(more <= 40, "the key admitted more than its limit");
+        assert!(more <= 80, "the key admitted far more than its limit");
     }
-    assert_eq!(admitted + more, 40);
+    // The key's bucket drains 40 a minute meanwhile: what it refills may be admitted too.
+    let refilled = (started.elapsed().as_secs_f64() * 40.0 / 60.0).ceil() as u32;
+    let total = admitted + more;
+    assert!(
+        (40..=40 + refilled).contains(&total),
+        "the key admitted {total} with a limit of 40 (+{refilled} refilled)"
+    );
 }
 
 /// Large limits are leased from the cluster in slices, and a revocation on one replica

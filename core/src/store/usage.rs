@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::NotSet,
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait,
+    QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
     sea_query::{Alias, Expr, ExprTrait, Iden, InsertStatement, OnConflict, Query},
 };
 
@@ -16,42 +16,47 @@ use super::{StoreError, entity::usage_event};
 
 /// Inserts events and adds them to the daily rollup (`usage_daily`), in one transaction.
 /// An event id already stored is skipped — in both — so writing the same event twice (a
-/// replay of the spill file, say) counts it once.
+/// replay of the spill file, say) counts it once. One statement inserts the batch and
+/// answers which events it stored (`ON CONFLICT DO NOTHING RETURNING`): only those are
+/// rolled up, with no look-up of the ids first.
 pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     events: &[usage_event::Model],
 ) -> Result<(), StoreError> {
     use usage_event::Column as C;
-    let txn = db.begin().await?;
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    let mut seen: HashSet<String> = usage_event::Entity::find()
-        .select_only()
-        .column(C::EventId)
-        .filter(C::EventId.is_in(ids))
-        .into_tuple::<String>()
-        .all(&txn)
-        .await?
-        .into_iter()
-        .collect();
-    let fresh: Vec<&usage_event::Model> = events
+    let mut unique = HashSet::with_capacity(events.len());
+    let batch: Vec<&usage_event::Model> = events
         .iter()
-        .filter(|e| seen.insert(e.event_id.clone()))
+        .filter(|e| unique.insert(e.event_id.as_str()))
         .collect();
-    if fresh.is_empty() {
-        txn.commit().await?;
+    if batch.is_empty() {
         return Ok(());
     }
-    let models = fresh.iter().map(|e| usage_event::ActiveModel {
+    let models = batch.iter().map(|e| usage_event::ActiveModel {
         id: NotSet,
         ..(*e).clone().into()
     });
-    usage_event::Entity::insert_many(models)
+    let mut insert = usage_event::Entity::insert_many(models)
         // No conflict target: on PostgreSQL the unique key is (event_id, occurred_at), the
-        // partitioned table's; on SQLite it is event_id.
+        // partitioned table's (a replayed event carries the time it had); on SQLite it is
+        // event_id.
         .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .exec_without_returning(&txn)
-        .await?;
-    txn.execute(&rollup(&fresh)?).await?;
+        .into_query();
+    insert.returning_col(C::EventId);
+    let txn = db.begin().await?;
+    let stored: HashSet<String> = txn
+        .query_all(&insert)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String>("", "event_id"))
+        .collect::<Result<_, _>>()?;
+    let fresh: Vec<&usage_event::Model> = batch
+        .into_iter()
+        .filter(|e| stored.contains(&e.event_id))
+        .collect();
+    if !fresh.is_empty() {
+        txn.execute(&rollup(&fresh)?).await?;
+    }
     txn.commit().await?;
     Ok(())
 }

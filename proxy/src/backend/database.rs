@@ -7,7 +7,10 @@ use std::{path::Path, time::Duration};
 use anyhow::Context;
 use sea_orm_migration::{
     MigratorTrait,
-    sea_orm::{ConnectOptions, Database, DatabaseConnection},
+    sea_orm::{
+        ConnectOptions, Database, DatabaseConnection,
+        sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
 };
 use tollgate_migrations::Migrator;
 
@@ -34,7 +37,17 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .max_connections(10)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // SQLite: a write-ahead log, synced at checkpoints rather than at every commit (a
+        // commit is durable against a crash of the process, and may be lost only with the
+        // machine's power; usage events are written in batches of many requests), and
+        // writers from other processes (the CLI, `tollgate admin`) wait for the lock
+        // instead of failing.
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+        });
     Database::connect(options)
         .await
         .with_context(|| format!("connecting to the database ({})", redact(url)))

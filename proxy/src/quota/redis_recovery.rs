@@ -38,9 +38,12 @@ pub enum Lost {
         r: Reservation,
         served: Option<Usage>,
         not_before: f64,
-        /// Known to have been applied (a step of a reservation in a Redis Cluster, taken
-        /// back because a later step refused); otherwise release.lua finds out.
-        applied: bool,
+        /// A step of a reservation on a Redis Cluster, known to have been applied and given
+        /// back because a later step refused or failed: its own marker (`tag`), so that a
+        /// later attempt of the same request is given back again. 0: a reservation given
+        /// up on, whose marker is the reservation's and whose being applied release.lua
+        /// finds out.
+        given_back: u64,
     },
     /// A settlement that failed; `gated`: it may have been applied already.
     Settle {
@@ -161,6 +164,18 @@ async fn work_off(recovery: Weak<Recovery>, client: Client, prefix: String) {
     }
 }
 
+/// Gives back, now, steps of a reservation a Redis Cluster applied (`Lost::Reserve` with
+/// `given_back`); answers those whose call got no answer, for the recovery task.
+pub async fn give_back(client: &Client, prefix: &str, steps: Vec<Lost>) -> Vec<Lost> {
+    let release = Script::from_lua(RELEASE);
+    let retry = run(client, &release, "release", prefix, &steps).await;
+    steps
+        .into_iter()
+        .zip(retry)
+        .filter_map(|(lost, retry)| retry.then_some(lost))
+        .collect()
+}
+
 /// The script calls for a batch of one kind; answers, per entry, whether to try it again:
 /// it came too early, or its call got no answer.
 async fn run(
@@ -179,12 +194,15 @@ async fn run(
                     r,
                     served,
                     not_before,
-                    applied,
+                    given_back,
                 } => {
-                    keys.push(released_key(prefix, r));
+                    keys.push(released_key(prefix, r, *given_back));
                     keys.push(landed_key(prefix, r));
                     scope_keys(prefix, r, &mut keys);
-                    (keys, release_args(r, *served, *not_before, *applied))
+                    (
+                        keys,
+                        release_args(r, *served, *not_before, *given_back != 0),
+                    )
                 }
                 Lost::Settle { r, used, gated } => {
                     scope_keys(prefix, r, &mut keys);

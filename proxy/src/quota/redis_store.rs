@@ -29,7 +29,7 @@ use super::{
     now_ms,
     redis_batch::{Pending, Settler, queue_near, unavailable},
     redis_clock::ClockOffset,
-    redis_recovery::{Lost, Recovery},
+    redis_recovery::{self, Lost, Recovery},
 };
 
 const RESERVE: &str = include_str!("reserve.lua");
@@ -38,6 +38,8 @@ pub(super) const SETTLE: &str = include_str!("settle.lua");
 
 /// Tells stores apart (tests run several in one process).
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
+/// Tells apart the give-backs of a reservation's steps (see `Lost::Reserve`).
+static NEXT_GIVE_BACK: AtomicU64 = AtomicU64::new(1);
 
 pub struct RedisStore {
     id: u64,
@@ -88,24 +90,33 @@ impl RedisStore {
     }
 
     /// Takes a reservation scope by scope (a Cluster): the first refusal (or missing spend
-    /// counter) ends it, and the steps taken before it are taken back. A step that fails
-    /// fails the whole: the caller gives it up, and `abandoned` puts every step right.
+    /// counter) ends it, and the steps taken before it are given back before the answer
+    /// (so that a second attempt of the same request, after a spend counter is rebuilt,
+    /// finds them gone). A step that fails gives back those before it and fails the whole;
+    /// the caller gives it up, and `abandoned` puts right the step that failed.
     async fn reserve_stepwise(&self, r: &Reservation) -> Result<Decision, QuotaError> {
         let steps = Self::steps(r);
         let mut states = vec![ScopeState::default(); steps.len()];
         for (i, step) in steps.iter().enumerate() {
-            let answer = self.reserve_one(step).await?;
+            let answer = match self.reserve_one(step).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    self.give_back(&steps[..i]).await;
+                    return Err(e);
+                }
+            };
             if let Some(&state) = answer.states.first() {
                 states[i] = state;
             }
             if !answer.allowed {
-                for taken in &steps[..i] {
-                    self.recovery.push(Lost::Reserve {
-                        r: taken.clone(),
-                        served: None,
-                        not_before: 0.0,
-                        applied: true,
-                    });
+                let given_back = self.give_back(&steps[..i]).await;
+                if !given_back && answer.dimension == "unseeded" {
+                    // Asked again at once, it could land before what it would replace.
+                    return Err(QuotaError::Unavailable(
+                        "the quota steps taken before a missing spend counter could not be \
+                         given back"
+                            .into(),
+                    ));
                 }
                 return Ok(decision(
                     r,
@@ -118,6 +129,30 @@ impl RedisStore {
             }
         }
         Ok(decision(r, true, "", 0, 0, &states))
+    }
+
+    /// Gives back steps a Cluster applied; whether all went through now (the others are
+    /// left to the recovery task).
+    async fn give_back(&self, taken: &[Reservation]) -> bool {
+        if taken.is_empty() {
+            return true;
+        }
+        let tag = NEXT_GIVE_BACK.fetch_add(1, Ordering::Relaxed);
+        let steps = taken
+            .iter()
+            .map(|step| Lost::Reserve {
+                r: step.clone(),
+                served: None,
+                not_before: 0.0,
+                given_back: tag,
+            })
+            .collect();
+        let left = redis_recovery::give_back(&self.client, &self.prefix, steps).await;
+        let all = left.is_empty();
+        for lost in left {
+            self.recovery.push(lost);
+        }
+        all
     }
 
     /// Queues a reservation on the calling thread's reserve batches.
@@ -291,6 +326,9 @@ impl QuotaStore for RedisStore {
             Some(ahead) => now_ms() as f64 + ahead,
             None => (now_ms() + 2_000) as f64,
         };
+        if r.scopes.is_empty() {
+            return;
+        }
         let steps = if self.clustered && r.scopes.len() > 1 {
             Self::steps(r)
         } else {
@@ -301,7 +339,7 @@ impl QuotaStore for RedisStore {
                 r: step,
                 served,
                 not_before,
-                applied: false,
+                given_back: 0,
             });
         }
     }
@@ -388,13 +426,20 @@ pub(super) fn landed_key(prefix: &str, r: &Reservation) -> String {
     marker_key(prefix, r, "landed")
 }
 
-/// The marker release.lua leaves so that a reservation is put right once.
-pub(super) fn released_key(prefix: &str, r: &Reservation) -> String {
-    marker_key(prefix, r, "released")
+/// The marker release.lua leaves so that a reservation (or one give-back of its steps,
+/// `tag`) is put right once.
+pub(super) fn released_key(prefix: &str, r: &Reservation, tag: u64) -> String {
+    let key = marker_key(prefix, r, "released");
+    if tag == 0 {
+        key
+    } else {
+        format!("{key}:{tag}")
+    }
 }
 
 fn marker_key(prefix: &str, r: &Reservation, what: &str) -> String {
-    let slot = r.scopes.first().map_or("", |s| s.scope.as_str());
+    // Without a scope (nothing was reserved), any one slot: the reservation's.
+    let slot = r.scopes.first().map_or(r.id.as_str(), |s| s.scope.as_str());
     format!("{prefix}:q:{{{slot}}}:{what}:{}", r.id)
 }
 
