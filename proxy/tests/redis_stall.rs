@@ -166,3 +166,91 @@ async fn a_settlement_lost_in_an_outage_is_retried() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(burst(&s, 1, "1ms").await, [200], "the slot stayed taken");
 }
+
+/// A settlement sent just before a cut, its answer lost, is retried once Redis is back
+/// without knowing whether the first attempt was applied. In a scope with a token limit and
+/// no lease to tell by, the tokens the request used beyond its reservation are still
+/// counted (at worst twice, never not at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_settlement_still_counts_the_tokens_used_beyond_the_reservation() {
+    use fred::interfaces::KeysInterface;
+    use tollgate_proxy::quota::{
+        Decision, Limits, Owner, QuotaStore, RedisStore, Reservation, Scoped, Usage, now_ms,
+    };
+
+    let relay = Relay::start(redis_addr()).await;
+    let through = tollgate_proxy::backend::redis::connect(&relay.url())
+        .await
+        .unwrap();
+    let direct = tollgate_proxy::backend::redis::connect(&format!("redis://{}", redis_addr()))
+        .await
+        .unwrap();
+    let prefix = format!("tgstall{}", fastrand::u64(..));
+    let store = RedisStore::new(through, &prefix, &tokio::runtime::Handle::current());
+    let r = Reservation {
+        id: "overrun".into(),
+        now_ms: now_ms(),
+        scopes: vec![Scoped {
+            scope: "k:1".into(),
+            limits: Limits {
+                tpm: Some(600),
+                ..Limits::default()
+            },
+            owner: Owner::Key(1),
+        }],
+        tokens: 10,
+        cost: 0,
+        lease_ms: 60_000,
+    };
+    assert!(matches!(store.reserve(&r).await, Ok(Decision::Allowed(_))));
+
+    // The settlement goes out and is held; its caller gives up, then the link is cut and
+    // what it held is lost.
+    stall_then_cut(
+        &relay,
+        store.settle(
+            &r,
+            Usage {
+                tokens: 500,
+                cost: 0,
+            },
+        ),
+    )
+    .await;
+    relay.set(Flow::Up);
+
+    let levels = format!("{prefix}:q:{{k:1}}:levels");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let raw: Option<Vec<u8>> = direct.get(&levels).await.unwrap();
+        let tokens = raw
+            .as_deref()
+            .and_then(|b| b.get(8..16))
+            .map_or(0.0, |b| f64::from_le_bytes(b.try_into().unwrap()));
+        // 10 reserved, 500 used; the bucket drains 10 a second meanwhile.
+        if tokens > 300.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token level stayed at {tokens}: the overrun was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stalls the relay, runs `settle` until its caller gives up (the call went out and got no
+/// answer), then cuts the relay.
+async fn stall_then_cut(
+    relay: &Relay,
+    settle: impl std::future::Future<Output = Result<(), tollgate_proxy::quota::QuotaError>>,
+) {
+    relay.set(Flow::Stalled);
+    let settled = settle.await;
+    assert!(
+        settled.as_ref().is_err_and(|e| e.maybe_applied()),
+        "{settled:?}"
+    );
+    relay.set(Flow::Cut);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}

@@ -6,7 +6,8 @@
 -- ARGV: 1 number of reservations, then 4 per reservation:
 --   numbers, as little-endian doubles: reserved tokens, used tokens, reserved cost, number
 --     of scopes, gated (1: a retry of a settlement that may have been applied already, so
---     it applies only if it finds a lease of its own to end; 0: it applies), then 3 per
+--     it applies in full only if it finds a lease of its own to end, and otherwise counts
+--     only tokens used beyond the reservation; 0: it applies), then 3 per
 --     scope (1/0): a token limit applies, the request holds a lease, a budget applies
 --   its lease member with the cost held, the member without (as reserve.lua wrote them),
 --   and the real cost (micro-USD, as text: INCRBY takes it as it is)
@@ -17,7 +18,7 @@ local STATE = '<dddddd'
 
 -- Settles the reservation whose keys follow KEYS[k].
 local function settle(k, n, numbers, at, delta, held, gated, with_cost, without, real_cost)
-  local flags, names, ended = {}, {}, false
+  local flags, ended = {}, false
   for i = 1, n do
     local tpm, leased, budget
     tpm, leased, budget, at = unpack_packed('<ddd', numbers, at)
@@ -31,12 +32,21 @@ local function settle(k, n, numbers, at, delta, held, gated, with_cost, without,
       update = true
     end
     flags[i] = {tpm, leased, budget, update}
-    if update then names[#names + 1] = KEYS[k + 3 * i - 2] end
-    if budget then names[#names + 1] = KEYS[k + 3 * i] end
   end
-  -- A retry that finds no lease of its own: the first attempt was applied (or there is
-  -- nothing to tell by, and the reserved tokens stand, which never undercounts).
-  if gated and not ended then return end
+  -- A retry that finds no lease of its own: the first attempt was applied, or there is
+  -- nothing to tell by (no scope holds a lease). Tokens used beyond the reservation are
+  -- then counted again rather than perhaps not at all (an overcount only refuses sooner);
+  -- a spend or a token surplus is not given back twice.
+  local overrun_only = gated and not ended
+  if overrun_only and delta <= 0 then return end
+  local names = {}
+  for i = 1, n do
+    local tpm, _, budget, update = unpack(flags[i])
+    update = update or (overrun_only and tpm)
+    flags[i][4] = update
+    if update then names[#names + 1] = KEYS[k + 3 * i - 2] end
+    if budget and not overrun_only then names[#names + 1] = KEYS[k + 3 * i] end
+  end
   if #names == 0 then return end
   -- Every state to change and every spend counter in one command.
   local read, j = call('MGET', unpack(names)), 0
@@ -49,14 +59,14 @@ local function settle(k, n, numbers, at, delta, held, gated, with_cost, without,
       if raw then
         local rl, tl, ts, h, inflight, x = unpack_packed(STATE, raw)
         if tpm then tl = tl + delta end
-        if leased then
+        if leased and not overrun_only then
           inflight = max(inflight - 1, 0)
           if budget then h = max(h - held, 0) end
         end
         call('SET', names[j], pack(STATE, rl, tl, ts, h, inflight, x), 'KEEPTTL')
       end
     end
-    if budget then
+    if budget and not overrun_only then
       j = j + 1
       -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
       if read[j] then call('INCRBY', names[j], real_cost) end
