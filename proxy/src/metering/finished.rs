@@ -8,7 +8,10 @@ use tollgate_core::{
 };
 
 use crate::{
-    auth::Principal, context::RequestCtx, downstream::endpoints::Endpoint, metering::event_id,
+    auth::Principal,
+    context::RequestCtx,
+    downstream::endpoints::Endpoint,
+    metering::{BodyCharge, event_id},
     quota::limiter::Settlement,
 };
 
@@ -31,8 +34,14 @@ pub struct Finished {
     pub upstream_ok: bool,
     pub streamed: bool,
     pub endpoint: Endpoint,
-    /// The request as sent upstream, for estimating its prompt when usage is missing.
+    /// The request as sent upstream, for estimating its prompt when usage is missing;
+    /// empty when not needed, or when the bodies queued already hold the metering's share
+    /// of memory (then its length alone is used, see [`Finished::body_len`]).
     pub request_body: Bytes,
+    /// The length of the request as sent upstream.
+    pub body_len: usize,
+    /// Accounts for `request_body` among the bodies queued (see `metering::BodyBudget`).
+    pub body_charge: Option<BodyCharge>,
     pub content_events: u64,
     pub response_bytes: u64,
     pub pricing: Option<Pricing>,
@@ -96,6 +105,8 @@ impl Finished {
             } else {
                 ctx.request.body.clone()
             },
+            body_len: ctx.request.body.len(),
+            body_charge: None,
             content_events: ctx.response.content_events(),
             response_bytes: ctx.response.bytes,
             pricing: ctx.route.route.as_ref().and_then(|r| r.pricing),

@@ -22,7 +22,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
 
@@ -40,6 +40,54 @@ use crate::{
 
 /// Events waiting for the metering task; far more than a flush interval's worth.
 const INBOX_CAPACITY: usize = 100_000;
+/// Most bytes of request bodies kept for usage estimates by queued events (waiting in the
+/// inbox or for an estimate). Beyond it, an event keeps only its body's length and its
+/// prompt is estimated by size: a backlog never makes the process's memory.
+const MAX_HELD_BODY_BYTES: usize = 64 << 20;
+
+/// The request bodies queued events hold, in bytes.
+#[derive(Default)]
+pub(crate) struct BodyBudget {
+    held: AtomicUsize,
+}
+
+impl BodyBudget {
+    /// Keeps `finished`'s body if it fits in what is left, charged until the event is gone;
+    /// otherwise drops it (its length stays).
+    fn admit(self: &Arc<Self>, finished: &mut Finished, limit: usize) {
+        let len = finished.request_body.len();
+        if len == 0 {
+            return;
+        }
+        let before = self.held.fetch_add(len, Ordering::AcqRel);
+        if before + len > limit {
+            self.held.fetch_sub(len, Ordering::AcqRel);
+            finished.request_body = bytes::Bytes::new();
+            return;
+        }
+        finished.body_charge = Some(BodyCharge {
+            budget: self.clone(),
+            len,
+        });
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// One event's share of [`BodyBudget`], given back when the event is dropped.
+pub struct BodyCharge {
+    budget: Arc<BodyBudget>,
+    len: usize,
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.len, Ordering::AcqRel);
+    }
+}
 
 /// What the metering task is sent apart from the records.
 enum Message {
@@ -95,6 +143,7 @@ impl Inbox {
 /// The sending side, held by the gateway.
 pub struct Meter {
     inbox: Arc<Inbox>,
+    bodies: Arc<BodyBudget>,
     tx: mpsc::Sender<Message>,
     outcomes: IntCounterVec,
     /// To release the quota of a request whose event could not be queued.
@@ -151,6 +200,7 @@ impl Meter {
         ));
         Meter {
             inbox,
+            bodies: Arc::default(),
             tx,
             outcomes,
             limiter,
@@ -159,7 +209,8 @@ impl Meter {
     }
 
     /// Hands a finished request over; never waits.
-    pub fn record(&self, finished: Finished) {
+    pub fn record(&self, mut finished: Finished) {
+        self.bodies.admit(&mut finished, MAX_HELD_BODY_BYTES);
         let (queued, refused) = self.inbox.put(finished);
         if let Some(m) = shared::shared() {
             m.usage_queue.set(i64::try_from(queued).unwrap_or(i64::MAX));
@@ -246,12 +297,40 @@ mod tests {
             streamed: false,
             endpoint: Endpoint::ChatCompletions,
             request_body: Bytes::from_static(b"0123456789abcdef"),
+            body_len: 16,
+            body_charge: None,
             content_events: 0,
             response_bytes: 40,
             pricing: None,
             settlements: Vec::new(),
             error: None,
         }
+    }
+
+    /// Bodies are kept for estimates up to the budget; beyond it an event keeps only the
+    /// body's length and is estimated by size; a dropped event gives its share back.
+    #[test]
+    fn bodies_beyond_the_budget_are_not_kept_and_are_estimated_by_size() {
+        let budget = Arc::new(BodyBudget::default());
+        let mut events: Vec<Finished> = (0..3)
+            .map(|i| {
+                let mut f = finished(&format!("r{i}"), None);
+                budget.admit(&mut f, 40);
+                f
+            })
+            .collect();
+        assert_eq!(budget.held(), 32);
+        assert_eq!(events[1].request_body.len(), 16);
+        let over = &events[2];
+        assert!(over.request_body.is_empty());
+        assert_eq!(over.body_len, 16);
+        let (prompt, _, estimated, _) = pricing::measure(over);
+        assert!(estimated);
+        assert_eq!(prompt, crate::quota::scopes::estimate_prompt_tokens(16));
+        events.remove(0);
+        assert_eq!(budget.held(), 16);
+        drop(events);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub fn measure(f: &Finished) -> Measured {
             });
             return (u.prompt_tokens, u.completion_tokens, false, cost);
         }
+        // The body was not kept (memory): estimated by its size.
+        None if f.upstream_ok && f.request_body.len() < f.body_len => return by_size(f),
         None if f.upstream_ok => (
             estimate::prompt_tokens(f.endpoint, &f.request_body),
             estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed),
@@ -41,7 +43,7 @@ pub fn priced(f: &Finished, prompt: u64, completion: u64, estimated: bool) -> Me
 
 /// The crude estimate when the tokenizer failed: a token per four bytes of prompt.
 pub fn by_size(f: &Finished) -> Measured {
-    let prompt = estimate_prompt_tokens(f.request_body.len());
+    let prompt = estimate_prompt_tokens(f.body_len.max(f.request_body.len()));
     let completion = estimate::completion_tokens(f.content_events, f.response_bytes, f.streamed);
     priced(f, prompt, completion, true)
 }
