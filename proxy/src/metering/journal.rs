@@ -272,28 +272,7 @@ pub fn recover(dir: &Path, spill_path: &PathBuf) -> std::io::Result<usize> {
 mod tests {
     use super::*;
 
-    fn event(id: &str) -> usage_event::Model {
-        usage_event::Model {
-            id: 0,
-            event_id: id.into(),
-            request_id: "r".into(),
-            occurred_at: chrono::Utc::now(),
-            key_id: None,
-            user_id: None,
-            team_id: None,
-            model: "m".into(),
-            deployment: "d".into(),
-            prompt_tokens: 1,
-            completion_tokens: 2,
-            cost_micro_usd: 3,
-            status: 200,
-            latency_ms: 4,
-            ttft_ms: None,
-            estimated: false,
-            error_code: None,
-            error_message: None,
-        }
-    }
+    use crate::metering::test_event as event;
 
     /// Polls `done` for up to 10 s.
     fn wait_for(done: impl Fn() -> bool) {

@@ -239,6 +239,31 @@ impl Meter {
     }
 }
 
+/// A usage event for tests.
+#[cfg(test)]
+pub(crate) fn test_event(id: &str) -> tollgate_core::store::entity::usage_event::Model {
+    tollgate_core::store::entity::usage_event::Model {
+        id: 0,
+        event_id: id.into(),
+        request_id: "r".into(),
+        occurred_at: chrono::Utc::now(),
+        key_id: None,
+        user_id: None,
+        team_id: None,
+        model: "m".into(),
+        deployment: "d".into(),
+        prompt_tokens: 1,
+        completion_tokens: 2,
+        cost_micro_usd: 3,
+        status: 200,
+        latency_ms: 4,
+        ttft_ms: None,
+        estimated: false,
+        error_code: None,
+        error_message: None,
+    }
+}
+
 /// A new event id.
 pub fn event_id() -> String {
     format!("ev_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))

@@ -79,26 +79,51 @@ pub struct Spilled {
     pub unread: Vec<String>,
 }
 
+#[cfg(test)]
 pub fn read_spill(path: &PathBuf) -> std::io::Result<Spilled> {
-    let file = match std::fs::File::open(path) {
+    Ok(read_spill_from(path, 0, usize::MAX)?.0)
+}
+
+/// Reads at most `max` events from byte `offset` on; answers them with the offset after
+/// the last line read (`None` at the end of the file), so that a large file is replayed a
+/// batch at a time.
+pub fn read_spill_from(
+    path: &PathBuf,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<(Spilled, Option<u64>)> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Spilled::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Spilled::default(), None));
+        }
         Err(e) => return Err(e),
     };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut spilled = Spilled::default();
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line?;
-        if line.trim().is_empty() {
+    let mut at = offset;
+    let mut line = String::new();
+    while spilled.events.len() < max {
+        line.clear();
+        let read = reader.read_line(&mut line)?;
+        if read == 0 {
+            return Ok((spilled, None));
+        }
+        at += read as u64;
+        let text = line.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<LineIn>(&line) {
+        match serde_json::from_str::<LineIn>(text) {
             Ok(parsed) if parsed.v == FORMAT => spilled.events.push(parsed.event),
-            Ok(_) => spilled.unread.push(line),
+            Ok(_) => spilled.unread.push(text.to_string()),
             // A line cut short by a crash mid-write: the rest of the file is still good.
             Err(e) => tracing::warn!("skipping a damaged spilled usage event: {e}"),
         }
     }
-    Ok(spilled)
+    Ok((spilled, Some(at)))
 }
 
 /// Keeps lines of another format in `<file>.unread`, before the spill file is emptied.

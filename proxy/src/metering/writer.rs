@@ -11,7 +11,7 @@ use tollgate_core::store::{entity::usage_event, usage::insert_events};
 use crate::metering::{
     finished::Finished,
     journal::Keeper,
-    spill::{Spilled, append, read_spill, set_aside},
+    spill::{append, read_spill_from, set_aside},
 };
 use crate::metrics::shared;
 
@@ -19,6 +19,10 @@ use crate::metrics::shared;
 pub const BATCH_SIZE: usize = 500;
 /// How often spilled events are offered to the database again.
 const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
+/// Batches waiting for the writer at which it falls behind: new batches then go to the
+/// spill file (a sequential append) instead of waiting in memory, and are replayed once
+/// the database keeps up again.
+const BEHIND: usize = 8;
 
 /// Rows for the writer, and who waits for them to be written (a shutdown flush).
 pub struct Batch {
@@ -35,11 +39,16 @@ pub async fn write_batches(
     journal: Option<Keeper>,
 ) {
     while let Some(batch) = batches.recv().await {
-        writer.write(batch.rows).await;
+        let behind = batches.len() >= BEHIND;
+        writer.write(batch.rows, behind).await;
         if let (Some(journal), true) = (&journal, batch.journaled > 0) {
             journal.kept(batch.journaled);
         }
         if let Some(done) = batch.done {
+            // What was spilled while the database fell behind is offered to it once more.
+            if writer.spilled {
+                writer.replay().await;
+            }
             // A flush (at shutdown) leaves no journal behind for the next start.
             if let Some(journal) = &journal {
                 journal.settled().await;
@@ -95,11 +104,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn write(&mut self, batch: Vec<usage_event::Model>) {
+    /// Writes a batch; `behind`: more batches wait, so it goes to the spill file.
+    pub async fn write(&mut self, batch: Vec<usage_event::Model>, behind: bool) {
         let due = self
             .last_replay
             .is_none_or(|at| at.elapsed() >= REPLAY_INTERVAL);
-        if self.spilled && due {
+        if self.spilled && due && !behind {
             self.last_replay = Some(std::time::Instant::now());
             self.replay().await;
         }
@@ -109,7 +119,14 @@ impl Writer {
         if let Some(m) = shared::shared() {
             m.usage_batch.observe(batch.len() as f64);
         }
-        if !self.spilled {
+        if behind && !self.spilled {
+            tracing::warn!(
+                "the database falls behind the usage events: spilling them to {} until it \
+                 catches up",
+                self.spill.display()
+            );
+        }
+        if !self.spilled && !behind {
             match shared::database("usage_insert", insert(&self.db, &batch)).await {
                 Ok(()) => {
                     self.outcomes
@@ -162,27 +179,35 @@ impl Writer {
         }
     }
 
-    /// Inserts the spilled events in order; the file is emptied once all are stored.
+    /// Inserts the spilled events in order, a batch at a time (a large file is never read
+    /// whole); the file is emptied once all are stored.
     async fn replay(&mut self) {
-        let path = self.spill.clone();
-        let read = tokio::task::spawn_blocking(move || read_spill(&path))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        let Spilled {
-            events: rows,
-            unread,
-        } = match read {
-            Ok(spilled) => spilled,
-            Err(e) => {
-                tracing::error!("reading {} failed: {e}", self.spill.display());
-                return;
-            }
-        };
-        for chunk in rows.chunks(BATCH_SIZE) {
-            if let Err(e) = insert(&self.db, chunk).await {
+        let mut offset = Some(0);
+        let mut replayed = 0;
+        let mut unread = Vec::new();
+        while let Some(from) = offset {
+            let path = self.spill.clone();
+            let read =
+                tokio::task::spawn_blocking(move || read_spill_from(&path, from, BATCH_SIZE))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let (chunk, next) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    tracing::error!("reading {} failed: {e}", self.spill.display());
+                    return;
+                }
+            };
+            if !chunk.events.is_empty()
+                && let Err(e) = insert(&self.db, &chunk.events).await
+            {
+                // Tried again later from the start: events already stored are skipped.
                 tracing::debug!("replaying spilled usage events: database still unavailable: {e}");
                 return;
             }
+            replayed += chunk.events.len();
+            unread.extend(chunk.unread);
+            offset = next;
         }
         if !unread.is_empty() {
             match set_aside(&self.spill, &unread) {
@@ -201,11 +226,11 @@ impl Writer {
             tracing::error!("emptying {} failed: {e}", self.spill.display());
             return;
         }
-        if !rows.is_empty() {
-            tracing::info!("replayed {} spilled usage events", rows.len());
+        if replayed > 0 {
+            tracing::info!("replayed {replayed} spilled usage events");
             self.outcomes
                 .with_label_values(&["replayed"])
-                .inc_by(rows.len() as u64);
+                .inc_by(replayed as u64);
         }
         self.spilled = false;
         self.measure_spill();
@@ -219,5 +244,74 @@ async fn insert(db: &DatabaseConnection, rows: &[usage_event::Model]) -> Result<
     match tokio::time::timeout(INSERT_TIMEOUT, insert_events(db, rows)).await {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {INSERT_TIMEOUT:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::Opts;
+    use sea_orm_migration::sea_orm::{EntityTrait, PaginatorTrait};
+
+    use super::*;
+
+    fn row(n: usize) -> usage_event::Model {
+        crate::metering::test_event(&format!("ev_{n:032}"))
+    }
+
+    /// Batches that pile up behind the writer go to the spill file instead of waiting in
+    /// memory, and reach the database all the same once it keeps up (by the flush at the
+    /// latest), replayed a batch at a time.
+    #[test]
+    fn a_writer_that_falls_behind_spills_and_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::test_backend(dir.path());
+        let outcomes = IntCounterVec::new(Opts::new("events", "events"), &["outcome"]).unwrap();
+        let writer = Writer {
+            db: backend.db.clone(),
+            spill: dir.path().join("usage-spill.jsonl"),
+            spilled: false,
+            last_replay: None,
+            outcomes: outcomes.clone(),
+        };
+        // Twelve batches already wait when the writer starts, then a flush; the first is
+        // larger than a replay reads at once.
+        let (tx, rx) = mpsc::channel(64);
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let mut n = 0;
+        for i in 0..12 {
+            let size = if i == 0 { BATCH_SIZE + 20 } else { 10 };
+            let rows = (n..n + size).map(row).collect();
+            n += size;
+            tx.try_send(Batch {
+                rows,
+                done: None,
+                journaled: 0,
+            })
+            .unwrap();
+        }
+        tx.try_send(Batch {
+            rows: Vec::new(),
+            done: Some(done),
+            journaled: 0,
+        })
+        .unwrap();
+        drop(tx);
+        backend.handle().block_on(async {
+            write_batches(rx, writer, None).await;
+            flushed.await.unwrap();
+        });
+        assert!(outcomes.with_label_values(&["spilled"]).get() > 0);
+        assert_eq!(
+            outcomes.with_label_values(&["replayed"]).get()
+                + outcomes.with_label_values(&["written"]).get(),
+            n as u64
+        );
+        let stored = backend
+            .handle()
+            .block_on(usage_event::Entity::find().count(&backend.db))
+            .unwrap();
+        assert_eq!(stored, n as u64);
+        let left = std::fs::metadata(dir.path().join("usage-spill.jsonl")).map_or(0, |m| m.len());
+        assert_eq!(left, 0);
     }
 }
