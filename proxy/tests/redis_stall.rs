@@ -167,12 +167,12 @@ async fn a_settlement_lost_in_an_outage_is_retried() {
     assert_eq!(burst(&s, 1, "1ms").await, [200], "the slot stayed taken");
 }
 
-/// A settlement sent just before a cut, its answer lost, is retried once Redis is back
-/// without knowing whether the first attempt was applied. In a scope with a token limit and
-/// no lease to tell by, the tokens the request used beyond its reservation are still
-/// counted (at worst twice, never not at all).
+/// A settlement whose answer is lost is retried until Redis answers, and applies once:
+/// also in a scope with a token limit and no lease to tell by. Sent just before a cut (the
+/// first attempt lost), the retry applies it; held in a stall while retries pile up behind
+/// it, all arrive together and it counts once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_settlement_still_counts_the_tokens_used_beyond_the_reservation() {
+async fn a_lost_settlement_applies_exactly_once() {
     use fred::interfaces::KeysInterface;
     use tollgate_proxy::quota::{
         Decision, Limits, Owner, QuotaStore, RedisStore, Reservation, Scoped, Usage, now_ms,
@@ -187,11 +187,11 @@ async fn a_lost_settlement_still_counts_the_tokens_used_beyond_the_reservation()
         .unwrap();
     let prefix = format!("tgstall{}", fastrand::u64(..));
     let store = RedisStore::new(through, &prefix, &tokio::runtime::Handle::current());
-    let r = Reservation {
-        id: "overrun".into(),
+    let reservation = |scope: &str| Reservation {
+        id: format!("overrun-{scope}"),
         now_ms: now_ms(),
         scopes: vec![Scoped {
-            scope: "k:1".into(),
+            scope: scope.into(),
             limits: Limits {
                 tpm: Some(600),
                 ..Limits::default()
@@ -202,55 +202,79 @@ async fn a_lost_settlement_still_counts_the_tokens_used_beyond_the_reservation()
         cost: 0,
         lease_ms: 60_000,
     };
-    assert!(matches!(store.reserve(&r).await, Ok(Decision::Allowed(_))));
+    // The token level of a scope (reserved 10, then settled to 500 used; the bucket drains
+    // 10 a second).
+    let level = |scope: &str| {
+        let (direct, key) = (&direct, format!("{prefix}:q:{{{scope}}}:levels"));
+        async move {
+            let raw: Option<Vec<u8>> = direct.get(&key).await.unwrap();
+            raw.as_deref()
+                .and_then(|b| b.get(8..16))
+                .map_or(0.0, |b| f64::from_le_bytes(b.try_into().unwrap()))
+        }
+    };
+    let settled = |scope: &'static str| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let tokens = level(scope).await;
+            if tokens > 300.0 {
+                return tokens;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{scope}: the token level stayed at {tokens}: the settlement never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
 
-    // The settlement goes out and is held; its caller gives up, then the link is cut and
-    // what it held is lost.
-    stall_then_cut(
-        &relay,
-        store.settle(
-            &r,
+    // Cut: what the link held is lost, and the retry applies it.
+    let cut = reservation("k:1");
+    assert!(matches!(
+        store.reserve(&cut).await,
+        Ok(Decision::Allowed(_))
+    ));
+    relay.set(Flow::Stalled);
+    let lost = store
+        .settle(
+            &cut,
             Usage {
                 tokens: 500,
                 cost: 0,
             },
-        ),
-    )
-    .await;
-    relay.set(Flow::Up);
-
-    let levels = format!("{prefix}:q:{{k:1}}:levels");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let raw: Option<Vec<u8>> = direct.get(&levels).await.unwrap();
-        let tokens = raw
-            .as_deref()
-            .and_then(|b| b.get(8..16))
-            .map_or(0.0, |b| f64::from_le_bytes(b.try_into().unwrap()));
-        // 10 reserved, 500 used; the bucket drains 10 a second meanwhile.
-        if tokens > 300.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the token level stayed at {tokens}: the overrun was never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Stalls the relay, runs `settle` until its caller gives up (the call went out and got no
-/// answer), then cuts the relay.
-async fn stall_then_cut(
-    relay: &Relay,
-    settle: impl std::future::Future<Output = Result<(), tollgate_proxy::quota::QuotaError>>,
-) {
-    relay.set(Flow::Stalled);
-    let settled = settle.await;
-    assert!(
-        settled.as_ref().is_err_and(|e| e.maybe_applied()),
-        "{settled:?}"
-    );
+        )
+        .await;
+    assert!(lost.as_ref().is_err_and(|e| e.maybe_applied()), "{lost:?}");
     relay.set(Flow::Cut);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.set(Flow::Up);
+    settled("k:1").await;
+
+    // Stall: the first attempt and its retries all arrive once the link flows again.
+    let stalled = reservation("k:2");
+    assert!(matches!(
+        store.reserve(&stalled).await,
+        Ok(Decision::Allowed(_))
+    ));
+    relay.set(Flow::Stalled);
+    let late = store
+        .settle(
+            &stalled,
+            Usage {
+                tokens: 500,
+                cost: 0,
+            },
+        )
+        .await;
+    assert!(late.is_err(), "{late:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.set(Flow::Up);
+    settled("k:2").await;
+    // Whatever else arrives late finds the settlement applied.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tokens = level("k:2").await;
+    assert!(
+        tokens < 600.0,
+        "the settlement applied more than once: {tokens} tokens"
+    );
 }

@@ -188,6 +188,7 @@ impl Meter {
             spill,
             spilled,
             last_replay: None,
+            replayed_to: 0,
             outcomes: outcomes.clone(),
         };
         backend.handle().spawn(task::run(

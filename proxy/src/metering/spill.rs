@@ -67,9 +67,25 @@ fn append_bytes(path: &PathBuf, text: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)?;
+    // A line cut short by a crash must not swallow the first line written after it.
+    if ends_mid_line(&mut file)? {
+        file.write_all(b"\n")?;
+    }
     file.write_all(text)?;
     file.sync_data()
+}
+
+fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// What a spill file holds: the events this build reads, and the lines of other formats.
@@ -104,15 +120,20 @@ pub fn read_spill_from(
     let mut reader = std::io::BufReader::new(file);
     let mut spilled = Spilled::default();
     let mut at = offset;
-    let mut line = String::new();
+    let mut line = Vec::new();
     while spilled.events.len() < max {
         line.clear();
-        let read = reader.read_line(&mut line)?;
+        let read = reader.read_until(b'\n', &mut line)?;
         if read == 0 {
             return Ok((spilled, None));
         }
         at += read as u64;
-        let text = line.trim_end_matches(['\n', '\r']);
+        // A line cut short by a crash mid-write may end inside a character.
+        let Ok(text) = std::str::from_utf8(&line) else {
+            tracing::warn!("skipping a damaged spilled usage event: not UTF-8");
+            continue;
+        };
+        let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;
         }
@@ -143,6 +164,36 @@ pub fn set_aside(path: &Path, lines: &[String]) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line cut short by a crash (mid-character, even) is skipped, and the lines after
+    /// it, appended later, are read; a file read in chunks gives every event once.
+    #[test]
+    fn a_damaged_line_loses_only_itself_and_chunks_cover_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spill.jsonl");
+        let events: Vec<_> = (0..5)
+            .map(|i| crate::metering::test_event(&format!("ev_{i}")))
+            .collect();
+        append(&path, &events[..2]).unwrap();
+        let mut cut = line(&events[2]).unwrap();
+        cut.truncate(cut.len() / 2);
+        cut.extend_from_slice("é".as_bytes().get(..1).unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&cut)
+            .unwrap();
+        append(&path, &events[3..]).unwrap();
+        let mut ids = Vec::new();
+        let mut offset = Some(0);
+        while let Some(from) = offset {
+            let (chunk, next) = read_spill_from(&path, from, 2).unwrap();
+            ids.extend(chunk.events.into_iter().map(|e| e.event_id));
+            offset = next;
+        }
+        assert_eq!(ids, ["ev_0", "ev_1", "ev_3", "ev_4"]);
+    }
 
     #[test]
     fn lines_round_trip_and_older_lines_are_read() {

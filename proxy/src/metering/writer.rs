@@ -23,6 +23,9 @@ const REPLAY_INTERVAL: Duration = Duration::from_secs(2);
 /// spill file (a sequential append) instead of waiting in memory, and are replayed once
 /// the database keeps up again.
 const BEHIND: usize = 8;
+/// Longest stretch without a replay while the writer is behind: the database still gets
+/// the spilled events when batches keep coming faster than they are written.
+const MAX_WITHOUT_REPLAY: Duration = Duration::from_secs(10);
 
 /// Rows for the writer, and who waits for them to be written (a shutdown flush).
 pub struct Batch {
@@ -100,6 +103,9 @@ pub struct Writer {
     /// When a replay was last tried: while the database is away, new batches go straight
     /// to the file instead of each waiting out a failed insert.
     pub last_replay: Option<std::time::Instant>,
+    /// How far into the spill file a replay that stopped had stored (the file is only
+    /// appended to until it is emptied).
+    pub replayed_to: u64,
     pub outcomes: IntCounterVec,
 }
 
@@ -109,7 +115,10 @@ impl Writer {
         let due = self
             .last_replay
             .is_none_or(|at| at.elapsed() >= REPLAY_INTERVAL);
-        if self.spilled && due && !behind {
+        let overdue = self
+            .last_replay
+            .is_none_or(|at| at.elapsed() >= MAX_WITHOUT_REPLAY);
+        if self.spilled && due && (!behind || overdue) {
             self.last_replay = Some(std::time::Instant::now());
             self.replay().await;
         }
@@ -126,7 +135,8 @@ impl Writer {
                 self.spill.display()
             );
         }
-        if !self.spilled && !behind {
+        let tried = !self.spilled && !behind;
+        if tried {
             match shared::database("usage_insert", insert(&self.db, &batch)).await {
                 Ok(()) => {
                     self.outcomes
@@ -142,14 +152,29 @@ impl Writer {
             }
         }
         let (path, rows) = (self.spill.clone(), batch);
+        let count = rows.len();
         let appended = tokio::task::spawn_blocking(move || {
             let result = append(&path, &rows);
-            (result, rows.len())
+            (result, rows)
         })
         .await;
-        let (result, count) = match appended {
-            Ok(done) => done,
-            Err(e) => (Err(std::io::Error::other(e.to_string())), 0),
+        let result = match appended {
+            // The file failed while the database was not tried (the writer was behind):
+            // the database takes the batch instead.
+            Ok((Err(e), rows)) if !tried => {
+                tracing::warn!("spilling usage events failed, writing them instead: {e}");
+                match shared::database("usage_insert", insert(&self.db, &rows)).await {
+                    Ok(()) => {
+                        self.outcomes
+                            .with_label_values(&["written"])
+                            .inc_by(count as u64);
+                        return;
+                    }
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            }
+            Ok((result, _)) => result,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
         };
         match result {
             Ok(()) => {
@@ -180,13 +205,12 @@ impl Writer {
     }
 
     /// Inserts the spilled events in order, a batch at a time (a large file is never read
-    /// whole); the file is emptied once all are stored.
-    async fn replay(&mut self) {
-        let mut offset = Some(0);
+    /// whole), going on from where a replay that stopped had got; the file is emptied once
+    /// all are stored.
+    pub(super) async fn replay(&mut self) {
         let mut replayed = 0;
-        let mut unread = Vec::new();
-        while let Some(from) = offset {
-            let path = self.spill.clone();
+        loop {
+            let (path, from) = (self.spill.clone(), self.replayed_to);
             let read =
                 tokio::task::spawn_blocking(move || read_spill_from(&path, from, BATCH_SIZE))
                     .await
@@ -201,31 +225,35 @@ impl Writer {
             if !chunk.events.is_empty()
                 && let Err(e) = insert(&self.db, &chunk.events).await
             {
-                // Tried again later from the start: events already stored are skipped.
                 tracing::debug!("replaying spilled usage events: database still unavailable: {e}");
                 return;
             }
-            replayed += chunk.events.len();
-            unread.extend(chunk.unread);
-            offset = next;
-        }
-        if !unread.is_empty() {
-            match set_aside(&self.spill, &unread) {
-                Ok(aside) => tracing::error!(
-                    "{} spilled usage events are of a format this build does not read; kept in {}",
-                    unread.len(),
-                    aside.display()
-                ),
-                Err(e) => {
-                    tracing::error!("setting aside spilled events of another format failed: {e}");
-                    return;
+            if !chunk.unread.is_empty() {
+                match set_aside(&self.spill, &chunk.unread) {
+                    Ok(aside) => tracing::error!(
+                        "{} spilled usage events are of a format this build does not read; kept in {}",
+                        chunk.unread.len(),
+                        aside.display()
+                    ),
+                    Err(e) => {
+                        tracing::error!(
+                            "setting aside spilled events of another format failed: {e}"
+                        );
+                        return;
+                    }
                 }
+            }
+            replayed += chunk.events.len();
+            match next {
+                Some(at) => self.replayed_to = at,
+                None => break,
             }
         }
         if let Err(e) = std::fs::File::create(&self.spill) {
             tracing::error!("emptying {} failed: {e}", self.spill.display());
             return;
         }
+        self.replayed_to = 0;
         if replayed > 0 {
             tracing::info!("replayed {replayed} spilled usage events");
             self.outcomes
@@ -271,6 +299,7 @@ mod tests {
             spill: dir.path().join("usage-spill.jsonl"),
             spilled: false,
             last_replay: None,
+            replayed_to: 0,
             outcomes: outcomes.clone(),
         };
         // Twelve batches already wait when the writer starts, then a flush; the first is

@@ -19,7 +19,9 @@ use tokio::sync::Notify;
 use super::{
     Reservation, Usage,
     redis_batch::{call_parts, connected},
-    redis_store::{SETTLE, landed_key, release_args, released_key, scope_keys, settle_args},
+    redis_store::{
+        SETTLE, landed_key, release_args, released_key, scope_keys, settle_args, settle_keys,
+    },
 };
 
 const RELEASE: &str = include_str!("release.lua");
@@ -205,8 +207,7 @@ async fn run(
                     )
                 }
                 Lost::Settle { r, used, gated } => {
-                    scope_keys(prefix, r, &mut keys);
-                    (keys, settle_args(r, *used, *gated))
+                    (settle_keys(prefix, r), settle_args(r, *used, *gated))
                 }
             }
         })

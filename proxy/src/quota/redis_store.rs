@@ -36,6 +36,9 @@ const RESERVE: &str = include_str!("reserve.lua");
 const LEASE: &str = include_str!("lease.lua");
 pub(super) const SETTLE: &str = include_str!("settle.lua");
 
+/// How long a settlement's marker is kept (see settle.lua).
+const SETTLED_MARKER_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Tells stores apart (tests run several in one process).
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
 /// Tells apart the give-backs of a reservation's steps (see `Lost::Reserve`).
@@ -158,12 +161,6 @@ impl RedisStore {
     /// Queues a reservation on the calling thread's reserve batches.
     fn queue_near(&self, pending: Pending) -> bool {
         queue_near(self.id, &self.client, RESERVE, pending)
-    }
-
-    fn keys(&self, r: &Reservation) -> Vec<String> {
-        let mut keys = Vec::with_capacity(r.scopes.len() * 3);
-        scope_keys(&self.prefix, r, &mut keys);
-        keys
     }
 
     /// reserve.lua's keys: the reservation's "landed" marker, then its scopes'.
@@ -348,7 +345,12 @@ impl QuotaStore for RedisStore {
 impl RedisStore {
     async fn settle_one(&self, r: &Reservation, used: Usage) -> Result<(), QuotaError> {
         let args = settle_args(r, used, false);
-        let settled = Pending::call(|p| self.settler.queue(p), self.keys(r), args).await;
+        let settled = Pending::call(
+            |p| self.settler.queue(p),
+            settle_keys(&self.prefix, r),
+            args,
+        )
+        .await;
         if let Err(e) = &settled {
             // Retried once Redis answers: a settlement never lost leaves no slot taken.
             self.recovery.push(Lost::Settle {
@@ -426,6 +428,14 @@ pub(super) fn landed_key(prefix: &str, r: &Reservation) -> String {
     marker_key(prefix, r, "landed")
 }
 
+/// settle.lua's keys: the reservation's "settled" marker, then its scopes'.
+pub(super) fn settle_keys(prefix: &str, r: &Reservation) -> Vec<String> {
+    let mut keys = Vec::with_capacity(1 + r.scopes.len() * 3);
+    keys.push(marker_key(prefix, r, "settled"));
+    scope_keys(prefix, r, &mut keys);
+    keys
+}
+
 /// The marker release.lua leaves so that a reservation (or one give-back of its steps,
 /// `tag`) is put right once.
 pub(super) fn released_key(prefix: &str, r: &Reservation, tag: u64) -> String {
@@ -467,13 +477,15 @@ fn state_ttl_ms(lease_ms: u64) -> u64 {
 
 /// settle.lua's arguments for one reservation; `gated`: a retry that may have been applied.
 pub(super) fn settle_args(r: &Reservation, used: Usage, gated: bool) -> Vec<Value> {
-    let mut numbers = Packed::with_capacity(5 + 3 * r.scopes.len());
+    let mut numbers = Packed::with_capacity(6 + 3 * r.scopes.len());
     numbers.extend([
         r.tokens as f64,
         used.tokens as f64,
         r.cost as f64,
         r.scopes.len() as f64,
         f64::from(u8::from(gated)),
+        // The marker outlives the retries of a long outage.
+        SETTLED_MARKER_TTL.as_millis() as f64,
     ]);
     for s in &r.scopes {
         let l = &s.limits;

@@ -2,13 +2,18 @@
 -- leases. Many settle in one call: one request's settlement is the same steps as alone.
 -- Tokens count from the moment they were reserved, so the token level changes by the
 -- difference alone; a request that outlived its lease keeps its tokens reserved.
--- KEYS: as reserve.lua (3 per scope), for every reservation in turn.
+-- A settlement applies once, however often it is sent (a retry after a lost answer, and
+-- the first attempt arriving late after a stall): one that holds a lease applies only if it
+-- ends it; one that holds none but changes a token level leaves a "settled" marker, and
+-- applies only if it finds none.
+-- KEYS, for every reservation in turn: its "settled" marker, then as reserve.lua (3 per
+--   scope).
 -- ARGV: 1 number of reservations, then 4 per reservation:
 --   numbers, as little-endian doubles: reserved tokens, used tokens, reserved cost, number
 --     of scopes, gated (1: a retry of a settlement that may have been applied already, so
---     it applies in full only if it finds a lease of its own to end, and otherwise counts
---     only tokens used beyond the reservation; 0: it applies), then 3 per
---     scope (1/0): a token limit applies, the request holds a lease, a budget applies
+--     it applies only if it finds a lease of its own to end, or, holding none, no marker;
+--     0: it applies), the marker's time to live (ms), then 3 per scope (1/0): a token
+--     limit applies, the request holds a lease, a budget applies
 --   its lease member with the cost held, the member without (as reserve.lua wrote them),
 --   and the real cost (micro-USD, as text: INCRBY takes it as it is)
 -- Returns a 1 per reservation, or {-1, error message} if it failed.
@@ -17,8 +22,11 @@ local pack, unpack_packed = struct.pack, struct.unpack
 local STATE = '<dddddd'
 
 -- Settles the reservation whose keys follow KEYS[k].
-local function settle(k, n, numbers, at, delta, held, gated, with_cost, without, real_cost)
-  local flags, ended = {}, false
+local function settle(k, n, numbers, at, delta, held, gated, marker_ttl, with_cost, without,
+    real_cost)
+  local marker = KEYS[k + 1]
+  k = k + 1
+  local flags, names, ended, leases = {}, {}, false, false
   for i = 1, n do
     local tpm, leased, budget
     tpm, leased, budget, at = unpack_packed('<ddd', numbers, at)
@@ -26,28 +34,21 @@ local function settle(k, n, numbers, at, delta, held, gated, with_cost, without,
     -- Only a lease still in place is released (an expired one was when it expired).
     local update = false
     if leased then
+      leases = true
       update = call('ZREM', KEYS[k + 3 * i - 1], budget and with_cost or without) == 1
       ended = ended or update
     elseif tpm and delta ~= 0 then
       update = true
     end
     flags[i] = {tpm, leased, budget, update}
-  end
-  -- A retry that finds no lease of its own: the first attempt was applied, or there is
-  -- nothing to tell by (no scope holds a lease). Tokens used beyond the reservation are
-  -- then counted again rather than perhaps not at all (an overcount only refuses sooner);
-  -- a spend or a token surplus is not given back twice.
-  local overrun_only = gated and not ended
-  if overrun_only and delta <= 0 then return end
-  local names = {}
-  for i = 1, n do
-    local tpm, _, budget, update = unpack(flags[i])
-    update = update or (overrun_only and tpm)
-    flags[i][4] = update
     if update then names[#names + 1] = KEYS[k + 3 * i - 2] end
-    if budget and not overrun_only then names[#names + 1] = KEYS[k + 3 * i] end
+    if budget then names[#names + 1] = KEYS[k + 3 * i] end
   end
+  -- A retry that finds no lease of its own: the first attempt was applied.
+  if leases and gated and not ended then return end
   if #names == 0 then return end
+  -- No lease to tell by: the marker tells whether this settlement was applied already.
+  if not leases and not call('SET', marker, '1', 'NX', 'PX', marker_ttl) then return end
   -- Every state to change and every spend counter in one command.
   local read, j = call('MGET', unpack(names)), 0
   for i = 1, n do
@@ -59,14 +60,14 @@ local function settle(k, n, numbers, at, delta, held, gated, with_cost, without,
       if raw then
         local rl, tl, ts, h, inflight, x = unpack_packed(STATE, raw)
         if tpm then tl = tl + delta end
-        if leased and not overrun_only then
+        if leased then
           inflight = max(inflight - 1, 0)
           if budget then h = max(h - held, 0) end
         end
         call('SET', names[j], pack(STATE, rl, tl, ts, h, inflight, x), 'KEEPTTL')
       end
     end
-    if budget and not overrun_only then
+    if budget then
       j = j + 1
       -- A counter that is gone (Redis lost it) is rebuilt from usage events instead.
       if read[j] then call('INCRBY', names[j], real_cost) end
@@ -79,10 +80,10 @@ end
 local k, a, done = 0, 1, {}
 for r = 1, tonumber(ARGV[1]) do
   local numbers = ARGV[a + 1]
-  local reserved, used, held, n, gated, at = unpack_packed('<ddddd', numbers)
+  local reserved, used, held, n, gated, marker_ttl, at = unpack_packed('<dddddd', numbers)
   local ok, err = pcall(settle, k, n, numbers, at, used - reserved, held, gated == 1,
-    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    marker_ttl, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   done[r] = ok and 1 or {-1, tostring(type(err) == 'table' and err.err or err)}
-  k, a = k + 3 * n, a + 4
+  k, a = k + 1 + 3 * n, a + 4
 end
 return done
