@@ -228,45 +228,32 @@ async fn a_lost_settlement_applies_exactly_once() {
         }
     };
 
-    // Cut: what the link held is lost, and the retry applies it.
-    let cut = reservation("k:1");
-    assert!(matches!(
-        store.reserve(&cut).await,
-        Ok(Decision::Allowed(_))
-    ));
-    relay.set(Flow::Stalled);
-    let lost = store
-        .settle(
-            &cut,
-            Usage {
+    // Reserves in `scope`, then settles 500 tokens into a stall: the settlement goes out
+    // and its answer does not come.
+    let settle_into_a_stall = |scope: &'static str| {
+        let (store, relay) = (&store, &relay);
+        async move {
+            let r = reservation(scope);
+            assert!(matches!(store.reserve(&r).await, Ok(Decision::Allowed(_))));
+            relay.set(Flow::Stalled);
+            let used = Usage {
                 tokens: 500,
                 cost: 0,
-            },
-        )
-        .await;
-    assert!(lost.as_ref().is_err_and(|e| e.maybe_applied()), "{lost:?}");
+            };
+            let lost = store.settle(&r, used).await;
+            assert!(lost.as_ref().is_err_and(|e| e.maybe_applied()), "{lost:?}");
+        }
+    };
+
+    // Cut: what the link held is lost, and the retry applies it.
+    settle_into_a_stall("k:1").await;
     relay.set(Flow::Cut);
     tokio::time::sleep(Duration::from_millis(300)).await;
     relay.set(Flow::Up);
     settled("k:1").await;
 
     // Stall: the first attempt and its retries all arrive once the link flows again.
-    let stalled = reservation("k:2");
-    assert!(matches!(
-        store.reserve(&stalled).await,
-        Ok(Decision::Allowed(_))
-    ));
-    relay.set(Flow::Stalled);
-    let late = store
-        .settle(
-            &stalled,
-            Usage {
-                tokens: 500,
-                cost: 0,
-            },
-        )
-        .await;
-    assert!(late.is_err(), "{late:?}");
+    settle_into_a_stall("k:2").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     relay.set(Flow::Up);
     settled("k:2").await;

@@ -112,12 +112,9 @@ pub struct Writer {
 impl Writer {
     /// Writes a batch; `behind`: more batches wait, so it goes to the spill file.
     pub async fn write(&mut self, batch: Vec<usage_event::Model>, behind: bool) {
-        let due = self
-            .last_replay
-            .is_none_or(|at| at.elapsed() >= REPLAY_INTERVAL);
-        let overdue = self
-            .last_replay
-            .is_none_or(|at| at.elapsed() >= MAX_WITHOUT_REPLAY);
+        let since = self.last_replay.map(|at| at.elapsed());
+        let due = since.is_none_or(|s| s >= REPLAY_INTERVAL);
+        let overdue = since.is_none_or(|s| s >= MAX_WITHOUT_REPLAY);
         if self.spilled && due && (!behind || overdue) {
             self.last_replay = Some(std::time::Instant::now());
             self.replay().await;
