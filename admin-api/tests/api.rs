@@ -786,7 +786,15 @@ both!(usage_reports_group_and_export, |app: App| async move {
     let key_row = keys::get_key(&app.db, key.body["id"].as_str().unwrap())
         .await
         .unwrap();
-    let base = Utc::now() - Duration::hours(3);
+    // Yesterday from 03:00 UTC: the events are in the past and on one day whatever the time
+    // of the run (three hours back from now crossed midnight in the first hours of a day,
+    // and the export by day then had a line more).
+    let base = Utc::now()
+        .date_naive()
+        .and_hms_opt(3, 0, 0)
+        .unwrap()
+        .and_utc()
+        - Duration::days(1);
     let events = [
         (
             0,
