@@ -99,21 +99,32 @@ pub fn probe(body: &[u8]) -> Result<RequestProbe, BodyError> {
     })
 }
 
-/// The body with `stream_options.include_usage` set to true, so a stream reports its usage.
-/// Without a `stream_options` object it is inserted as the first member (the rest of the
-/// body is untouched); an existing one is rewritten.
-pub fn with_include_usage(body: &Bytes, probe: &RequestProbe) -> Result<Bytes, BodyError> {
+/// The body with `stream_options.include_usage` set to true, so a stream reports its usage,
+/// and its probe. The usual case (no `stream_options` at all) inserts the field at the
+/// start and moves the probe's spans, with no second parse of the body.
+pub fn with_include_usage(
+    body: &Bytes,
+    probe: &RequestProbe,
+) -> Result<(Bytes, RequestProbe), BodyError> {
+    const INSERTED: &[u8] = br#""stream_options":{"include_usage":true},"#;
     // `"stream_options": null` is no object, but inserting another key would duplicate it.
     let mentioned = memchr::memmem::find(body, b"\"stream_options\"").is_some();
     if !probe.has_stream_options && !mentioned {
         let Some(open) = body.iter().position(|b| *b == b'{') else {
             return Err(BodyError::NotAnObject);
         };
-        let mut out = Vec::with_capacity(body.len() + 40);
+        let mut out = Vec::with_capacity(body.len() + INSERTED.len());
         out.extend_from_slice(&body[..=open]);
-        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+        out.extend_from_slice(INSERTED);
         out.extend_from_slice(&body[open + 1..]);
-        return Ok(Bytes::from(out));
+        let moved = |span: &Range<usize>| span.start + INSERTED.len()..span.end + INSERTED.len();
+        let probe = RequestProbe {
+            model_span: probe.model_span.as_ref().map(moved),
+            include_usage: Some(true),
+            has_stream_options: true,
+            ..probe.clone()
+        };
+        return Ok((Bytes::from(out), probe));
     }
     let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
@@ -125,9 +136,12 @@ pub fn with_include_usage(body: &Bytes, probe: &RequestProbe) -> Result<Bytes, B
             value["stream_options"] = serde_json::json!({ "include_usage": true });
         }
     }
-    serde_json::to_vec(&value)
+    let out = serde_json::to_vec(&value)
         .map(Bytes::from)
-        .map_err(|e| BodyError::InvalidJson(e.to_string()))
+        .map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    // Written anew: its spans are found again.
+    let probe = self::probe(&out)?;
+    Ok((out, probe))
 }
 
 /// The body with the `model` value replaced by `new_model`; unchanged if it has no model.
@@ -192,14 +206,16 @@ mod tests {
     fn include_usage_is_added_without_touching_the_rest() {
         let body = Bytes::from_static(br#"{"model": "m", "stream": true, "messages": []}"#);
         let p = probe(&body).unwrap();
-        let out = with_include_usage(&body, &p).unwrap();
+        let (out, moved) = with_include_usage(&body, &p).unwrap();
         assert_eq!(
             &out[..],
             br#"{"stream_options":{"include_usage":true},"model": "m", "stream": true, "messages": []}"#
         );
+        // The probe handed back is the one a second parse would find.
         let again = probe(&out).unwrap();
+        assert_eq!(moved, again);
         assert_eq!(again.include_usage, Some(true));
-        assert_eq!(again.model.as_deref(), Some("m"));
+        assert_eq!(&out[moved.model_span.unwrap()], br#""m""#);
 
         for existing in [
             r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
@@ -207,7 +223,8 @@ mod tests {
             r#"{"model":"m","stream":true,"stream_options":null}"#,
         ] {
             let body = Bytes::from(existing.to_string());
-            let out = with_include_usage(&body, &probe(&body).unwrap()).unwrap();
+            let (out, moved) = with_include_usage(&body, &probe(&body).unwrap()).unwrap();
+            assert_eq!(moved, probe(&out).unwrap(), "{existing}");
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["stream_options"]["include_usage"], true, "{existing}");
             assert_eq!(v["model"], "m");

@@ -337,6 +337,19 @@ fn operations_settings_are_checked() {
     );
     let err = error(&format!("{GOOD}log:\n  format: xml\n"));
     assert!(err.contains("log.format"), "{err}");
+    use tollgate_core::config::AccessLog;
+    assert_eq!(config.log.access, AccessLog::All);
+    let errors = load(&format!("{GOOD}log:\n  access: errors\n")).unwrap();
+    assert_eq!(errors.log.access, AccessLog::Errors);
+    assert!(!AccessLog::Errors.logs(200, false));
+    assert!(
+        AccessLog::Errors.logs(200, true),
+        "a stream cut off after its 200"
+    );
+    assert!(AccessLog::Errors.logs(429, false) && AccessLog::Errors.logs(0, false));
+    assert!(!AccessLog::Off.logs(500, true) && AccessLog::All.logs(200, false));
+    let err = error(&format!("{GOOD}log:\n  access: some\n"));
+    assert!(err.contains("log.access"), "{err}");
     let err = error(&format!("{GOOD}usage:\n  retention: 12h\n"));
     assert!(err.contains("usage.retention"), "{err}");
     let kept = load(&format!("{GOOD}usage:\n  retention: 90d\n")).unwrap();

@@ -194,9 +194,8 @@ fn ask_for_usage(
     {
         return Ok((body, probe));
     }
-    let body = body::with_include_usage(&body, &probe)
+    let (body, probe) = body::with_include_usage(&body, &probe)
         .map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
-    let probe = body::probe(&body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     ctx.response.strip_usage = true;
     Ok((body, probe))
 }

@@ -156,7 +156,8 @@ impl ProxyHttp for Gateway {
         };
         let upstream = deployment.upstream.clone();
         ctx.timing.upstream_began();
-        match upstream.connect_to(ctx.request.probe.stream).await {
+        let (stream, body_len) = (ctx.request.probe.stream, ctx.request.body.len());
+        match upstream.connect_to(stream, body_len).await {
             Ok(peer) => Ok(peer),
             // The address could not be resolved: a connect failure like any other.
             Err(mut e) => {
@@ -194,10 +195,11 @@ impl ProxyHttp for Gateway {
                 "request not routed",
             ));
         };
+        let uri = deployment.upstream_uri(endpoint, upstream_request.uri.query())?;
         deployment.upstream.rewrite_request(
             upstream_request,
             endpoint,
-            &deployment.upstream_model,
+            uri,
             ctx.request.body.len(),
             &ctx.id,
         )
@@ -226,8 +228,8 @@ impl ProxyHttp for Gateway {
         let overhead = ctx.timing.settle_overhead();
         response.insert_header("x-tollgate-overhead-ms", overhead_header(overhead))?;
         response.insert_header("x-tollgate-attempts", ctx.route.count.to_string())?;
-        if let Some(label) = ctx.route.deployment_label() {
-            response.insert_header("x-tollgate-deployment", label)?;
+        if let Some(deployment) = ctx.route.current() {
+            response.insert_header("x-tollgate-deployment", deployment.label_header.clone())?;
         }
         if let Some(upstream_id) = response.headers.get("x-request-id").cloned() {
             response.insert_header("x-upstream-request-id", upstream_id)?;
@@ -252,13 +254,17 @@ impl ProxyHttp for Gateway {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        self.metrics
-            .upstream_connections
-            .with_label_values(&[
-                ctx.route.provider_name(),
-                if reused { "true" } else { "false" },
-            ])
-            .inc();
+        match ctx.route.current() {
+            Some(d) => d.metrics.connections(&self.metrics, reused).inc(),
+            None => self
+                .metrics
+                .upstream_connections
+                .with_label_values(&[
+                    ctx.route.provider_name(),
+                    if reused { "true" } else { "false" },
+                ])
+                .inc(),
+        }
         Ok(())
     }
 

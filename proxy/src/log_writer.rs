@@ -87,14 +87,21 @@ fn run(shared: &Shared, mut out: impl Write) {
     }
 }
 
-impl Write for LogWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl LogWriter {
+    /// Queues `line` (or counts it as dropped when the buffer is full).
+    pub fn append(&self, line: &[u8]) {
         let mut buffer = self.0.buffer.lock().unwrap_or_else(|e| e.into_inner());
         if buffer.len() + line.len() > MAX_BUFFERED {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             buffer.extend_from_slice(line);
         }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.append(line);
         Ok(line.len())
     }
 

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tollgate_core::config::{Config, LogFormat, json_schema};
-use tollgate_proxy::{backend::database, cli, log_writer, server};
+use tollgate_proxy::{backend::database, cli, log_writer, metrics, server};
 
 // Pingora allocates per request; mimalloc is markedly faster than glibc's malloc for it.
 #[global_allocator]
@@ -244,17 +244,21 @@ fn init_logging(config: &std::path::Path) -> log_writer::Guard {
     #[allow(clippy::expect_used)] // start-up: no thread, no logs
     let (writer, guard) =
         log_writer::start(std::io::stderr()).expect("starting the log writer thread");
+    let access = writer.clone();
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(move || writer.clone());
     match log_format(config, terminal) {
-        // One object per line, the event's fields at the top level.
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+        // One object per line, the event's fields at the top level; access lines are
+        // written in the same shape by the gateway itself.
+        LogFormat::Json => {
+            metrics::access_log::write_json_to(access);
+            fmt.json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .init()
+        }
         // Colour only for a terminal.
         LogFormat::Pretty => fmt.with_ansi(terminal).init(),
     }

@@ -14,6 +14,7 @@ use url::Url;
 
 pub use expand::expand_str;
 pub use locate::LineIndex;
+pub use raw::AccessLog;
 
 /// A validated config: references resolved, defaults applied.
 #[derive(Debug, Clone)]
@@ -49,6 +50,7 @@ pub struct TlsFiles {
 pub struct LogSettings {
     /// `None`: decided by whether stderr is a terminal.
     pub format: Option<LogFormat>,
+    pub access: AccessLog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

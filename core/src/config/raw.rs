@@ -77,6 +77,35 @@ pub struct RawLog {
     /// `json` or `pretty` (default: pretty when stderr is a terminal, JSON otherwise).
     /// `TOLLGATE_LOG_FORMAT` overrides it.
     pub format: Option<RawLogFormat>,
+    /// Which requests get an access-log line: `all` (default), `errors` (a status of 400 or
+    /// more, no response, or a failure after the answer began) or `off`. `RUST_LOG` filters the `tollgate::access` target too.
+    pub access: Option<AccessLog>,
+}
+
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// Every request.
+    #[default]
+    All,
+    /// Requests answered with a status of 400 or more, not answered, or that failed after
+    /// their answer began (a stream cut off).
+    Errors,
+    /// None.
+    Off,
+}
+
+impl AccessLog {
+    /// Whether a request that ended with `status` (0: no response), `failed` or not, gets
+    /// a line.
+    pub fn logs(self, status: u16, failed: bool) -> bool {
+        match self {
+            AccessLog::All => true,
+            AccessLog::Errors => failed || status == 0 || status >= 400,
+            AccessLog::Off => false,
+        }
+    }
 }
 
 /// What happens to the upstream when a client leaves in the middle of a request.

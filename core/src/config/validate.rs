@@ -160,6 +160,7 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
                 RawLogFormat::Json => LogFormat::Json,
                 RawLogFormat::Pretty => LogFormat::Pretty,
             }),
+            access: raw.log.access.unwrap_or_default(),
         },
     }
 }

@@ -40,8 +40,9 @@ pub enum SecretError {
 
 /// The keys derived from the server secret.
 pub struct ServerSecret {
-    hash_key: [u8; 32],
-    check_key: [u8; 32],
+    /// HMACs keyed once: a clone per use skips hashing the key's two padded blocks again.
+    hash_mac: Hmac<Sha256>,
+    check_mac: Hmac<Sha256>,
     jwt_key: [u8; 32],
     /// The current encryption key first, then keys from earlier secrets.
     sealing_keys: Vec<sealed::SealingKey>,
@@ -70,8 +71,8 @@ impl ServerSecret {
             )));
         }
         Ok(ServerSecret {
-            hash_key: derive(current, b"tollgate/v1/api-key-hash"),
-            check_key: derive(current, b"tollgate/v1/api-key-check"),
+            hash_mac: hmac_sha256(&derive(current, b"tollgate/v1/api-key-hash")),
+            check_mac: hmac_sha256(&derive(current, b"tollgate/v1/api-key-check")),
             jwt_key: derive(current, b"tollgate/v1/admin-jwt"),
             sealing_keys,
         })
@@ -80,15 +81,21 @@ impl ServerSecret {
     /// The stored form of an API key secret: hex HMAC-SHA256 under a key derived from the
     /// server secret, so a leaked table cannot be checked against guesses offline.
     pub fn hash_api_key(&self, secret: &str) -> String {
-        let mut mac = hmac_sha256(&self.hash_key);
+        hex(&self.api_key_digest(secret))
+    }
+
+    /// The bytes of [`ServerSecret::hash_api_key`]: what the request path's key cache is
+    /// keyed by (the hex form is made only for a database look-up).
+    pub fn api_key_digest(&self, secret: &str) -> [u8; 32] {
+        let mut mac = self.hash_mac.clone();
         mac.update(secret.as_bytes());
-        hex(&mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
     }
 
     /// The check characters of an API key's random part.
     pub(crate) fn key_check(&self, random: &str) -> String {
         const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut mac = hmac_sha256(&self.check_key);
+        let mut mac = self.check_mac.clone();
         mac.update(random.as_bytes());
         mac.finalize().into_bytes()[..api_key::CHECK_CHARS]
             .iter()
@@ -167,8 +174,15 @@ fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex, as API-key hashes are stored.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -194,6 +208,8 @@ mod tests {
         assert_eq!(h, a.hash_api_key("tg_abc"));
         assert_ne!(h, b.hash_api_key("tg_abc"));
         assert_ne!(h, a.hash_api_key("tg_abd"));
+        assert_eq!(h, hex(&a.api_key_digest("tg_abc")));
+        assert_eq!(hex(&[0x00, 0x9f, 0xa0, 0xff]), "009fa0ff");
         assert!(!format!("{a:?}").contains(SECRET));
     }
 }

@@ -1,20 +1,21 @@
 //! Client API keys (`tg_…`) on the request path. Look-ups go through an in-memory cache
 //! (positive and negative entries, bounded, with a TTL) in front of the store, so a warm key
-//! costs one HMAC and a map look-up. Admin changes evict entries at once (see
-//! `invalidation`); the TTL bounds staleness should a message be lost.
+//! costs one HMAC and a map look-up under a shard's read lock. Admin changes evict entries
+//! at once (see `invalidation`); the TTL bounds staleness should a message be lost.
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use chrono::Utc;
 use tollgate_core::{
-    secrets::ServerSecret,
+    secrets::{ServerSecret, hex},
     store::keys::{self, KeyChange, KeyRecord, KeyRejection},
 };
 
@@ -23,6 +24,8 @@ use crate::{backend::Backend, error::GatewayError, metrics::shared};
 const POSITIVE_TTL: Duration = Duration::from_secs(60);
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const CAPACITY: usize = 100_000;
+/// Shards of the cache: requests on different keys rarely meet on one lock.
+const SHARDS: usize = 16;
 /// How often `last_used_at` is written for the keys used since.
 const TOUCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -32,6 +35,9 @@ pub struct ClientKey {
     pub record: KeyRecord,
     /// Models the key may use; `None` for all.
     pub allowed_models: Option<HashSet<String>>,
+    /// Used since `last_used_at` was last written: set by the first request after a write,
+    /// so the others only read it.
+    touched: AtomicBool,
 }
 
 impl ClientKey {
@@ -55,6 +61,17 @@ struct Entry {
     at: Instant,
 }
 
+impl Entry {
+    fn live(&self) -> bool {
+        let ttl = if self.key.is_some() {
+            POSITIVE_TTL
+        } else {
+            NEGATIVE_TTL
+        };
+        self.at.elapsed() < ttl
+    }
+}
+
 fn client_key(record: KeyRecord) -> Arc<ClientKey> {
     let allowed_models = record
         .key
@@ -63,18 +80,40 @@ fn client_key(record: KeyRecord) -> Arc<ClientKey> {
     Arc::new(ClientKey {
         record,
         allowed_models,
+        touched: AtomicBool::new(false),
     })
 }
+
+/// An HMAC digest is already uniformly spread and keyed by the server secret: its first
+/// bytes serve as the map's hash (no second hash over it, and no flooding to fear).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+type Digest = [u8; 32];
+type Shard = HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>;
 
 pub struct ClientKeys {
     secret: Arc<ServerSecret>,
     backend: Arc<Backend>,
-    /// By the HMAC of the secret.
-    cache: Mutex<HashMap<String, Entry>>,
+    /// By the HMAC of the secret, sharded by its last byte (the first ones hash in a shard).
+    shards: Box<[RwLock<Shard>]>,
     /// Bumped by every eviction: a look-up that started before one must not cache what it
     /// read, which may be what the eviction was about.
     generation: AtomicU64,
-    touched: Arc<Mutex<HashSet<i64>>>,
+    /// Keys used since the last `last_used_at` write, once each.
+    touched: Arc<Mutex<Vec<Arc<ClientKey>>>>,
 }
 
 impl ClientKeys {
@@ -82,26 +121,31 @@ impl ClientKeys {
         let keys = Arc::new(ClientKeys {
             secret,
             backend,
-            cache: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             generation: AtomicU64::new(0),
-            touched: Arc::new(Mutex::new(HashSet::new())),
+            touched: Arc::new(Mutex::new(Vec::new())),
         });
         keys.start_touch_writer();
         keys
     }
 
+    fn shard(&self, digest: &Digest) -> &RwLock<Shard> {
+        &self.shards[usize::from(digest[31]) % SHARDS]
+    }
+
     /// The key a presented secret belongs to, or why it is refused.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<ClientKey>, GatewayError> {
-        // Made-up keys fail the keyed check here, before any cache or database work.
-        if !self.secret.is_issued_key(presented) {
-            return Err(GatewayError::InvalidKey);
-        }
-        let hash = self.secret.hash_api_key(presented);
-        let cached = self.cached(&hash);
+        let digest = self.secret.api_key_digest(presented);
+        let cached = self.cached(&digest);
         shared::key_cache_lookup(cached.is_some());
         let key = match cached {
+            // Only keys that passed the keyed check are cached, and the digest is of the
+            // whole secret: a hit needs no second check.
             Some(key) => key,
-            None => self.load(hash).await?,
+            // Made-up keys fail the keyed check here, before any database work (and are not
+            // cached, so a flood of them cannot crowd out real keys).
+            None if !self.secret.is_issued_key(presented) => return Err(GatewayError::InvalidKey),
+            None => self.load(digest).await?,
         };
         let key = key.ok_or(GatewayError::InvalidKey)?;
         let public = || key.public_id().to_string();
@@ -114,27 +158,25 @@ impl ClientKeys {
                 KeyRejection::Rotated => GatewayError::KeyRotated(public()),
                 KeyRejection::OwnerDisabled => GatewayError::KeyOwnerDisabled(public()),
             })?;
-        if let Ok(mut touched) = self.touched.lock() {
-            touched.insert(key.id());
+        if !key.touched.load(Ordering::Relaxed)
+            && !key.touched.swap(true, Ordering::Relaxed)
+            && let Ok(mut touched) = self.touched.lock()
+        {
+            touched.push(key.clone());
         }
         Ok(key)
     }
 
-    fn cached(&self, hash: &str) -> Option<Option<Arc<ClientKey>>> {
-        let cache = self.cache.lock().ok()?;
-        let entry = cache.get(hash)?;
-        let ttl = if entry.key.is_some() {
-            POSITIVE_TTL
-        } else {
-            NEGATIVE_TTL
-        };
-        (entry.at.elapsed() < ttl).then(|| entry.key.clone())
+    fn cached(&self, digest: &Digest) -> Option<Option<Arc<ClientKey>>> {
+        let shard = self.shard(digest).read().ok()?;
+        let entry = shard.get(digest)?;
+        entry.live().then(|| entry.key.clone())
     }
 
-    async fn load(&self, hash: String) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+    async fn load(&self, digest: Digest) -> Result<Option<Arc<ClientKey>>, GatewayError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let db = self.backend.db.clone();
-        let lookup = hash.clone();
+        let lookup = hex(&digest);
         let found =
             self.backend
                 .run(async move {
@@ -151,7 +193,7 @@ impl ClientKeys {
         };
         let key = record.map(client_key);
         if self.generation.load(Ordering::SeqCst) == generation {
-            self.insert(hash, key.clone());
+            self.insert(digest, key.clone());
         }
         Ok(key)
     }
@@ -172,39 +214,33 @@ impl ClientKeys {
         // A key changed meanwhile is read again on its first use instead.
         if self.generation.load(Ordering::SeqCst) == generation {
             for record in records {
-                let hash = record.key.secret_hash.clone();
-                self.insert(hash, Some(client_key(record)));
+                if let Some(digest) = parse_digest(&record.key.secret_hash) {
+                    self.insert(digest, Some(client_key(record)));
+                }
             }
         }
         Ok(count)
     }
 
-    fn insert(&self, hash: String, key: Option<Arc<ClientKey>>) {
-        let Ok(mut cache) = self.cache.lock() else {
+    fn insert(&self, digest: Digest, key: Option<Arc<ClientKey>>) {
+        let Ok(mut shard) = self.shard(&digest).write() else {
             return;
         };
-        let before = cache.len();
-        if cache.len() >= CAPACITY {
-            cache.retain(|_, e| {
-                e.at.elapsed()
-                    < if e.key.is_some() {
-                        POSITIVE_TTL
-                    } else {
-                        NEGATIVE_TTL
-                    }
-            });
-            if cache.len() >= CAPACITY {
+        let before = shard.len();
+        if shard.len() >= CAPACITY / SHARDS {
+            shard.retain(|_, e| e.live());
+            if shard.len() >= CAPACITY / SHARDS {
                 // Still full of live entries: unknown-key entries go first (they are cheap to
-                // rebuild and are what a flood of bad keys produces), then everything.
-                cache.retain(|_, e| e.key.is_some());
-                if cache.len() >= CAPACITY {
-                    cache.clear();
+                // rebuild), then everything.
+                shard.retain(|_, e| e.key.is_some());
+                if shard.len() >= CAPACITY / SHARDS {
+                    shard.clear();
                 }
             }
-            shared::key_cache_evicted(before - cache.len());
+            shared::key_cache_evicted(before - shard.len());
         }
-        cache.insert(
-            hash,
+        shard.insert(
+            digest,
             Entry {
                 key,
                 at: Instant::now(),
@@ -218,31 +254,35 @@ impl ClientKeys {
             return;
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
+        let stale = |entry: &Entry| {
+            entry.key.as_ref().is_some_and(|key| {
+                let k = &key.record.key;
+                match change {
+                    KeyChange::Key(public_id) => &k.public_id == public_id,
+                    KeyChange::User(id) => k.user_id == Some(*id),
+                    KeyChange::Team(id) => k.team_id == Some(*id),
+                    KeyChange::Credentials => false,
+                }
+            })
         };
-        let before = cache.len();
-        cache.retain(|_, entry| {
-            let Some(key) = &entry.key else {
-                return true;
+        for shard in &self.shards {
+            let Ok(mut shard) = shard.write() else {
+                continue;
             };
-            let k = &key.record.key;
-            !match change {
-                KeyChange::Key(public_id) => &k.public_id == public_id,
-                KeyChange::User(id) => k.user_id == Some(*id),
-                KeyChange::Team(id) => k.team_id == Some(*id),
-                KeyChange::Credentials => false,
-            }
-        });
-        shared::key_cache_evicted(before - cache.len());
+            let before = shard.len();
+            shard.retain(|_, entry| !stale(entry));
+            shared::key_cache_evicted(before - shard.len());
+        }
     }
 
     /// Forgets everything (when change messages may have been missed).
     pub fn evict_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut cache) = self.cache.lock() {
-            shared::key_cache_evicted(cache.len());
-            cache.clear();
+        for shard in &self.shards {
+            if let Ok(mut shard) = shard.write() {
+                shared::key_cache_evicted(shard.len());
+                shard.clear();
+            }
         }
     }
 
@@ -254,14 +294,56 @@ impl ClientKeys {
             let mut tick = tokio::time::interval(TOUCH_INTERVAL);
             loop {
                 tick.tick().await;
-                let ids: Vec<i64> = match touched.lock() {
-                    Ok(mut set) => set.drain().collect(),
+                let used = match touched.lock() {
+                    Ok(mut used) => std::mem::take(&mut *used),
                     Err(_) => return,
                 };
+                if used.is_empty() {
+                    continue;
+                }
+                // Cleared before the write: a use from now on is the next round's.
+                let mut ids: Vec<i64> = used
+                    .iter()
+                    .map(|key| {
+                        key.touched.store(false, Ordering::Relaxed);
+                        key.id()
+                    })
+                    .collect();
+                // A key reloaded meanwhile may be here twice.
+                ids.sort_unstable();
+                ids.dedup();
                 if let Err(e) = keys::touch_last_used(&db, ids, Utc::now()).await {
                     tracing::warn!("updating last_used_at failed: {e}");
                 }
             }
         });
+    }
+}
+
+/// The digest a stored hash (lower-case hex) spells.
+fn parse_digest(text: &str) -> Option<Digest> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (out, pair) in digest.iter_mut().zip(bytes.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *out = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_hashes_parse_back_to_their_digest() {
+        let secret = ServerSecret::new("0123456789abcdef0123456789abcdef-test", &[]).unwrap();
+        let digest = secret.api_key_digest("tg_abc");
+        assert_eq!(parse_digest(&secret.hash_api_key("tg_abc")), Some(digest));
+        assert_eq!(parse_digest("zz"), None);
+        assert_eq!(parse_digest(&"g".repeat(64)), None);
     }
 }

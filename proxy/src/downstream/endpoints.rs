@@ -19,6 +19,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in the order of [`Endpoint::index`].
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+    ];
+
+    /// The position in [`Endpoint::ALL`] (for tables of per-endpoint values).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Anthropic's own API (errors in Anthropic's shape, Anthropic deployments only).
     pub fn is_anthropic(self) -> bool {
         matches!(self, Endpoint::Messages | Endpoint::CountTokens)

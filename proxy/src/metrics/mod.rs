@@ -1,7 +1,9 @@
 //! Prometheus metrics of the proxy, and the listener that serves `/metrics`, `/healthz`
 //! and `/readyz`. Labels are model, provider, endpoint and status: never keys or users.
 
+pub mod access_log;
 pub mod deployments;
+pub mod handles;
 mod request;
 pub mod shared;
 
@@ -15,6 +17,7 @@ use prometheus::{
     Encoder, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, TextEncoder, exponential_buckets,
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
 };
+use tollgate_core::config::AccessLog;
 
 pub struct Metrics {
     pub requests: IntCounterVec,
@@ -39,6 +42,10 @@ pub struct Metrics {
     pub streams_in_flight: IntGauge,
     /// Upstream connections taken for attempts, new or reused from the pool.
     pub upstream_connections: IntCounterVec,
+    /// `overhead`'s series by endpoint, resolved once.
+    pub overhead_by_endpoint: handles::OverheadHandles,
+    /// Which requests get an access-log line (`log.access`).
+    pub access_log: AccessLog,
 }
 
 impl Metrics {
@@ -131,6 +138,8 @@ impl Metrics {
                 "Upstream connections used by attempts, by provider and whether the connection was reused from the pool",
                 &["provider", "reused"]
             )?,
+            overhead_by_endpoint: handles::OverheadHandles::default(),
+            access_log: AccessLog::All,
         };
         // Series of a fixed label set exist from the start (at 0), so dashboards and alerts
         // see a zero rather than nothing.

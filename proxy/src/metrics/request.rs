@@ -2,7 +2,11 @@
 
 use pingora::{Error, proxy::Session};
 
-use crate::{context::RequestCtx, error::GatewayError, metrics::Metrics};
+use crate::{
+    context::RequestCtx,
+    error::GatewayError,
+    metrics::{Metrics, access_log::AccessLine, handles::status_label},
+};
 
 impl Metrics {
     /// Counts the request as in flight until [`Metrics::finish`].
@@ -13,9 +17,14 @@ impl Metrics {
 
     /// The upstream's response head arrived: the time to it since the request came in.
     pub fn upstream_answered(&self, ctx: &RequestCtx) {
-        self.upstream_first_byte
-            .with_label_values(&[ctx.route.model_name(), ctx.route.provider_name()])
-            .observe(ctx.timing.started.elapsed().as_secs_f64());
+        let elapsed = ctx.timing.started.elapsed().as_secs_f64();
+        match ctx.route.current() {
+            Some(d) => d.metrics.first_byte(self).observe(elapsed),
+            None => self
+                .upstream_first_byte
+                .with_label_values(&[ctx.route.model_name(), ctx.route.provider_name()])
+                .observe(elapsed),
+        }
     }
 
     /// Counts a quota refusal the client got; a full deployment passed over for another is
@@ -64,29 +73,55 @@ impl Metrics {
         if ctx.stream_in_flight {
             self.streams_in_flight.dec();
         }
-        let endpoint = ctx.request.endpoint.map_or("other", |e| e.as_str());
         let (model, provider) = (ctx.route.model_name(), ctx.route.provider_name());
         let elapsed = ctx.timing.started.elapsed();
-        self.requests
-            .with_label_values(&[endpoint, model, provider, status_label(status)])
-            .inc();
-        self.duration
-            .with_label_values(&[endpoint, model])
-            .observe(elapsed.as_secs_f64());
+        let deployment = ctx.route.current();
+        match (deployment, ctx.request.endpoint) {
+            (Some(d), Some(endpoint)) => {
+                d.metrics.requests(self, endpoint, status).inc();
+                d.metrics
+                    .duration(self, endpoint)
+                    .observe(elapsed.as_secs_f64());
+            }
+            // Refused before a deployment was chosen: rare enough to look the series up.
+            _ => {
+                let endpoint = ctx.request.endpoint.map_or("other", |e| e.as_str());
+                self.requests
+                    .with_label_values(&[endpoint, model, provider, status_label(status)])
+                    .inc();
+                self.duration
+                    .with_label_values(&[endpoint, model])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
         let overhead = ctx.timing.overhead.unwrap_or_else(|| ctx.timing.own_time());
-        self.overhead
-            .with_label_values(&[endpoint])
+        self.overhead_by_endpoint
+            .get(self, ctx.request.endpoint)
             .observe(overhead.as_secs_f64());
         let usage = ctx.response.usage();
         if let Some(usage) = usage {
-            self.tokens
-                .with_label_values(&[model, provider, "prompt"])
-                .inc_by(usage.prompt_tokens);
-            self.tokens
-                .with_label_values(&[model, provider, "completion"])
-                .inc_by(usage.completion_tokens);
+            match deployment {
+                Some(d) => {
+                    d.metrics.tokens(self, false).inc_by(usage.prompt_tokens);
+                    d.metrics.tokens(self, true).inc_by(usage.completion_tokens);
+                }
+                None => {
+                    self.tokens
+                        .with_label_values(&[model, provider, "prompt"])
+                        .inc_by(usage.prompt_tokens);
+                    self.tokens
+                        .with_label_values(&[model, provider, "completion"])
+                        .inc_by(usage.completion_tokens);
+                }
+            }
         }
-        let stream = ctx.response.is_streaming() || ctx.request.probe.stream;
+        if !self
+            .access_log
+            .logs(status, ctx.error.is_some() || e.is_some())
+            || !tracing::enabled!(target: "tollgate::access", tracing::Level::INFO)
+        {
+            return;
+        }
         let started = ctx.timing.started;
         let (key, user, team) = ctx
             .caller
@@ -98,30 +133,66 @@ impl Metrics {
             let pricing = ctx.route.route.as_ref()?.pricing?;
             Some(pricing.cost(u.prompt_tokens, u.completion_tokens))
         });
-        tracing::info!(
-            target: "tollgate::access",
-            request_id = %ctx.id,
-            method = %session.req_header().method,
-            path = session.req_header().uri.path(),
+        let line = AccessLine {
+            request_id: &ctx.id,
+            method: session.req_header().method.as_str(),
+            path: session.req_header().uri.path(),
             status,
             key,
             user,
             team,
             model,
             provider,
-            deployment = ctx.route.deployment_label(),
-            stream,
-            attempts = ctx.route.count,
-            latency_ms = elapsed.as_secs_f64() * 1e3,
-            overhead_ms = overhead.as_secs_f64() * 1e3,
-            ttfb_ms = ctx.timing.first_byte_at.map(|t| t.duration_since(started).as_secs_f64() * 1e3),
-            prompt_tokens = usage.map(|u| u.prompt_tokens),
-            completion_tokens = usage.map(|u| u.completion_tokens),
-            cost_micro_usd = cost,
-            error = ctx.error.as_ref().map(|e| e.code().unwrap_or("internal")).or(e.map(|e| e.etype().as_str())),
-            refusal = ctx.error.as_ref().and_then(refusal_reason),
-        );
+            deployment: ctx.route.deployment_label(),
+            stream: ctx.response.is_streaming() || ctx.request.probe.stream,
+            attempts: ctx.route.count,
+            latency_ms: elapsed.as_secs_f64() * 1e3,
+            overhead_ms: overhead.as_secs_f64() * 1e3,
+            ttfb_ms: ctx
+                .timing
+                .first_byte_at
+                .map(|t| t.duration_since(started).as_secs_f64() * 1e3),
+            prompt_tokens: usage.map(|u| u.prompt_tokens),
+            completion_tokens: usage.map(|u| u.completion_tokens),
+            cost_micro_usd: cost,
+            error: ctx
+                .error
+                .as_ref()
+                .map(|e| e.code().unwrap_or("internal"))
+                .or(e.map(|e| e.etype().as_str())),
+            refusal: ctx.error.as_ref().and_then(refusal_reason),
+        };
+        if !line.write_json() {
+            log_access(&line);
+        }
     }
+}
+
+/// The access line as a `tracing` event (pretty logs).
+fn log_access(l: &AccessLine<'_>) {
+    tracing::info!(
+        target: "tollgate::access",
+        request_id = l.request_id,
+        method = l.method,
+        path = l.path,
+        status = l.status,
+        key = l.key,
+        user = l.user,
+        team = l.team,
+        model = l.model,
+        provider = l.provider,
+        deployment = l.deployment,
+        stream = l.stream,
+        attempts = l.attempts,
+        latency_ms = l.latency_ms,
+        overhead_ms = l.overhead_ms,
+        ttfb_ms = l.ttfb_ms,
+        prompt_tokens = l.prompt_tokens,
+        completion_tokens = l.completion_tokens,
+        cost_micro_usd = l.cost_micro_usd,
+        error = l.error,
+        refusal = l.refusal.as_deref(),
+    );
 }
 
 /// Why a quota refused the request (`rate_limit_requests`, `budget_exceeded`, …), with
@@ -130,28 +201,5 @@ fn refusal_reason(e: &GatewayError) -> Option<String> {
     match e {
         GatewayError::RateLimited(r) => Some(format!("{}:{}", r.owner.label(), r.dimension.code())),
         _ => None,
-    }
-}
-
-fn status_label(status: u16) -> &'static str {
-    // Static labels avoid formatting a string per request.
-    match status {
-        0 => "0",
-        200 => "200",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        413 => "413",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
     }
 }

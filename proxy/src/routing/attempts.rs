@@ -198,9 +198,8 @@ impl Attempts {
     }
 
     /// The provider and upstream model of the current attempt (`openai/gpt-4o`).
-    pub fn deployment_label(&self) -> Option<String> {
-        self.current()
-            .map(|d| format!("{}/{}", d.upstream.name, d.upstream_model))
+    pub fn deployment_label(&self) -> Option<&str> {
+        self.current().map(|d| d.label.as_str())
     }
 
     /// Whether a deployment is left that this request has not tried.

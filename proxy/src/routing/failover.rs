@@ -45,7 +45,7 @@ pub fn judge_answer(ctx: &mut RequestCtx, response: &ResponseHeader) -> pingora:
         status,
         model: ctx.route.model_name().to_string(),
         retry_after: pause,
-        deployment: ctx.route.deployment_label().unwrap_or_default(),
+        deployment: ctx.route.deployment_label().unwrap_or_default().to_owned(),
     });
     ctx.route.failing_over = true;
     let mut e = Error::explain(

@@ -11,13 +11,17 @@ pub mod health;
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
+
+use http::{HeaderValue, Uri};
 
 use tollgate_core::config::{Config, HealthCheckSettings, Pricing, Strategy};
 
 use crate::{
+    downstream::endpoints::Endpoint,
+    metrics::handles::DeploymentMetrics,
     quota::{Limits, Owner, Scoped},
     routing::health::{Admission, DeploymentHealth},
     upstream::Upstream,
@@ -59,9 +63,32 @@ pub struct RouteDeployment {
     pub tpm: Option<u64>,
     /// Failures and cooldown, shared by every request of this replica.
     pub health: Arc<DeploymentHealth>,
+    /// `provider/upstream-model`, as logs and `x-tollgate-deployment` name it.
+    pub label: String,
+    pub label_header: HeaderValue,
+    /// Its metric series, resolved once.
+    pub metrics: DeploymentMetrics,
+    /// The upstream path of each endpoint, for requests without a query string.
+    pub paths: [OnceLock<Uri>; Endpoint::ALL.len()],
 }
 
 impl RouteDeployment {
+    /// The upstream path (and query) of `endpoint`: built once per endpoint, and per request
+    /// only when the client's request has a query string.
+    pub fn upstream_uri(&self, endpoint: Endpoint, query: Option<&str>) -> pingora::Result<Uri> {
+        if query.is_some() {
+            return self.upstream.uri_for(endpoint, &self.upstream_model, query);
+        }
+        let slot = &self.paths[endpoint.index()];
+        if let Some(uri) = slot.get() {
+            return Ok(uri.clone());
+        }
+        let uri = self
+            .upstream
+            .uri_for(endpoint, &self.upstream_model, None)?;
+        Ok(slot.get_or_init(|| uri).clone())
+    }
+
     /// The quota scope of this deployment: the provider account and upstream model.
     pub fn scope(&self) -> String {
         format!("d:{}/{}", self.upstream.name, self.upstream_model)
@@ -140,6 +167,10 @@ impl RouteTable {
                         id: next_id.next().unwrap_or_default(),
                         upstream: upstreams[d.provider].clone(),
                         upstream_model: d.upstream_model.clone(),
+                        label: deployment_label(&upstreams[d.provider], &d.upstream_model),
+                        label_header: label_header(&upstreams[d.provider], &d.upstream_model),
+                        metrics: DeploymentMetrics::new(&model.name, &upstreams[d.provider].name),
+                        paths: [const { OnceLock::new() }; Endpoint::ALL.len()],
                         weight: d.weight,
                         rpm: d.rpm,
                         tpm: d.tpm,
@@ -179,6 +210,19 @@ impl RouteTable {
     pub fn models(&self) -> &[Arc<Route>] {
         &self.models
     }
+}
+
+fn deployment_label(upstream: &Upstream, upstream_model: &str) -> String {
+    format!("{}/{upstream_model}", upstream.name)
+}
+
+/// The label as a header value; one with control characters keeps its visible ones.
+fn label_header(upstream: &Upstream, upstream_model: &str) -> HeaderValue {
+    let label = deployment_label(upstream, upstream_model);
+    HeaderValue::try_from(label.as_str()).unwrap_or_else(|_| {
+        let visible: String = label.chars().filter(char::is_ascii_graphic).collect();
+        HeaderValue::try_from(visible).unwrap_or(HeaderValue::from_static("unnamed"))
+    })
 }
 
 /// What a deployment's health is carried over by on reload.

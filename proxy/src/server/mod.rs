@@ -189,7 +189,8 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         ),
         login_attempts(&backend),
     );
-    let metrics = Metrics::register()?;
+    let mut metrics = Metrics::register()?;
+    metrics.access_log = config.log.access;
     prometheus::register(Box::new(DeploymentCollector::new(live.clone())?))?;
     let reloader = reload::ConfigReloader {
         path: config_path.to_path_buf(),

@@ -20,6 +20,11 @@ use crate::downstream::endpoints::Endpoint;
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection to an upstream is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
+/// Request bodies up to this size go out with no write timeout: the kernel takes them
+/// whole (the connection's send buffer and the peer's receive window are larger), so a
+/// write cannot stall, and a timer per write would be pure cost. Larger bodies can stall
+/// on an upstream that stops reading, and get `timeouts.idle` per write.
+const UNTIMED_WRITE_BYTES: usize = 16 << 10;
 
 /// Client headers that never travel upstream: the client's credentials, cookies, and
 /// `expect` (the gateway answered it and already holds the body).
@@ -130,7 +135,7 @@ impl Upstream {
 
     /// The peer for one attempt. The read timeout is the wait for a non-streaming answer,
     /// or the longest silence between stream events.
-    pub async fn peer(&self, stream: bool) -> std::io::Result<Box<HttpPeer>> {
+    pub async fn peer(&self, stream: bool, body_len: usize) -> std::io::Result<Box<HttpPeer>> {
         let addr = self.resolve().await?;
         let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
         let options = &mut peer.options;
@@ -141,15 +146,19 @@ impl Upstream {
         } else {
             self.timeouts.first_byte
         });
-        options.write_timeout = Some(self.timeouts.idle);
+        options.write_timeout = (body_len > UNTIMED_WRITE_BYTES).then_some(self.timeouts.idle);
         options.idle_timeout = Some(POOL_IDLE);
         Ok(Box::new(peer))
     }
 
     /// [`Upstream::peer`], failing as a Pingora error (whether another deployment is tried
     /// is the routing's decision).
-    pub async fn connect_to(&self, stream: bool) -> pingora::Result<Box<HttpPeer>> {
-        self.peer(stream).await.map_err(|e| {
+    pub async fn connect_to(
+        &self,
+        stream: bool,
+        body_len: usize,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        self.peer(stream, body_len).await.map_err(|e| {
             pingora::Error::because(
                 pingora::ErrorType::ConnectNoRoute,
                 format!("resolving the address of provider {}", self.name),
@@ -213,23 +222,33 @@ impl Upstream {
         (format!("{scheme}://{host}:{}{path}", self.port), headers)
     }
 
-    /// Rewrites the client's request head into the provider's.
-    pub fn rewrite_request(
+    /// The provider's path (and query) for `endpoint`.
+    pub fn uri_for(
         &self,
-        req: &mut RequestHeader,
         endpoint: Endpoint,
         upstream_model: &str,
-        body_len: usize,
-        request_id: &str,
-    ) -> pingora::Result<()> {
-        let path = self.path_and_query(endpoint, upstream_model, req.uri.query());
-        let uri = http::Uri::try_from(path).map_err(|e| {
+        query: Option<&str>,
+    ) -> pingora::Result<http::Uri> {
+        let path = self.path_and_query(endpoint, upstream_model, query);
+        http::Uri::try_from(path).map_err(|e| {
             pingora::Error::because(
                 pingora::ErrorType::InternalError,
                 "building upstream URI",
                 e,
             )
-        })?;
+        })
+    }
+
+    /// Rewrites the client's request head into the provider's; `uri` is from
+    /// [`Upstream::uri_for`].
+    pub fn rewrite_request(
+        &self,
+        req: &mut RequestHeader,
+        endpoint: Endpoint,
+        uri: http::Uri,
+        body_len: usize,
+        request_id: &str,
+    ) -> pingora::Result<()> {
         req.set_uri(uri);
         for name in CLIENT_ONLY_HEADERS {
             req.remove_header(*name);
@@ -339,8 +358,9 @@ mod tests {
         req.insert_header("x-api-key", "client-key").unwrap();
         req.insert_header("transfer-encoding", "chunked").unwrap();
         req.insert_header("x-custom", "kept").unwrap();
+        let uri = upstream.uri_for(endpoint, model, req.uri.query()).unwrap();
         upstream
-            .rewrite_request(&mut req, endpoint, model, 42, "req_1")
+            .rewrite_request(&mut req, endpoint, uri, 42, "req_1")
             .unwrap();
         req
     }
