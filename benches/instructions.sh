@@ -100,31 +100,32 @@ YAML
   }
   load 300 > /dev/null
   sleep 2
-  callgrind_control -z "$PROXY_PID" > /dev/null
+  callgrind_control -z "$PROXY_PID" > /dev/null 2>&1
   load "$N" > "$W/oha.txt"
-  callgrind_control -d "$PROXY_PID" > /dev/null
+  callgrind_control -d "$PROXY_PID" > /dev/null 2>&1
   sleep 1
   kill "$PROXY_PID" "$MOCK_PID" 2>/dev/null || true
   grep -q "Success rate:.*100.00%" "$W/oha.txt" || { echo "$target: not every request succeeded" >&2; cat "$W/oha.txt" >&2; exit 1; }
   DUMP=$(ls "$W"/callgrind.out.* | head -1)
-  callgrind_annotate --inclusive=yes --threshold=100 "$DUMP" 2>/dev/null > "$W/inclusive.txt"
+  # From / : file names then print the same whatever the working directory.
+  (cd / && callgrind_annotate --inclusive=yes --threshold=100 "$DUMP" 2>/dev/null) > "$W/inclusive.txt"
   total=$(grep -m1 "PROGRAM TOTALS" "$W/inclusive.txt" | awk '{gsub(",","",$1); print $1}')
   echo "$target: $((total / N)) instructions per request ($N requests)"
   part() {
     local v
-    v=$(grep -m1 -F "$2" "$W/inclusive.txt" | awk -v n="$N" '{gsub(",","",$1); print int($1/n)}')
+    v=$(grep -m1 -F "$2" "$W/inclusive.txt" | awk -v n="$N" '{gsub(",","",$1); print int($1/n)}' || true)
     [ -n "$v" ] && printf "  %-28s %8s\n" "$1" "$v"
     return 0
   }
-  part "connection task" "ServerApp>::process_new::{{closure}} ["
-  part "request_filter" "ProxyHttp>::request_filter::{{closure}} ["
-  part "  authentication" "Auth::authenticate::{{closure}} ["
-  part "upstream_request_filter" "ProxyHttp>::upstream_request_filter::{{closure}} ["
-  part "response_filter" "ProxyHttp>::response_filter::{{closure}} ["
-  part "response scan (usage)" "ResponseWatch::pass ["
-  part "logging (metrics, log line)" "ProxyHttp>::logging::{{closure}} ["
-  part "usage journal" "Journal::append ["
-  part "metering task" "metering::task::run::{{closure}} ["
-  part "usage writer (SQLite)" "metering::writer::write_batches::{{closure}} ["
+  part "connection task" "ServerApp>::process_new::{{closure}}"
+  part "request_filter" "ProxyHttp>::request_filter::{{closure}}"
+  part "  authentication" "Auth::authenticate::{{closure}}"
+  part "upstream_request_filter" "ProxyHttp>::upstream_request_filter::{{closure}}"
+  part "response_filter" "ProxyHttp>::response_filter::{{closure}}"
+  part "response scan (usage)" "ResponseWatch::pass"
+  part "logging (metrics, log line)" "ProxyHttp>::logging::{{closure}}"
+  part "usage journal" "Journal::append"
+  part "metering task" "metering::task::run::{{closure}}"
+  part "usage writer (SQLite)" "metering::writer::write_batches::{{closure}}"
 done
 echo "callgrind files: $OUT"
