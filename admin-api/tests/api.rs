@@ -1472,3 +1472,75 @@ both!(
         ));
     }
 );
+
+both!(
+    event_batches_of_any_size_store_each_event_once_as_written,
+    |app: App| async move {
+        use sea_orm::QueryOrder;
+        use tollgate_core::store::usage::insert_events;
+        // Every field set, to a value of its own per event, so a column bound in the wrong
+        // place cannot read back equal.
+        // Whole milliseconds: PostgreSQL keeps microseconds.
+        let base = chrono::DateTime::from_timestamp_millis(
+            (Utc::now() - Duration::hours(1)).timestamp_millis(),
+        )
+        .unwrap();
+        let event = |i: i64| usage_event::Model {
+            id: 0,
+            event_id: format!("odd-{i:05}"),
+            request_id: format!("req-odd-{i}"),
+            occurred_at: base + Duration::milliseconds(i),
+            key_id: (i % 3 != 0).then_some(i),
+            user_id: (i % 5 != 0).then_some(i + 1),
+            team_id: (i % 2 == 0).then_some(i + 2),
+            model: format!("model-{}", i % 7),
+            deployment: format!("dep-{}", i % 4),
+            prompt_tokens: i * 3,
+            completion_tokens: i * 5,
+            cost_micro_usd: i * 11,
+            status: if i % 9 == 0 { 429 } else { 200 },
+            latency_ms: i32::try_from(i).unwrap() + 1,
+            ttft_ms: (i % 4 == 0).then_some(i32::try_from(i).unwrap()),
+            estimated: i % 6 == 0,
+            error_code: (i % 9 == 0).then(|| "rate_limit_exceeded".to_string()),
+            error_message: (i % 9 == 0).then(|| format!("limit {i}")),
+        };
+        // 301 events (256 + 32 + 8 + 4 + 1 rows per statement), then a batch overlapping
+        // its last 100 and adding 57 more: each is stored once.
+        let first: Vec<_> = (0..301).map(event).collect();
+        let second: Vec<_> = (201..358).map(event).collect();
+        insert_events(&app.db, &first).await.unwrap();
+        insert_events(&app.db, &second).await.unwrap();
+        insert_events(&app.db, &second[..1]).await.unwrap();
+        let stored: Vec<usage_event::Model> = usage_event::Entity::find()
+            .order_by_asc(usage_event::Column::EventId)
+            .all(&app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| usage_event::Model { id: 0, ..e })
+            .collect();
+        let written: Vec<_> = (0..358).map(event).collect();
+        assert_eq!(stored.len(), written.len());
+        for (got, want) in stored.iter().zip(&written) {
+            assert_eq!(got, want);
+        }
+        // The rollup counted each event once too.
+        let requests: i64 = usage_daily_requests(&app).await;
+        assert_eq!(requests, 358);
+    }
+);
+
+async fn usage_daily_requests(app: &App) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let row = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM usage_daily",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index(0).unwrap()
+}

@@ -2,13 +2,15 @@
 //! with their daily rollup, and sums over them, e.g. to rebuild a budget's spend counter
 //! the quota store lost.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::OnceLock,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::NotSet,
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionSession, TransactionTrait, Value,
     sea_query::{Alias, Expr, ExprTrait, Iden, InsertStatement, OnConflict, Query},
 };
 
@@ -16,14 +18,18 @@ use super::{StoreError, entity::usage_event};
 
 /// Inserts events and adds them to the daily rollup (`usage_daily`), in one transaction.
 /// An event id already stored is skipped — in both — so writing the same event twice (a
-/// replay of the spill file, say) counts it once. One statement inserts the batch and
-/// answers which events it stored (`ON CONFLICT DO NOTHING RETURNING`): only those are
-/// rolled up, with no look-up of the ids first.
+/// replay of the spill file, say) counts it once. Each statement inserts a chunk of the
+/// batch and answers which events it stored (`ON CONFLICT DO NOTHING RETURNING`): only
+/// those are rolled up, with no look-up of the ids first.
+///
+/// The rows are bound straight into statement texts made once per chunk size, and chunk
+/// sizes are powers of two: a batch of any size runs at most [`CHUNK_SIZES`] statements
+/// the connection has already prepared, instead of building the query row by row and
+/// preparing every odd-sized batch anew.
 pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
     db: &C,
     events: &[usage_event::Model],
 ) -> Result<(), StoreError> {
-    use usage_event::Column as C;
     let mut unique = HashSet::with_capacity(events.len());
     let batch: Vec<&usage_event::Model> = events
         .iter()
@@ -32,24 +38,23 @@ pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
     if batch.is_empty() {
         return Ok(());
     }
-    let models = batch.iter().map(|e| usage_event::ActiveModel {
-        id: NotSet,
-        ..(*e).clone().into()
-    });
-    let mut insert = usage_event::Entity::insert_many(models)
-        // No conflict target: on PostgreSQL the unique key is (event_id, occurred_at), the
-        // partitioned table's (a replayed event carries the time it had); on SQLite it is
-        // event_id.
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .into_query();
-    insert.returning_col(C::EventId);
+    let backend = db.get_database_backend();
     let txn = db.begin().await?;
-    let stored: HashSet<String> = txn
-        .query_all(&insert)
-        .await?
-        .iter()
-        .map(|row| row.try_get::<String>("", "event_id"))
-        .collect::<Result<_, _>>()?;
+    let mut stored = HashSet::with_capacity(batch.len());
+    let mut rest = batch.as_slice();
+    while !rest.is_empty() {
+        let size = chunk_size(rest.len());
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let mut values = Vec::with_capacity(size * EVENT_COLUMNS.len());
+        for e in chunk {
+            push_event(e, &mut values);
+        }
+        let statement = Statement::from_sql_and_values(backend, insert_sql(backend, size), values);
+        for row in txn.query_all_raw(statement).await? {
+            stored.insert(row.try_get::<String>("", "event_id")?);
+        }
+    }
     let fresh: Vec<&usage_event::Model> = batch
         .into_iter()
         .filter(|e| stored.contains(&e.event_id))
@@ -59,6 +64,111 @@ pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
     }
     txn.commit().await?;
     Ok(())
+}
+
+/// The event columns an insert names (all but the database's `id`), in bind order.
+const EVENT_COLUMNS: [&str; 17] = [
+    "event_id",
+    "request_id",
+    "occurred_at",
+    "key_id",
+    "user_id",
+    "team_id",
+    "model",
+    "deployment",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_micro_usd",
+    "status",
+    "latency_ms",
+    "ttft_ms",
+    "estimated",
+    "error_code",
+    "error_message",
+];
+
+/// The rows one insert statement takes, largest first: 17 columns × 256 rows stays well
+/// under both databases' limits on bound values.
+const CHUNK_SIZES: usize = 9;
+
+/// The largest power of two, at most 256, that fits in `left` (≥ 1) rows.
+fn chunk_size(left: usize) -> usize {
+    let size = 1usize << (CHUNK_SIZES - 1);
+    if left >= size {
+        size
+    } else {
+        1 << left.ilog2()
+    }
+}
+
+/// Binds one event's values in [`EVENT_COLUMNS`] order — the same values sea-orm's
+/// active model would bind, so the stored rows read back alike.
+fn push_event(e: &usage_event::Model, out: &mut Vec<Value>) {
+    out.extend([
+        Value::from(e.event_id.as_str()),
+        Value::from(e.request_id.as_str()),
+        Value::from(e.occurred_at),
+        Value::from(e.key_id),
+        Value::from(e.user_id),
+        Value::from(e.team_id),
+        Value::from(e.model.as_str()),
+        Value::from(e.deployment.as_str()),
+        Value::from(e.prompt_tokens),
+        Value::from(e.completion_tokens),
+        Value::from(e.cost_micro_usd),
+        Value::from(e.status),
+        Value::from(e.latency_ms),
+        Value::from(e.ttft_ms),
+        Value::from(e.estimated),
+        Value::from(e.error_code.clone()),
+        Value::from(e.error_message.clone()),
+    ]);
+}
+
+/// The insert statement for `rows` events (a power of two up to 256), made once per
+/// backend and size.
+fn insert_sql(backend: DatabaseBackend, rows: usize) -> String {
+    static POSTGRES: OnceLock<Vec<String>> = OnceLock::new();
+    static OTHER: OnceLock<Vec<String>> = OnceLock::new();
+    let postgres = backend == DatabaseBackend::Postgres;
+    let texts = if postgres { &POSTGRES } else { &OTHER };
+    let texts = texts.get_or_init(|| {
+        (0..CHUNK_SIZES)
+            .map(|power| insert_text(postgres, 1 << power))
+            .collect()
+    });
+    texts
+        .get(rows.ilog2() as usize)
+        .cloned()
+        .unwrap_or_else(|| insert_text(postgres, rows))
+}
+
+fn insert_text(postgres: bool, rows: usize) -> String {
+    use std::fmt::Write;
+    let columns = EVENT_COLUMNS.len();
+    let mut sql = format!(
+        "INSERT INTO usage_events ({}) VALUES ",
+        EVENT_COLUMNS.join(", ")
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            if postgres {
+                let _ = write!(sql, "${}", row * columns + column + 1);
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    // No conflict target: on PostgreSQL the unique key is (event_id, occurred_at), the
+    // partitioned table's (a replayed event carries the time it had); on SQLite it is
+    // event_id.
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING event_id");
+    sql
 }
 
 /// Rebuilds the daily rollup from the stored events, for events that did not come through
@@ -356,4 +466,34 @@ pub async fn delete_rolled_up_before<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(Pruned::Deleted(deleted.rows_affected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_batch_splits_into_few_power_of_two_chunks() {
+        for n in 1..=1_000usize {
+            let (mut left, mut statements) = (n, 0);
+            while left > 0 {
+                let size = chunk_size(left);
+                assert!(size.is_power_of_two() && size <= 256 && size <= left);
+                left -= size;
+                statements += 1;
+            }
+            assert!(statements <= n / 256 + CHUNK_SIZES, "{n}: {statements}");
+        }
+    }
+
+    #[test]
+    fn insert_texts_number_every_value() {
+        let pg = insert_sql(DatabaseBackend::Postgres, 4);
+        assert!(pg.starts_with("INSERT INTO usage_events (event_id, request_id, "));
+        assert!(pg.contains("($1, $2, ") && pg.contains(", $68)"));
+        assert!(!pg.contains("$69"));
+        let lite = insert_sql(DatabaseBackend::Sqlite, 2);
+        assert_eq!(lite.matches('?').count(), 2 * EVENT_COLUMNS.len());
+        assert!(lite.ends_with(" ON CONFLICT DO NOTHING RETURNING event_id"));
+    }
 }
