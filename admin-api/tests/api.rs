@@ -1297,6 +1297,7 @@ both!(
                 estimated: false,
                 error_code: None,
                 error_message: None,
+                cache: None,
             }
         };
         let mut events = Vec::new();
@@ -1504,6 +1505,7 @@ both!(
             estimated: i % 6 == 0,
             error_code: (i % 9 == 0).then(|| "rate_limit_exceeded".to_string()),
             error_message: (i % 9 == 0).then(|| format!("limit {i}")),
+            cache: (i % 2 == 0).then(|| ["hit", "miss", "bypass"][(i % 3) as usize].to_string()),
         };
         // 301 events (256 + 32 + 8 + 4 + 1 rows per statement), then a batch overlapping
         // its last 100 and adding 57 more: each is stored once.

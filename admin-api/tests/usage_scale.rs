@@ -102,6 +102,7 @@ async fn a_million_events_report_from_the_rollup_and_age_out_by_month() {
             estimated: false,
             error_code: None,
             error_message: None,
+            cache: None,
         })
         .collect();
     for chunk in live.chunks(500) {

@@ -3,6 +3,7 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod cache_key;
 pub mod config;
 pub mod limits;
 pub mod openai;

@@ -8,6 +8,7 @@ use tollgate_core::body::{self, RequestProbe};
 
 use crate::{
     auth::Principal,
+    cache::{Asked, Directives, Outcome, Verdict},
     context::RequestCtx,
     downstream::{
         endpoints::{self, Endpoint, Target},
@@ -27,6 +28,8 @@ pub enum Admission {
     Answer(Bytes),
     /// Refuse it with this error.
     Refuse(GatewayError),
+    /// Answer it from the response cache (`ctx.cache.hit`).
+    Cached,
 }
 
 pub async fn admit(
@@ -52,11 +55,13 @@ pub async fn admit(
         Err(e) => return Ok(Admission::Refuse(e)),
     };
     ctx.request.endpoint = Some(endpoint);
+    let directives = Directives::of(&session.req_header().headers);
     Ok(
         match request_body::read_capped(session, gateway.max_body_bytes, gateway.body_timeout)
             .await?
         {
-            Ok(body) => match route_and_reserve(gateway, ctx, endpoint, body).await {
+            Ok(body) => match route_and_reserve(gateway, ctx, endpoint, body, directives).await {
+                Ok(()) if ctx.cache.hit.is_some() => Admission::Cached,
                 Ok(()) => Admission::Proceed,
                 Err(e) => Admission::Refuse(e),
             },
@@ -90,12 +95,14 @@ async fn authorize(
     Ok(target)
 }
 
-/// Resolves the body's model to a route and reserves the request's quotas.
+/// Resolves the body's model to a route, consults the response cache, and reserves the
+/// request's quotas (for a hit, only its requests and concurrency, and the hit's cost).
 async fn route_and_reserve(
     gateway: &Gateway,
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
     body: Bytes,
+    directives: Directives,
 ) -> Result<(), GatewayError> {
     let probe = body::probe(&body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     let model = probe.model.as_deref().ok_or(GatewayError::MissingModel)?;
@@ -116,6 +123,51 @@ async fn route_and_reserve(
         Some(Principal::Jwt(subject)) => scopes::subject_scopes(subject, now),
         Some(Principal::Master) | None => Vec::new(),
     };
+    let asked = Asked {
+        policy: &route.cache,
+        endpoint,
+        caller: ctx.caller.as_ref(),
+        asked_model: model,
+        model: &route.model,
+        body: &body,
+        stream: probe.stream,
+        directives,
+    };
+    match gateway.cache.consult(&asked).await {
+        Verdict::Off => {}
+        Verdict::Bypass => ctx.cache.outcome = Some(Outcome::Bypass),
+        Verdict::Miss(capture) => {
+            ctx.cache.outcome = Some(Outcome::Miss);
+            ctx.cache.capture = Some(capture);
+        }
+        Verdict::Hit(hit) => {
+            ctx.request.client_wants_usage = probe.include_usage == Some(true);
+            ctx.request.probe = probe;
+            ctx.route.route = Some(route.clone());
+            let cost = hit.hit_cost.of(route.pricing.as_ref().map_or(0, |p| {
+                p.cost(hit.entry.prompt_tokens, hit.entry.completion_tokens)
+            }));
+            let claim = Claim {
+                request_id: &ctx.id,
+                body_len: body.len(),
+                probe: &ctx.request.probe,
+                completes: false,
+                pricing: None,
+            };
+            if let Some(mut reservation) = gateway
+                .limiter
+                .reservation(scopes::for_cache_hit(scopes, cost > 0), &claim)
+            {
+                reservation.tokens = 0;
+                reservation.cost = cost;
+                ctx.holds.admitted =
+                    Some(gateway.limiter.admit(reservation, &gateway.metrics).await?);
+            }
+            ctx.cache.outcome = Some(Outcome::Hit);
+            ctx.cache.hit = Some(hit);
+            return Ok(());
+        }
+    }
     let claim = Claim {
         request_id: &ctx.id,
         body_len: body.len(),

@@ -11,6 +11,7 @@ use tollgate_core::body::RequestProbe;
 
 use crate::{
     auth::Principal,
+    cache::CacheState,
     downstream::{endpoints::Endpoint, respond::Stamp},
     error::GatewayError,
     metering::{Finished, Meter, scan::ResponseWatch},
@@ -41,6 +42,8 @@ pub struct RequestCtx {
     /// Where the request's usage goes; taken once it is recorded, so a request dropped
     /// before `logging` (cut at the end of the shutdown grace period) is recorded then.
     pub meter: Option<Arc<Meter>>,
+    /// The response cache's part: the outcome, a hit, or a miss's answer being gathered.
+    pub cache: CacheState,
 }
 
 /// The request as read in `request_filter`.
@@ -162,6 +165,7 @@ impl RequestCtx {
             stream_in_flight: false,
             error: None,
             meter: None,
+            cache: CacheState::default(),
         }
     }
 

@@ -20,6 +20,7 @@ use pingora::{
 use crate::{
     admission::{self, Admission},
     auth::Auth,
+    cache::{ResponseCache, hit as cache_hit},
     context::{RequestCtx, overhead_header},
     downstream::{
         endpoints::Endpoint,
@@ -50,6 +51,7 @@ pub struct Gateway {
     pub readiness: Arc<Readiness>,
     pub limiter: Arc<Limiter>,
     pub meter: Arc<Meter>,
+    pub cache: Arc<ResponseCache>,
 }
 
 #[async_trait]
@@ -95,6 +97,7 @@ impl ProxyHttp for Gateway {
                 respond::error(session, &e, &ctx.stamp()).await?;
                 ctx.error = Some(e);
             }
+            Admission::Cached => cache_hit::respond(session, ctx).await?,
         }
         Ok(true)
     }
@@ -238,6 +241,9 @@ impl ProxyHttp for Gateway {
         if let Some(admitted) = &ctx.holds.admitted {
             replace_rate_limit_headers(response, &admitted.snapshot)?;
         }
+        if let Some(outcome) = ctx.cache.outcome {
+            response.insert_header("x-tollgate-cache", outcome.as_str())?;
+        }
         ctx.response.start(response);
         self.metrics.stream_started(ctx);
         Ok(())
@@ -280,6 +286,18 @@ impl ProxyHttp for Gateway {
             ctx.timing.first_byte_at.get_or_insert_with(Instant::now);
         }
         ctx.response.pass(body, end_of_stream);
+        if let Some(capture) = &mut ctx.cache.capture {
+            if let Some(chunk) = body {
+                capture.push(chunk);
+            }
+            if end_of_stream && let Some(capture) = ctx.cache.capture.take() {
+                let usage = ctx
+                    .response
+                    .usage()
+                    .map(|u| (u.prompt_tokens, u.completion_tokens));
+                capture.finish(ctx.response.status, usage);
+            }
+        }
         Ok(None)
     }
 

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod downstream;

@@ -2,6 +2,7 @@
 //! and line of the bad value, e.g.
 //! `tollgate.yaml:14: models[2].deployments[0].provider: unknown provider "opnai"`.
 
+pub mod cache;
 mod expand;
 mod locate;
 pub mod raw;
@@ -12,6 +13,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use url::Url;
 
+pub use cache::{CachePolicy, CacheScope, CacheSettings, HitCost};
 pub use expand::expand_str;
 pub use locate::LineIndex;
 pub use raw::AccessLog;
@@ -28,6 +30,7 @@ pub struct Config {
     pub metering: MeteringSettings,
     pub log: LogSettings,
     pub usage: UsageSettings,
+    pub cache: CacheSettings,
 }
 
 /// How long raw usage events are kept.
@@ -235,6 +238,7 @@ pub struct Model {
     pub strategy: Strategy,
     /// Models (canonical names) that take the request when this one's deployments failed.
     pub fallbacks: Vec<String>,
+    pub cache: CachePolicy,
 }
 
 /// How a model's deployment is chosen for a request.

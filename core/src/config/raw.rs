@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::units::{ByteSize, DurationText, Price};
+use super::{
+    cache::{RawCache, RawCachePolicy},
+    units::{ByteSize, DurationText, Price},
+};
 
 /// Tollgate's routing config.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -40,6 +43,9 @@ pub struct RawConfig {
     /// How long raw usage events are kept.
     #[serde(default)]
     pub usage: RawUsage,
+    /// The response cache: where entries live, and the default policy.
+    #[serde(default)]
+    pub cache: RawCache,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -375,6 +381,8 @@ pub struct RawModel {
     /// deployment of this one failed before answering.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// This model's cache policy, field by field over `cache.default`.
+    pub cache: Option<RawCachePolicy>,
 }
 
 /// How a model's deployment is chosen for a request.

@@ -93,6 +93,12 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
     }
 
     let routing = routing(&raw.routing, problems);
+    let cache_default = super::cache::policy(
+        &raw.cache.default,
+        &super::CachePolicy::default(),
+        "cache.default",
+        problems,
+    );
     if raw.models.is_empty() {
         problems.push(Problem::at("models", "at least one model is required"));
     }
@@ -126,6 +132,12 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
             &routing,
             problems,
         ));
+        if let (Some(own), Some(last)) = (&m.cache, models.last_mut()) {
+            last.cache =
+                super::cache::policy(own, &cache_default, &format!("{path}.cache"), problems);
+        } else if let Some(last) = models.last_mut() {
+            last.cache = cache_default.clone();
+        }
     }
 
     resolve_fallbacks(&mut models, problems);
@@ -145,6 +157,7 @@ fn build(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         routing,
         jwt_issuers,
         metering: metering(&raw.metering, problems),
+        cache: super::cache::settings(&raw.cache, problems),
         usage: UsageSettings {
             retention: raw.usage.retention.as_ref().map(|d| d.0).inspect(|d| {
                 if *d < Duration::from_secs(86400) {
@@ -867,6 +880,8 @@ fn model(
         },
         // Resolved to canonical names once every model is known (see `resolve_fallbacks`).
         fallbacks: raw.fallbacks.clone(),
+        // Set by the caller, over `cache.default`.
+        cache: super::CachePolicy::default(),
     }
 }
 

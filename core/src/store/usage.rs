@@ -67,7 +67,7 @@ pub async fn insert_events<C: ConnectionTrait + TransactionTrait>(
 }
 
 /// The event columns an insert names (all but the database's `id`), in bind order.
-const EVENT_COLUMNS: [&str; 17] = [
+const EVENT_COLUMNS: [&str; 18] = [
     "event_id",
     "request_id",
     "occurred_at",
@@ -85,9 +85,10 @@ const EVENT_COLUMNS: [&str; 17] = [
     "estimated",
     "error_code",
     "error_message",
+    "cache",
 ];
 
-/// The rows one insert statement takes, largest first: 17 columns × 256 rows stays well
+/// The rows one insert statement takes, largest first: 18 columns × 256 rows stays well
 /// under both databases' limits on bound values.
 const CHUNK_SIZES: usize = 9;
 
@@ -122,6 +123,7 @@ fn push_event(e: &usage_event::Model, out: &mut Vec<Value>) {
         Value::from(e.estimated),
         Value::from(e.error_code.clone()),
         Value::from(e.error_message.clone()),
+        Value::from(e.cache.clone()),
     ]);
 }
 
@@ -490,8 +492,8 @@ mod tests {
     fn insert_texts_number_every_value() {
         let pg = insert_sql(DatabaseBackend::Postgres, 4);
         assert!(pg.starts_with("INSERT INTO usage_events (event_id, request_id, "));
-        assert!(pg.contains("($1, $2, ") && pg.contains(", $68)"));
-        assert!(!pg.contains("$69"));
+        assert!(pg.contains("($1, $2, ") && pg.contains(", $72)"));
+        assert!(!pg.contains("$73"));
         let lite = insert_sql(DatabaseBackend::Sqlite, 2);
         assert_eq!(lite.matches('?').count(), 2 * EVENT_COLUMNS.len());
         assert!(lite.ends_with(" ON CONFLICT DO NOTHING RETURNING event_id"));

@@ -7,8 +7,11 @@ use tollgate_core::{
     usage::Usage,
 };
 
+use tollgate_core::config::HitCost;
+
 use crate::{
     auth::Principal,
+    cache::Outcome,
     context::RequestCtx,
     downstream::endpoints::Endpoint,
     metering::{BodyCharge, event_id},
@@ -49,6 +52,10 @@ pub struct Finished {
     pub settlements: Vec<Settlement>,
     /// The error the gateway answered with, if it answered with one: code and message.
     pub error: Option<(&'static str, String)>,
+    /// What the response cache did for it.
+    pub cache: Option<Outcome>,
+    /// A hit's cost policy (its usage is the stored answer's).
+    pub hit_cost: Option<HitCost>,
 }
 
 impl std::fmt::Debug for Finished {
@@ -78,7 +85,15 @@ impl Finished {
             (None, None) => String::new(),
         };
         let started = ctx.timing.started;
-        let usage = ctx.response.usage();
+        let hit = ctx.cache.hit.as_ref();
+        let usage = match hit {
+            Some(hit) => Some(Usage {
+                prompt_tokens: hit.entry.prompt_tokens,
+                completion_tokens: hit.entry.completion_tokens,
+                ..Usage::default()
+            }),
+            None => ctx.response.usage(),
+        };
         Finished {
             event_id: event_id(),
             request_id: ctx.id.clone(),
@@ -87,7 +102,11 @@ impl Finished {
             user_id,
             team_id,
             model,
-            deployment: ctx.route.provider_name().to_string(),
+            deployment: if hit.is_some() {
+                "cache".to_string()
+            } else {
+                ctx.route.provider_name().to_string()
+            },
             status,
             latency_ms: millis(started.elapsed()),
             ttft_ms: ctx
@@ -115,6 +134,8 @@ impl Finished {
                 .error
                 .as_ref()
                 .map(|e| (e.code().unwrap_or("error"), e.to_string())),
+            cache: ctx.cache.outcome,
+            hit_cost: hit.map(|h| h.hit_cost),
         }
     }
 }

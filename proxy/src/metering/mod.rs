@@ -262,6 +262,7 @@ pub(crate) fn test_event(id: &str) -> tollgate_core::store::entity::usage_event:
         estimated: false,
         error_code: None,
         error_message: None,
+        cache: None,
     }
 }
 
@@ -330,6 +331,8 @@ mod tests {
             pricing: None,
             settlements: Vec::new(),
             error: None,
+            cache: None,
+            hit_cost: None,
         }
     }
 

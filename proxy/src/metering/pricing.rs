@@ -11,6 +11,18 @@ pub type Measured = (u64, u64, bool, i64);
 
 /// Tokens and cost of a finished request.
 pub fn measure(f: &Finished) -> Measured {
+    // A cache hit: the stored answer's tokens, at the policy's share of their price.
+    if let (Some(hit_cost), Some(u)) = (f.hit_cost, f.usage) {
+        let full = f
+            .pricing
+            .map_or(0, |p| p.cost(u.prompt_tokens, u.completion_tokens));
+        return (
+            u.prompt_tokens,
+            u.completion_tokens,
+            false,
+            hit_cost.of(full),
+        );
+    }
     let (prompt, completion, estimated) = match f.usage {
         Some(u) => {
             let cost = f.pricing.map_or(0, |p| {

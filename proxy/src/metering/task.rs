@@ -211,7 +211,12 @@ impl Rows {
         for s in &f.settlements {
             let used = if s.used {
                 QuotaUsage {
-                    tokens: prompt.saturating_add(completion),
+                    // A hit's tokens were generated once, by the request that stored it.
+                    tokens: if f.hit_cost.is_some() {
+                        0
+                    } else {
+                        prompt.saturating_add(completion)
+                    },
                     cost,
                 }
             } else {

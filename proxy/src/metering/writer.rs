@@ -92,6 +92,7 @@ pub fn event(
             .error
             .as_ref()
             .map(|(_, message)| message.chars().take(512).collect()),
+        cache: f.cache.map(|c| c.as_str().to_string()),
     }
 }
 

@@ -75,6 +75,21 @@ pub fn scopes(key: &ClientKey, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
     scopes
 }
 
+/// A cache hit's scopes: it counts against request rates and concurrency, spends no
+/// tokens, and holds budget only when the hit costs something (`charged`).
+pub fn for_cache_hit(scopes: Vec<Scoped>, charged: bool) -> Vec<Scoped> {
+    scopes
+        .into_iter()
+        .filter_map(|mut s| {
+            s.limits.tpm = None;
+            if !charged {
+                s.limits.budget = None;
+            }
+            (!s.limits.is_unlimited()).then_some(s)
+        })
+        .collect()
+}
+
 /// The scope of a user or team named by a JWT.
 pub fn subject_scopes(subject: &Subject, now: chrono::DateTime<Utc>) -> Vec<Scoped> {
     let (scope, owner) = match subject.kind {

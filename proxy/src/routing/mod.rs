@@ -50,6 +50,8 @@ pub struct Route {
     pub strategy: Strategy,
     /// Models (canonical names) that take the request when every deployment failed.
     pub fallbacks: Vec<String>,
+    /// Whether and how its answers are cached.
+    pub cache: tollgate_core::config::CachePolicy,
 }
 
 pub struct RouteDeployment {
@@ -187,6 +189,7 @@ impl RouteTable {
                 retries: model.retries,
                 strategy: model.strategy,
                 fallbacks: model.fallbacks.clone(),
+                cache: model.cache.clone(),
             });
             for name in std::iter::once(&model.name).chain(&model.aliases) {
                 routes.insert(name.clone(), route.clone());

@@ -40,6 +40,7 @@ use crate::{
     backend::Backend,
     backend::database,
     backend::login_attempts::RedisAttempts,
+    cache::ResponseCache,
     cli::users,
     downstream::{connection::Front, models::ModelCatalog},
     gateway::Gateway,
@@ -212,6 +213,14 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         metrics.usage_events.clone(),
     ));
     limiter.set_meter(&meter);
+    let redis_prefix = crate::backend::redis::prefix();
+    let cache = ResponseCache::new(
+        &config.cache,
+        backend
+            .redis
+            .clone()
+            .map(|client| (client, redis_prefix.as_str())),
+    )?;
     let flushing = meter.clone();
     let shutdown = DrainingShutdown {
         readiness: readiness.clone(),
@@ -232,6 +241,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         metrics,
         limiter,
         meter,
+        cache,
     };
 
     let conf = ServerConf {

@@ -34,6 +34,10 @@ pub struct Model {
     /// That error's message, as the client got it.
     #[serde(default)]
     pub error_message: Option<String>,
+    /// The response cache's part: `hit` (answered from it: no upstream request), `miss`
+    /// or `bypass`; `None` when the model is not cached.
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
