@@ -81,6 +81,37 @@ struct Inner {
     on_change: ChangeHook,
     hasher: Arc<Hasher>,
     throttle: Arc<LoginThrottle>,
+    cache: Option<Arc<dyn CacheControl>>,
+}
+
+/// Which cache entries a purge removes (`None`: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachePurge {
+    pub model: Option<String>,
+    /// The internal id of the key whose requests stored them.
+    pub key_id: Option<i64>,
+}
+
+/// What the response cache holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheHolding {
+    /// `memory` or `redis`.
+    pub store: &'static str,
+    pub entries: u64,
+    pub bytes: u64,
+    /// Entries and bytes by model.
+    pub by_model: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+/// The gateway's response cache, as the admin API purges and reads it.
+pub trait CacheControl: Send + Sync {
+    fn purge(
+        &self,
+        which: CachePurge,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>>;
+    fn holding(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<CacheHolding, String>> + Send + '_>>;
 }
 
 /// Told of every committed change that gateways caching keys must hear of (revocation,
@@ -103,6 +134,7 @@ impl AdminState {
                 settings,
                 on_change: Arc::new(|_| {}),
                 hasher: Hasher::start(),
+                cache: None,
             }),
         }
     }
@@ -117,6 +149,7 @@ impl AdminState {
             on_change: shared.on_change.clone(),
             hasher: shared.hasher.clone(),
             throttle: shared.throttle.clone(),
+            cache: shared.cache.clone(),
         });
         change(&mut inner);
         AdminState {
@@ -137,6 +170,15 @@ impl AdminState {
                 Some(store),
             ));
         })
+    }
+
+    /// The same state, purging and reading `cache`.
+    pub fn with_cache(self, cache: Arc<dyn CacheControl>) -> Self {
+        self.rebuilt(|inner| inner.cache = Some(cache))
+    }
+
+    pub(crate) fn cache(&self) -> Option<&Arc<dyn CacheControl>> {
+        self.inner.cache.as_ref()
     }
 
     /// Tells gateways of a committed change.

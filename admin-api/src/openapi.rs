@@ -27,6 +27,7 @@ use utoipa::{
         (name = "providers", description = "Encrypted upstream credentials"),
         (name = "usage", description = "Metered requests, tokens and cost"),
         (name = "audit", description = "Who changed what"),
+        (name = "cache", description = "The response cache: purge and statistics"),
         (name = "routes", description = "Models and deployments the gateway serves"),
     )
 )]

@@ -681,6 +681,19 @@ fn rows() -> Vec<Row> {
             |_| ("/api/audit".into(), None),
             [200, 403, 200, 200],
         ),
+        row(
+            "GET",
+            "/api/cache/stats",
+            |_| ("/api/cache/stats".into(), None),
+            [200, 403, 200, 200],
+        ),
+        // The admin API alone here has no cache to purge: admins get 422, naming it.
+        row(
+            "DELETE",
+            "/api/cache",
+            |_| ("/api/cache".into(), None),
+            [403, 403, 422, 422],
+        ),
     ]
 }
 

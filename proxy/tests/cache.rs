@@ -285,6 +285,34 @@ async fn repeats_are_hits_in_every_form_and_are_metered_as_hits() {
         metrics.contains(r#"tollgate_cache_requests_total{model="gpt-4o-mini",result="hit"} 7"#),
         "{metrics}"
     );
+
+    // The admin API: what is held, the hit ratio from the events, then a purge.
+    let (status, stats) = gateway.admin("GET", "/api/cache/stats", None).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["store"], "memory");
+    let model = &stats["models"][0];
+    assert_eq!(model["model"], "gpt-4o-mini", "{stats}");
+    assert_eq!(
+        (model["hits"].as_u64(), model["misses"].as_u64()),
+        (Some(7), Some(5))
+    );
+    assert_eq!(model["hit_ratio"].as_f64(), Some(7.0 / 12.0));
+    assert!(model["entries"].as_u64().unwrap() >= 4 && stats["bytes"].as_u64().unwrap() > 0);
+    let (status, purged) = gateway
+        .admin("DELETE", "/api/cache?model=gpt-4o-mini", None)
+        .await;
+    assert_eq!(status, 200, "{purged}");
+    assert!(purged["purged"].as_u64().unwrap() >= 4);
+    assert_eq!(
+        send(&gateway, &key, &ask("What is a gateway?"), &[])
+            .await
+            .cache,
+        "miss"
+    );
+    let (status, unknown) = gateway
+        .admin("DELETE", "/api/cache?key=key_nope", None)
+        .await;
+    assert_eq!(status, 404, "{unknown}");
 }
 
 #[tokio::test]
@@ -431,4 +459,26 @@ async fn in_redis_replicas_share_entries_and_an_outage_is_a_miss() {
     assert_eq!(upstream_requests(&mock).await, before + 3);
     let metrics = one.metrics_text().await;
     assert!(metrics.contains("tollgate_cache_errors_total"), "{metrics}");
+
+    // Back: a purge through either replica's admin API empties the shared store.
+    redis.set(Flow::Up);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, stats) = two.admin("GET", "/api/cache/stats", None).await;
+        if status == 200 {
+            assert_eq!(stats["store"], "redis");
+            assert!(stats["entries"].as_u64().unwrap() >= 1, "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, purged) = two.admin("DELETE", "/api/cache", None).await;
+    assert_eq!(
+        (status, purged["purged"].as_u64()),
+        (200, Some(1)),
+        "{purged}"
+    );
+    let (_, stats) = one.admin("GET", "/api/cache/stats", None).await;
+    assert_eq!(stats["entries"], 0, "{stats}");
 }

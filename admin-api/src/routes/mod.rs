@@ -1,6 +1,7 @@
 //! The admin API's routes, each annotated for the OpenAPI document.
 
 pub(crate) mod audit;
+mod cache;
 pub(crate) mod keys;
 mod outcomes;
 mod providers;
@@ -42,4 +43,6 @@ pub fn router() -> OpenApiRouter<AdminState> {
         .routes(routes!(outcomes::outcomes))
         .routes(routes!(routing::list))
         .routes(routes!(audit::list))
+        .routes(routes!(cache::purge))
+        .routes(routes!(cache::stats))
 }

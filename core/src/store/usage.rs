@@ -388,6 +388,50 @@ pub async fn spent<C: ConnectionTrait>(
     Ok(raw.unwrap_or(0).saturating_add(rolled))
 }
 
+/// Requests of one model with one cache outcome in a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheOutcomeRow {
+    pub model: String,
+    /// `hit`, `miss` or `bypass`.
+    pub outcome: String,
+    pub requests: u64,
+    /// Their prompt and completion tokens.
+    pub tokens: u64,
+}
+
+/// The cache outcomes of the events since `since`, by model.
+pub async fn cache_outcomes<C: ConnectionTrait>(
+    db: &C,
+    since: DateTime<Utc>,
+) -> Result<Vec<CacheOutcomeRow>, StoreError> {
+    use usage_event::Column as C;
+    let rows: Vec<(String, String, i64, i64)> = usage_event::Entity::find()
+        .select_only()
+        .column(C::Model)
+        .column(C::Cache)
+        .expr_as(Expr::cust("CAST(COUNT(*) AS BIGINT)"), "requests")
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)"),
+            "tokens",
+        )
+        .filter(C::Cache.is_not_null())
+        .filter(C::OccurredAt.gte(since))
+        .group_by(C::Model)
+        .group_by(C::Cache)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(model, outcome, requests, tokens)| CacheOutcomeRow {
+            model,
+            outcome,
+            requests: u64::try_from(requests).unwrap_or(0),
+            tokens: u64::try_from(tokens).unwrap_or(0),
+        })
+        .collect())
+}
+
 /// What one retention step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pruned {

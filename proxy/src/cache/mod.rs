@@ -376,6 +376,46 @@ impl ResponseCache {
     }
 }
 
+/// The admin API's purge and statistics.
+impl tollgate_admin::CacheControl for ResponseCache {
+    fn purge(
+        &self,
+        which: tollgate_admin::CachePurge,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
+        Box::pin(async move {
+            let purged = self
+                .store
+                .purge(&store::Purge {
+                    model: which.model,
+                    key_id: which.key_id,
+                })
+                .await?;
+            if let Some(bytes) = self.store.bytes() {
+                self.metrics
+                    .bytes
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            Ok(purged)
+        })
+    }
+
+    fn holding(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<tollgate_admin::CacheHolding, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let holding = self.store.holding().await?;
+            Ok(tollgate_admin::CacheHolding {
+                store: self.store.kind(),
+                entries: holding.entries,
+                bytes: holding.bytes,
+                by_model: holding.by_model,
+            })
+        })
+    }
+}
+
 fn serves(policy: &CachePolicy, endpoint: Endpoint) -> bool {
     match endpoint {
         Endpoint::ChatCompletions => policy.chat,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora::{server::ShutdownWatch, services::background::BackgroundService};
-use tollgate_admin::{AdminSettings, AdminState, ChangeHook, throttle::AttemptStore};
+use tollgate_admin::{AdminSettings, AdminState, CacheControl, ChangeHook, throttle::AttemptStore};
 use tollgate_core::secrets::ServerSecret;
 
 use crate::{backend::database, server::listeners::ListenerSlot};
@@ -19,6 +19,8 @@ pub struct AdminService {
     on_change: ChangeHook,
     /// Where login attempts are counted across replicas (Redis), if anywhere.
     attempts: Option<Arc<dyn AttemptStore>>,
+    /// The response cache the API purges and reads.
+    pub cache: Option<Arc<dyn CacheControl>>,
 }
 
 impl AdminService {
@@ -39,6 +41,7 @@ impl AdminService {
             settings,
             on_change,
             attempts,
+            cache: None,
         }
     }
 }
@@ -65,6 +68,10 @@ impl BackgroundService for AdminService {
         .with_change_hook(self.on_change.clone());
         let state = match &self.attempts {
             Some(store) => state.with_attempt_store(store.clone()),
+            None => state,
+        };
+        let state = match &self.cache {
+            Some(cache) => state.with_cache(cache.clone()),
             None => state,
         };
         let stop = async move {

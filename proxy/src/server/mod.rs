@@ -170,7 +170,15 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         crate::metering::retention::start(backend.db.clone(), retention, backend.handle());
     }
 
-    let admin = AdminService::new(
+    let redis_prefix = crate::backend::redis::prefix();
+    let cache = ResponseCache::new(
+        &config.cache,
+        backend
+            .redis
+            .clone()
+            .map(|client| (client, redis_prefix.as_str())),
+    )?;
+    let mut admin = AdminService::new(
         admin_listener,
         database_url,
         secret.clone(),
@@ -190,6 +198,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         ),
         login_attempts(&backend),
     );
+    admin.cache = Some(cache.clone());
     let mut metrics = Metrics::register()?;
     metrics.access_log = config.log.access;
     prometheus::register(Box::new(DeploymentCollector::new(live.clone())?))?;
@@ -213,14 +222,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         metrics.usage_events.clone(),
     ));
     limiter.set_meter(&meter);
-    let redis_prefix = crate::backend::redis::prefix();
-    let cache = ResponseCache::new(
-        &config.cache,
-        backend
-            .redis
-            .clone()
-            .map(|client| (client, redis_prefix.as_str())),
-    )?;
+
     let flushing = meter.clone();
     let shutdown = DrainingShutdown {
         readiness: readiness.clone(),
@@ -623,6 +625,16 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
         .with_change_hook(invalidation::hook(None, backend.clone()));
         let state = match login_attempts(&backend) {
             Some(store) => state.with_attempt_store(store),
+            None => state,
+        };
+        // With Redis, the entries every gateway shares; the in-process cache lives in each
+        // gateway alone.
+        let redis_prefix = crate::backend::redis::prefix();
+        let state = match &backend.redis {
+            Some(client) => state.with_cache(ResponseCache::new(
+                &config.cache,
+                Some((client.clone(), redis_prefix.as_str())),
+            )?),
             None => state,
         };
         // `/readyz` (the database), `/healthz` and `/metrics` for the admin process too.
