@@ -74,6 +74,9 @@ struct Args {
     /// Do not run the translated target (the model at an Anthropic deployment).
     #[arg(long)]
     skip_translated: bool,
+    /// Do not run the cached target (governed, every request a response-cache hit).
+    #[arg(long)]
+    skip_cached: bool,
     /// Do not run the Pingora floor (`tollgate-pingora-floor`: a bare Pingora proxy with a
     /// static key check, a key swap and one fixed peer).
     #[arg(long)]
@@ -225,6 +228,14 @@ fn main() -> anyhow::Result<()> {
                 Mode::Governed {
                     redis_url: &args.redis_url,
                     slots,
+                },
+            )?);
+        }
+        if !args.skip_cached {
+            targets.push(tollgate(
+                &work.path().join("cached.log"),
+                Mode::Cached {
+                    redis_url: &args.redis_url,
                 },
             )?);
         }

@@ -195,6 +195,8 @@ impl ScenarioResult {
             ("routed", "passthrough"),
             ("translated", "direct"),
             ("translated", "passthrough"),
+            ("cached", "direct"),
+            ("cached", "governed"),
         ] {
             if let (Some(t), Some(b)) = (find(target), find(baseline)) {
                 comparisons.push(Comparison {
@@ -288,6 +290,7 @@ impl ScenarioResult {
             ("gov-slots", "passthrough"),
             ("routed", "passthrough"),
             ("translated", "passthrough"),
+            ("cached", "governed"),
         ] {
             if let Some(c) = self.compare(target, baseline) {
                 let cpu = match (c.cpu_ratio, c.added_cpu_ms) {

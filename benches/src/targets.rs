@@ -145,6 +145,9 @@ pub enum Mode<'a> {
     /// The master key, with the model at an `anthropic` deployment (the mock in its
     /// Anthropic mode): what translating chat completions costs.
     Translated,
+    /// As `Governed` (leased limits), with the model's response cache on in Redis and the
+    /// scenario's requests cacheable: after the first, every request is a hit (`cached`).
+    Cached { redis_url: &'a str },
 }
 
 /// Starts `tollgate serve` proxying to the mock; `log` gets its stderr (the default `info`
@@ -163,6 +166,7 @@ pub fn start_tollgate(
         Mode::Governed { slots: true, .. } => "gov-slots",
         Mode::Routed => "routed",
         Mode::Translated => "translated",
+        Mode::Cached { .. } => "cached",
     };
     let data_dir = work.join(format!("{name}-data"));
     fs::create_dir_all(&data_dir)?;
@@ -171,6 +175,12 @@ pub fn start_tollgate(
         Mode::Passthrough | Mode::Routed | Mode::Translated => ("", ""),
         Mode::Governed { .. } => (
             ", pricing: {input_per_million: 0.15, output_per_million: 0.60}",
+            ", rpm: 1000000000, tpm: 1000000000",
+        ),
+        // The scenarios' requests set no temperature: cached all the same.
+        Mode::Cached { .. } => (
+            ", pricing: {input_per_million: 0.15, output_per_million: 0.60}, \
+             cache: {enabled: true, cache_nondeterministic: true}",
             ", rpm: 1000000000, tpm: 1000000000",
         ),
     };
@@ -210,7 +220,7 @@ pub fn start_tollgate(
         .env_remove("TOLLGATE_CONFIG")
         .env_remove("TOLLGATE_DATABASE_URL")
         .env_remove("TOLLGATE_REDIS_URL");
-    if let Mode::Governed { redis_url, .. } = mode {
+    if let Mode::Governed { redis_url, .. } | Mode::Cached { redis_url } = mode {
         cmd.env("TOLLGATE_REDIS_URL", redis_url)
             .env("TOLLGATE_REDIS_PREFIX", redis_prefix())
             .env("TOLLGATE_SECRET_KEY", SECRET_KEY);
@@ -236,6 +246,7 @@ pub fn start_tollgate(
     let auth = match mode {
         Mode::Passthrough | Mode::Routed | Mode::Translated => format!("Bearer {MASTER_KEY}"),
         Mode::Governed { slots, .. } => format!("Bearer {}", issue_governed_key(admin, slots)?),
+        Mode::Cached { .. } => format!("Bearer {}", issue_governed_key(admin, false)?),
     };
     Ok(Target {
         name,
