@@ -4,8 +4,9 @@
 #
 #   benches/instructions.sh [--bin-dir DIR] [--requests N] [--out DIR] TARGET...
 #
-# TARGET is `floor` (the bare Pingora proxy), `passthrough` (the master key) or `governed`
-# (an issued key with limits, a priced model, the in-process quota store). Each target runs
+# TARGET is `floor` (the bare Pingora proxy), `passthrough` (the master key), `governed`
+# (an issued key with limits, a priced model, the in-process quota store) or `cached`
+# (governed, the model's response cache on in process: every measured request is a hit). Each target runs
 # alone under callgrind against the mock: 300 requests to warm up, counters zeroed, N
 # requests (default 3000, 4 connections), counters dumped. Prints the total per request and
 # the gateway's main parts (inclusive, per request); the callgrind files stay in --out for
@@ -21,7 +22,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN="$2"; shift 2 ;;
     --requests) N="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    floor|passthrough|governed) TARGETS+=("$1"); shift ;;
+    floor|passthrough|governed|cached) TARGETS+=("$1"); shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -58,9 +59,12 @@ for target in "${TARGETS[@]}"; do
   PIDS+=("$MOCK_PID")
   MOCK=$(listening "$W/mock.out" listening)
   extra_model=""; extra_deployment=""
-  if [ "$target" = governed ]; then
+  if [ "$target" = governed ] || [ "$target" = cached ]; then
     extra_model=", pricing: {input_per_million: 0.15, output_per_million: 0.60}"
     extra_deployment=", rpm: 1000000000, tpm: 1000000000"
+  fi
+  if [ "$target" = cached ]; then
+    extra_model="$extra_model, cache: {enabled: true, cache_nondeterministic: true}"
   fi
   cat > "$W/tollgate.yaml" <<YAML
 server:
@@ -75,7 +79,7 @@ models:
   - {name: gpt-4o-mini$extra_model, deployments: [{provider: upstream$extra_deployment}]}
 YAML
   KEY=$TOLLGATE_MASTER_KEY
-  if [ "$target" = governed ]; then
+  if [ "$target" = governed ] || [ "$target" = cached ]; then
     KEY=$("$BIN/tollgate" keys create --config "$W/tollgate.yaml" --name instructions \
       --rpm 1000000000 --tpm 1000000000 2> "$W/keys.err" | grep -oE 'tg_[A-Za-z0-9_]+' | head -1)
   fi
@@ -120,6 +124,8 @@ YAML
   part "connection task" "ServerApp>::process_new::{{closure}}"
   part "request_filter" "ProxyHttp>::request_filter::{{closure}}"
   part "  authentication" "Auth::authenticate::{{closure}}"
+  part "  cache look-up" "ResponseCache::consult::{{closure}}"
+  part "cache hit answer" "cache::hit::respond::{{closure}}"
   part "upstream_request_filter" "ProxyHttp>::upstream_request_filter::{{closure}}"
   part "response_filter" "ProxyHttp>::response_filter::{{closure}}"
   part "response scan (usage)" "ResponseWatch::pass"

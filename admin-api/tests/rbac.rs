@@ -114,6 +114,7 @@ async fn fixture(app: &App) -> Fixture {
         user_id: Some(user_id),
         team_id: None,
         limits: KeyLimits::default(),
+        cache_enabled: true,
     };
     let own = keys::create_key(&app.db, &app.secret, key(app.member.id, "own"), &actor)
         .await

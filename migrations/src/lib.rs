@@ -17,6 +17,7 @@ mod m20261206_000010_usage_errors;
 mod m20261206_000011_usage_rollup;
 mod m20261206_000012_usage_partitions;
 mod m20261207_000013_usage_cache;
+mod m20261207_000014_key_cache;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000011_usage_rollup::Migration),
             Box::new(m20261206_000012_usage_partitions::Migration),
             Box::new(m20261207_000013_usage_cache::Migration),
+            Box::new(m20261207_000014_key_cache::Migration),
         ]
     }
 }

@@ -338,6 +338,40 @@ async fn teams_never_share_entries_and_hits_cost_what_the_policy_says() {
     assert_eq!(send(&gateway, &red_too, &question, &[]).await.cache, "hit");
     assert_eq!(upstream_requests(&mock).await, 2);
 
+    // A key may turn the cache off: its requests skip it, until it turns it back on.
+    let (status, own) = gateway
+        .admin(
+            "POST",
+            "/api/keys",
+            Some(json!({ "name": "no cache", "team_id": teams[0], "cache_enabled": false })),
+        )
+        .await;
+    assert_eq!(
+        (status, &own["cache_enabled"]),
+        (201, &json!(false)),
+        "{own}"
+    );
+    let secret = own["secret"].as_str().unwrap();
+    assert_eq!(send(&gateway, secret, &question, &[]).await.cache, "bypass");
+    let path = format!("/api/keys/{}", own["id"].as_str().unwrap());
+    let (status, changed) = gateway
+        .admin("PATCH", &path, Some(json!({ "cache_enabled": true })))
+        .await;
+    assert_eq!(
+        (status, &changed["cache_enabled"]),
+        (200, &json!(true)),
+        "{changed}"
+    );
+    // The gateway hears of the change (its key cache is told by the admin API).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(&gateway, secret, &question, &[]).await.cache != "hit" {
+        assert!(
+            Instant::now() < deadline,
+            "the key never used the cache again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // `hit_cost: full`: the hit costs what the stored answer's tokens cost.
     let rows = events(dir.path(), 3).await;
     let miss = rows
@@ -447,38 +481,49 @@ async fn in_redis_replicas_share_entries_and_an_outage_is_a_miss() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let before = upstream_requests(&mock).await;
-
-    // Redis goes away: hits become misses, answered all the same.
-    redis.set(Flow::Cut);
-    for _ in 0..3 {
-        let answer = send(&one, master, &question, &[]).await;
-        assert_eq!((answer.status, answer.cache.as_str()), (200, "miss"));
-        assert_eq!(answer.text, first.text);
-    }
-    assert_eq!(upstream_requests(&mock).await, before + 3);
-    let metrics = one.metrics_text().await;
-    assert!(metrics.contains("tollgate_cache_errors_total"), "{metrics}");
-
-    // Back: a purge through either replica's admin API empties the shared store.
-    redis.set(Flow::Up);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, stats) = two.admin("GET", "/api/cache/stats", None).await;
-        if status == 200 {
-            assert_eq!(stats["store"], "redis");
-            assert!(stats["entries"].as_u64().unwrap() >= 1, "{stats}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{stats}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // A purge through one replica's admin API empties Redis and is announced: the other
+    // replica drops its in-process copy too (it would answer from it otherwise).
     let (status, purged) = two.admin("DELETE", "/api/cache", None).await;
     assert_eq!(
         (status, purged["purged"].as_u64()),
         (200, Some(1)),
         "{purged}"
     );
-    let (_, stats) = one.admin("GET", "/api/cache/stats", None).await;
-    assert_eq!(stats["entries"], 0, "{stats}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while send(&one, master, &question, &[]).await.cache != "miss" {
+        assert!(
+            Instant::now() < deadline,
+            "the purge never reached the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An answer the other replica stored (so it is in Redis only, as far as this one knows).
+    let elsewhere = ask("Stored by the other replica?");
+    assert_eq!(send(&two, master, &elsewhere, &[]).await.cache, "miss");
+    let before = upstream_requests(&mock).await;
+
+    // Redis goes away: what would have been a hit from Redis is a miss, answered all the same.
+    redis.set(Flow::Cut);
+    let answer = send(&one, master, &elsewhere, &[]).await;
+    assert_eq!((answer.status, answer.cache.as_str()), (200, "miss"));
+    let fresh = send(&one, master, &ask("Asked during the outage?"), &[]).await;
+    assert_eq!((fresh.status, fresh.cache.as_str()), (200, "miss"));
+    assert_eq!(upstream_requests(&mock).await, before + 2);
+    let metrics = one.metrics_text().await;
+    assert!(metrics.contains("tollgate_cache_errors_total"), "{metrics}");
+
+    // Back: the stats read Redis again.
+    redis.set(Flow::Up);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, stats) = two.admin("GET", "/api/cache/stats", None).await;
+        if status == 200 {
+            assert_eq!(stats["store"], "redis");
+            assert!(stats["entries"].as_u64().unwrap() >= 2, "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -18,6 +18,7 @@ const NAV: { href: string; label: string; show: (role: Role | null) => boolean }
   { href: "/users", label: "Users", show: readsAll },
   { href: "/teams", label: "Teams", show: readsAll },
   { href: "/providers", label: "Providers & routes", show: readsAll },
+  { href: "/cache", label: "Cache", show: readsAll },
   { href: "/audit", label: "Audit log", show: readsAll },
 ];
 

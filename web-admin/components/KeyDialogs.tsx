@@ -32,6 +32,8 @@ interface Inputs {
   models: string;
   expires: string;
   limits: LimitInputs;
+  /** Its requests use the response cache of models that have one. */
+  cache: boolean;
 }
 
 function inputsOfKey(key?: Key): Inputs {
@@ -42,6 +44,7 @@ function inputsOfKey(key?: Key): Inputs {
     models: key?.allowed_models?.join(", ") ?? "",
     expires: dateOfExpiry(key?.expires_at),
     limits: inputsOf(key),
+    cache: key?.cache_enabled ?? true,
   };
 }
 
@@ -64,6 +67,7 @@ function bodyOf(
     allowed_models: modelsFromText(inputs.models),
     ...limits.values,
     expires_at,
+    cache_enabled: inputs.cache,
   };
   if (creating && admin) {
     if (inputs.userId) body.user_id = Number(inputs.userId);
@@ -183,6 +187,21 @@ function KeyForm({
         error={errors.expires_at}
         hint="Empty: never. The key stops working at the end of that day."
       />
+      <label htmlFor="key-cache" className="flex items-start gap-2 text-sm">
+        <input
+          id="key-cache"
+          type="checkbox"
+          className="mt-0.5 h-4 w-4 rounded border-slate-300 accent-indigo-600"
+          checked={inputs.cache}
+          onChange={(e) => setInputs((i) => ({ ...i, cache: e.target.checked }))}
+        />
+        <span>
+          Use the response cache
+          <span className="block text-slate-600 dark:text-slate-400">
+            For models with caching on, repeated requests are answered from the cache. Off: every request goes upstream.
+          </span>
+        </span>
+      </label>
       {serverError && <ErrorPanel title="Not saved" error={serverError} />}
       <div className="flex justify-end gap-2">
         <Button onClick={onCancel}>Cancel</Button>

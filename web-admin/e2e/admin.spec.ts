@@ -291,6 +291,16 @@ test("the other pages, with their screenshots", async ({ page }) => {
   await page.getByRole("link", { name: "Audit log" }).click();
   await expect(page.getByRole("cell", { name: "key.revoke", exact: true })).toBeVisible();
   await shoot(page, "audit");
+
+  // The checkout service asked gpt-4o the same question six times: one miss, five hits.
+  await page.getByRole("link", { name: "Cache" }).click();
+  const row = page.getByRole("table", { name: "Cache by model" }).getByRole("row", { name: /gpt-4o/ });
+  await expect(row).toContainText("83%");
+  await expect(row.getByRole("cell").nth(3)).toHaveText("5");
+  await shoot(page, "cache");
+  await row.getByRole("button", { name: "Purge" }).click();
+  await page.getByRole("dialog").getByRole("button", { name: "Purge" }).click();
+  await expect(page.getByRole("status")).toHaveText("Purged 1 entry of gpt-4o.");
 });
 
 test("a member sees only their own keys", async ({ page }) => {

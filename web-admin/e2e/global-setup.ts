@@ -28,6 +28,8 @@ models:
   - name: gpt-4o
     deployments: [{provider: mock}]
     pricing: {input_per_million: 2.50, output_per_million: 10.00}
+    # The test's repeated question is answered from the cache after the first time.
+    cache: {enabled: true, cache_nondeterministic: true}
   - name: text-embedding-3-small
     deployments: [{provider: mock}]
     pricing: {input_per_million: 0.02, output_per_million: 0}

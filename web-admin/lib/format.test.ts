@@ -1,4 +1,4 @@
-import { formatAgo, formatLimit, formatPercent, formatUsd, parseUsd, usdInput } from "./format";
+import { formatAgo, formatBytes, formatLimit, formatPercent, formatUsd, parseUsd, usdInput } from "./format";
 
 describe("formatUsd", () => {
   it("shows cents for a dollar or more", () => {
@@ -90,5 +90,14 @@ describe("formatLimit", () => {
   it("shows a limit or unlimited", () => {
     expect(formatLimit(1500, "/min")).toBe("1,500/min");
     expect(formatLimit(null)).toBe("unlimited");
+  });
+});
+
+describe("formatBytes", () => {
+  it("uses binary units with one decimal below ten", () => {
+    expect(formatBytes(0)).toBe("0 B");
+    expect(formatBytes(1023)).toBe("1023 B");
+    expect(formatBytes(1536)).toBe("1.5 KiB");
+    expect(formatBytes(64 * 1024 * 1024)).toBe("64 MiB");
   });
 });

@@ -71,3 +71,15 @@ export function formatLimit(value: number | null | undefined, unit = ""): string
   if (value === null || value === undefined) return "unlimited";
   return `${formatCount(value)}${unit}`;
 }
+
+/** Bytes in binary units: 512 B, 1.5 KiB, 64 MiB. */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}

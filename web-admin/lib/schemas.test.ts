@@ -102,6 +102,9 @@ const pairs: { name: string; schema: z.ZodObject; component: string }[] = [
   { name: "KeyPolicy", schema: S.KeyPolicy, component: "KeyPolicyView" },
   { name: "TeamDetail", schema: S.TeamDetail, component: "TeamDetail" },
   { name: "TokenResponse", schema: S.TokenResponse, component: "TokenResponse" },
+  { name: "CacheStats", schema: S.CacheStats, component: "CacheStats" },
+  { name: "ModelCacheStats", schema: S.ModelCacheStats, component: "ModelCacheStats" },
+  { name: "Purged", schema: S.Purged, component: "Purged" },
   { name: "pageOf(User)", schema: S.pageOf(S.User), component: "Page_UserView" },
   // Only the top level: the session keeps a part of the user (SessionUser), not all of it.
   { name: "Me", schema: S.Me, component: "MeResponse" },

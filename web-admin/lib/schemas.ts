@@ -83,8 +83,32 @@ export const Key = Limits.extend({
   previous_secret_valid_until: time.nullable().optional(),
   created_at: time,
   updated_at: time,
+  cache_enabled: z.boolean(),
 });
 export type Key = z.infer<typeof Key>;
+
+export const ModelCacheStats = z.object({
+  model: z.string(),
+  entries: count,
+  bytes: count,
+  hits: count,
+  misses: count,
+  bypasses: count,
+  hit_ratio: z.number().nullable().optional(),
+  tokens_saved: count,
+});
+export type ModelCacheStats = z.infer<typeof ModelCacheStats>;
+
+export const CacheStats = z.object({
+  store: z.string().nullable().optional(),
+  entries: count,
+  bytes: count,
+  window_hours: count,
+  models: z.array(ModelCacheStats),
+});
+export type CacheStats = z.infer<typeof CacheStats>;
+
+export const Purged = z.object({ purged: count });
 
 export const IssuedKey = Key.extend({ secret: z.string() });
 export type IssuedKey = z.infer<typeof IssuedKey>;

@@ -100,6 +100,8 @@ pub struct CreateKey {
     pub allowed_models: Option<Vec<String>>,
 } then {
     pub expires_at: Option<DateTime<Utc>>,
+    /// Whether its requests use the response cache (default `true`).
+    pub cache_enabled: Option<bool>,
 }
 }
 
@@ -165,6 +167,7 @@ pub async fn create(
             quota,
             expires_at: req.expires_at,
         },
+        cache_enabled: req.cache_enabled.unwrap_or(true),
     };
     let issued = keys::create_key(state.db(), state.secret(), new, &caller.actor()).await?;
     Ok((StatusCode::CREATED, Json(issued.into())))
@@ -213,6 +216,8 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Whether its requests use the response cache; omit to keep.
+    pub cache_enabled: Option<bool>,
 }
 }
 
@@ -235,6 +240,7 @@ pub async fn update(
         allowed_models: req.allowed_models,
         limits,
         expires_at: req.expires_at,
+        cache_enabled: req.cache_enabled,
     };
     // Limits are what an admin granted: members may only tighten them, within what an
     // admin allows their keys.

@@ -152,6 +152,8 @@ pub struct KeyView {
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Whether its requests use the response cache.
+    pub cache_enabled: bool,
 }
 
 impl From<api_key::Model> for KeyView {
@@ -172,6 +174,7 @@ impl From<api_key::Model> for KeyView {
                 .filter(|_| k.previous_secret_hash.is_some()),
             created_at: k.created_at,
             updated_at: k.updated_at,
+            cache_enabled: k.cache_enabled,
         }
     }
 }

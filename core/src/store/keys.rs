@@ -35,6 +35,8 @@ pub struct NewKey {
     pub user_id: Option<i64>,
     pub team_id: Option<i64>,
     pub limits: KeyLimits,
+    /// Its requests use the response cache (normally `true`).
+    pub cache_enabled: bool,
 }
 
 /// A key together with its secret, which exists only in this value.
@@ -110,6 +112,7 @@ fn summary(k: &api_key::Model) -> serde_json::Value {
         "user_id": k.user_id,
         "team_id": k.team_id,
         "allowed_models": k.allowed_models(),
+        "cache_enabled": k.cache_enabled,
     });
     if let (Some(out), serde_json::Value::Object(limits)) =
         (summary.as_object_mut(), k.limits().summary())
@@ -158,6 +161,7 @@ pub async fn create_key<C: ConnectionTrait + TransactionTrait>(
         last_used_at: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
+        cache_enabled: Set(new.cache_enabled),
         ..Default::default()
     };
     key.set_limits(l.quota);
@@ -274,6 +278,7 @@ pub struct KeyChanges {
     pub allowed_models: Option<Option<Vec<String>>>,
     pub limits: LimitChanges,
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub cache_enabled: Option<bool>,
 }
 
 impl KeyChanges {
@@ -311,6 +316,9 @@ pub async fn update_key<C: ConnectionTrait + TransactionTrait>(
     active.set_limits(limits.quota);
     if let Some(expires_at) = changes.expires_at {
         active.expires_at = Set(expires_at);
+    }
+    if let Some(cache_enabled) = changes.cache_enabled {
+        active.cache_enabled = Set(cache_enabled);
     }
     active.updated_at = Set(now);
     let after = active.update(txn.conn()).await?;

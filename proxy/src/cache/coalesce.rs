@@ -107,6 +107,8 @@ mod tests {
         Arc::new(Entry {
             kind: Kind::Json,
             stored_at: 0,
+            expires_at: u64::MAX,
+            prepared: Default::default(),
             prompt_tokens: 1,
             completion_tokens: 1,
             key_id: 0,

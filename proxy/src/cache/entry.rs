@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::cache::template::Template;
+
 /// How the answer was delivered when it was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -14,6 +16,8 @@ pub enum Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Unix seconds when it expires (an in-process copy of a Redis entry lives no longer).
+    pub expires_at: u64,
     pub kind: Kind,
     /// Unix seconds when it was stored (for `age`).
     pub stored_at: u64,
@@ -25,20 +29,41 @@ pub struct Entry {
     /// The configured model name, for purges and stats by model.
     pub model: String,
     pub body: Bytes,
+    /// The body prepared for serving, made by the first hit that needs it.
+    pub prepared: Prepared,
 }
 
-const MAGIC: &[u8; 4] = b"TGC1";
-/// Magic, kind, stored_at, prompt, completion, key id, body length, model length.
-pub const HEADER_LEN: usize = 4 + 1 + 8 * 4 + 4 + 2;
+/// An entry's body cut into templates (see `template`), kept with the entry in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    pub json: std::sync::OnceLock<Template>,
+    /// The stream: replayed, or told from the JSON answer (`None`: it cannot be).
+    pub stream: std::sync::OnceLock<Option<Template>>,
+}
+
+/// What an entry is does not depend on what was prepared from it.
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Prepared) -> bool {
+        true
+    }
+}
+
+impl Eq for Prepared {}
+
+const MAGIC: &[u8; 4] = b"TGC2";
+/// Magic, kind, stored_at, expires_at, prompt, completion, key id, body length, model
+/// length.
+pub const HEADER_LEN: usize = 4 + 1 + 8 * 5 + 4 + 2;
 /// Longest model name kept in the header (config model names are shorter).
 const MAX_MODEL: usize = 256;
 /// zstd's fastest level: hits and stores stay cheap, and JSON still shrinks several-fold.
 const LEVEL: i32 = 1;
 
 impl Entry {
-    /// Bytes it holds in memory (the in-process store's charge).
+    /// Bytes it holds in memory (the in-process store's charge): the body, and about as
+    /// much again once prepared for serving.
     pub fn weight(&self) -> usize {
-        self.body.len() + self.model.len() + 128
+        2 * self.body.len() + self.model.len() + 256
     }
 
     pub fn encode(&self) -> std::io::Result<Vec<u8>> {
@@ -51,6 +76,7 @@ impl Entry {
             Kind::Sse => 2,
         });
         out.extend_from_slice(&self.stored_at.to_le_bytes());
+        out.extend_from_slice(&self.expires_at.to_le_bytes());
         out.extend_from_slice(&self.prompt_tokens.to_le_bytes());
         out.extend_from_slice(&self.completion_tokens.to_le_bytes());
         out.extend_from_slice(&self.key_id.to_le_bytes());
@@ -80,17 +106,19 @@ impl Entry {
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_le_bytes)
         };
-        let body_len = u32::from_le_bytes(header.get(37..41)?.try_into().ok()?) as usize;
-        let model_len = u16::from_le_bytes(header.get(41..43)?.try_into().ok()?) as usize;
+        let body_len = u32::from_le_bytes(header.get(45..49)?.try_into().ok()?) as usize;
+        let model_len = u16::from_le_bytes(header.get(49..51)?.try_into().ok()?) as usize;
         let model = bytes.get(HEADER_LEN..HEADER_LEN + model_len)?;
         let entry = Entry {
             kind,
             stored_at: u64_at(5)?,
-            prompt_tokens: u64_at(13)?,
-            completion_tokens: u64_at(21)?,
-            key_id: i64::from_le_bytes(header.get(29..37)?.try_into().ok()?),
+            expires_at: u64_at(13)?,
+            prompt_tokens: u64_at(21)?,
+            completion_tokens: u64_at(29)?,
+            key_id: i64::from_le_bytes(header.get(37..45)?.try_into().ok()?),
             model: String::from_utf8_lossy(model).into_owned(),
             body: Bytes::new(),
+            prepared: Prepared::default(),
         };
         Some((entry, HEADER_LEN + model_len, body_len))
     }
@@ -113,6 +141,8 @@ mod tests {
         let entry = Entry {
             kind: Kind::Sse,
             stored_at: 1_700_000_000,
+            expires_at: 1_700_003_600,
+            prepared: Prepared::default(),
             prompt_tokens: 12,
             completion_tokens: 34,
             key_id: 56,

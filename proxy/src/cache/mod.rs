@@ -9,6 +9,7 @@ pub mod hit;
 pub mod metrics;
 pub mod replay;
 pub mod store;
+pub mod template;
 
 use std::{
     sync::{
@@ -32,6 +33,7 @@ use crate::{
         entry::{Entry, Kind},
         metrics::CacheMetrics,
         store::{MemoryStore, RedisCache, Store},
+        template::Template,
     },
     downstream::endpoints::Endpoint,
 };
@@ -157,9 +159,12 @@ impl Capture {
         if stream && !body.trim_ascii_end().ends_with(b"data: [DONE]") {
             return;
         }
+        let stored_at = now_secs();
         let entry = Arc::new(Entry {
             kind: if stream { Kind::Sse } else { Kind::Json },
-            stored_at: now_secs(),
+            stored_at,
+            expires_at: stored_at.saturating_add(ttl.as_secs()),
+            prepared: Default::default(),
             prompt_tokens,
             completion_tokens,
             key_id,
@@ -211,6 +216,10 @@ pub struct Asked<'a> {
 
 pub struct ResponseCache {
     store: Store,
+    /// With Redis: the entries this replica stored or served lately, kept in process for
+    /// at most [`NEAR_LIFETIME`] (never past their expiry), so a repeated hit needs no round
+    /// trip. Purges reach every replica's copy through Redis (see `listen_for_purges`).
+    near: Option<MemoryStore>,
     flights: Arc<Flights>,
     coalesce_wait: Duration,
     pub metrics: CacheMetrics,
@@ -221,6 +230,9 @@ pub struct ResponseCache {
 
 /// How long the cache rests after a store error.
 const REST_AFTER_ERROR: Duration = Duration::from_secs(2);
+/// The longest an in-process copy of a Redis entry is served before Redis is asked again:
+/// it bounds how stale a copy can be should a purge announcement be lost.
+const NEAR_LIFETIME: Duration = Duration::from_secs(30);
 
 fn now_secs() -> u64 {
     chrono::Utc::now().timestamp().max(0) as u64
@@ -236,12 +248,16 @@ impl ResponseCache {
         settings: &CacheSettings,
         redis: Option<(fred::clients::Client, &str)>,
     ) -> prometheus::Result<Arc<ResponseCache>> {
-        let store = match redis {
-            Some((client, prefix)) => Store::Redis(RedisCache::new(client, prefix)),
-            None => Store::Memory(MemoryStore::new(settings.max_memory)),
+        let (store, near) = match redis {
+            Some((client, prefix)) => (
+                Store::Redis(RedisCache::new(client, prefix)),
+                Some(MemoryStore::new(settings.max_memory)),
+            ),
+            None => (Store::Memory(MemoryStore::new(settings.max_memory)), None),
         };
         Ok(Arc::new(ResponseCache {
             store,
+            near,
             flights: Arc::new(Flights::default()),
             coalesce_wait: settings.coalesce_wait,
             metrics: CacheMetrics::register()?,
@@ -268,19 +284,118 @@ impl ResponseCache {
         }
     }
 
-    async fn put(&self, key: [u8; 32], entry: Arc<Entry>, ttl: Duration) {
-        if self.resting() {
-            return;
+    /// Bytes the in-process store (or the in-process copies of Redis entries) holds.
+    fn memory_bytes(&self) -> Option<u64> {
+        match &self.near {
+            Some(near) => Some(near.bytes()),
+            None => self.store.bytes(),
         }
-        match self.store.put(key, entry, ttl).await {
-            Ok(evicted) => self.metrics.evictions.inc_by(evicted),
-            Err(e) => self.failed("put", &e),
-        }
-        if let Some(bytes) = self.store.bytes() {
+    }
+
+    fn measure(&self) {
+        if let Some(bytes) = self.memory_bytes() {
             self.metrics
                 .bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Keeps an in-process copy of a Redis entry, for no longer than it lives in Redis.
+    fn keep_near(&self, key: [u8; 32], entry: &Arc<Entry>) {
+        if let Some(near) = &self.near {
+            let left = Duration::from_secs(entry.expires_at.saturating_sub(now_secs()));
+            let evicted = near.put(key, entry.clone(), left.min(NEAR_LIFETIME));
+            self.metrics.evictions.inc_by(evicted);
+        }
+    }
+
+    async fn put(&self, key: [u8; 32], entry: Arc<Entry>, ttl: Duration) {
+        self.keep_near(key, &entry);
+        if !self.resting() {
+            match self.store.put(key, entry, ttl).await {
+                Ok(evicted) => self.metrics.evictions.inc_by(evicted),
+                Err(e) => self.failed("put", &e),
+            }
+        }
+        self.measure();
+    }
+
+    /// The entry under `key`: the in-process copy, else the store's.
+    async fn lookup(&self, key: &[u8; 32]) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.near.as_ref().and_then(|near| near.get(key)) {
+            return Some(entry);
+        }
+        if self.resting() {
+            return None;
+        }
+        match self.store.get(key).await {
+            Ok(Some(entry)) => {
+                self.keep_near(*key, &entry);
+                Some(entry)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.failed("get", &e);
+                None
+            }
+        }
+    }
+
+    /// Drops the in-process copies `which` matches (all of them when Redis was away and
+    /// announcements may have been missed).
+    pub fn forget_near(&self, which: &store::Purge) {
+        if let Some(near) = &self.near {
+            near.purge(which);
+            self.measure();
+        }
+    }
+
+    /// Listens for purges announced by any replica's admin API (with Redis).
+    pub fn listen_for_purges(self: &Arc<Self>, redis_url: &str, runtime: &tokio::runtime::Handle) {
+        use fred::prelude::{EventInterface, PubsubInterface};
+        let Store::Redis(redis) = &self.store else {
+            return;
+        };
+        let (url, channel, cache) = (redis_url.to_string(), redis.purges_channel(), self.clone());
+        runtime.spawn(async move {
+            let subscriber = match crate::backend::redis::subscriber(&url).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cache purge subscription not started: {e:#}");
+                    return;
+                }
+            };
+            let mut messages = subscriber.message_rx();
+            let mut reconnects = subscriber.reconnect_rx();
+            let again = cache.clone();
+            tokio::spawn(async move {
+                // Announcements made while the connection was down are lost.
+                while reconnects.recv().await.is_ok() {
+                    again.forget_near(&store::Purge::default());
+                }
+            });
+            if let Err(e) = subscriber.subscribe(channel).await {
+                tracing::warn!("subscribing to cache purges failed (will retry on reconnect): {e}");
+            }
+            loop {
+                match messages.recv().await {
+                    Ok(message) => {
+                        let which = message
+                            .value
+                            .as_str()
+                            .and_then(|text| {
+                                serde_json::from_str::<store::Purge>(text.as_ref()).ok()
+                            })
+                            .unwrap_or_default();
+                        cache.forget_near(&which);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        cache.forget_near(&store::Purge::default());
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
     }
 
     /// Looks the request up; on a miss, returns what gathers its answer for storing.
@@ -305,7 +420,9 @@ impl ResponseCache {
 
     async fn decide(self: &Arc<Self>, asked: &Asked<'_>) -> Verdict {
         let policy = asked.policy;
-        if asked.directives.bypass {
+        let key_opted_out =
+            matches!(asked.caller, Some(Principal::Key(k)) if !k.record.key.cache_enabled);
+        if asked.directives.bypass || key_opted_out {
             return Verdict::Bypass;
         }
         let scope = scope_of(policy.scope, asked.caller);
@@ -330,12 +447,10 @@ impl ResponseCache {
                 coalesced,
             })
         };
-        if !self.resting() {
-            match self.store.get(&key).await {
-                Ok(Some(entry)) if usable(&entry) => return hit(entry, false),
-                Ok(_) => {}
-                Err(e) => self.failed("get", &e),
-            }
+        if let Some(entry) = self.lookup(&key).await
+            && usable(&entry)
+        {
+            return hit(entry, false);
         }
         let flight = if self.coalesce_wait.is_zero() {
             None
@@ -383,18 +498,16 @@ impl tollgate_admin::CacheControl for ResponseCache {
         which: tollgate_admin::CachePurge,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<u64, String>> + Send + '_>> {
         Box::pin(async move {
-            let purged = self
-                .store
-                .purge(&store::Purge {
-                    model: which.model,
-                    key_id: which.key_id,
-                })
-                .await?;
-            if let Some(bytes) = self.store.bytes() {
-                self.metrics
-                    .bytes
-                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            let which = store::Purge {
+                model: which.model,
+                key_id: which.key_id,
+            };
+            let purged = self.store.purge(&which).await?;
+            self.forget_near(&which);
+            if let Store::Redis(redis) = &self.store {
+                redis.announce(&which).await?;
             }
+            self.measure();
             Ok(purged)
         })
     }
@@ -457,22 +570,36 @@ pub fn scope_of(scope: CacheScope, caller: Option<&Principal>) -> String {
     }
 }
 
-/// A hit's body as the client asked for it.
+/// A hit's body as the client asked for it, from the entry's templates (made by the first
+/// hit that needs each).
 pub fn answer(entry: &Entry, endpoint: Endpoint, stream: bool, include_usage: bool) -> Bytes {
     let identity = replay::Identity::new();
-    match (entry.kind, stream) {
-        (Kind::Json, true) => {
-            replay::stream_from_json(&entry.body, endpoint, include_usage, &identity)
-                .unwrap_or_else(|| entry.body.clone())
-        }
-        (Kind::Json, false) => replay::json_answer(&entry.body, &identity),
-        (Kind::Sse, _) => replay::replay_stream(
-            &entry.body,
-            include_usage,
-            (entry.prompt_tokens, entry.completion_tokens),
-            &identity,
+    let usage = (entry.prompt_tokens, entry.completion_tokens);
+    let template = match (entry.kind, stream) {
+        (Kind::Json, false) => Some(
+            entry
+                .prepared
+                .json
+                .get_or_init(|| Template::of_json(&entry.body)),
         ),
-    }
+        (Kind::Json, true) => entry
+            .prepared
+            .stream
+            .get_or_init(|| {
+                replay::stream_from_json(&entry.body, endpoint, true, &identity)
+                    .map(|told| Template::of_stream(&told, &entry.model, usage))
+            })
+            .as_ref(),
+        (Kind::Sse, _) => entry
+            .prepared
+            .stream
+            .get_or_init(|| Some(Template::of_stream(&entry.body, &entry.model, usage)))
+            .as_ref(),
+    };
+    template.map_or_else(
+        || entry.body.clone(),
+        |t| t.render(&identity, include_usage),
+    )
 }
 
 /// `age`: whole seconds since the entry was stored.
@@ -516,6 +643,8 @@ mod tests {
         let entry = |kind| Entry {
             kind,
             stored_at: 0,
+            expires_at: u64::MAX,
+            prepared: Default::default(),
             prompt_tokens: 0,
             completion_tokens: 0,
             key_id: 0,

@@ -1,7 +1,6 @@
-//! A hit's body: a stored JSON answer with a fresh `id` and `created`, a stored stream
-//! replayed with the same, or a JSON answer told again as the stream the client asked for
-//! (role chunk, content chunk, finish chunk, the usage chunk when asked, `[DONE]`), so
-//! the SDKs assemble the same text.
+//! A hit's fresh identity, and a stored JSON answer told again as the stream the client
+//! asked for (role chunk, content chunk, finish chunk, the usage chunk, `[DONE]`), so the
+//! SDKs assemble the same text. `template` prepares either for serving.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -36,29 +35,6 @@ impl Identity {
     fn id_like(&self, stored: &str) -> String {
         let cut = stored.rfind(['-', '_']).map_or(0, |at| at + 1);
         format!("{}{}", &stored[..cut], self.suffix)
-    }
-
-    fn refresh(&self, object: &mut Map<String, Value>) {
-        if let Some(Value::String(id)) = object.get("id") {
-            let id = self.id_like(id);
-            object.insert("id".into(), Value::String(id));
-        }
-        for field in ["created", "created_at"] {
-            if object.get(field).is_some_and(Value::is_u64) {
-                object.insert(field.into(), Value::from(self.created));
-            }
-        }
-    }
-}
-
-/// A stored JSON answer with a fresh identity (embeddings carry none, and go as stored).
-pub fn json_answer(stored: &Bytes, identity: &Identity) -> Bytes {
-    match serde_json::from_slice::<Value>(stored) {
-        Ok(Value::Object(mut object)) if object.contains_key("id") => {
-            identity.refresh(&mut object);
-            serde_json::to_vec(&object).map_or_else(|_| stored.clone(), Bytes::from)
-        }
-        _ => stored.clone(),
     }
 }
 
@@ -170,77 +146,6 @@ pub fn stream_from_json(
     Some(Bytes::from(out))
 }
 
-/// A stored stream replayed: each chunk gets the fresh identity; the usage chunk is kept
-/// only if the client asked for it, and made from the stored counts if the stored stream
-/// lacks one (its client had not asked). Lines that are not chunks (`event:` lines, other
-/// APIs' events) go as stored.
-pub fn replay_stream(
-    stored: &[u8],
-    include_usage: bool,
-    usage: (u64, u64),
-    identity: &Identity,
-) -> Bytes {
-    let mut out = Vec::with_capacity(stored.len() + 256);
-    let mut saw_usage = false;
-    let mut last: Option<Map<String, Value>> = None;
-    for block in stored
-        .split(|b| *b == b'\n')
-        .collect::<Vec<_>>()
-        .split(|line| line.is_empty())
-    {
-        if block.is_empty() {
-            continue;
-        }
-        for line in block {
-            let Some(data) = line
-                .strip_prefix(b"data: ")
-                .or_else(|| line.strip_prefix(b"data:"))
-            else {
-                out.extend_from_slice(line);
-                out.push(b'\n');
-                continue;
-            };
-            if data.trim_ascii() == b"[DONE]" {
-                if include_usage
-                    && !saw_usage
-                    && let Some(mut tail) = last.take()
-                {
-                    tail.insert("choices".into(), json!([]));
-                    tail.insert(
-                        "usage".into(),
-                        json!({ "prompt_tokens": usage.0, "completion_tokens": usage.1, "total_tokens": usage.0 + usage.1 }),
-                    );
-                    event(&mut out, &Value::Object(tail));
-                }
-                out.extend_from_slice(DONE);
-                continue;
-            }
-            let Ok(Value::Object(mut chunk)) = serde_json::from_slice::<Value>(data) else {
-                out.extend_from_slice(line);
-                out.extend_from_slice(b"\n\n");
-                continue;
-            };
-            let has_usage = chunk.get("usage").is_some_and(|u| !u.is_null());
-            let usage_only = has_usage
-                && chunk
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .is_some_and(Vec::is_empty);
-            saw_usage |= has_usage;
-            identity.refresh(&mut chunk);
-            if !include_usage {
-                if usage_only {
-                    continue;
-                }
-                chunk.remove("usage");
-            }
-            last = Some(chunk.clone());
-            event(&mut out, &Value::Object(chunk));
-        }
-    }
-    Bytes::from(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,20 +171,6 @@ mod tests {
     }
 
     const ANSWER: &str = r#"{"id":"chatcmpl-abc123","object":"chat.completion","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_1","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
-
-    #[test]
-    fn a_json_answer_gets_a_fresh_identity_and_keeps_the_rest() {
-        let identity = Identity::new();
-        let answer = json_answer(&Bytes::from(ANSWER), &identity);
-        let value: Value = serde_json::from_slice(&answer).unwrap();
-        let id = value["id"].as_str().unwrap();
-        assert!(id.starts_with("chatcmpl-") && id != "chatcmpl-abc123");
-        assert_eq!(value["created"], identity.created);
-        assert_eq!(value["choices"][0]["message"]["content"], "Hello there");
-        assert_eq!(value["usage"]["total_tokens"], 7);
-        let embedding = Bytes::from(r#"{"object":"list","data":[]}"#);
-        assert_eq!(json_answer(&embedding, &identity), embedding);
-    }
 
     #[test]
     fn a_json_answer_streams_as_role_content_finish_usage_done() {
@@ -312,32 +203,5 @@ mod tests {
         assert!(
             stream_from_json(ANSWER.as_bytes(), Endpoint::Embeddings, false, &identity).is_none()
         );
-    }
-
-    #[test]
-    fn a_stored_stream_replays_with_or_without_usage() {
-        let stored = "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
-                      data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
-                      data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n\
-                      data: [DONE]\n\n";
-        let identity = Identity::new();
-        let with = replay_stream(stored.as_bytes(), true, (3, 1), &identity);
-        assert_eq!(events(&with).len(), 3);
-        assert_eq!(text_of(&with), "Hi");
-        assert!(
-            events(&with)
-                .iter()
-                .all(|e| e["created"] == identity.created && e["id"] != "chatcmpl-1")
-        );
-        let without = replay_stream(stored.as_bytes(), false, (3, 1), &identity);
-        assert_eq!(events(&without).len(), 2);
-        assert!(without.ends_with(b"data: [DONE]\n\n"));
-        // Stored without usage (its client had not asked): made from the stored counts.
-        let bare = stored.replace("data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n", "");
-        let made = replay_stream(bare.as_bytes(), true, (3, 1), &identity);
-        let events = events(&made);
-        assert_eq!(events.len(), 3);
-        assert_eq!(events[2]["usage"]["total_tokens"], 4);
-        assert_eq!(events[2]["choices"], json!([]));
     }
 }

@@ -9,15 +9,15 @@ use std::{
 
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, KeysInterface},
+    interfaces::{ClientLike, KeysInterface, PubsubInterface},
     types::Expiration,
 };
 use futures_util::TryStreamExt;
 
 use crate::cache::entry::{Entry, HEADER_LEN};
 
-/// Which entries a purge removes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Which entries a purge removes (sent to every replica as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Purge {
     pub model: Option<String>,
     pub key_id: Option<i64>,
@@ -129,7 +129,7 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &[u8; 32]) -> Option<Arc<Entry>> {
+    pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<Entry>> {
         let mut lru = self.lock();
         let (entry, expires) = lru.entries.get(key)?.clone();
         if expires <= Instant::now() {
@@ -141,7 +141,7 @@ impl MemoryStore {
         Some(entry)
     }
 
-    fn put(&self, key: [u8; 32], entry: Arc<Entry>, ttl: Duration) -> u64 {
+    pub(crate) fn put(&self, key: [u8; 32], entry: Arc<Entry>, ttl: Duration) -> u64 {
         let weight = entry.weight();
         if weight > self.budget {
             return 0;
@@ -162,7 +162,7 @@ impl MemoryStore {
         evicted
     }
 
-    fn purge(&self, which: &Purge) -> u64 {
+    pub(crate) fn purge(&self, which: &Purge) -> u64 {
         let mut lru = self.lock();
         let doomed: Vec<[u8; 32]> = lru
             .entries
@@ -190,7 +190,7 @@ impl MemoryStore {
         holding
     }
 
-    fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.lock().bytes as u64
     }
 }
@@ -217,6 +217,20 @@ impl RedisCache {
         name.push_str(&self.prefix);
         name.push_str(&tollgate_core::secrets::hex(key));
         name
+    }
+
+    /// Tells every replica to drop what `which` matches from its in-process copies.
+    pub async fn announce(&self, which: &Purge) -> StoreResult<()> {
+        let message = serde_json::to_string(which).map_err(|e| e.to_string())?;
+        self.client
+            .publish::<(), _, _>(self.purges_channel(), message)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The channel purges are announced on.
+    pub fn purges_channel(&self) -> String {
+        format!("{}purges", self.prefix)
     }
 
     async fn get(&self, key: &[u8; 32]) -> StoreResult<Option<Arc<Entry>>> {
@@ -304,6 +318,8 @@ mod tests {
         Arc::new(Entry {
             kind: Kind::Json,
             stored_at: 0,
+            expires_at: u64::MAX,
+            prepared: Default::default(),
             prompt_tokens: 1,
             completion_tokens: 1,
             key_id,
@@ -314,7 +330,7 @@ mod tests {
 
     #[test]
     fn the_memory_store_keeps_its_budget_evicting_the_least_recently_used() {
-        let store = MemoryStore::new(3 * 1_200);
+        let store = MemoryStore::new(3 * 2_300);
         let ttl = Duration::from_secs(60);
         for i in 0..3u8 {
             assert_eq!(store.put([i; 32], entry("m", 1, 1_000), ttl), 0);
@@ -324,7 +340,7 @@ mod tests {
         assert_eq!(store.put([3; 32], entry("m", 1, 1_000), ttl), 1);
         assert!(store.get(&[1; 32]).is_none());
         assert!(store.get(&[0; 32]).is_some() && store.get(&[3; 32]).is_some());
-        assert!(store.bytes() <= 3 * 1_200);
+        assert!(store.bytes() <= 3 * 2_300);
         // Larger than the whole budget: not stored, nothing evicted.
         assert_eq!(store.put([9; 32], entry("m", 1, 10_000), ttl), 0);
         assert!(store.get(&[9; 32]).is_none());

@@ -62,6 +62,7 @@ pub async fn create(
                 quota: args.limits.limits(),
                 expires_at,
             },
+            cache_enabled: true,
         },
         &Actor::system("cli"),
     )

@@ -199,6 +199,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         login_attempts(&backend),
     );
     admin.cache = Some(cache.clone());
+    if let Some(url) = &redis_url {
+        cache.listen_for_purges(url, backend.handle());
+    }
     let mut metrics = Metrics::register()?;
     metrics.access_log = config.log.access;
     prometheus::register(Box::new(DeploymentCollector::new(live.clone())?))?;

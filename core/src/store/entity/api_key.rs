@@ -65,6 +65,8 @@ pub struct Model {
     pub last_used_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Its requests use the response cache of models that have one (the default).
+    pub cache_enabled: bool,
 }
 }
 
