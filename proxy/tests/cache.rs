@@ -527,3 +527,28 @@ async fn in_redis_replicas_share_entries_and_an_outage_is_a_miss() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn hits_count_against_the_request_rate() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&cached_route(&mock, "")).await;
+    // 3 requests a minute.
+    let key = issue(&gateway, json!({ "rpm_limit": 3 })).await;
+    let question = ask("Rate limited?");
+    assert_eq!(send(&gateway, &key, &question, &[]).await.cache, "miss");
+    for _ in 0..2 {
+        let hit = send(&gateway, &key, &question, &[]).await;
+        assert_eq!((hit.status, hit.cache.as_str()), (200, "hit"));
+    }
+    // The fourth request this minute is refused, hit or not.
+    let refused = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&question)
+        .send()
+        .await
+        .unwrap();
+    let error = common::expect_error(refused, 429).await;
+    assert_eq!(error["code"], "rate_limit_requests", "{error}");
+    assert_eq!(upstream_requests(&mock).await, 1);
+}

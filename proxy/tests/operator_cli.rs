@@ -69,7 +69,7 @@ fn users_lifecycle(dir: &Path, url: Option<&str>) {
     let out = tollgate(dir, url, &["migrate"], None);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("12 migrations applied"),
+        text(&out).contains("14 migrations applied"),
         "{}",
         text(&out)
     );
