@@ -63,7 +63,11 @@ export default function CachePage() {
           <dl className="grid grid-cols-1 gap-3 sm:grid-cols-3">
             <Stat label="Store" value={stats.data.store ?? "—"} hint={storeLabel(stats.data.store)} />
             <Stat label="Entries" value={formatCount(stats.data.entries)} />
-            <Stat label="Size" value={formatBytes(stats.data.bytes)} hint="As stored (compressed in Redis)" />
+            <Stat
+              label="Size"
+              value={formatBytes(stats.data.bytes)}
+              hint={stats.data.store === "redis" ? "As stored in Redis (compressed)" : "Held in memory"}
+            />
           </dl>
           <div className="max-w-xs">
             <SelectField

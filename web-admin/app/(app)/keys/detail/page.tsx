@@ -101,6 +101,7 @@ function KeyDetail() {
             <Fact label="Tokens per minute">{formatLimit(k.tpm_limit)}</Fact>
             <Fact label="Concurrent requests">{formatLimit(k.concurrency_limit)}</Fact>
             <Fact label="Budget">{budget}</Fact>
+            <Fact label="Response cache">{k.cache_enabled ? "used" : "off for this key"}</Fact>
             <Fact label="Last used">{formatAgo(k.last_used_at)}</Fact>
             <Fact label="Created">{formatTime(k.created_at)}</Fact>
             {k.revoked_at && <Fact label="Revoked">{formatTime(k.revoked_at)}</Fact>}
