@@ -439,19 +439,11 @@ async fn identical_misses_in_flight_make_one_upstream_request() {
     assert!(upstream_requests(&mock).await >= 2);
 }
 
-fn redis_addr() -> std::net::SocketAddr {
-    std::env::var("TOLLGATE_TEST_REDIS")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-        .trim_start_matches("redis://")
-        .parse()
-        .unwrap()
-}
-
 // Several threads: the relay in front of Redis runs on the test's runtime while the
 // gateways start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_redis_replicas_share_entries_and_an_outage_is_a_miss() {
-    let redis = Relay::start(redis_addr()).await;
+    let redis = Relay::start(common::relay::redis_addr()).await;
     let url = redis.url();
     let prefix = format!("tgcache{}", fastrand::u64(..));
     let envs = [

@@ -14,14 +14,6 @@ use common::{
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-fn redis_addr() -> std::net::SocketAddr {
-    std::env::var("TOLLGATE_TEST_REDIS")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-        .trim_start_matches("redis://")
-        .parse()
-        .unwrap()
-}
-
 struct Setup {
     redis: Relay,
     gateway: Gateway,
@@ -32,7 +24,7 @@ struct Setup {
 
 /// A gateway whose Redis is behind a relay, with a key of `limits`.
 async fn setup(mode: &str, limits: Value) -> Setup {
-    let redis = Relay::start(redis_addr()).await;
+    let redis = Relay::start(common::relay::redis_addr()).await;
     let url = redis.url();
     let prefix = format!("tgstall{}", fastrand::u64(..));
     let envs = [
@@ -178,13 +170,16 @@ async fn a_lost_settlement_applies_exactly_once() {
         Decision, Limits, Owner, QuotaStore, RedisStore, Reservation, Scoped, Usage, now_ms,
     };
 
-    let relay = Relay::start(redis_addr()).await;
+    let relay = Relay::start(common::relay::redis_addr()).await;
     let through = tollgate_proxy::backend::redis::connect(&relay.url())
         .await
         .unwrap();
-    let direct = tollgate_proxy::backend::redis::connect(&format!("redis://{}", redis_addr()))
-        .await
-        .unwrap();
+    let direct = tollgate_proxy::backend::redis::connect(&format!(
+        "redis://{}",
+        common::relay::redis_addr()
+    ))
+    .await
+    .unwrap();
     let prefix = format!("tgstall{}", fastrand::u64(..));
     let store = RedisStore::new(through, &prefix, &tokio::runtime::Handle::current());
     let reservation = |scope: &str| Reservation {

@@ -98,23 +98,10 @@ impl Drop for Flight {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::cache::entry::Kind;
 
     fn entry() -> Arc<Entry> {
-        Arc::new(Entry {
-            kind: Kind::Json,
-            stored_at: 0,
-            expires_at: u64::MAX,
-            prepared: Default::default(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            key_id: 0,
-            model: "m".into(),
-            body: Bytes::from_static(b"{}"),
-        })
+        crate::cache::entry::sample("m", 0, 2)
     }
 
     #[tokio::test]

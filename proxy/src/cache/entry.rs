@@ -132,6 +132,22 @@ impl Entry {
     }
 }
 
+/// An entry for tests: a JSON answer of `size` bytes that never expires.
+#[cfg(test)]
+pub fn sample(model: &str, key_id: i64, size: usize) -> std::sync::Arc<Entry> {
+    std::sync::Arc::new(Entry {
+        kind: Kind::Json,
+        stored_at: 0,
+        expires_at: u64::MAX,
+        prompt_tokens: 1,
+        completion_tokens: 1,
+        key_id,
+        model: model.into(),
+        body: Bytes::from(vec![b'x'; size]),
+        prepared: Prepared::default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

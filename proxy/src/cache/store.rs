@@ -309,24 +309,8 @@ impl RedisCache {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::cache::entry::Kind;
-
-    fn entry(model: &str, key_id: i64, size: usize) -> Arc<Entry> {
-        Arc::new(Entry {
-            kind: Kind::Json,
-            stored_at: 0,
-            expires_at: u64::MAX,
-            prepared: Default::default(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            key_id,
-            model: model.into(),
-            body: Bytes::from(vec![b'x'; size]),
-        })
-    }
+    use crate::cache::entry::sample as entry;
 
     #[test]
     fn the_memory_store_keeps_its_budget_evicting_the_least_recently_used() {

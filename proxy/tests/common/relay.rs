@@ -107,3 +107,13 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flow: watch::
     }
     let _ = to.shutdown().await;
 }
+
+/// The test Redis (`TOLLGATE_TEST_REDIS`, default the local one) as an address to relay to.
+#[allow(dead_code)]
+pub fn redis_addr() -> std::net::SocketAddr {
+    std::env::var("TOLLGATE_TEST_REDIS")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+        .trim_start_matches("redis://")
+        .parse()
+        .unwrap()
+}
