@@ -544,3 +544,48 @@ async fn hits_count_against_the_request_rate() {
     assert_eq!(error["code"], "rate_limit_requests", "{error}");
     assert_eq!(upstream_requests(&mock).await, 1);
 }
+
+#[tokio::test]
+async fn the_access_line_names_the_cache_outcome_and_a_hits_tokens() {
+    let mock = Mock::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("gateway.log");
+    let envs = [("RUST_LOG", "info"), ("TOLLGATE_LOG_FORMAT", "json")];
+    let gateway =
+        Gateway::spawn_logged(dir.path(), &cached_route(&mock, ""), "", &envs, &log).await;
+    let question = ask("Logged?");
+    assert_eq!(
+        send(&gateway, common::MASTER_KEY, &question, &[])
+            .await
+            .cache,
+        "miss"
+    );
+    assert_eq!(
+        send(&gateway, common::MASTER_KEY, &question, &[])
+            .await
+            .cache,
+        "hit"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| l.contains("tollgate::access"))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&lines[0]["cache"], &lines[1]["cache"]),
+        (&json!("miss"), &json!("hit"))
+    );
+    assert_eq!(lines[1]["prompt_tokens"], lines[0]["prompt_tokens"]);
+    assert_eq!(lines[1]["completion_tokens"], lines[0]["completion_tokens"]);
+    // `hit_cost` defaults to zero.
+    assert_eq!(lines[1]["cost_micro_usd"], 0, "{}", lines[1]);
+}

@@ -46,6 +46,8 @@ pub struct AccessLine<'a> {
     pub cost_micro_usd: Option<i64>,
     pub error: Option<&'a str>,
     pub refusal: Option<String>,
+    /// The response cache's outcome (`hit`, `miss`, `bypass`) for a cached model.
+    pub cache: Option<&'static str>,
 }
 
 thread_local! {
@@ -94,6 +96,7 @@ impl AccessLine<'_> {
         field(out, "cost_micro_usd", self.cost_micro_usd);
         field(out, "error", self.error);
         field(out, "refusal", self.refusal.as_deref());
+        field(out, "cache", self.cache);
         out.extend_from_slice(b",\"target\":\"tollgate::access\"}\n");
     }
 }
@@ -181,6 +184,7 @@ mod tests {
             cost_micro_usd: Some(11),
             error: None,
             refusal: Some("user:rate_limit_requests".into()),
+            cache: Some("hit"),
         }
     }
 
@@ -199,13 +203,14 @@ mod tests {
         assert_eq!(v["user"], 7);
         assert_eq!(v["latency_ms"], 1.25);
         assert_eq!(v["refusal"], "user:rate_limit_requests");
+        assert_eq!(v["cache"], "hit");
         // Absent values are left out, not null.
         let object = v.as_object().unwrap();
         for absent in ["team", "ttfb_ms", "error"] {
             assert!(!object.contains_key(absent), "{absent} in {v}");
         }
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        assert_eq!(keys.len(), 20, "{keys:?}");
+        assert_eq!(keys.len(), 21, "{keys:?}");
     }
 
     #[test]

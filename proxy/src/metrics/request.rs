@@ -127,11 +127,21 @@ impl Metrics {
             .caller
             .as_ref()
             .map_or((None, None, None), |c| c.log_ids());
+        // A cache hit: the stored answer's tokens, at the policy's share of their price.
+        let hit = ctx.cache.hit.as_ref();
+        let usage = hit.map_or(usage, |h| {
+            Some(tollgate_core::usage::Usage {
+                prompt_tokens: h.entry.prompt_tokens,
+                completion_tokens: h.entry.completion_tokens,
+                ..Default::default()
+            })
+        });
         // The upstream's own count priced; an estimate (no usage reported) is priced by the
         // metering task later and is in the usage event only.
         let cost = usage.and_then(|u| {
             let pricing = ctx.route.route.as_ref()?.pricing?;
-            Some(pricing.cost(u.prompt_tokens, u.completion_tokens))
+            let full = pricing.cost(u.prompt_tokens, u.completion_tokens);
+            Some(hit.map_or(full, |h| h.hit_cost.of(full)))
         });
         let line = AccessLine {
             request_id: &ctx.id,
@@ -161,6 +171,7 @@ impl Metrics {
                 .map(|e| e.code().unwrap_or("internal"))
                 .or(e.map(|e| e.etype().as_str())),
             refusal: ctx.error.as_ref().and_then(refusal_reason),
+            cache: ctx.cache.outcome.map(crate::cache::Outcome::as_str),
         };
         if !line.write_json() {
             log_access(&line);
@@ -192,6 +203,7 @@ fn log_access(l: &AccessLine<'_>) {
         cost_micro_usd = l.cost_micro_usd,
         error = l.error,
         refusal = l.refusal.as_deref(),
+        cache = l.cache,
     );
 }
 
