@@ -586,7 +586,7 @@ pub fn answer(entry: &Entry, endpoint: Endpoint, stream: bool, include_usage: bo
             .prepared
             .stream
             .get_or_init(|| {
-                replay::stream_from_json(&entry.body, endpoint, true, &identity)
+                replay::stream_from_json(&entry.body, endpoint, &identity)
                     .map(|told| Template::of_stream(&told, &entry.model, usage))
             })
             .as_ref(),

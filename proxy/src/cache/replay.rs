@@ -47,14 +47,10 @@ fn event(out: &mut Vec<u8>, value: &Value) {
 
 const DONE: &[u8] = b"data: [DONE]\n\n";
 
-/// A stored JSON chat completion or completion told as a stream; `None` for answers it
-/// cannot tell (another endpoint, or not an answer).
-pub fn stream_from_json(
-    stored: &[u8],
-    endpoint: Endpoint,
-    include_usage: bool,
-    identity: &Identity,
-) -> Option<Bytes> {
+/// A stored JSON chat completion or completion told as a stream, its usage event included
+/// (the template leaves it out for clients that did not ask); `None` for answers it cannot
+/// tell (another endpoint, or not an answer).
+pub fn stream_from_json(stored: &[u8], endpoint: Endpoint, identity: &Identity) -> Option<Bytes> {
     let Ok(Value::Object(answer)) = serde_json::from_slice::<Value>(stored) else {
         return None;
     };
@@ -139,7 +135,7 @@ pub fn stream_from_json(
             _ => return None,
         }
     }
-    if include_usage && let Some(usage) = answer.get("usage") {
+    if let Some(usage) = answer.get("usage") {
         chunk(json!([]), Some(("usage", usage)));
     }
     out.extend_from_slice(DONE);
@@ -175,13 +171,8 @@ mod tests {
     #[test]
     fn a_json_answer_streams_as_role_content_finish_usage_done() {
         let identity = Identity::new();
-        let stream = stream_from_json(
-            ANSWER.as_bytes(),
-            Endpoint::ChatCompletions,
-            true,
-            &identity,
-        )
-        .unwrap();
+        let stream =
+            stream_from_json(ANSWER.as_bytes(), Endpoint::ChatCompletions, &identity).unwrap();
         assert!(stream.ends_with(b"data: [DONE]\n\n"));
         let events = events(&stream);
         assert_eq!(events.len(), 4);
@@ -192,16 +183,9 @@ mod tests {
         assert!(events.iter().all(|e| e["object"] == "chat.completion.chunk"
             && e["id"] == events[0]["id"]
             && e["system_fingerprint"] == "fp_1"));
-        let without = stream_from_json(
-            ANSWER.as_bytes(),
-            Endpoint::ChatCompletions,
-            false,
-            &identity,
-        )
-        .unwrap();
+        let told = crate::cache::template::Template::of_stream(&stream, "gpt-4o-mini", (5, 2));
+        let without = told.render(&identity, false);
         assert_eq!(super::tests::events(&without).len(), 3);
-        assert!(
-            stream_from_json(ANSWER.as_bytes(), Endpoint::Embeddings, false, &identity).is_none()
-        );
+        assert!(stream_from_json(ANSWER.as_bytes(), Endpoint::Embeddings, &identity).is_none());
     }
 }
