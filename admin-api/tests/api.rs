@@ -1471,6 +1471,52 @@ both!(
                 ..
             }
         ));
+
+        // Budgets read today from the rollup as well (the events carry no owner index):
+        // with today's raw events gone, every owner's spend is unchanged. A `since` inside
+        // a day adds what is left of that day's events (here none: retention took them).
+        let mut latest = event(
+            98,
+            Utc::now() - Duration::milliseconds(1),
+            "gpt-4o",
+            Some(7),
+        );
+        latest.event_id = "roll-latest".into();
+        insert_events(&app.db, std::slice::from_ref(&latest))
+            .await
+            .unwrap();
+        let mut all = events.clone();
+        all.push(latest);
+        let spend = |filter: &dyn Fn(&usage_event::Model) -> bool| -> i64 {
+            all.iter()
+                .filter(|e| e.occurred_at >= today && filter(e))
+                .map(|e| e.cost_micro_usd)
+                .sum()
+        };
+        let key_today = spend(&|e| e.key_id == Some(7));
+        let member_today = spend(&|e| e.user_id == Some(app.member.id));
+        assert!(key_today > 0);
+        usage_event::Entity::delete_many()
+            .filter(usage_event::Column::OccurredAt.gte(today))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            spent(&app.db, Spender::Key(7), Some(today)).await.unwrap(),
+            key_today
+        );
+        assert_eq!(
+            spent(&app.db, Spender::User(app.member.id), Some(today))
+                .await
+                .unwrap(),
+            member_today
+        );
+        assert_eq!(
+            spent(&app.db, Spender::Key(7), Some(today - Duration::hours(12)))
+                .await
+                .unwrap(),
+            key_today
+        );
     }
 );
 

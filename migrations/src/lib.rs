@@ -18,6 +18,7 @@ mod m20261206_000011_usage_rollup;
 mod m20261206_000012_usage_partitions;
 mod m20261207_000013_usage_cache;
 mod m20261207_000014_key_cache;
+mod m20261207_000015_usage_owner_rollup;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_usage_partitions::Migration),
             Box::new(m20261207_000013_usage_cache::Migration),
             Box::new(m20261207_000014_key_cache::Migration),
+            Box::new(m20261207_000015_usage_owner_rollup::Migration),
         ]
     }
 }

@@ -308,84 +308,72 @@ pub enum Spender {
     Team(i64),
 }
 
-/// The UTC midnights bounding the whole past days after `since` (all days when `None`),
-/// which the daily rollup answers for: `(first, today)`, if any.
-pub fn whole_days(
-    since: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<(Option<DateTime<Utc>>, DateTime<Utc>)> {
-    let midnight = |t: DateTime<Utc>| {
-        t.date_naive()
-            .and_hms_opt(0, 0, 0)
-            .map_or(t, |d| d.and_utc())
-    };
-    let today = midnight(now);
-    let first = since.map(|t| {
-        let floor = midnight(t);
-        if floor == t {
-            floor
-        } else {
-            floor + chrono::Duration::days(1)
-        }
-    });
-    first.is_none_or(|f| f < today).then_some((first, today))
+/// The first UTC midnight at or after `since`: the daily rollup answers for everything from
+/// it on, today included (the writer adds to the rollup in the events' own transaction).
+fn first_whole_day(since: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = since
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(since, |d| d.and_utc());
+    if floor == since {
+        floor
+    } else {
+        floor + chrono::Duration::days(1)
+    }
 }
 
-/// Micro-USD spent by `who` since `since` (all time when `None`): the daily rollup for
-/// whole past days (their raw events may be gone, see `usage.retention`), the events for
-/// the rest.
+/// Micro-USD spent by `who` since `since` (all time when `None`), from the daily rollup:
+/// it is written in the same transaction as the events and outlives them (see
+/// `usage.retention`). Only a `since` inside a day (budget periods start at midnight, so
+/// never for them) reads that day's remaining events. The events carry no index by owner,
+/// which keeps every insert cheaper; this sum needs none.
 pub async fn spent<C: ConnectionTrait>(
     db: &C,
     who: Spender,
     since: Option<DateTime<Utc>>,
 ) -> Result<i64, StoreError> {
     use usage_event::Column as C;
-    let days = whole_days(since, Utc::now());
-    let mut query = usage_event::Entity::find().select_only().expr_as(
-        Expr::cust("CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)"),
-        "spent",
-    );
-    query = match who {
-        Spender::Key(id) => query.filter(C::KeyId.eq(id)),
-        Spender::User(id) => query.filter(C::UserId.eq(id)),
-        Spender::Team(id) => query.filter(C::TeamId.eq(id)),
-    };
-    if let Some(since) = since {
-        query = query.filter(C::OccurredAt.gte(since));
-    }
-    if let Some((first, today)) = days {
-        let mut outside = sea_orm::Condition::any().add(C::OccurredAt.gte(today));
-        if let Some(first) = first {
-            outside = outside.add(C::OccurredAt.lt(first));
-        }
-        query = query.filter(outside);
-    }
-    let raw: Option<i64> = query.into_tuple().one(db).await?;
-    let Some((first, today)) = days else {
-        return Ok(raw.unwrap_or(0));
-    };
+    let first = since.map(first_whole_day);
     let (column, id) = match who {
         Spender::Key(id) => (Daily::KeyId, id),
         Spender::User(id) => (Daily::UserId, id),
         Spender::Team(id) => (Daily::TeamId, id),
     };
-    let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
     let mut rolled = Query::select();
     rolled
         .expr(Expr::cust(
             "CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)",
         ))
         .from(Daily::Table)
-        .and_where(Expr::col(column).eq(id))
-        .and_where(Expr::col(Daily::Day).lt(day(today)));
+        .and_where(Expr::col(column).eq(id));
     if let Some(first) = first {
-        rolled.and_where(Expr::col(Daily::Day).gte(day(first)));
+        rolled.and_where(Expr::col(Daily::Day).gte(first.format("%Y-%m-%d").to_string()));
     }
     let rolled: i64 = match db.query_one(&rolled).await? {
         Some(row) => row.try_get_by_index(0)?,
         None => 0,
     };
-    Ok(raw.unwrap_or(0).saturating_add(rolled))
+    let (Some(since), Some(first)) = (since, first) else {
+        return Ok(rolled);
+    };
+    if since == first {
+        return Ok(rolled);
+    }
+    let mut partial = usage_event::Entity::find()
+        .select_only()
+        .expr_as(
+            Expr::cust("CAST(COALESCE(SUM(cost_micro_usd), 0) AS BIGINT)"),
+            "spent",
+        )
+        .filter(C::OccurredAt.gte(since))
+        .filter(C::OccurredAt.lt(first));
+    partial = match who {
+        Spender::Key(id) => partial.filter(C::KeyId.eq(id)),
+        Spender::User(id) => partial.filter(C::UserId.eq(id)),
+        Spender::Team(id) => partial.filter(C::TeamId.eq(id)),
+    };
+    let partial: Option<i64> = partial.into_tuple().one(db).await?;
+    Ok(rolled.saturating_add(partial.unwrap_or(0)))
 }
 
 /// Requests of one model with one cache outcome in a window.
