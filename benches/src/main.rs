@@ -31,6 +31,11 @@ use crate::report::{Report, ScenarioResult, Settings, TargetResult, TargetRun};
 use crate::scenarios::{PATH, Scenario};
 use crate::targets::{Mode, Target};
 
+/// How long a target is left alone before its resident memory is read, idle or after a
+/// run: its last writes land, and the allocator hands freed memory back (mimalloc purges
+/// a second after a free; the gateway has a thread carry purges out when it is quiet).
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// Load harness: the mock upstream direct vs. Tollgate vs. nginx, measured in one run.
 #[derive(Parser)]
 #[command(name = "tollgate-bench", version)]
@@ -250,8 +255,9 @@ fn main() -> anyhow::Result<()> {
         )?);
     }
     targets.insert(0, mock);
-    // Resident memory before any load, once start-up work (key cache, partitions) settled.
-    procs::sleep(Duration::from_secs(1))?;
+    // Resident memory before any load, once start-up work (key cache, partitions) settled
+    // and the memory it freed was handed back (the allocator purges after a second).
+    procs::sleep(SETTLE)?;
     for t in &mut targets {
         t.idle_rss_mib = cpu::process_tree_rss_mib(t.pid());
         println!(
@@ -466,8 +472,9 @@ fn run_scenario(
                 _ => Default::default(),
             };
             target.check_running()?;
-            // What the load left behind, once its last responses and writes are done.
-            procs::sleep(Duration::from_secs(1))?;
+            // What the load left behind, once its last responses and writes are done and
+            // freed memory was handed back.
+            procs::sleep(SETTLE)?;
             let rss_after_mib = cpu::process_tree_rss_mib(target.pid());
             let run = TargetRun {
                 upstream_requests: after.chat.saturating_sub(before.chat),

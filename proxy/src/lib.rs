@@ -14,6 +14,7 @@ pub mod error;
 pub mod gateway;
 pub mod live;
 pub mod log_writer;
+pub mod memory;
 pub mod metering;
 pub mod metrics;
 pub mod quota;

@@ -218,3 +218,40 @@ async fn a_restricted_key_lists_only_its_models() {
     let (_, body) = get(common::MASTER_KEY.to_string(), "/v1/models").await;
     assert_eq!(ids(body), ["gpt-4o", "gpt-4o-mini"]);
 }
+
+/// The `key_lookup` database calls the gateway has made.
+async fn key_lookups(gateway: &Gateway) -> usize {
+    let text = gateway.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tollgate_database_seconds_count{operation=\"key_lookup\"} "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_new_key_s_first_burst_reads_it_from_the_database_once() {
+    let mock = Mock::spawn();
+    let gateway = Gateway::spawn(&mock_route(&mock)).await;
+    let (secret, _) = issue(&gateway, json!({ "name": "burst" })).await;
+    let before = key_lookups(&gateway).await;
+    // 40 requests at once with a key no request has used yet: all wait for one look-up.
+    let answers =
+        futures_util::future::join_all((0..40).map(|_| gateway.chat_as(&secret, "gpt-4o-mini")))
+            .await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    assert_eq!(key_lookups(&gateway).await - before, 1);
+    // Later requests find it cached; a made-up key fails the keyed check before any
+    // look-up.
+    assert_eq!(gateway.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+    let unknown = format!("tg_{}", "B".repeat(40));
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| gateway.chat_as(&unknown, "gpt-4o-mini")))
+            .await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 401),
+        "{answers:?}"
+    );
+    assert_eq!(key_lookups(&gateway).await - before, 1);
+}

@@ -114,7 +114,14 @@ pub struct ClientKeys {
     generation: AtomicU64,
     /// Keys used since the last `last_used_at` write, once each.
     touched: Arc<Mutex<Vec<Arc<ClientKey>>>>,
+    /// Look-ups under way: concurrent first uses of one key share one database query (a
+    /// new key's first burst would otherwise send the whole burst to the database and open
+    /// every connection of its pool).
+    loading: Mutex<HashMap<Digest, Arc<Loading>>>,
 }
+
+/// One look-up's outcome, for everyone who asked meanwhile; `None` when the store failed.
+type Loading = tokio::sync::OnceCell<Option<Option<Arc<ClientKey>>>>;
 
 impl ClientKeys {
     pub fn new(secret: Arc<ServerSecret>, backend: Arc<Backend>) -> Arc<Self> {
@@ -124,6 +131,7 @@ impl ClientKeys {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             generation: AtomicU64::new(0),
             touched: Arc::new(Mutex::new(Vec::new())),
+            loading: Mutex::default(),
         });
         keys.start_touch_writer();
         keys
@@ -145,7 +153,7 @@ impl ClientKeys {
             // Made-up keys fail the keyed check here, before any database work (and are not
             // cached, so a flood of them cannot crowd out real keys).
             None if !self.secret.is_issued_key(presented) => return Err(GatewayError::InvalidKey),
-            None => self.load(digest).await?,
+            None => self.load_once(digest).await?,
         };
         let key = key.ok_or(GatewayError::InvalidKey)?;
         let public = || key.public_id().to_string();
@@ -171,6 +179,27 @@ impl ClientKeys {
         let shard = self.shard(digest).read().ok()?;
         let entry = shard.get(digest)?;
         entry.live().then(|| entry.key.clone())
+    }
+
+    /// [`Self::load`], shared by the requests that ask for the same key meanwhile: they all
+    /// get its outcome, a failure included (each would otherwise wait out its own timeout).
+    async fn load_once(&self, digest: Digest) -> Result<Option<Arc<ClientKey>>, GatewayError> {
+        let cell = match self.loading.lock() {
+            Ok(mut loading) => loading.entry(digest).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let outcome = cell
+            .get_or_init(|| async { self.load(digest).await.ok() })
+            .await
+            .clone();
+        if let Ok(mut loading) = self.loading.lock()
+            && loading
+                .get(&digest)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            loading.remove(&digest);
+        }
+        outcome.ok_or(GatewayError::KeyStoreUnavailable)
     }
 
     async fn load(&self, digest: Digest) -> Result<Option<Arc<ClientKey>>, GatewayError> {

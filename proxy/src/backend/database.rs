@@ -33,8 +33,13 @@ pub fn database_url(data_dir: &Path) -> anyhow::Result<String> {
 
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url);
+    // SQLite writes one transaction at a time, and each connection keeps a page cache and
+    // prepared statements of its own (megabytes once it has written usage batches): a few
+    // suffice, and ones a burst opened are closed again when idle.
+    let sqlite = url.starts_with("sqlite:");
     options
-        .max_connections(10)
+        .max_connections(if sqlite { 4 } else { 10 })
+        .idle_timeout(Duration::from_secs(if sqlite { 30 } else { 600 }))
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false)

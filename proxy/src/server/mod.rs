@@ -99,6 +99,7 @@ fn prepare(config_path: &Path) -> anyhow::Result<Prepared> {
 
 /// Runs the gateway until it is told to stop (SIGTERM: gracefully; SIGINT: at once).
 pub fn serve(config_path: &Path) -> anyhow::Result<()> {
+    crate::memory::start_purging();
     let Prepared {
         config,
         master_key,
@@ -592,6 +593,7 @@ fn redis_url() -> Option<String> {
 /// `tollgate admin`: the admin API alone, for deployments that scale it apart from the
 /// proxy. Serves until SIGINT or SIGTERM.
 pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
+    crate::memory::start_purging();
     let Prepared {
         config,
         master_key,
