@@ -70,11 +70,7 @@ fn users_lifecycle(dir: &Path, url: Option<&str>) {
     assert!(out.status.success(), "{}", text(&out));
     use tollgate_migrations::{Migrator, MigratorTrait};
     let all = format!("{} migrations applied", Migrator::migrations().len());
-    assert!(
-        text(&out).contains(&all),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains(&all), "{}", text(&out));
     let out = tollgate(dir, url, &["migrate"], None);
     assert!(
         text(&out).contains("0 migrations applied"),

@@ -24,7 +24,14 @@ pub fn prefix() -> String {
 /// Longest wait for one Redis command, queueing while reconnecting included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn builder(url: &str) -> anyhow::Result<Builder> {
+/// Each fred client holds nine broadcast channels of this many slots (about 1 KiB per slot
+/// across the nine): only subscribers need room, for bursts of key-change and purge
+/// messages before they lag (a lagging subscriber clears what it caches, which is safe).
+/// Command clients keep fred's default.
+const SUBSCRIBER_CHANNEL_CAPACITY: usize = 1024;
+const COMMAND_CHANNEL_CAPACITY: usize = 32;
+
+fn builder(url: &str, channel_capacity: usize) -> anyhow::Result<Builder> {
     let config = Config::from_url(url)
         .map_err(|e| anyhow::anyhow!("{REDIS_URL_ENV} is not a Redis URL: {e}"))?;
     let mut builder = Builder::from_config(config);
@@ -36,8 +43,7 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
         })
         .with_performance_config(|p: &mut PerformanceConfig| {
             p.default_command_timeout = COMMAND_TIMEOUT;
-            // Room for bursts of key-change messages before a subscriber lags.
-            p.broadcast_channel_capacity = 4096;
+            p.broadcast_channel_capacity = channel_capacity;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
     Ok(builder)
@@ -46,7 +52,7 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
 /// A client that connects in the background: start-up does not wait for Redis, and calls
 /// made while it is away fail after [`COMMAND_TIMEOUT`].
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let client = builder(url)?.build()?;
+    let client = builder(url, COMMAND_CHANNEL_CAPACITY)?.build()?;
     let _connection = client.connect();
     if tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect())
         .await
@@ -69,7 +75,7 @@ pub fn another_connection(client: &Client, runtime: &tokio::runtime::Handle) -> 
 }
 
 pub async fn subscriber(url: &str) -> anyhow::Result<SubscriberClient> {
-    let client = builder(url)?.build_subscriber_client()?;
+    let client = builder(url, SUBSCRIBER_CHANNEL_CAPACITY)?.build_subscriber_client()?;
     let _connection = client.connect();
     let _resubscribe = client.manage_subscriptions();
     Ok(client)
