@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+mod members;
+
 /// Token counts reported by the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -52,7 +54,27 @@ impl UsageObject {
 }
 
 /// Usage from a whole JSON document (a chat/completions chunk or a Responses API event).
+/// The top-level members are walked and only `usage` (or `response`'s) deserialized; a
+/// document the walk does not take on is deserialized whole, with the same outcome.
 pub fn parse_usage(json: &[u8]) -> Option<Usage> {
+    let Ok(found) = members::usage_members(json) else {
+        return parse_whole(json);
+    };
+    let usage = match found.usage {
+        Some(value) => serde_json::from_slice::<Option<UsageObject>>(value).ok()?,
+        None => None,
+    };
+    match usage {
+        Some(object) => object.into_usage(),
+        None => {
+            let response: UsageCarrier = serde_json::from_slice(found.response?).ok()?;
+            response.usage?.into_usage()
+        }
+    }
+}
+
+/// [`parse_usage`] by deserializing the whole document.
+fn parse_whole(json: &[u8]) -> Option<Usage> {
     let carrier: UsageCarrier = serde_json::from_slice(json).ok()?;
     match carrier.usage {
         Some(u) => u.into_usage(),
@@ -180,6 +202,37 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn the_member_walk_reads_what_deserializing_the_whole_document_reads() {
+        let docs: [&[u8]; 12] = [
+            br#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"{\"usage\":{\"prompt_tokens\":99}} ]"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":16,"total_tokens":28,"completion_tokens_details":{"reasoning_tokens":0}},"system_fingerprint":null}"#,
+            br#"{"choices":[],"usage":null}"#,
+            br#"{"choices":[{"delta":{"content":"hi"}}]}"#,
+            br#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":4,"output_tokens":9}}}"#,
+            br#"{"type":"response.completed","usage":null,"response":{"usage":{"input_tokens":4}}}"#,
+            br#"{"response":null}"#,
+            br#"{"type":"message","usage":{"input_tokens":10,"cache_read_input_tokens":3,"output_tokens":7}}"#,
+            br#"{"usage":{"completion_tokens":5}}"#,
+            br#"{"usage":"none"}"#,
+            br#"{"usage":{"prompt_tokens":"12"}}"#,
+            br#" { "usage" : { "prompt_tokens" : 1 , "completion_tokens" : 2 } } "#,
+            br#"{"\u0075sage":{"prompt_tokens":1}}"#,
+        ];
+        for doc in docs {
+            assert_eq!(parse_usage(doc), parse_whole(doc), "{}", doc.escape_ascii());
+        }
+        assert_eq!(
+            parse_usage(docs[0]),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 16,
+                ..Default::default()
+            })
+        );
+        assert_eq!(parse_usage(docs[3]).map(|u| u.completion_tokens), Some(9));
+        assert_eq!(parse_usage(docs[11]).map(|u| u.prompt_tokens), Some(1));
     }
 
     #[test]

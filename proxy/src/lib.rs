@@ -18,6 +18,7 @@ pub mod memory;
 pub mod metering;
 pub mod metrics;
 pub mod quota;
+pub mod rfc3339;
 pub mod routing;
 pub mod server;
 pub mod upstream;

@@ -12,9 +12,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tollgate_core::store::entity::usage_event;
 
+use crate::rfc3339::{self, Fraction};
+
 /// The version of the line format this build writes and reads.
 const FORMAT: u32 = 1;
 
+/// The line's form by serde, which [`line`] writes by hand.
+#[cfg(test)]
 #[derive(Serialize)]
 struct LineOut<'a> {
     v: u32,
@@ -34,14 +38,58 @@ fn first_format() -> u32 {
     1
 }
 
-/// An event as one line of the format this build writes, newline included.
+/// An event as one line of the format this build writes, newline included. Written field
+/// by field (each value by `serde_json`, the timestamp as chrono's serde form writes it):
+/// the same bytes as serializing the event, at a quarter of the instructions (the
+/// flattened struct and chrono's piecewise `collect_str` were most of a request's
+/// journaling).
 pub fn line(row: &usage_event::Model) -> serde_json::Result<Vec<u8>> {
-    let mut text = serde_json::to_vec(&LineOut {
-        v: FORMAT,
-        event: row,
-    })?;
-    text.push(b'\n');
-    Ok(text)
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"{\"v\":");
+    serde_json::to_writer(&mut out, &FORMAT)?;
+    value(&mut out, "event_id", &row.event_id)?;
+    value(&mut out, "request_id", &row.request_id)?;
+    out.extend_from_slice(b",\"occurred_at\":\"");
+    let at = row.occurred_at;
+    let written = u64::try_from(at.timestamp()).is_ok_and(|secs| {
+        rfc3339::write(
+            &mut out,
+            secs,
+            at.timestamp_subsec_nanos(),
+            Fraction::Shortest,
+        )
+    });
+    if written {
+        out.push(b'"');
+    } else {
+        out.truncate(out.len() - 1);
+        serde_json::to_writer(&mut out, &at)?;
+    }
+    value(&mut out, "key_id", &row.key_id)?;
+    value(&mut out, "user_id", &row.user_id)?;
+    value(&mut out, "team_id", &row.team_id)?;
+    value(&mut out, "model", &row.model)?;
+    value(&mut out, "deployment", &row.deployment)?;
+    value(&mut out, "prompt_tokens", &row.prompt_tokens)?;
+    value(&mut out, "completion_tokens", &row.completion_tokens)?;
+    value(&mut out, "cost_micro_usd", &row.cost_micro_usd)?;
+    value(&mut out, "status", &row.status)?;
+    value(&mut out, "latency_ms", &row.latency_ms)?;
+    value(&mut out, "ttft_ms", &row.ttft_ms)?;
+    value(&mut out, "estimated", &row.estimated)?;
+    value(&mut out, "error_code", &row.error_code)?;
+    value(&mut out, "error_message", &row.error_message)?;
+    value(&mut out, "cache", &row.cache)?;
+    out.extend_from_slice(b"}\n");
+    Ok(out)
+}
+
+/// `,"name":value`.
+fn value<T: Serialize>(out: &mut Vec<u8>, name: &str, value: &T) -> serde_json::Result<()> {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(out, value)
 }
 
 pub fn append(path: &PathBuf, rows: &[usage_event::Model]) -> std::io::Result<()> {
@@ -193,6 +241,43 @@ mod tests {
             offset = next;
         }
         assert_eq!(ids, ["ev_0", "ev_1", "ev_3", "ev_4"]);
+    }
+
+    #[test]
+    fn a_line_is_the_bytes_serializing_the_event_makes() {
+        let mut events = Vec::new();
+        for (secs, nanos) in [
+            (1_796_611_141, 0),
+            (1_796_611_141, 5_000_000),
+            (1_796_611_141, 123_456_000),
+            (1_796_611_141, 1),
+            (951_782_400, 999_999_999),
+            // Before 1970: chrono's own formatter.
+            (-86_401, 250_000_000),
+        ] {
+            let mut event = crate::metering::test_event("ev_1");
+            event.occurred_at = chrono::DateTime::from_timestamp(secs, nanos).unwrap();
+            event.key_id = Some(3);
+            event.team_id = Some(9);
+            events.push(event);
+        }
+        let mut odd = crate::metering::test_event("ev_\"2\"\\ \u{1}é");
+        odd.key_id = None;
+        odd.user_id = Some(-4);
+        odd.ttft_ms = Some(3);
+        odd.estimated = true;
+        odd.error_code = Some("rate_limit_exceeded".into());
+        odd.error_message = Some("line\nbreak \"quoted\" \u{7f} \u{1F600}".into());
+        odd.cache = Some("hit".into());
+        events.push(odd);
+        for event in &events {
+            let mut expected = serde_json::to_vec(&LineOut { v: FORMAT, event }).unwrap();
+            expected.push(b'\n');
+            assert_eq!(
+                String::from_utf8(line(event).unwrap()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::log_writer::LogWriter;
+use crate::{
+    log_writer::LogWriter,
+    rfc3339::{self, Fraction},
+};
 
 /// Where JSON access lines go; unset when the log is pretty (or in tests), and then the
 /// line is a `tracing` event.
@@ -117,45 +120,10 @@ fn field<T: Serialize>(out: &mut Vec<u8>, name: &str, value: T) {
 /// RFC 3339 in UTC with microseconds, as the JSON log formatter writes it.
 fn timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, of_day) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    let two = |out: &mut Vec<u8>, n: u64| {
-        out.push(b'0' + (n / 10 % 10) as u8);
-        out.push(b'0' + (n % 10) as u8);
-    };
-    two(out, year / 100);
-    two(out, year % 100);
-    out.push(b'-');
-    two(out, month);
-    out.push(b'-');
-    two(out, day);
-    out.push(b'T');
-    two(out, of_day / 3600);
-    out.push(b':');
-    two(out, of_day / 60 % 60);
-    out.push(b':');
-    two(out, of_day % 60);
-    out.push(b'.');
-    let micros = u64::from(since.subsec_micros());
-    two(out, micros / 10_000);
-    two(out, micros / 100 % 100);
-    two(out, micros % 100);
-    out.push(b'Z');
-}
-
-/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    // Past the year 9999 the log says 9999's last second rather than nothing.
+    if !rfc3339::write(out, since.as_secs(), since.subsec_nanos(), Fraction::Micros) {
+        out.extend_from_slice(b"9999-12-31T23:59:59.999999Z");
+    }
 }
 
 #[cfg(test)]
@@ -211,12 +179,5 @@ mod tests {
         }
         let keys: Vec<&str> = object.keys().map(String::as_str).collect();
         assert_eq!(keys.len(), 21, "{keys:?}");
-    }
-
-    #[test]
-    fn dates_are_civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_794), (2026, 12, 7));
     }
 }
