@@ -6,11 +6,54 @@
 //! runtimes), or after a burst of load — allocates nothing more, so nothing carries the
 //! purges out and its RSS stays at its peak. A thread of its own asks mimalloc once a
 //! second to carry out the purges that are due; under load it finds them done already.
+//!
+//! That reaches memory already handed back to mimalloc's arenas, not pages a thread's own
+//! heap still holds: a block freed by another thread (a request's buffers dropped by the
+//! metering task, say) only goes back when the page's owner next collects, and a proxy
+//! thread left idle after a burst never does. So the purging thread also has each proxy
+//! runtime run a collection on its workers once a second.
 
-use std::time::Duration;
+use std::{
+    cell::Cell,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::runtime::Handle;
 
 /// How often due purges are carried out.
 const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The runtimes whose workers collect their own heaps each interval: one handle per
+/// worker thread seen (a runtime with several workers gets a task per worker).
+static WORKERS: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static NOTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes the current runtime worker as one whose heap is collected each interval (once per
+/// thread; later calls cost a thread-local read).
+pub fn note_worker() {
+    if NOTED.get() {
+        return;
+    }
+    NOTED.set(true);
+    if let Ok(handle) = Handle::try_current() {
+        WORKERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(handle);
+    }
+}
+
+/// Notes a runtime of `workers` threads whose heaps are collected each interval.
+pub fn note_runtime(handle: &Handle, workers: usize) {
+    WORKERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend(std::iter::repeat_n(handle.clone(), workers));
+}
 
 /// Starts the purging thread (once per process).
 pub fn start_purging() {
@@ -21,6 +64,14 @@ pub fn start_purging() {
             let _heap_in_use = std::hint::black_box(Box::new(0u64));
             loop {
                 std::thread::sleep(INTERVAL);
+                let workers = WORKERS
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                for handle in workers {
+                    // A stopped runtime drops the task; nothing to do then.
+                    drop(handle.spawn(async { collect() }));
+                }
                 collect();
             }
         });
@@ -32,6 +83,7 @@ pub fn start_purging() {
 #[allow(unsafe_code)]
 fn collect() {
     // SAFETY: `mi_collect` takes no pointers and is safe to call from any thread at any
-    // time; `false` only carries out purges already due, it forces none.
+    // time; `false` only frees this thread's empty pages and carries out purges already
+    // due, it forces none.
     unsafe { libmimalloc_sys::mi_collect(false) }
 }

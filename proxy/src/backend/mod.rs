@@ -18,18 +18,22 @@ pub struct Backend {
     pub redis: Option<fred::clients::Client>,
 }
 
+/// Worker threads of the store runtime (Redis, the database, the metering task).
+const STORE_THREADS: usize = 2;
+
 /// How long a store call on the request path may take before the gateway gives up on it.
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Backend {
     pub fn start(database_url: &str, redis_url: Option<&str>) -> anyhow::Result<Backend> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(STORE_THREADS)
             .thread_name("tollgate-store")
             .enable_all()
             .build()?;
         // Lives as long as the process: dropping a runtime inside another one panics.
         let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+        crate::memory::note_runtime(runtime.handle(), STORE_THREADS);
         let db = runtime.block_on(database::connect(database_url))?;
         let redis = redis_url
             .map(|url| runtime.block_on(crate::backend::redis::connect(url)))

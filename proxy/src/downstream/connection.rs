@@ -81,6 +81,7 @@ where
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        crate::memory::note_worker();
         let Ok(_open) = self.open.clone().try_acquire_owned() else {
             refuse(stream, &GatewayError::Overloaded).await;
             return None;
