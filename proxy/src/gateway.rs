@@ -59,6 +59,7 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        crate::memory::note_request();
         let mut ctx = RequestCtx::new();
         ctx.meter = Some(self.meter.clone());
         ctx

@@ -11,11 +11,16 @@
 //! heap still holds: a block freed by another thread (a request's buffers dropped by the
 //! metering task, say) only goes back when the page's owner next collects, and a proxy
 //! thread left idle after a burst never does. So the purging thread also has each proxy
-//! runtime run a collection on its workers once a second.
+//! runtime run a collection on its workers once a second. The first quiet second after
+//! traffic forces the purges instead of waiting for their delay, so that a burst's memory
+//! is back within about two seconds of its end.
 
 use std::{
     cell::Cell,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -27,6 +32,14 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// The runtimes whose workers collect their own heaps each interval: one handle per
 /// worker thread seen (a runtime with several workers gets a task per worker).
 static WORKERS: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
+
+/// Requests begun so far: a second in which it does not move is a quiet one.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a request (one relaxed add).
+pub fn note_request() {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+}
 
 thread_local! {
     static NOTED: Cell<bool> = const { Cell::new(false) };
@@ -62,17 +75,23 @@ pub fn start_purging() {
         .spawn(|| {
             // mimalloc skips a thread whose heap was never used: give this one a block.
             let _heap_in_use = std::hint::black_box(Box::new(0u64));
+            let (mut seen, mut forced) = (0, false);
             loop {
                 std::thread::sleep(INTERVAL);
+                let requests = REQUESTS.load(Ordering::Relaxed);
+                // Forced once per quiet spell: under load, memory freed is soon reused.
+                let force = requests == seen && !forced;
+                forced = requests == seen;
+                seen = requests;
                 let workers = WORKERS
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
                 for handle in workers {
                     // A stopped runtime drops the task; nothing to do then.
-                    drop(handle.spawn(async { collect() }));
+                    drop(handle.spawn(async move { collect(force) }));
                 }
-                collect();
+                collect(force);
             }
         });
     if let Err(e) = spawned {
@@ -81,9 +100,9 @@ pub fn start_purging() {
 }
 
 #[allow(unsafe_code)]
-fn collect() {
+fn collect(force: bool) {
     // SAFETY: `mi_collect` takes no pointers and is safe to call from any thread at any
-    // time; `false` only frees this thread's empty pages and carries out purges already
-    // due, it forces none.
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    // time. `false` frees this thread's empty pages and carries out purges already due;
+    // `true` also carries out those not yet due.
+    unsafe { libmimalloc_sys::mi_collect(force) }
 }
