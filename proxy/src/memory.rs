@@ -10,8 +10,8 @@
 //! That reaches memory already handed back to mimalloc's arenas, not pages a thread's own
 //! heap still holds: a block freed by another thread (a request's buffers dropped by the
 //! metering task, say) only goes back when the page's owner next collects, and a proxy
-//! thread left idle after a burst never does. So the purging thread also has each proxy
-//! runtime run a collection on its workers once a second. The first quiet second after
+//! thread left idle after a burst never does. So the purging thread also has the proxy's
+//! and the store's runtimes run a collection on their workers once a second. The first quiet second after
 //! traffic forces the purges instead of waiting for their delay, so that a burst's memory
 //! is back within about two seconds of its end.
 
