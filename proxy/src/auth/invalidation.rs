@@ -9,7 +9,11 @@ use tokio::sync::Notify;
 use tollgate_admin::ChangeHook;
 use tollgate_core::store::keys::KeyChange;
 
-use crate::{auth::client_keys::ClientKeys, auth::jwt::JwtAuth, backend::Backend};
+use crate::{
+    auth::client_keys::ClientKeys,
+    auth::jwt::JwtAuth,
+    backend::{Backend, pubsub::Listener},
+};
 
 fn channel() -> String {
     format!("{}:key-changes", crate::backend::redis::prefix())
@@ -50,58 +54,26 @@ pub fn hook(
     })
 }
 
-/// Listens for changes published by any replica's admin API and evicts them here.
-pub fn subscribe(
-    redis_url: &str,
-    keys: Arc<ClientKeys>,
-    jwt: Arc<JwtAuth>,
-    reload: Arc<Notify>,
-    backend: &Backend,
-) {
-    let url = redis_url.to_string();
-    backend.handle().spawn(async move {
-        let subscriber = match crate::backend::redis::subscriber(&url).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("key-change subscription not started: {e:#}");
+/// Evicts here the changes any replica's admin API publishes.
+pub fn listener(keys: Arc<ClientKeys>, jwt: Arc<JwtAuth>, reload: Arc<Notify>) -> Listener {
+    let (keys_again, jwt_again) = (keys.clone(), jwt.clone());
+    Listener {
+        channel: channel(),
+        on_message: Box::new(move |text| {
+            let Some(text) = text else {
                 return;
-            }
-        };
-        let mut messages = subscriber.message_rx();
-        // Messages published while the connection was down are lost: start afresh.
-        let mut reconnects = subscriber.reconnect_rx();
-        let (keys_again, jwt_again) = (keys.clone(), jwt.clone());
-        tokio::spawn(async move {
-            while reconnects.recv().await.is_ok() {
-                keys_again.evict_all();
-                jwt_again.evict_all();
-            }
-        });
-        if let Err(e) = subscriber.subscribe(channel()).await {
-            // `manage_subscriptions` subscribes again once Redis is back.
-            tracing::warn!("subscribing to key changes failed (will retry on reconnect): {e}");
-        }
-        loop {
-            let message = match messages.recv().await {
-                Ok(message) => message,
-                // Messages were missed: what they said is unknown, so forget everything.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!("{missed} key-change messages missed; clearing the key cache");
-                    keys.evict_all();
-                    jwt.evict_all();
-                    continue;
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             };
-            let Some(text) = message.value.as_str() else {
-                continue;
-            };
-            match serde_json::from_str::<KeyChange>(&text) {
+            match serde_json::from_str::<KeyChange>(text) {
                 Ok(change) => evict(&keys, &jwt, &reload, &change),
                 Err(e) => tracing::warn!("ignoring a malformed key-change message: {e}"),
             }
-        }
-    });
+        }),
+        // What missed messages said is unknown, so forget every key.
+        on_gap: Box::new(move || {
+            keys_again.evict_all();
+            jwt_again.evict_all();
+        }),
+    }
 }
 
 /// Publishes one change from a short-lived process (the CLI) to every gateway replica.

@@ -5,6 +5,7 @@
 
 pub mod database;
 pub mod login_attempts;
+pub mod pubsub;
 pub mod redis;
 
 use std::time::Duration;

@@ -28,6 +28,7 @@ use tollgate_core::{
 
 use crate::{
     auth::Principal,
+    backend::pubsub::Listener,
     cache::{
         coalesce::{Flight, Flights, Join, follow},
         entry::{Entry, Kind},
@@ -218,7 +219,7 @@ pub struct ResponseCache {
     store: Store,
     /// With Redis: the entries this replica stored or served lately, kept in process for
     /// at most [`NEAR_LIFETIME`] (never past their expiry), so a repeated hit needs no round
-    /// trip. Purges reach every replica's copy through Redis (see `listen_for_purges`).
+    /// trip. Purges reach every replica's copy through Redis (see `purge_listener`).
     near: Option<MemoryStore>,
     flights: Arc<Flights>,
     coalesce_wait: Duration,
@@ -350,52 +351,23 @@ impl ResponseCache {
         }
     }
 
-    /// Listens for purges announced by any replica's admin API (with Redis).
-    pub fn listen_for_purges(self: &Arc<Self>, redis_url: &str, runtime: &tokio::runtime::Handle) {
-        use fred::prelude::{EventInterface, PubsubInterface};
+    /// Drops here the copies any replica's admin API purges (with Redis; `None` without).
+    pub fn purge_listener(self: &Arc<Self>) -> Option<Listener> {
         let Store::Redis(redis) = &self.store else {
-            return;
+            return None;
         };
-        let (url, channel, cache) = (redis_url.to_string(), redis.purges_channel(), self.clone());
-        runtime.spawn(async move {
-            let subscriber = match crate::backend::redis::subscriber(&url).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cache purge subscription not started: {e:#}");
-                    return;
-                }
-            };
-            let mut messages = subscriber.message_rx();
-            let mut reconnects = subscriber.reconnect_rx();
-            let again = cache.clone();
-            tokio::spawn(async move {
-                // Announcements made while the connection was down are lost.
-                while reconnects.recv().await.is_ok() {
-                    again.forget_near(&store::Purge::default());
-                }
-            });
-            if let Err(e) = subscriber.subscribe(channel).await {
-                tracing::warn!("subscribing to cache purges failed (will retry on reconnect): {e}");
-            }
-            loop {
-                match messages.recv().await {
-                    Ok(message) => {
-                        let which = message
-                            .value
-                            .as_str()
-                            .and_then(|text| {
-                                serde_json::from_str::<store::Purge>(text.as_ref()).ok()
-                            })
-                            .unwrap_or_default();
-                        cache.forget_near(&which);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        cache.forget_near(&store::Purge::default());
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
+        let (cache, again) = (self.clone(), self.clone());
+        Some(Listener {
+            channel: redis.purges_channel(),
+            on_message: Box::new(move |text| {
+                // A purge that cannot be read drops every copy.
+                let which = text
+                    .and_then(|text| serde_json::from_str::<store::Purge>(text).ok())
+                    .unwrap_or_default();
+                cache.forget_near(&which);
+            }),
+            on_gap: Box::new(move || again.forget_near(&store::Purge::default())),
+        })
     }
 
     /// Looks the request up; on a miss, returns what gathers its answer for storing.

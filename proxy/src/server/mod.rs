@@ -40,6 +40,7 @@ use crate::{
     backend::Backend,
     backend::database,
     backend::login_attempts::RedisAttempts,
+    backend::pubsub,
     cache::ResponseCache,
     cli::users,
     downstream::{connection::Front, models::ModelCatalog},
@@ -113,15 +114,6 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     let jwt = JwtAuth::start(&config.jwt_issuers, backend.clone())?;
     // Rings when a stored provider credential changes, here or on another replica.
     let credentials_changed = Arc::new(tokio::sync::Notify::new());
-    if let Some(url) = &redis_url {
-        invalidation::subscribe(
-            url,
-            client_keys.clone(),
-            jwt.clone(),
-            credentials_changed.clone(),
-            &backend,
-        );
-    }
     if let Some(path) = key_file {
         tracing::warn!(
             "TOLLGATE_MASTER_KEY is not set: clients authenticate with the generated key stored in {}",
@@ -201,7 +193,19 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
     );
     admin.cache = Some(cache.clone());
     if let Some(url) = &redis_url {
-        cache.listen_for_purges(url, backend.handle());
+        let listeners = [
+            Some(invalidation::listener(
+                client_keys.clone(),
+                jwt.clone(),
+                credentials_changed.clone(),
+            )),
+            cache.purge_listener(),
+        ];
+        pubsub::listen(
+            url,
+            backend.handle(),
+            listeners.into_iter().flatten().collect(),
+        );
     }
     let mut metrics = Metrics::register()?;
     metrics.access_log = config.log.access;
