@@ -143,12 +143,15 @@ enum UsersCommand {
 }
 
 fn main() -> ExitCode {
+    // First: it sets environment variables, which is only sound with one thread.
+    let roots = server::trust_store::read_roots_on_demand();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
             config: ConfigArg { config },
         } => {
             let _log_writer = init_logging(&config);
+            tracing::info!("{roots}");
             match tollgate_proxy::server::serve(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -199,6 +202,7 @@ fn main() -> ExitCode {
             config: ConfigArg { config },
         } => {
             let _log_writer = init_logging(&config);
+            tracing::info!("{roots}");
             report(server::serve_admin(&config))
         }
         Command::Schema => {

@@ -1,6 +1,7 @@
 //! `server.tls` on the proxy and admin listeners, with a self-signed certificate made here:
 //! both answer over TLS (and not in plain text), a renewed certificate is used from the
-//! next connection without a restart, and a broken renewal keeps the old one.
+//! next connection without a restart, and a broken renewal keeps the old one. Upstream TLS
+//! is verified, also when the CA certificates are read from a hashed directory on demand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -12,45 +13,13 @@ use std::{
 };
 
 use common::{Gateway, MASTER_KEY, Mock, chat_body, mock_route};
-use openssl::{
-    asn1::{Asn1Integer, Asn1Time},
-    bn::BigNum,
-    ec::{EcGroup, EcKey},
-    hash::MessageDigest,
-    nid::Nid,
-    pkey::PKey,
-    ssl::{SslConnector, SslMethod, SslVerifyMode},
-    x509::{X509, X509NameBuilder, extension::SubjectAlternativeName},
-};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use tollgate_testkit::tls::self_signed;
 
 /// Writes a self-signed certificate for 127.0.0.1 with `serial`, and its key; returns the PEM.
 fn write_certificate(dir: &Path, serial: u32) -> Vec<u8> {
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "tollgate test").unwrap();
-    let name = name.build();
-    let mut cert = X509::builder().unwrap();
-    cert.set_version(2).unwrap();
-    cert.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
-        .unwrap();
-    cert.set_subject_name(&name).unwrap();
-    cert.set_issuer_name(&name).unwrap();
-    cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .ip("127.0.0.1")
-        .dns("localhost")
-        .build(&cert.x509v3_context(None, None))
-        .unwrap();
-    cert.append_extension(san).unwrap();
-    cert.sign(&key, MessageDigest::sha256()).unwrap();
-    let pem = cert.build().to_pem().unwrap();
+    let (cert, key) = self_signed("tollgate test", serial);
+    let pem = cert.to_pem().unwrap();
     // The key first: the gateway checks the pair once the certificate changes.
     std::fs::write(dir.join("key.pem"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     std::fs::write(dir.join("cert.pem"), &pem).unwrap();
@@ -186,4 +155,86 @@ async fn a_missing_certificate_stops_the_start_naming_the_file() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+}
+
+/// A directory holding `certs` under OpenSSL's hashed names.
+fn hashed_dir(dir: &Path, certs: &[&openssl::x509::X509]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for cert in certs {
+        let name = format!("{:08x}.0", cert.subject_name_hash());
+        std::fs::write(dir.join(name), cert.to_pem().unwrap()).unwrap();
+    }
+}
+
+/// Upstream TLS through a gateway whose OpenSSL reads roots on demand: the bundle is traded
+/// for the hashed directory only when the directory holds all of it; either way the upstream
+/// is verified, and one that no root vouches for is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_is_verified_with_roots_read_on_demand() {
+    let mock = Mock::spawn();
+    // The upstream: a gateway serving TLS in front of the mock.
+    let up = tempfile::tempdir().unwrap();
+    let tls = format!(
+        "  tls: {{cert: '{}', key: '{}'}}\n",
+        up.path().join("cert.pem").display(),
+        up.path().join("key.pem").display()
+    );
+    let upstream_pem = write_certificate(up.path(), 7);
+    let upstream_cert = openssl::x509::X509::from_pem(&upstream_pem).unwrap();
+    let upstream = Gateway::spawn_in(up.path(), &mock_route(&mock), &tls).await;
+    let route = format!(
+        "providers:\n  - {{name: tls, kind: openai-compatible, base_url: 'https://{}/v1', api_key: '{MASTER_KEY}'}}\nmodels:\n  - name: gpt-4o-mini\n    deployments: [{{provider: tls}}]\n",
+        upstream.addr
+    );
+    let other = self_signed("another root", 8).0;
+
+    let roots = tempfile::tempdir().unwrap();
+    let upstream_bundle = roots.path().join("upstream.pem");
+    std::fs::write(&upstream_bundle, &upstream_pem).unwrap();
+    let other_bundle = roots.path().join("other.pem");
+    std::fs::write(&other_bundle, other.to_pem().unwrap()).unwrap();
+    let with_upstream = roots.path().join("with-upstream");
+    hashed_dir(&with_upstream, &[&upstream_cert, &other]);
+    let with_other = roots.path().join("with-other");
+    hashed_dir(&with_other, &[&other]);
+
+    // (bundle, directory, roots read on demand, status of a request through the upstream)
+    let cases = [
+        // The directory holds the bundle: read on demand, and the upstream is trusted.
+        (&upstream_bundle, &with_upstream, true, 200),
+        // The directory misses the bundle's certificate: the bundle stays, and is used.
+        (&upstream_bundle, &with_other, false, 200),
+        // On demand, nothing vouches for the upstream: refused.
+        (&other_bundle, &with_other, true, 502),
+    ];
+    for (i, (bundle, dir, on_demand, status)) in cases.into_iter().enumerate() {
+        let gw_dir = tempfile::tempdir().unwrap();
+        let log = gw_dir.path().join("gateway.log");
+        let envs = [
+            ("SSL_CERT_FILE", bundle.to_str().unwrap()),
+            ("SSL_CERT_DIR", dir.to_str().unwrap()),
+            ("RUST_LOG", "info"),
+        ];
+        let gw = Gateway::spawn_logged(gw_dir.path(), &route, "", &envs, &log).await;
+        let (got, body) = common::send_chat(
+            common::client()
+                .post(format!("http://{}/v1/chat/completions", gw.addr))
+                .bearer_auth(MASTER_KEY),
+        )
+        .await;
+        assert_eq!(got, status, "case {i}: {body}");
+        if status == 200 {
+            assert_eq!(body["object"], "chat.completion", "case {i}: {body}");
+        }
+        let logged = std::fs::read_to_string(&log).unwrap();
+        let read_on_demand = format!("read from {} when a handshake needs them", dir.display());
+        assert_eq!(
+            logged.contains(&read_on_demand),
+            on_demand,
+            "case {i}: {logged}"
+        );
+        if !on_demand {
+            assert!(logged.contains("loaded whole"), "case {i}: {logged}");
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! Cluster tests get a cluster of their own.
 
 mod redis_cluster;
+pub mod tls;
 
 use sea_orm::{ConnectionTrait, Database};
 

@@ -7,6 +7,7 @@ pub mod mock_upstream;
 pub mod readiness;
 mod reload;
 pub mod tls;
+pub mod trust_store;
 
 use std::{
     net::{SocketAddr, TcpListener},
