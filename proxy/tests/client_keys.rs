@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{Gateway, Mock, SharedStores, mock_route};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_core::store::keys::KeyChange;
 
 const SECRET: &str = "proxy-test-secret-0123456789-abcdefghijkl";
 
@@ -123,6 +125,22 @@ async fn issued_keys_are_checked_on_every_request() {
     }
 }
 
+/// Waits until `replica` refuses `secret` as revoked, at most `within` after `revoked`.
+async fn refused_within(replica: &Gateway, secret: &str, revoked: Instant, within: Duration) {
+    loop {
+        let (status, body) = replica.chat_as(secret, "gpt-4o-mini").await;
+        if status == 401 {
+            assert_eq!(code(&body), "api_key_revoked");
+            return;
+        }
+        assert!(
+            revoked.elapsed() < within,
+            "the replica still accepted the key {within:?} after its revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_revocation_reaches_every_replica_within_a_second() {
     let stores = SharedStores::create("replicas").await;
@@ -144,19 +162,67 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
         .await;
     assert_eq!(status, 200);
     let revoked = Instant::now();
-    loop {
-        let (status, body) = b.chat_as(&secret, "gpt-4o-mini").await;
-        if status == 401 {
-            assert_eq!(code(&body), "api_key_revoked");
-            break;
-        }
-        assert!(
-            revoked.elapsed() < Duration::from_secs(1),
-            "replica B still accepted the key a second after revocation"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    refused_within(&b, &secret, revoked, Duration::from_secs(1)).await;
     assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 401);
+}
+
+/// `n` PUBLISH commands of key changes for keys that do not exist, in RESP, to be written to
+/// Redis in one go.
+fn key_change_flood(channel: &str, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let message = serde_json::to_string(&KeyChange::Key(format!("tg_flood{i}"))).unwrap();
+        out.extend_from_slice(
+            format!(
+                "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{channel}\r\n${}\r\n{message}\r\n",
+                channel.len(),
+                message.len()
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// A revocation amid a burst of key-change messages far larger than a replica's subscriber
+/// holds (it lags, and then forgets every cached key) still reaches every replica.
+#[tokio::test]
+async fn a_revocation_amid_a_burst_of_key_changes_reaches_every_replica() {
+    let stores = SharedStores::create("burst").await;
+    let envs = stores.envs(SECRET);
+    let mock = Mock::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::spawn_in_env(dir_a.path(), &mock_route(&mock), "", &envs).await;
+    let b = Gateway::spawn_in_env(dir_b.path(), &mock_route(&mock), "", &envs).await;
+    let (secret, id) = issue(&a, json!({ "name": "burst" })).await;
+    for replica in [&a, &b] {
+        assert_eq!(replica.chat_as(&secret, "gpt-4o-mini").await.0, 200);
+    }
+
+    let redis_url = envs[1].1;
+    let prefix = envs[2].1;
+    let addr = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/');
+    let (mut replies, mut redis) = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap()
+        .into_split();
+    // Redis's replies (one per PUBLISH) are read so that it never waits on this socket.
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0; 64 * 1024];
+        while replies.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    });
+    let flood = key_change_flood(&format!("{prefix}:key-changes"), 5_000);
+    redis.write_all(&flood).await.unwrap();
+    let (status, _) = a
+        .admin("POST", &format!("/api/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200);
+    let revoked = Instant::now();
+    redis.write_all(&flood).await.unwrap();
+    refused_within(&b, &secret, revoked, Duration::from_secs(2)).await;
+    drain.abort();
 }
 
 /// A key restricted to some models sees only those in `/v1/models`, by their own name or

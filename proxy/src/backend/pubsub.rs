@@ -1,6 +1,6 @@
 //! The gateway's Redis subscriptions (key changes, cache purges) on one subscriber
 //! connection. Each fred subscriber client holds a connection of its own and nine
-//! broadcast channels whose slots are allocated up front (about 1 MiB at the 1,024 slots a
+//! broadcast channels whose slots are allocated up front (about 0.1 MiB at the 128 slots a
 //! subscriber gets), so the channels share a client rather than each having one.
 
 use std::sync::Arc;

@@ -24,11 +24,13 @@ pub fn prefix() -> String {
 /// Longest wait for one Redis command, queueing while reconnecting included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Each fred client holds nine broadcast channels of this many slots (about 1 KiB per slot
-/// across the nine): only subscribers need room, for bursts of key-change and purge
-/// messages before they lag (a lagging subscriber clears what it caches, which is safe).
-/// Command clients keep fred's default.
-const SUBSCRIBER_CHANNEL_CAPACITY: usize = 1024;
+/// Each fred client holds nine broadcast channels of this many slots, allocated up front
+/// (about 0.9 KiB per slot across the nine). Only the subscriber needs room: for key-change
+/// and purge messages arriving faster than they are read. They come one per admin action (a
+/// user's or team's keys in one message), so 128 are far more than arrive between two reads;
+/// a subscriber that lags anyway clears what it caches, which is safe. Command clients keep
+/// fred's default.
+const SUBSCRIBER_CHANNEL_CAPACITY: usize = 128;
 const COMMAND_CHANNEL_CAPACITY: usize = 32;
 
 fn builder(url: &str, channel_capacity: usize) -> anyhow::Result<Builder> {
