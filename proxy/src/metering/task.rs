@@ -12,7 +12,7 @@ use tollgate_core::store::entity::usage_event;
 
 use crate::{
     metering::{
-        Inbox, Message,
+        Inbox, Message, estimate,
         finished::Finished,
         journal::Journal,
         pricing::{Measured, by_size, measure},
@@ -108,6 +108,7 @@ pub(super) async fn run(
                 estimates.done(joined, &mut rows).await;
             }
             _ = tick.tick() => {
+                estimate::release_unused_tokenizer();
                 if !rows.batch.is_empty() {
                     rows.send(None).await;
                 } else {
