@@ -119,6 +119,11 @@ struct Args {
     /// How long each latency measurement of the login-flood probe runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     probe_duration: Duration,
+    /// After the load scenarios, read every target's memory once more this long after the
+    /// last run: past the 30 s after which Tollgate drops its estimate tokenizer. `0s`
+    /// skips it.
+    #[arg(long, default_value = "35s", value_parser = humantime::parse_duration)]
+    settled_after: Duration,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -321,6 +326,25 @@ fn main() -> anyhow::Result<()> {
         results.push(result);
     }
 
+    let mut settled = Vec::new();
+    if !results.is_empty() && !args.settled_after.is_zero() {
+        procs::sleep(args.settled_after)?;
+        println!(
+            "\nsettled: RSS {} s after the last load (idle → now)",
+            args.settled_after.as_secs()
+        );
+        for t in targets.iter().skip(1) {
+            let now = report::Settled {
+                target: t.name,
+                after_s: args.settled_after.as_secs(),
+                idle_rss_mib: t.idle_rss_mib,
+                rss_mib: cpu::process_tree_rss_mib(t.pid()),
+            };
+            println!("  {}", now.line());
+            settled.push(now);
+        }
+    }
+
     let mut held = Vec::new();
     if args.streams > 0 {
         println!(
@@ -362,6 +386,7 @@ fn main() -> anyhow::Result<()> {
         machine,
         settings,
         scenarios: results,
+        settled,
         streams: held,
     };
     if let Some(path) = &args.json {

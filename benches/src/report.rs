@@ -14,9 +14,33 @@ pub struct Report {
     pub machine: Machine,
     pub settings: Settings,
     pub scenarios: Vec<ScenarioResult>,
+    /// Memory once more, `--settled-after` past the last load scenario.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settled: Vec<Settled>,
     /// The `--streams N` probe per proxy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<crate::streams::Held>,
+}
+
+/// A target's memory a while after the last load, against its idle memory.
+#[derive(Debug, Serialize)]
+pub struct Settled {
+    pub target: &'static str,
+    pub after_s: u64,
+    pub idle_rss_mib: f64,
+    pub rss_mib: f64,
+}
+
+impl Settled {
+    pub fn line(&self) -> String {
+        format!(
+            "{:<12} {:.1} → {:.1} MiB ({:.2}x idle)",
+            self.target,
+            self.idle_rss_mib,
+            self.rss_mib,
+            self.rss_mib / self.idle_rss_mib
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -459,6 +483,24 @@ pub fn markdown(report: &Report) -> String {
         }
         for note in s.notes() {
             let _ = writeln!(out, "\n**Warning:** {note}");
+        }
+    }
+    if let Some(first) = report.settled.first() {
+        let _ = writeln!(
+            out,
+            "\n### settled: RSS {} s after the last load\n\n\
+             | target | RSS idle MiB | RSS settled MiB | × idle |\n|---|---|---|---|",
+            first.after_s
+        );
+        for t in &report.settled {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} | {:.1} | {:.2}x |",
+                t.target,
+                t.idle_rss_mib,
+                t.rss_mib,
+                t.rss_mib / t.idle_rss_mib
+            );
         }
     }
     if !report.streams.is_empty() {
