@@ -49,7 +49,7 @@ impl MockServer {
         let addr = listener.local_addr()?;
         let app = Arc::new(App::new(opts));
         let (shutdown, stop) = watch::channel(false);
-        // The tokenizer's tables take a moment to build; do it before the first prompt needs it.
+        // The tokenizer's pattern takes a moment to compile; do it before the first prompt.
         std::thread::spawn(crate::text::warm_tokenizer);
         runtime.spawn(accept_loop(listener, app.clone(), stop));
         Ok(MockServer {

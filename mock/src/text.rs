@@ -3,6 +3,9 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use tollgate_tokenizer::Tokenizer;
 
 /// Each entry is one token. The leading space is dropped for the first token of a completion.
 /// Plain ASCII letters only, so a word never needs JSON escaping.
@@ -82,6 +85,10 @@ pub const TOKENS_PER_NAME: u32 = 1;
 /// Distinct texts remembered per thread; benchmarks repeat one prompt, tests send a few thousand.
 const COUNT_CACHE: usize = 16_384;
 
+/// OpenAI's o200k tokenizer: its vocabulary is static; this is its compiled split pattern.
+static TOKENIZER: LazyLock<Result<Tokenizer, tollgate_tokenizer::Error>> =
+    LazyLock::new(Tokenizer::new);
+
 thread_local! {
     static COUNTS: RefCell<HashMap<(u64, usize), u32>> = RefCell::new(HashMap::new());
 }
@@ -97,8 +104,11 @@ pub fn text_tokens(s: &str) -> u32 {
     if let Some(n) = COUNTS.with(|c| c.borrow().get(&key).copied()) {
         return n;
     }
-    let n = u32::try_from(tiktoken_rs::o200k_base_singleton().encode_ordinary(s).len())
-        .unwrap_or(u32::MAX);
+    let n = match TOKENIZER.as_ref() {
+        Ok(tokenizer) => u32::try_from(tokenizer.count(s)).unwrap_or(u32::MAX),
+        // Not expected (the pattern is built in): a token per four bytes.
+        Err(_) => u32::try_from(s.len().div_ceil(4)).unwrap_or(u32::MAX),
+    };
     COUNTS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= COUNT_CACHE {
@@ -109,7 +119,7 @@ pub fn text_tokens(s: &str) -> u32 {
     n
 }
 
-/// Loads the tokenizer's tables ahead of the first request.
+/// Compiles the tokenizer's split pattern ahead of the first request.
 pub fn warm_tokenizer() {
     let _ = text_tokens("warm");
 }

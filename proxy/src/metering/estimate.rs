@@ -4,10 +4,11 @@
 //! (one token each) or, for a JSON answer, its size. Runs in the metering task, never on
 //! the request path.
 //!
-//! The tokenizer's tables hold about 34 MiB and take about 0.1 s of CPU to build. Estimates
-//! are occasional (a stream cut by its client is the common case), so the tables are built
-//! when one needs them and dropped once none has for [`KEEP_UNUSED`]: a client abort does
-//! not keep them resident for the life of the process.
+//! The tokenizer's vocabulary is static (`tollgate-tokenizer`: tables in the binary, read
+//! when a count touches them). What it builds is its split pattern, about 10 ms of CPU, and
+//! the matching caches that pattern grows; estimates are occasional (a stream cut by its
+//! client is the common case), so it is built when one needs it and dropped once none has
+//! for [`KEEP_UNUSED`].
 
 use std::{
     sync::{Arc, Mutex, PoisonError, TryLockError},
@@ -15,7 +16,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tiktoken_rs::CoreBPE;
+use tollgate_tokenizer::Tokenizer;
 
 use crate::downstream::endpoints::Endpoint;
 
@@ -25,12 +26,12 @@ const TOKENS_PER_MESSAGE: u64 = 3;
 const TOKENS_PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 
-/// How long the tokenizer stays built after its last use: at most one rebuild (0.1 s of
-/// CPU on a blocking thread) per this interval when estimates are sparse.
+/// How long the tokenizer stays built after its last use: at most one rebuild (10 ms of CPU
+/// on a blocking thread) per this interval when estimates are sparse.
 const KEEP_UNUSED: Duration = Duration::from_secs(30);
 
 struct Built {
-    bpe: Arc<CoreBPE>,
+    tokenizer: Arc<Tokenizer>,
     last_used: Instant,
 }
 
@@ -38,18 +39,18 @@ static TOKENIZER: Mutex<Option<Built>> = Mutex::new(None);
 
 /// The o200k tokenizer, built if it is not (under the lock: estimates running at once wait
 /// for one build rather than each making their own).
-fn tokenizer() -> anyhow::Result<Arc<CoreBPE>> {
+fn tokenizer() -> Result<Arc<Tokenizer>, tollgate_tokenizer::Error> {
     let mut slot = TOKENIZER.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(built) = slot.as_mut() {
         built.last_used = Instant::now();
-        return Ok(built.bpe.clone());
+        return Ok(built.tokenizer.clone());
     }
-    let bpe = Arc::new(tiktoken_rs::o200k_base()?);
+    let tokenizer = Arc::new(Tokenizer::new()?);
     *slot = Some(Built {
-        bpe: bpe.clone(),
+        tokenizer: tokenizer.clone(),
         last_used: Instant::now(),
     });
-    Ok(bpe)
+    Ok(tokenizer)
 }
 
 /// Drops the tokenizer if no estimate used it for [`KEEP_UNUSED`] (an estimate still running
@@ -70,7 +71,7 @@ fn release_unused_after(unused: Duration) -> bool {
         .as_ref()
         .is_some_and(|b| b.last_used.elapsed() >= unused)
     {
-        // Dropped outside the lock: freeing the tables takes a moment.
+        // Dropped outside the lock: freeing the caches takes a moment.
         let built = slot.take();
         drop(slot);
         drop(built);
@@ -84,8 +85,8 @@ fn count(text: &str) -> u64 {
         return 0;
     }
     match tokenizer() {
-        Ok(bpe) => bpe.encode_ordinary(text).len() as u64,
-        // Not expected (the tables are built in): a token per four bytes, as for a failure.
+        Ok(tokenizer) => tokenizer.count(text),
+        // Not expected (the pattern is built in): a token per four bytes, as for a failure.
         Err(e) => {
             tracing::warn!("the tokenizer could not be built, estimating by size: {e}");
             (text.len() as u64).div_ceil(4)
