@@ -21,4 +21,5 @@ pub mod quota;
 pub mod rfc3339;
 pub mod routing;
 pub mod server;
+pub mod start_up_code;
 pub mod upstream;

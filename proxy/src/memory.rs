@@ -14,14 +14,17 @@
 //! and the store's runtimes run a collection on their workers once a second. The first quiet second after
 //! traffic forces the purges instead of waiting for their delay, so that a burst's memory
 //! is back within about two seconds of its end.
+//!
+//! The same thread lets go of the code only start-up ran ([`crate::start_up_code`]), once,
+//! at the first quiet second [`START_UP_SETTLE`] after start-up is over.
 
 use std::{
     cell::Cell,
     sync::{
-        Mutex, PoisonError,
+        Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::runtime::Handle;
@@ -32,6 +35,19 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// The runtimes whose workers collect their own heaps each interval: one handle per
 /// worker thread seen (a runtime with several workers gets a task per worker).
 static WORKERS: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
+
+/// How long after start-up is over its code is let go of (at the first quiet second from
+/// then): the services' threads have started and run their first code by then.
+const START_UP_SETTLE: Duration = Duration::from_secs(2);
+
+/// When start-up was over (the listeners bound, the services about to run).
+static START_UP_OVER: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the end of start-up: the code it alone ran can go at the next quiet second after
+/// [`START_UP_SETTLE`].
+pub fn start_up_over() {
+    let _ = START_UP_OVER.set(Instant::now());
+}
 
 /// Requests begun so far: a second in which it does not move is a quiet one.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -75,14 +91,24 @@ pub fn start_purging() {
         .spawn(|| {
             // mimalloc skips a thread whose heap was never used: give this one a block.
             let _heap_in_use = std::hint::black_box(Box::new(0u64));
-            let (mut seen, mut forced) = (0, false);
+            let (mut seen, mut forced, mut code_released) = (0, false, false);
             loop {
                 std::thread::sleep(INTERVAL);
                 let requests = REQUESTS.load(Ordering::Relaxed);
+                let quiet = requests == seen;
                 // Forced once per quiet spell: under load, memory freed is soon reused.
-                let force = requests == seen && !forced;
-                forced = requests == seen;
+                let force = quiet && !forced;
+                forced = quiet;
                 seen = requests;
+                if quiet
+                    && !code_released
+                    && START_UP_OVER
+                        .get()
+                        .is_some_and(|over| over.elapsed() >= START_UP_SETTLE)
+                {
+                    code_released = true;
+                    release_start_up_code();
+                }
                 let workers = WORKERS
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -96,6 +122,17 @@ pub fn start_purging() {
         });
     if let Err(e) = spawned {
         tracing::warn!("could not start the memory purging thread: {e}");
+    }
+}
+
+fn release_start_up_code() {
+    match crate::start_up_code::release() {
+        Ok(released) => tracing::info!(
+            "let go of the code only start-up ran: {} mappings of the binary, {:.1} MiB, map back in as they are used",
+            released.mappings,
+            released.bytes as f64 / (1024.0 * 1024.0)
+        ),
+        Err(e) => tracing::debug!("could not read this process's mappings: {e}"),
     }
 }
 

@@ -311,6 +311,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<()> {
         mock_upstream: mock_addr,
     };
     println!("{}", serde_json::to_string(&listening)?);
+    crate::memory::start_up_over();
     tracing::info!(
         "tollgate listening: proxy http://{proxy_addr}/v1, admin http://{admin_addr}/api, metrics http://{metrics_addr}/metrics, {} models",
         config.models.len()
@@ -667,6 +668,7 @@ pub fn serve_admin(config_path: &Path) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({ "admin": addr, "metrics": metrics_addr })
         );
+        crate::memory::start_up_over();
         tracing::info!(
             "tollgate admin API listening on http://{addr}/api, metrics on http://{metrics_addr}/metrics"
         );
