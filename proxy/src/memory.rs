@@ -128,9 +128,9 @@ pub fn start_purging() {
 fn release_start_up_code() {
     match crate::start_up_code::release() {
         Ok(released) => tracing::info!(
-            "let go of the code only start-up ran: {} mappings of the binary, {:.1} MiB, map back in as they are used",
-            released.mappings,
-            released.bytes as f64 / (1024.0 * 1024.0)
+            "let go of the code only start-up ran: {:.1} MiB of the binary's {} read-only mappings were resident; what runs maps back in on first use",
+            released.resident_kib as f64 / 1024.0,
+            released.mappings
         ),
         Err(e) => tracing::debug!("could not read this process's mappings: {e}"),
     }

@@ -23,7 +23,8 @@ use std::{
 /// What was dropped.
 pub struct Released {
     pub mappings: usize,
-    pub bytes: usize,
+    /// What of them was resident just before, in KiB.
+    pub resident_kib: u64,
 }
 
 /// Drops this process's mappings of its executable's read-only, never-written pages.
@@ -32,9 +33,9 @@ pub fn release() -> std::io::Result<Released> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut released = Released {
         mappings: 0,
-        bytes: 0,
+        resident_kib: 0,
     };
-    for range in file_only_mappings(&smaps, &exe) {
+    for (range, resident_kib) in file_only_mappings(&smaps, &exe) {
         let len = range.end - range.start;
         // SAFETY: the range is a whole mapping of the executable's file that is not
         // writable and holds no private (anonymous) page: after MADV_DONTNEED each page
@@ -50,24 +51,34 @@ pub fn release() -> std::io::Result<Released> {
         };
         if dropped.is_ok() {
             released.mappings += 1;
-            released.bytes += len;
+            released.resident_kib += resident_kib;
         }
     }
     Ok(released)
 }
 
-/// The mappings of `exe` in an smaps listing that are read-only and hold no anonymous page.
-fn file_only_mappings(smaps: &str, exe: &Path) -> Vec<Range<usize>> {
+/// The mappings of `exe` in an smaps listing that are read-only and hold no anonymous page,
+/// with their resident KiB.
+fn file_only_mappings(smaps: &str, exe: &Path) -> Vec<(Range<usize>, u64)> {
     struct Mapping {
         range: Range<usize>,
         eligible: bool,
         anonymous_kb: Option<u64>,
+        resident_kb: u64,
     }
+    let kib = |value: &str| {
+        value
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
     let mut found = Vec::new();
     let mut current: Option<Mapping> = None;
     let mut finish = |m: Option<Mapping>| {
         if let Some(m) = m.filter(|m| m.eligible && m.anonymous_kb == Some(0)) {
-            found.push(m.range);
+            found.push((m.range, m.resident_kb));
         }
     };
     for line in smaps.lines() {
@@ -79,9 +90,14 @@ fn file_only_mappings(smaps: &str, exe: &Path) -> Vec<Range<usize>> {
                 range,
                 eligible,
                 anonymous_kb: None,
+                resident_kb: 0,
             });
-        } else if let (Some(kb), Some(m)) = (line.strip_prefix("Anonymous:"), current.as_mut()) {
-            m.anonymous_kb = kb.trim().trim_end_matches("kB").trim().parse().ok();
+        } else if let Some(m) = current.as_mut() {
+            if let Some(value) = line.strip_prefix("Anonymous:") {
+                m.anonymous_kb = kib(value);
+            } else if let Some(value) = line.strip_prefix("Rss:") {
+                m.resident_kb = kib(value).unwrap_or(0);
+            }
         }
     }
     finish(current.take());
@@ -137,8 +153,8 @@ Anonymous:             0 kB
         assert_eq!(
             found,
             vec![
-                0x55ae_8aff_a000..0x55ae_8bd9_5000,
-                0x55ae_8bd9_5000..0x55ae_8d31_b000
+                (0x55ae_8aff_a000..0x55ae_8bd9_5000, 6144),
+                (0x55ae_8bd9_5000..0x55ae_8d31_b000, 0)
             ],
             "not the relocated data, the writable data, anonymous memory, another file or a replaced binary"
         );
