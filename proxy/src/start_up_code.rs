@@ -62,7 +62,6 @@ pub fn release() -> std::io::Result<Released> {
 fn file_only_mappings(smaps: &str, exe: &Path) -> Vec<(Range<usize>, u64)> {
     struct Mapping {
         range: Range<usize>,
-        eligible: bool,
         anonymous_kb: Option<u64>,
         resident_kb: u64,
     }
@@ -77,18 +76,18 @@ fn file_only_mappings(smaps: &str, exe: &Path) -> Vec<(Range<usize>, u64)> {
     let mut found = Vec::new();
     let mut current: Option<Mapping> = None;
     let mut finish = |m: Option<Mapping>| {
-        if let Some(m) = m.filter(|m| m.eligible && m.anonymous_kb == Some(0)) {
+        if let Some(m) = m.filter(|m| m.anonymous_kb == Some(0)) {
             found.push((m.range, m.resident_kb));
         }
     };
     for line in smaps.lines() {
         if let Some((range, perms, path)) = header(line) {
             finish(current.take());
-            // Readable, not writable, private: `r-xp` code, `r--p` read-only data.
-            let eligible = perms.starts_with("r-") && perms.ends_with('p') && path == exe;
-            current = Some(Mapping {
+            // Readable, not writable, private: `r-xp` code, `r--p` read-only data. Other
+            // mappings' lines are skipped.
+            let ours = perms.starts_with("r-") && perms.ends_with('p') && path == exe;
+            current = ours.then_some(Mapping {
                 range,
-                eligible,
                 anonymous_kb: None,
                 resident_kb: 0,
             });
