@@ -108,7 +108,9 @@ pub fn with_include_usage(
 ) -> Result<(Bytes, RequestProbe), BodyError> {
     const INSERTED: &[u8] = br#""stream_options":{"include_usage":true},"#;
     // `"stream_options": null` is no object, but inserting another key would duplicate it.
-    let mentioned = memchr::memmem::find(body, b"\"stream_options\"").is_some();
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"stream_options\""));
+    let mentioned = KEY.find(body).is_some();
     if !probe.has_stream_options && !mentioned {
         let Some(open) = body.iter().position(|b| *b == b'{') else {
             return Err(BodyError::NotAnObject);

@@ -2,10 +2,18 @@
 //! passes through, keeps only an unfinished event's bytes, and parses JSON only for the
 //! rare event that carries a `usage` object or an error.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 pub use crate::usage::Usage;
-use crate::usage::parse_usage;
+use crate::usage::{USAGE_KEY, parse_usage};
+
+/// The keys whose non-empty string value is generated text. Searchers are built once:
+/// building one costs more than searching an event with it.
+static TEXT_KEYS: LazyLock<[Finder<'static>; 3]> =
+    LazyLock::new(|| [&b"\"content\":\""[..], b"\"text\":\"", b"\"delta\":\""].map(Finder::new));
+static CHOICES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
 
 /// An unfinished event larger than this is dropped rather than buffered: memory stays
 /// bounded whatever the upstream sends.
@@ -125,13 +133,10 @@ impl SseScanner {
         if data.starts_with(b"{\"error\"") {
             self.error = true;
         }
-        if [&b"\"content\":\""[..], b"\"text\":\"", b"\"delta\":\""]
-            .iter()
-            .any(|key| has_text(data, key))
-        {
+        if TEXT_KEYS.iter().any(|key| has_text(data, key)) {
             self.content_events += 1;
         }
-        if let Some(at) = memmem::find(data, b"\"usage\"") {
+        if let Some(at) = USAGE_KEY.find(data) {
             let after = &data[at + 7..];
             let value = after
                 .iter()
@@ -179,7 +184,7 @@ impl SseScanner {
 
 /// Whether a chunk's `choices` is an empty array (the usage-only final chunk).
 fn has_no_choices(data: &[u8]) -> bool {
-    let Some(at) = memmem::find(data, b"\"choices\"") else {
+    let Some(at) = CHOICES_KEY.find(data) else {
         return false;
     };
     let mut rest = data[at + 9..]
@@ -205,8 +210,10 @@ pub(crate) fn event_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// Whether `key` (ending in an opening quote) is followed by a non-empty string: the role
 /// chunk's `"content":""` carries no token.
-fn has_text(data: &[u8], key: &[u8]) -> bool {
-    memmem::find_iter(data, key).any(|at| data.get(at + key.len()).is_some_and(|b| *b != b'"'))
+fn has_text(data: &[u8], key: &Finder<'_>) -> bool {
+    let len = key.needle().len();
+    key.find_iter(data)
+        .any(|at| data.get(at + len).is_some_and(|b| *b != b'"'))
 }
 
 #[cfg(test)]

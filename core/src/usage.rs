@@ -82,11 +82,14 @@ fn parse_whole(json: &[u8]) -> Option<Usage> {
     }
 }
 
+/// The `"usage"` key, its searcher built once (building one costs more than a search).
+pub(crate) static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+
 /// Usage from the last `"usage": {...}` object found in a fragment of JSON.
 pub fn find_usage(fragment: &[u8]) -> Option<Usage> {
-    let finder = memchr::memmem::Finder::new(b"\"usage\"");
     let mut found = None;
-    for at in finder.find_iter(fragment) {
+    for at in USAGE_KEY.find_iter(fragment) {
         let after = &fragment[at + 7..];
         let Some(open) = after
             .iter()
