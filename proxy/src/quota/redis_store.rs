@@ -9,7 +9,7 @@
 //! to the replica (see `leases`).
 
 use std::sync::{
-    Arc,
+    Arc, LazyLock,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -34,6 +34,9 @@ use super::{
 
 const RESERVE: &str = include_str!("reserve.lua");
 const LEASE: &str = include_str!("lease.lua");
+/// The lease script with its SHA-1, hashed once: hashing its text costs more than the call
+/// that sends it.
+static LEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::from_lua(LEASE));
 pub(super) const SETTLE: &str = include_str!("settle.lua");
 
 /// How long a settlement's marker is kept (see settle.lua).
@@ -400,10 +403,9 @@ impl LeaseSource for RedisStore {
             replica.into(),
             numbers.into_value(),
         ];
-        let script = Script::from_lua(LEASE);
         let reply: Value = shared::redis(
             "lease",
-            script.evalsha_with_reload::<Value, _, _>(&self.client, keys, args),
+            LEASE_SCRIPT.evalsha_with_reload::<Value, _, _>(&self.client, keys, args),
         )
         .await
         .map_err(|e| QuotaError::Unanswered(e.to_string()))?;
