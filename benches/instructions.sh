@@ -32,20 +32,8 @@ for tool in valgrind callgrind_annotate oha; do
   command -v "$tool" >/dev/null || { echo "$tool is missing" >&2; exit 1; }
 done
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-# Waits for a JSON line with `field` on stdout file $1 and prints that field.
-listening() {
-  local file=$1 field=$2 line=""
-  for _ in $(seq 1 600); do
-    line=$(grep -m1 "\"$field\"" "$file" 2>/dev/null || true)
-    [ -n "$line" ] && break
-    sleep 0.5
-  done
-  python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$line" "$field"
-}
+# shellcheck source=benches/processes.sh
+source "$ROOT/benches/processes.sh"
 
 export TOLLGATE_MASTER_KEY=tg-instructions-master-key-0123456789
 export TOLLGATE_SECRET_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
