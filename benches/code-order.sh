@@ -46,18 +46,9 @@ mkdir -p "$W/data"
 "$BIN/tollgate-mock" --no-record --listen 127.0.0.1:0 > "$W/mock.out" 2> "$W/mock.err" &
 PIDS+=($!)
 MOCK=$(listening "$W/mock.out" listening)
-cat > "$W/tollgate.yaml" <<YAML
-server:
-  proxy_listen: 127.0.0.1:0
-  metrics_listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  threads: 1
-  data_dir: '$W/data'
-providers:
-  - {name: upstream, kind: openai-compatible, base_url: 'http://$MOCK/v1'}
-models:
-  - {name: gpt-4o-mini, pricing: {input_per_million: 0.15, output_per_million: 0.60}, deployments: [{provider: upstream, rpm: 1000000000, tpm: 1000000000}]}
-YAML
+gateway_config "$W/tollgate.yaml" "$W/data" "$MOCK" \
+  ", pricing: {input_per_million: 0.15, output_per_million: 0.60}" \
+  ", rpm: 1000000000, tpm: 1000000000"
 KEY=$("$BIN/tollgate" keys create --config "$W/tollgate.yaml" --name code-order \
   --rpm 1000000000 --tpm 1000000000 2> "$W/keys.err" | grep -oE 'tg_[A-Za-z0-9_]+' | head -1)
 [ -n "$KEY" ] || { echo "could not issue a key: $(cat "$W/keys.err")" >&2; exit 1; }

@@ -54,18 +54,7 @@ for target in "${TARGETS[@]}"; do
   if [ "$target" = cached ]; then
     extra_model="$extra_model, cache: {enabled: true, cache_nondeterministic: true}"
   fi
-  cat > "$W/tollgate.yaml" <<YAML
-server:
-  proxy_listen: 127.0.0.1:0
-  metrics_listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  threads: 1
-  data_dir: '$W/data'
-providers:
-  - {name: upstream, kind: openai-compatible, base_url: 'http://$MOCK/v1'}
-models:
-  - {name: gpt-4o-mini$extra_model, deployments: [{provider: upstream$extra_deployment}]}
-YAML
+  gateway_config "$W/tollgate.yaml" "$W/data" "$MOCK" "$extra_model" "$extra_deployment"
   KEY=$TOLLGATE_MASTER_KEY
   if [ "$target" = governed ] || [ "$target" = cached ]; then
     KEY=$("$BIN/tollgate" keys create --config "$W/tollgate.yaml" --name instructions \
