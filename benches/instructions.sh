@@ -5,7 +5,9 @@
 #   benches/instructions.sh [--bin-dir DIR] [--requests N] [--out DIR] TARGET...
 #
 # TARGET is `floor` (the bare Pingora proxy), `passthrough` (the master key), `governed`
-# (an issued key with limits, a priced model, the in-process quota store) or `cached`
+# (an issued key with limits, a priced model, the in-process quota store), `leased`
+# (governed with the quotas in Redis at $TOLLGATE_BENCH_REDIS, default
+# redis://127.0.0.1:6379: admitted from leases, as the harness's governed target) or `cached`
 # (governed, the model's response cache on in process: every measured request is a hit). Each target runs
 # alone under callgrind against the mock: 300 requests to warm up, counters zeroed, N
 # requests (default 3000, 4 connections), counters dumped. Prints the total per request and
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN="$2"; shift 2 ;;
     --requests) N="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    floor|passthrough|governed|cached) TARGETS+=("$1"); shift ;;
+    floor|passthrough|governed|leased|cached) TARGETS+=("$1"); shift ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +49,7 @@ for target in "${TARGETS[@]}"; do
   PIDS+=("$MOCK_PID")
   MOCK=$(listening "$W/mock.out" listening)
   extra_model=""; extra_deployment=""
-  if [ "$target" = governed ] || [ "$target" = cached ]; then
+  if [ "$target" != floor ] && [ "$target" != passthrough ]; then
     extra_model=", pricing: {input_per_million: 0.15, output_per_million: 0.60}"
     extra_deployment=", rpm: 1000000000, tpm: 1000000000"
   fi
@@ -56,7 +58,12 @@ for target in "${TARGETS[@]}"; do
   fi
   gateway_config "$W/tollgate.yaml" "$W/data" "$MOCK" "$extra_model" "$extra_deployment"
   KEY=$TOLLGATE_MASTER_KEY
-  if [ "$target" = governed ] || [ "$target" = cached ]; then
+  unset TOLLGATE_REDIS_URL TOLLGATE_REDIS_PREFIX
+  if [ "$target" = leased ]; then
+    export TOLLGATE_REDIS_URL="${TOLLGATE_BENCH_REDIS:-redis://127.0.0.1:6379}"
+    export TOLLGATE_REDIS_PREFIX="tg-instructions-$$-"
+  fi
+  if [ "$target" != floor ] && [ "$target" != passthrough ]; then
     KEY=$("$BIN/tollgate" keys create --config "$W/tollgate.yaml" --name instructions \
       --rpm 1000000000 --tpm 1000000000 2> "$W/keys.err" | grep -oE 'tg_[A-Za-z0-9_]+' | head -1)
   fi
@@ -102,9 +109,11 @@ for target in "${TARGETS[@]}"; do
   part "request_filter" "ProxyHttp>::request_filter::{{closure}}"
   part "  authentication" "Auth::authenticate::{{closure}}"
   part "  cache look-up" "ResponseCache::consult::{{closure}}"
+  part "  quota admission" "Limiter::admit::{{closure}}"
   part "cache hit answer" "cache::hit::respond::{{closure}}"
   part "upstream_request_filter" "ProxyHttp>::upstream_request_filter::{{closure}}"
   part "response_filter" "ProxyHttp>::response_filter::{{closure}}"
+  part "  rate-limit headers" "replace_rate_limit_headers"
   part "response scan (usage)" "ResponseWatch::pass"
   part "logging (metrics, log line)" "ProxyHttp>::logging::{{closure}}"
   part "usage journal" "Journal::append"

@@ -127,6 +127,32 @@ impl OverheadHandles {
     }
 }
 
+/// Where a request's quotas were checked: the label of `tollgate_quota_check_seconds`.
+#[derive(Clone, Copy)]
+pub enum QuotaCheck {
+    /// This replica's leased slices.
+    Lease,
+    /// The shared store (Redis).
+    Shared,
+    /// The in-process store.
+    Local,
+}
+
+/// The quota-check histogram of each store.
+#[derive(Default)]
+pub struct QuotaCheckHandles([OnceLock<Histogram>; 3]);
+
+impl QuotaCheckHandles {
+    pub fn get(&self, m: &Metrics, store: QuotaCheck) -> &Histogram {
+        let (slot, label) = match store {
+            QuotaCheck::Lease => (0, "lease"),
+            QuotaCheck::Shared => (1, "shared"),
+            QuotaCheck::Local => (2, "local"),
+        };
+        self.0[slot].get_or_init(|| m.quota_check.with_label_values(&[label]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

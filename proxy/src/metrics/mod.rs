@@ -44,6 +44,8 @@ pub struct Metrics {
     pub upstream_connections: IntCounterVec,
     /// `overhead`'s series by endpoint, resolved once.
     pub overhead_by_endpoint: handles::OverheadHandles,
+    /// `quota_check`'s series by store, resolved once.
+    pub quota_check_by_store: handles::QuotaCheckHandles,
     /// Which requests get an access-log line (`log.access`).
     pub access_log: AccessLog,
 }
@@ -139,6 +141,7 @@ impl Metrics {
                 &["provider", "reused"]
             )?,
             overhead_by_endpoint: handles::OverheadHandles::default(),
+            quota_check_by_store: handles::QuotaCheckHandles::default(),
             access_log: AccessLog::All,
         };
         // Series of a fixed label set exist from the start (at 0), so dashboards and alerts

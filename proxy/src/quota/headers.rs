@@ -1,5 +1,7 @@
 //! The `x-ratelimit-*` headers OpenAI sends, written from a quota decision's snapshot.
 
+use std::fmt::Write;
+
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 
@@ -56,15 +58,24 @@ fn header_values(s: &Snapshot) -> [Option<HeaderValue>; 6] {
 }
 
 /// A reset time as OpenAI writes it in `x-ratelimit-reset-*`: `250ms`, `1.5s`, `6m0s`.
+/// Integer arithmetic only: this runs for every governed response.
 pub fn format_reset(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
+    let mut text = String::with_capacity(16);
+    // Writing to a String cannot fail.
+    let _ = if ms < 1000 {
+        write!(text, "{ms}ms")
     } else if ms < 60_000 {
-        let text = format!("{:.3}", ms as f64 / 1000.0);
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+        let (seconds, millis) = (ms / 1000, ms % 1000);
+        match (millis % 100, millis % 10) {
+            _ if millis == 0 => write!(text, "{seconds}s"),
+            (0, _) => write!(text, "{seconds}.{}s", millis / 100),
+            (_, 0) => write!(text, "{seconds}.{:02}s", millis / 10),
+            _ => write!(text, "{seconds}.{millis:03}s"),
+        }
     } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
+        write!(text, "{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    };
+    text
 }
 
 /// The `x-ratelimit-*` headers: the tightest request and token limits of the request's
@@ -150,5 +161,60 @@ mod tests {
         assert_eq!(format_reset(1500), "1.5s");
         assert_eq!(format_reset(360_000), "6m0s");
         assert_eq!(format_reset(61_500), "1m1s");
+        assert_eq!(format_reset(1005), "1.005s");
+        assert_eq!(format_reset(1050), "1.05s");
+        assert_eq!(format_reset(59_999), "59.999s");
+        assert_eq!(format_reset(999), "999ms");
+        // The same text as the float formatting it replaced, over the whole seconds range.
+        for ms in 1000..60_000u64 {
+            let text = format!("{:.3}", ms as f64 / 1000.0);
+            let float = format!("{}s", text.trim_end_matches('0').trim_end_matches('.'));
+            assert_eq!(format_reset(ms), float, "{ms}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_upstream_header_is_replaced_whole() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response
+            .insert_header("X-RateLimit-Limit-Requests", "999")
+            .unwrap();
+        response
+            .append_header("x-ratelimit-remaining-requests", "1")
+            .unwrap();
+        response
+            .append_header("x-ratelimit-remaining-requests", "2")
+            .unwrap();
+        response.insert_header("x-other", "kept").unwrap();
+        let snapshot = Snapshot {
+            requests_limit: Some(60),
+            requests_remaining: 59,
+            requests_reset_ms: 250,
+            tokens_limit: Some(1000),
+            tokens_remaining: 900,
+            tokens_reset_ms: 6000,
+        };
+        replace_rate_limit_headers(&mut response, &snapshot).unwrap();
+        let mut wire = bytes::BytesMut::new();
+        response.header_to_h1_wire(&mut wire);
+        let text = String::from_utf8_lossy(&wire).into_owned();
+        for line in [
+            "x-ratelimit-limit-requests: 60\r\n",
+            "x-ratelimit-remaining-requests: 59\r\n",
+            "x-ratelimit-reset-requests: 250ms\r\n",
+            "x-ratelimit-limit-tokens: 1000\r\n",
+            "x-ratelimit-remaining-tokens: 900\r\n",
+            "x-ratelimit-reset-tokens: 6s\r\n",
+            "x-other: kept\r\n",
+        ] {
+            assert_eq!(text.matches(line).count(), 1, "{line:?} in {text}");
+        }
+        assert_eq!(text.matches("\r\n").count(), 7, "{text}");
+        // Names and values stay paired for everything that walks the case map.
+        let pairs: Vec<_> = response
+            .case_header_iter()
+            .map(|(name, value)| (name.as_slice().to_vec(), value.clone()))
+            .collect();
+        assert_eq!(pairs.len(), 7);
     }
 }

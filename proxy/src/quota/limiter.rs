@@ -22,7 +22,7 @@ use crate::{
     backend::Backend,
     error::{GatewayError, RateLimit},
     metering::Meter,
-    metrics::Metrics,
+    metrics::{Metrics, handles::QuotaCheck},
     quota::{
         Decision, MemoryStore, Owner, QuotaError, QuotaStore, Reservation, Scoped, Snapshot, Usage,
         leases::LeaseBook, now_ms, scopes::estimate_prompt_tokens,
@@ -202,8 +202,8 @@ impl Limiter {
         let started = std::time::Instant::now();
         if let Some(snapshot) = self.leases.as_ref().and_then(|l| l.try_admit(&reservation)) {
             metrics
-                .quota_check
-                .with_label_values(&["lease"])
+                .quota_check_by_store
+                .get(metrics, QuotaCheck::Lease)
                 .observe(started.elapsed().as_secs_f64());
             return Ok(Admitted {
                 reservation,
@@ -212,13 +212,14 @@ impl Limiter {
             });
         }
         let checked = self.reserve_seeded(self.store.as_ref(), &reservation).await;
+        let store = if self.fallback.is_some() {
+            QuotaCheck::Shared
+        } else {
+            QuotaCheck::Local
+        };
         metrics
-            .quota_check
-            .with_label_values(&[if self.fallback.is_some() {
-                "shared"
-            } else {
-                "local"
-            }])
+            .quota_check_by_store
+            .get(metrics, store)
             .observe(started.elapsed().as_secs_f64());
         let (decision, backing) = match checked {
             Ok(decision) => {
