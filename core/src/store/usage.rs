@@ -232,11 +232,11 @@ impl Iden for Daily {
 /// The events summed per UTC day, key, user, team and model (0 for none), added to the
 /// rows already there.
 fn rollup(events: &[&usage_event::Model]) -> Result<InsertStatement, StoreError> {
-    let mut sums: BTreeMap<(String, i64, i64, i64, &str), [i64; 4]> = BTreeMap::new();
+    // Grouped by the date itself: the day's text is made once per group, not per event.
+    let mut sums: BTreeMap<(chrono::NaiveDate, i64, i64, i64, &str), [i64; 4]> = BTreeMap::new();
     for e in events {
-        let day = e.occurred_at.format("%Y-%m-%d").to_string();
         let scope = (
-            day,
+            e.occurred_at.date_naive(),
             e.key_id.unwrap_or(0),
             e.user_id.unwrap_or(0),
             e.team_id.unwrap_or(0),
@@ -263,7 +263,7 @@ fn rollup(events: &[&usage_event::Model]) -> Result<InsertStatement, StoreError>
     for ((day, key, user, team, model), [requests, prompt, completion, cost]) in sums {
         insert
             .values([
-                day.into(),
+                day.format("%Y-%m-%d").to_string().into(),
                 key.into(),
                 user.into(),
                 team.into(),
