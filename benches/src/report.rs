@@ -508,13 +508,13 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(
             out,
             "\n### streams: {n} slow streams held open at once per proxy\n\n\
-             | target | completed | open at once | RSS before MiB | RSS peak MiB | RSS after MiB | KiB per stream | CPU s |\n\
+             | target | completed | open at once | RSS before MiB | RSS peak MiB | RSS after MiB | per stream | CPU s |\n\
              |---|---|---|---|---|---|---|---|"
         );
         for h in &report.streams {
             let _ = writeln!(
                 out,
-                "| {} | {}/{} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                "| {} | {}/{} | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} |",
                 h.target,
                 h.completed,
                 h.streams,
@@ -522,7 +522,7 @@ pub fn markdown(report: &Report) -> String {
                 h.rss_before_mib,
                 h.rss_peak_mib,
                 h.rss_after_mib,
-                h.kib_per_stream,
+                h.per_stream(),
                 h.cpu_s
             );
         }

@@ -29,8 +29,10 @@ pub struct Held {
     pub rss_peak_mib: f64,
     /// A second after the last stream ended.
     pub rss_after_mib: f64,
-    /// (peak − before) ÷ the streams open at once.
-    pub kib_per_stream: f64,
+    /// (peak − before) ÷ the streams open at once; `None` when the target did not hold
+    /// most of them open at once (a response cache answers them at once), where the
+    /// quotient would say nothing about a held stream.
+    pub kib_per_stream: Option<f64>,
     /// CPU time of the proxy over the whole probe.
     pub cpu_s: f64,
     /// Streams that did not complete, by the status line they got (or how they ended).
@@ -55,7 +57,7 @@ impl Held {
 
     fn summary(&self) -> String {
         format!(
-            "{:<11} {}/{} completed, {} open at once, RSS {:.1} -> peak {:.1} -> after {:.1} MiB, {:.1} KiB per stream, CPU {:.2} s",
+            "{:<11} {}/{} completed, {} open at once, RSS {:.1} -> peak {:.1} -> after {:.1} MiB, {} per stream, CPU {:.2} s",
             self.target,
             self.completed,
             self.streams,
@@ -63,9 +65,17 @@ impl Held {
             self.rss_before_mib,
             self.rss_peak_mib,
             self.rss_after_mib,
-            self.kib_per_stream,
+            self.per_stream(),
             self.cpu_s
         )
+    }
+
+    /// The memory per held stream as reports show it.
+    pub fn per_stream(&self) -> String {
+        match self.kib_per_stream {
+            Some(kib) => format!("{kib:.1} KiB"),
+            None => "n/a (not held open)".to_string(),
+        }
     }
 }
 
@@ -207,7 +217,8 @@ pub fn hold(target: &mut Target, n: usize, tokens: u32) -> anyhow::Result<Held> 
         rss_before_mib,
         rss_peak_mib,
         rss_after_mib,
-        kib_per_stream: (rss_peak_mib - rss_before_mib) * 1024.0 / open_at_once.max(1) as f64,
+        kib_per_stream: (open_at_once * 10 >= n * 9)
+            .then(|| (rss_peak_mib - rss_before_mib) * 1024.0 / open_at_once as f64),
         cpu_s,
         failed,
         failure_sample,
