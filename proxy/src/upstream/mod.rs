@@ -27,17 +27,18 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 const UNTIMED_WRITE_BYTES: usize = 16 << 10;
 
 /// Client headers that never travel upstream: the client's credentials, cookies, and
-/// `expect` (the gateway answered it and already holds the body).
-const CLIENT_ONLY_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "proxy-authorization",
-    "cookie",
+/// `expect` (the gateway answered it and already holds the body). Names, not text: a name
+/// given as text would be parsed again by every removal.
+static CLIENT_ONLY_HEADERS: [HeaderName; 8] = [
+    http::header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
     // Chosen by the operator's key, not by the client: set them in the provider's `headers`.
-    "openai-organization",
-    "openai-project",
-    "expect",
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    http::header::EXPECT,
 ];
 
 pub struct Upstream {
@@ -250,8 +251,8 @@ impl Upstream {
         request_id: &str,
     ) -> pingora::Result<()> {
         req.set_uri(uri);
-        for name in CLIENT_ONLY_HEADERS {
-            req.remove_header(*name);
+        for name in &CLIENT_ONLY_HEADERS {
+            req.remove_header(name);
         }
         req.remove_header(&http::header::TRANSFER_ENCODING);
         req.insert_header(http::header::HOST, self.host_header.clone())?;
