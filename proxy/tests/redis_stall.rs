@@ -24,7 +24,13 @@ struct Setup {
 
 /// A gateway whose Redis is behind a relay, with a key of `limits`.
 async fn setup(mode: &str, limits: Value) -> Setup {
+    setup_from(mode, limits, Flow::Up).await
+}
+
+/// As [`setup`], the relay at `flow` while the gateway starts.
+async fn setup_from(mode: &str, limits: Value, flow: Flow) -> Setup {
     let redis = Relay::start(common::relay::redis_addr()).await;
+    redis.set(flow);
     let url = redis.url();
     let prefix = format!("tgstall{}", fastrand::u64(..));
     let envs = [
@@ -137,6 +143,35 @@ async fn a_stall_counts_what_was_served_when_failing_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_counts_what_was_served_when_failing_closed() {
     the_window_counts_what_was_served("fail_closed").await;
+}
+
+/// A gateway started while Redis cannot be reached connects once it can: from then on
+/// its quotas are enforced in Redis again, not refused for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_redis_connects_later() {
+    let s = setup_from("fail_closed", json!({ "rpm_limit": 3 }), Flow::Cut).await;
+    assert_eq!(
+        burst(&s, 1, "1ms").await,
+        [503],
+        "served with Redis cut off"
+    );
+    s.redis.set(Flow::Up);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let statuses = burst(&s, 1, "1ms").await;
+        if statuses == [200] || std::time::Instant::now() > deadline {
+            break statuses;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(first, [200], "still refused 20 s after Redis came up");
+    // And the key's window is kept in Redis again: the limit is reached.
+    let mut statuses = Vec::new();
+    while statuses.len() < 5 && !statuses.contains(&429) {
+        statuses.extend(burst(&s, 1, "1ms").await);
+    }
+    assert!(statuses.contains(&429), "rpm 3 not enforced: {statuses:?}");
+    drop(s.mock);
 }
 
 /// A request admitted through Redis that ends while Redis is cut off: its settlement fails

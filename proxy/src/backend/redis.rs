@@ -34,8 +34,12 @@ const SUBSCRIBER_CHANNEL_CAPACITY: usize = 128;
 const COMMAND_CHANNEL_CAPACITY: usize = 32;
 
 fn builder(url: &str, channel_capacity: usize) -> anyhow::Result<Builder> {
-    let config = Config::from_url(url)
+    let mut config = Config::from_url(url)
         .map_err(|e| anyhow::anyhow!("{REDIS_URL_ENV} is not a Redis URL: {e}"))?;
+    // fred's default gives up for good when the first connection fails (Redis down at
+    // start-up, or a stall or cut while a second connection is made): the client would
+    // never connect. The reconnect policy applies to the first connection too.
+    config.fail_fast = false;
     let mut builder = Builder::from_config(config);
     builder
         .with_connection_config(|c: &mut ConnectionConfig| {
