@@ -1,11 +1,12 @@
 //! Client API keys (`tg_…`) on the request path. Look-ups go through an in-memory cache
 //! (positive and negative entries, bounded, with a TTL) in front of the store, so a warm key
-//! costs one HMAC and a map look-up under a shard's read lock. Admin changes evict entries
+//! costs one SipHash and two map look-ups under shards' read locks (its HMAC digest is
+//! remembered, see `secret_digests`). Admin changes evict entries
 //! at once (see `invalidation`); the TTL bounds staleness should a message be lost.
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::{BuildHasherDefault, Hasher},
+    hash::BuildHasherDefault,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -19,6 +20,7 @@ use tollgate_core::{
     store::keys::{self, KeyChange, KeyRecord, KeyRejection},
 };
 
+use super::secret_digests::{Digest, PrefixHasher, SecretDigests};
 use crate::{backend::Backend, error::GatewayError, metrics::shared};
 
 const POSITIVE_TTL: Duration = Duration::from_secs(60);
@@ -84,28 +86,12 @@ fn client_key(record: KeyRecord) -> Arc<ClientKey> {
     })
 }
 
-/// An HMAC digest is already uniformly spread and keyed by the server secret: its first
-/// bytes serve as the map's hash (no second hash over it, and no flooding to fear).
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for (i, b) in bytes.iter().take(8).enumerate() {
-            self.0 ^= u64::from(*b) << (8 * i);
-        }
-    }
-}
-
-type Digest = [u8; 32];
-type Shard = HashMap<Digest, Entry, BuildHasherDefault<DigestHasher>>;
+type Shard = HashMap<Digest, Entry, BuildHasherDefault<PrefixHasher>>;
 
 pub struct ClientKeys {
     secret: Arc<ServerSecret>,
+    /// Each secret's digest, so a warm key's request makes no HMAC.
+    digests: SecretDigests,
     backend: Arc<Backend>,
     /// By the HMAC of the secret, sharded by its last byte (the first ones hash in a shard).
     shards: Box<[RwLock<Shard>]>,
@@ -127,6 +113,7 @@ impl ClientKeys {
     pub fn new(secret: Arc<ServerSecret>, backend: Arc<Backend>) -> Arc<Self> {
         let keys = Arc::new(ClientKeys {
             secret,
+            digests: SecretDigests::new(),
             backend,
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             generation: AtomicU64::new(0),
@@ -143,7 +130,8 @@ impl ClientKeys {
 
     /// The key a presented secret belongs to, or why it is refused.
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<ClientKey>, GatewayError> {
-        let digest = self.secret.api_key_digest(presented);
+        let (tag, remembered) = self.digests.get(presented);
+        let digest = remembered.unwrap_or_else(|| self.secret.api_key_digest(presented));
         let cached = self.cached(&digest);
         shared::key_cache_lookup(cached.is_some());
         let key = match cached {
@@ -156,6 +144,11 @@ impl ClientKeys {
             None => self.load_once(digest).await?,
         };
         let key = key.ok_or(GatewayError::InvalidKey)?;
+        if remembered.is_none()
+            && let Some(tag) = tag
+        {
+            self.digests.remember(tag, digest);
+        }
         let public = || key.public_id().to_string();
         key.record
             .check(Utc::now())

@@ -6,6 +6,7 @@ pub mod client_keys;
 pub mod invalidation;
 pub mod jwt;
 pub mod master_key;
+mod secret_digests;
 pub mod secret_key;
 
 use std::sync::Arc;
