@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn a_full_shard_starts_again() {
         let digests = SecretDigests::new();
-        for i in 0..CAPACITY {
+        for i in 0..2 * CAPACITY {
             let (tag, _) = digests.get(&format!("tg_{i}"));
             digests.remember(tag.unwrap(), [1; 32]);
         }
