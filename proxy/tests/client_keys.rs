@@ -141,6 +141,22 @@ async fn refused_within(replica: &Gateway, secret: &str, revoked: Instant, withi
     }
 }
 
+/// A key both replicas accept (and so hold in their caches), revoked through `a`'s admin
+/// API: `b` refuses it within a second. Returns its secret.
+async fn revoked_on_one(a: &Gateway, b: &Gateway) -> String {
+    let (secret, id) = issue(a, json!({ "name": "shared" })).await;
+    for replica in [a, b] {
+        let (status, body) = replica.chat_as(&secret, "gpt-4o-mini").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _) = a
+        .admin("POST", &format!("/api/keys/{id}/revoke"), None)
+        .await;
+    assert_eq!(status, 200);
+    refused_within(b, &secret, Instant::now(), Duration::from_secs(1)).await;
+    secret
+}
+
 #[tokio::test]
 async fn a_revocation_reaches_every_replica_within_a_second() {
     let stores = SharedStores::create("replicas").await;
@@ -150,20 +166,63 @@ async fn a_revocation_reaches_every_replica_within_a_second() {
     let a = Gateway::spawn_in_env(dir_a.path(), &mock_route(&mock), "", &envs).await;
     let b = Gateway::spawn_in_env(dir_b.path(), &mock_route(&mock), "", &envs).await;
 
-    let (secret, id) = issue(&a, json!({ "name": "shared" })).await;
-    // Both replicas accept it (and now hold it in their caches).
-    for replica in [&a, &b] {
-        let (status, body) = replica.chat_as(&secret, "gpt-4o-mini").await;
-        assert_eq!(status, 200, "{body}");
+    let secret = revoked_on_one(&a, &b).await;
+    assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 401);
+}
+
+/// A replica started while Redis could not be reached subscribes once it can: a revocation
+/// made on another replica reaches it within a second, not when its cache entry expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_before_redis_hears_revocations_once_it_is_up() {
+    use common::relay::{Flow, Relay};
+    let stores = SharedStores::create("late").await;
+    let envs = stores.envs(SECRET);
+    let relay = Relay::start(common::relay::redis_addr()).await;
+    relay.set(Flow::Cut);
+    let relayed = relay.url();
+    let late_envs = envs.map(|(k, v)| {
+        if k == "TOLLGATE_REDIS_URL" {
+            (k, relayed.as_str())
+        } else {
+            (k, v)
+        }
+    });
+    let mock = Mock::spawn();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::spawn_in_env(dir_a.path(), &mock_route(&mock), "", &envs).await;
+    let late = Gateway::spawn_in_env(dir_b.path(), &mock_route(&mock), "", &late_envs).await;
+    // Redis comes up after the replica's first attempts to subscribe failed; then both
+    // replicas are subscribed.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.set(Flow::Up);
+    let direct = tollgate_proxy::backend::redis::connect(&format!(
+        "redis://{}",
+        common::relay::redis_addr()
+    ))
+    .await
+    .unwrap();
+    let prefix = envs
+        .iter()
+        .find(|(k, _)| *k == "TOLLGATE_REDIS_PREFIX")
+        .unwrap()
+        .1;
+    let channel = format!("{prefix}:key-changes");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        use fred::interfaces::PubsubInterface;
+        let counts: Vec<fred::types::Value> = direct.pubsub_numsub(&channel).await.unwrap();
+        let subscribed = counts.get(1).and_then(fred::types::Value::as_i64);
+        if subscribed == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subscribed:?} replicas subscribed 20 s after Redis came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (status, _) = a
-        .admin("POST", &format!("/api/keys/{id}/revoke"), None)
-        .await;
-    assert_eq!(status, 200);
-    let revoked = Instant::now();
-    refused_within(&b, &secret, revoked, Duration::from_secs(1)).await;
-    assert_eq!(a.chat_as(&secret, "gpt-4o-mini").await.0, 401);
+    revoked_on_one(&a, &late).await;
 }
 
 /// `n` PUBLISH commands of key changes for keys that do not exist, in RESP, to be written to

@@ -1,8 +1,8 @@
 //! Client API keys (`tg_…`) on the request path. Look-ups go through an in-memory cache
 //! (positive and negative entries, bounded, with a TTL) in front of the store, so a warm key
 //! costs one SipHash and two map look-ups under shards' read locks (its HMAC digest is
-//! remembered, see `secret_digests`). Admin changes evict entries
-//! at once (see `invalidation`); the TTL bounds staleness should a message be lost.
+//! remembered, see `secret_digests`). Admin changes evict entries at once (see
+//! `invalidation`); the TTL bounds staleness should a message be lost.
 
 use std::{
     collections::{HashMap, HashSet},

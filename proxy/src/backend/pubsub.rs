@@ -3,10 +3,13 @@
 //! broadcast channels whose slots are allocated up front (about 0.1 MiB at the 128 slots a
 //! subscriber gets), so the channels share a client rather than each having one.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use fred::prelude::{EventInterface, PubsubInterface};
 use tokio::sync::broadcast::error::RecvError;
+
+/// Wait between attempts of the first subscription.
+const SUBSCRIBE_RETRY: Duration = Duration::from_secs(1);
 
 /// Handles a message's text (`None` when it is not text).
 pub type OnMessage = Box<dyn Fn(Option<&str>) + Send + Sync>;
@@ -47,10 +50,22 @@ pub fn listen(url: &str, runtime: &tokio::runtime::Handle, listeners: Vec<Listen
                 again.iter().for_each(|l| (l.on_gap)());
             }
         });
+        // Once subscribed, `manage_subscriptions` subscribes again after every reconnect;
+        // until then (Redis away at start, or too slow to answer) it knows no channels, so
+        // the first subscription is retried here until it holds.
         let channels: Vec<String> = listeners.iter().map(|l| l.channel.clone()).collect();
-        if let Err(e) = subscriber.subscribe(channels).await {
-            // `manage_subscriptions` subscribes again once Redis is back.
-            tracing::warn!("subscribing to Redis channels failed (will retry on reconnect): {e}");
+        let mut failed = false;
+        while let Err(e) = subscriber.subscribe(channels.clone()).await {
+            if !failed {
+                tracing::warn!("subscribing to Redis channels failed (retrying): {e}");
+                failed = true;
+            }
+            tokio::time::sleep(SUBSCRIBE_RETRY).await;
+        }
+        if failed {
+            tracing::info!("subscribed to Redis channels");
+            // What was published before is lost.
+            listeners.iter().for_each(|l| (l.on_gap)());
         }
         loop {
             match messages.recv().await {
