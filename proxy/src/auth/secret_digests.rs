@@ -52,15 +52,9 @@ pub struct SecretDigests {
 
 impl SecretDigests {
     pub fn new() -> Self {
-        let hasher = random_bytes::<16>().ok().map(|key| {
-            let (k0, k1) = key.split_at(8);
-            let word = |b: &[u8]| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(b);
-                u64::from_le_bytes(w)
-            };
-            SipHasher24::new_with_keys(word(k0), word(k1))
-        });
+        let hasher = random_bytes::<16>()
+            .ok()
+            .map(|key| SipHasher24::new_with_key(&key));
         if hasher.is_none() {
             tracing::warn!("no random key for the key-secret memo: every request hashes its key");
         }
